@@ -1,0 +1,149 @@
+"""One network class for every variant, built from a spec through its resolved plan."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from effnet.models.blocks import MBConv
+from effnet.models.layers import make_activation, make_conv
+from effnet.scaling.plan import NetworkPlan, resolve
+from effnet.spec.data import DataConfig, default_data_config
+from effnet.spec.types import NetworkSpec
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One multi-scale output of `features_only` models."""
+
+    channels: int
+    stride: int
+    module: str
+
+
+def _init_weights(module: nn.Module) -> None:
+    """The official TF initialisation: conv normal(0, sqrt(2 / fan_out)), dense uniform(1/sqrt(out))."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        bound = 1.0 / math.sqrt(module.out_features)
+        nn.init.uniform_(module.weight, -bound, bound)
+        nn.init.zeros_(module.bias)
+
+
+class _Trunk(nn.Module):
+    """Stem and stages, shared by the classifier and the feature extractor."""
+
+    def __init__(self, spec: NetworkSpec, plan: NetworkPlan, in_channels: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conv_stem = make_conv(in_channels, plan.stem_channels, plan.stem_kernel_size,
+                                   plan.stem_stride, padding=spec.padding)
+        self.bn1 = nn.BatchNorm2d(plan.stem_channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
+        self.act1 = make_activation(spec.activation)
+        self.blocks = nn.Sequential(*(
+            nn.Sequential(*(MBConv(block, spec.activation, spec.padding, spec.bn_eps, spec.bn_momentum)
+                            for block in stage))
+            for stage in plan.stages
+        ))
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_stem(x)  # (N, stem, H/2, W/2)
+        x = self.bn1(x)
+        return self.act1(x)
+
+    def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)
+
+
+class EfficientNet(_Trunk):
+    """EfficientNet classifier: stem, MBConv stages, 1x1 head, pool, dropout, linear classifier."""
+
+    def __init__(self, spec: NetworkSpec, num_classes: int = 1000, in_channels: int = 3,
+                 data_config: DataConfig | None = None) -> None:
+        plan = resolve(spec)
+        super().__init__(spec, plan, in_channels)
+        self.plan = plan
+        self.num_classes = num_classes
+        self.num_features = plan.head_channels
+        self.data_config = data_config or default_data_config(spec.resolution, in_channels)
+        self.conv_head = make_conv(plan.stages[-1][-1].out_channels, plan.head_channels, 1, padding=spec.padding)
+        self.bn2 = nn.BatchNorm2d(plan.head_channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
+        self.act2 = make_activation(spec.activation)
+        self.dropout = nn.Dropout(spec.head.dropout) if spec.head.dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(plan.head_channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        for stage in self.blocks:
+            x = self.run_stage(stage, x)
+        x = self.conv_head(x)  # (N, features, H/32, W/32)
+        x = self.bn2(x)
+        return self.act2(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))  # (N, features)
+        x = self.dropout(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for `num_classes` (0: return pooled features)."""
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        _init_weights(self.classifier)
+
+
+class EfficientNetFeatures(_Trunk):
+    """The trunk returning one feature map per output stride (2, 4, 8, 16, 32 for EfficientNet)."""
+
+    def __init__(self, spec: NetworkSpec, in_channels: int = 3, out_indices: tuple[int, ...] | None = None,
+                 data_config: DataConfig | None = None) -> None:
+        plan = resolve(spec)
+        super().__init__(spec, plan, in_channels)
+        taps = plan.feature_taps
+        out_indices = tuple(range(len(taps))) if out_indices is None else tuple(out_indices)
+        for index in out_indices:
+            if not -len(taps) <= index < len(taps):
+                from effnet.errors import SpecError
+
+                raise SpecError(f"out_indices: {index} is out of range for {len(taps)} feature levels")
+        self.plan = plan
+        self.data_config = data_config or default_data_config(spec.resolution, in_channels)
+        self.taps = [taps[index] for index in out_indices]
+        self.feature_info = [FeatureInfo(t.channels, t.stride, f"blocks.{t.stage}") for t in self.taps]
+        # Stages after the last tap are not needed.
+        del self.blocks[max(t.stage for t in self.taps) + 1:]
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        wanted = {tap.stage for tap in self.taps}
+        features = []
+        x = self.forward_stem(x)
+        for index, stage in enumerate(self.blocks):
+            x = self.run_stage(stage, x)
+            if index in wanted:
+                features.append(x)
+        return features
