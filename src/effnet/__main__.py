@@ -1,0 +1,7 @@
+"""`python -m effnet ...` (and so `torchrun -m effnet ...`) runs the CLI."""
+import sys
+
+from effnet.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

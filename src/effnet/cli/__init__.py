@@ -1,0 +1,36 @@
+"""The `effnet` command line: one small module per command, each only parsing and calling the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from effnet.cli import convert, info, list_models, scale
+from effnet.errors import EffnetError
+
+COMMANDS = (list_models, info, scale, convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="effnet", description="EfficientNet and compound model scaling.")
+    from effnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"effnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user mistakes print one `effnet: error: ...` line and return 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except EffnetError as error:
+        print(f"effnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("effnet: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,71 @@
+"""The command line: outputs a script relies on, and one clear line for user mistakes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import effnet
+from effnet.cli import main
+
+
+def run_json(capsys, *argv):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list(capsys):
+    assert run_json(capsys, "list", "--json") == effnet.list_models()
+    assert main(["list", "*lite3"]) == 0
+    assert capsys.readouterr().out.split() == ["efficientnet_lite3", "tf_efficientnet_lite3"]
+
+
+def test_info_json(capsys):
+    report = run_json(capsys, "info", "efficientnet_b0", "--json")
+    assert report["name"] == "efficientnet_b0" and report["params"] == 5288548
+    assert report["macs"] == effnet.count_macs(effnet.create_model("efficientnet_b0").spec)
+    assert report["resolution"] == 224 and report["dropout"] == 0.2
+    assert [(s["channels"], s["repeats"]) for s in report["stages"]][:2] == [(16, 1), (24, 2)]
+    assert run_json(capsys, "info", "efficientnet_b0", "--resolution", "448", "--json")["macs"] > 4 * report["macs"] * 0.99
+
+
+def test_info_table(capsys):
+    assert main(["info", "tf_efficientnet_lite2"]) == 0
+    out = capsys.readouterr().out
+    assert "relu6" in out and "padding same" in out and "MBConv6" in out
+
+
+def test_scale_family_table(capsys):
+    rows = run_json(capsys, "scale", "--json")
+    assert [row["name"] for row in rows] == [f"efficientnet_b{i}" for i in range(8)]
+    assert rows[7]["width"] == 2.0 and rows[7]["depth"] == 3.1 and rows[7]["resolution"] == 600
+    assert all({"phi", "depth", "width", "resolution", "params", "macs"} <= set(row) for row in rows)
+    assert main(["scale"]) == 0
+    assert "efficientnet_b7" in capsys.readouterr().out
+
+
+def test_scale_by_phi(capsys):
+    rows = run_json(capsys, "scale", "--phi", "-1", "0", "0.5", "2", "--alpha", "1.2", "--json")
+    assert [row["phi"] for row in rows] == [-1, 0, 0.5, 2]
+    assert rows[3]["depth"] == pytest.approx(1.44) and rows[3]["width"] == pytest.approx(1.21)
+    macs = [row["macs"] for row in rows]
+    assert macs == sorted(macs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["info", "efficientnet_b9"], "unknown model 'efficientnet_b9'; closest: efficientnet_b8"),
+    (["scale", "--phi", "-10", "--beta", "1.5"], "less than one channel"),
+    (["convert", "--from", "timm", "--model", "efficientnet_b0", "/nonexistent.pth", "/tmp/out.safetensors"],
+     "not found"),
+])
+def test_user_mistakes_print_one_line(argv, message):
+    result = subprocess.run([sys.executable, "-m", "effnet", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_has_help():
+    for command in ("list", "info", "scale", "convert"):
+        result = subprocess.run([sys.executable, "-m", "effnet", command, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage: effnet" in result.stdout
