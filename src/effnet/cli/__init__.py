@@ -5,10 +5,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from effnet.cli import convert, info, list_models, scale
+from effnet.cli import convert, info, list_models, scale, train
 from effnet.errors import EffnetError
 
-COMMANDS = (list_models, info, scale, convert)
+COMMANDS = (list_models, info, scale, convert, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,75 @@
+"""Process-group set-up for torchrun (DDP: NCCL on GPU, gloo on CPU) and metric reduction."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from effnet.errors import EffnetError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            raise EffnetError("--device cuda: no CUDA device is available here; use --device cpu")
+        return torch.device("cuda", local_rank)
+    if preference == "cpu":
+        return torch.device("cpu")
+    raise EffnetError(f"device must be auto, cpu or cuda, got {preference!r}")
+
+
+def init_distributed(device_preference: str) -> DistContext:
+    """Join the torchrun process group when launched by torchrun with more than one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_preference, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def all_reduce_sum(values: list[float], context: DistContext) -> list[float]:
+    """Sum numbers over all ranks (identity in a single process)."""
+    if not context.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_reduce_tensor(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
+    """Sum a tensor over all ranks (returned on the CPU; identity in a single process)."""
+    if not context.distributed:
+        return tensor
+    reduced = tensor.to(context.device)
+    dist.all_reduce(reduced)
+    return reduced.cpu()
+
+
+def cleanup(context: DistContext) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,80 @@
+"""Optimizers: RMSProp as TensorFlow defines it, and parameter groups without decay on BN and bias."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSProp with TensorFlow's semantics, which the EfficientNet recipe was tuned for.
+
+    It differs from `torch.optim.RMSprop` in three ways that matter at the paper's eps = 1e-3:
+    the mean square starts at 1 (not 0), eps is added *inside* the square root, and the learning
+    rate is applied inside the momentum buffer (so a changing lr does not rescale past steps):
+
+        ms  = decay * ms + (1 - decay) * g**2
+        mom = momentum * mom + lr * g / sqrt(ms + eps)
+        p  -= mom
+
+    Weight decay is L2 added to the gradient, as TF adds it to the loss.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.016, decay: float = 0.9, momentum: float = 0.9,
+                 eps: float = 1e-3, weight_decay: float = 0.0) -> None:
+        for label, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            if value < 0:
+                raise ValueError(f"{label} must be >= 0, got {value}")
+        if not 0 <= decay < 1 or not 0 <= momentum < 1:
+            raise ValueError(f"decay and momentum must be in [0, 1), got {decay} and {momentum}")
+        super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                if group["weight_decay"]:
+                    grad = grad.add(param, alpha=group["weight_decay"])
+                state = self.state[param]
+                if not state:
+                    state["square_avg"] = torch.ones_like(param)
+                    state["momentum_buffer"] = torch.zeros_like(param)
+                square_avg = state["square_avg"]
+                square_avg.mul_(group["decay"]).addcmul_(grad, grad, value=1 - group["decay"])
+                update = grad / (square_avg + group["eps"]).sqrt_()
+                buffer = state["momentum_buffer"]
+                buffer.mul_(group["momentum"]).add_(update, alpha=group["lr"])
+                param.sub_(buffer)
+        return loss
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay on convolution and linear weights only; BN parameters and biases (1-D) are exempt."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    rmsprop_decay: float = 0.9, eps: float = 1e-3) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, weight_decay)
+    if name == "rmsprop_tf":
+        return RMSpropTF(groups, lr=lr, decay=rmsprop_decay, momentum=momentum, eps=eps)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
