@@ -1,0 +1,67 @@
+"""Helpers shared by the converters: key patterns, error messages, collision-free renaming."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, NoReturn
+
+import torch
+
+from effnet.errors import WeightsError
+
+# Every BatchNorm2d entry in a state dict; `num_batches_tracked` may be absent (see below).
+BATCH_NORM_FIELDS: tuple[str, ...] = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+BATCH_NORM_PATTERN = "(?:" + "|".join(BATCH_NORM_FIELDS) + ")"
+
+_SHOW = 5
+
+
+def describe(keys: Iterable[str], state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The first few keys with their shapes, e.g. `features.0.0.weight (32, 3, 3, 3) and 4 more`."""
+    keys = list(keys)
+    shown = ", ".join(f"{key} {tuple(state_dict[key].shape)}" for key in keys[:_SHOW])
+    return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
+
+
+def fail(source: str, problem: str, keys: Iterable[str], state_dict: Mapping[str, torch.Tensor]) -> NoReturn:
+    """Raise the one error every converter gives: what is wrong, and the first keys it concerns."""
+    raise WeightsError(f"state dict does not have {source}'s EfficientNet layout: {problem}: "
+                      f"{describe(keys, state_dict)}")
+
+
+def reject_unknown(source: str, state_dict: Mapping[str, torch.Tensor], known: Iterable[str]) -> None:
+    """Raise unless every key of `state_dict` is in `known`: nothing is ever dropped silently."""
+    if not state_dict:
+        raise WeightsError(f"state dict does not have {source}'s EfficientNet layout: it is empty")
+    known = set(known)
+    unknown = [key for key in state_dict if key not in known]
+    if unknown:
+        fail(source, f"{len(unknown)} key(s) outside that layout", unknown, state_dict)
+
+
+def rename(source: str, state_dict: Mapping[str, torch.Tensor],
+           new_names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """`state_dict` under `new_names` (old -> new), which must cover every key.
+
+    Refuses keys that `new_names` lacks (a state dict of another source or architecture) and two
+    old keys landing on one new key, so a wrong source never yields a partial result.
+    """
+    reject_unknown(source, state_dict, new_names)
+    converted: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for old, new in new_names.items():
+        if new in converted:
+            fail(source, f"{origin[new]} and {old} both map to {new}", [origin[new], old], state_dict)
+        converted[new] = state_dict[old]
+        origin[new] = old
+    return complete_batch_norm(converted)
+
+
+def complete_batch_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add `num_batches_tracked` (0) to every BatchNorm that lacks it, in place, and return it.
+
+    Checkpoints ported from TensorFlow or saved by some exporters omit this counter; it only
+    matters for BN with momentum=None, so a zero keeps strict loading possible without loss.
+    """
+    for key in [key for key in state_dict if key.endswith(".running_mean")]:
+        counter = key[: -len("running_mean")] + "num_batches_tracked"
+        state_dict.setdefault(counter, torch.tensor(0, dtype=torch.long))
+    return state_dict

@@ -1,0 +1,99 @@
+"""Peer models (timm, torchvision, EfficientNet-PyTorch) built with random weights, for tests.
+
+Fresh models have BatchNorm at identity (mean 0, var 1, weight 1, bias 0) and zero biases, under
+which a swapped BN, a wrong eps or a dropped bias could go unnoticed; `randomise` fixes that.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import timm
+import torch
+import torchvision
+from efficientnet_pytorch import EfficientNet
+from torch import nn
+
+
+def build_timm(name: str, image_size: tuple[int, int]) -> nn.Module:
+    return timm.create_model(name)
+
+
+def build_torchvision(name: str, image_size: tuple[int, int]) -> nn.Module:
+    return getattr(torchvision.models, name)(weights=None)
+
+
+def build_efficientnet_pytorch(name: str, image_size: tuple[int, int]) -> nn.Module:
+    # Its "same" padding is fixed at construction for image_size: build it for the test input.
+    return EfficientNet.from_name(name, image_size=image_size)
+
+
+BUILDERS: dict[str, Callable[[str, tuple[int, int]], nn.Module]] = {
+    "timm": build_timm,
+    "torchvision": build_torchvision,
+    "efficientnet_pytorch": build_efficientnet_pytorch,
+}
+
+
+def build_peer(source: str, name: str, image_size: tuple[int, int], seed: int = 0) -> nn.Module:
+    """The peer model in eval mode with random weights, BN statistics, BN affine and biases."""
+    torch.manual_seed(seed)
+    model = BUILDERS[source](name, image_size)
+    randomise(model, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+@torch.no_grad()
+def randomise(model: nn.Module, generator: torch.Generator) -> None:
+    """Non-trivial BN running statistics and affine parameters, and non-zero conv/linear biases."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(_uniform(module.running_mean, -0.5, 0.5, generator))
+            module.running_var.copy_(_uniform(module.running_var, 0.5, 2.0, generator))
+            module.weight.copy_(_uniform(module.weight, 0.5, 1.5, generator))
+            module.bias.copy_(_uniform(module.bias, -0.2, 0.2, generator))
+        elif isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+            module.bias.copy_(_uniform(module.bias, -0.1, 0.1, generator))
+
+
+def _uniform(like: torch.Tensor, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.empty(like.shape).uniform_(low, high, generator=generator)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: tests' tiny inputs leave too little work per operation to share,
+    and on 2 busy cores a b4 forward pass took 5 s with 2 OpenMP threads (first call), 0.05 s with 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def relative_error(ours: torch.Tensor, peer: torch.Tensor) -> float:
+    """‖ours − peer‖ / ‖peer‖."""
+    return float((ours - peer).norm() / peer.norm())
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+class _WritesMarker:
+    """Unpickling this runs `exec`, which creates the marker file: what a hostile checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return exec, (f"open({os.fspath(self.marker)!r}, 'w').write('pwned')",)
+
+
+def write_hostile_checkpoint(path: Path, marker: Path) -> Path:
+    """A `torch.save` file whose unpickling would create `marker` (around a real-looking state dict)."""
+    torch.save({"state_dict": {"conv_stem.weight": torch.zeros(1)}, "payload": _WritesMarker(marker)}, path)
+    return path
