@@ -1,0 +1,50 @@
+"""`effnet predict IMAGE... (--weights PATH | --model NAME)`: top-k classes per image."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from effnet.cli.output import print_json
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "predict", help="classify images with saved weights (top-k labels and probabilities)",
+        description="Classify images with an effnet weights file or run folder, using the model's own evaluation "
+                    "preprocessing. Labels are the class names saved with the weights, ImageNet's for a "
+                    "1000-class model without names, else class_<i>.")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="a .safetensors file or a run folder")
+    source.add_argument("--model", help="a registered model name, with random weights (a pipeline check)")
+    parser.add_argument("--ema", action="store_true", help="use the run folder's model_ema.safetensors")
+    parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--json", action="store_true",
+                        help='print a JSON list of {"image": PATH, "topk": [{"index", "label", "prob"}, ...]}')
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.inference import InferenceError, Predictor
+
+    if args.model is not None:
+        if args.ema:
+            raise InferenceError("--ema needs --weights (a run folder)")
+        print(f"note: {args.model} has random weights (effnet bundles none); the labels mean nothing",
+              file=sys.stderr)
+        predictor = Predictor.from_model(args.model, device=args.device, batch_size=args.batch_size)
+    else:
+        predictor = Predictor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
+                                           ema=args.ema)
+    results = predictor.predict([str(path) for path in args.images], topk=args.topk)
+    if args.json:
+        print_json([{"image": str(path), "topk": topk} for path, topk in zip(args.images, results)])
+        return 0
+    for path, topk in zip(args.images, results):
+        print(path)
+        for rank, guess in enumerate(topk, start=1):
+            print(f"  {rank}. {guess['label']} [{guess['index']}]  {100 * guess['prob']:.2f}%")
+    return 0

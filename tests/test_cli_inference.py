@@ -1,0 +1,129 @@
+"""`effnet eval`, `effnet predict` and `effnet data check` in-process, plus one real subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import effnet
+from effnet.cli import main
+from effnet.models import get_entry
+from effnet.weights.io import save_weights_file
+
+CLASSES = ["cat", "dog", "fox"]
+COLOURS = [(220, 40, 40), (40, 200, 60), (30, 60, 230)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads make tiny forwards 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_image(path: Path, colour: tuple[int, int, int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((24, 20, 3), np.uint8) + np.array(colour, np.uint8)).save(path)
+    return path
+
+
+def make_tree(root: Path, per_class: int = 2) -> Path:
+    for name, colour in zip(CLASSES, COLOURS):
+        for index in range(per_class):
+            write_image(root / name / f"{index}.png", colour)
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = effnet.create_model(effnet.scale_by_phi(get_entry("efficientnet_b0").spec, -3), num_classes=3,
+                                resolution=32)
+    path = tmp_path_factory.mktemp("run") / "model.safetensors"
+    return save_weights_file(path, model.state_dict(), model.spec, model.data_config, CLASSES)
+
+
+def run_json(capsys: pytest.CaptureFixture, *argv: object) -> object:
+    assert main([str(arg) for arg in argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_predict_json_is_exactly_the_documented_list(weights: Path, tmp_path: Path, capsys) -> None:
+    images = [write_image(tmp_path / "a.png", COLOURS[0]), write_image(tmp_path / "b.jpg", COLOURS[2])]
+    result = run_json(capsys, "predict", *images, "--weights", weights, "--topk", 2, "--json")
+    assert [entry["image"] for entry in result] == [str(path) for path in images]
+    for entry in result:
+        assert set(entry) == {"image", "topk"} and len(entry["topk"]) == 2
+        for guess in entry["topk"]:
+            assert set(guess) == {"index", "label", "prob"} and guess["label"] == CLASSES[guess["index"]]
+    assert main(["predict", str(images[0]), "--weights", str(weights.parent)]) == 0  # a run folder works too
+    out = capsys.readouterr().out
+    assert out.startswith(f"{images[0]}\n  1. ") and out.count("%") == 3
+
+
+def test_predict_with_a_model_name_uses_imagenet_labels(tmp_path: Path, capsys) -> None:
+    image = write_image(tmp_path / "a.png", COLOURS[1])
+    assert main(["predict", str(image), "--model", "efficientnet_b0", "--topk", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    guess = json.loads(captured.out)[0]["topk"][0]
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    assert guess["label"] == _IMAGENET_CATEGORIES[guess["index"]]
+    assert "random weights" in captured.err
+
+
+def test_eval_json_text_and_output_files(weights: Path, tmp_path: Path, capsys) -> None:
+    tree = make_tree(tmp_path / "tree")
+    report = run_json(capsys, "eval", "--weights", weights, "--data", tree, "--batch-size", 4, "--json",
+                      "--output", tmp_path / "out")
+    assert {"top1", "top5", "loss", "per_class_accuracy", "count"} <= set(report)
+    assert report["count"] == 6 and list(report["per_class_accuracy"]) == CLASSES
+    assert {path.name for path in (tmp_path / "out").iterdir()} == {
+        "eval.json", "confusion.csv", "confusion.png", "per_class.csv"}
+    assert main(["eval", "--weights", str(weights), "--data", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "top-5" in out and "loss" in out and "fox" in out
+
+
+def test_eval_class_mismatch_is_one_error_line(weights: Path, tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "tree" / "owl" / "0.png", COLOURS[0])
+    assert main(["eval", "--weights", str(weights), "--data", str(tmp_path / "tree")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("effnet eval: error: ") and "owl" in err and err.count("\n") == 1
+
+
+def test_data_check_exit_codes_and_json(tmp_path: Path, capsys) -> None:
+    tree = make_tree(tmp_path / "tree", per_class=1)
+    report = run_json(capsys, "data", "check", tree, "--json")
+    assert report["ok"] and report["bad_files"] == [] and report["total_images"] == 3
+    (tree / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (tree / "fox" / "notes.txt").write_text("not an image")
+    assert main(["data", "check", str(tree), "--json"]) == 1
+    bad = {Path(item["path"]).name: item for item in json.loads(capsys.readouterr().out)["bad_files"]}
+    assert set(bad) == {"broken.jpg", "notes.txt"} and all(item["reason"] for item in bad.values())
+    assert bad["broken.jpg"]["class_name"] == "dog"
+    assert main(["data", "check", str(tree)]) == 1
+    assert "broken.jpg" in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.startswith("effnet data: error: data folder not found")
+
+
+def test_bad_image_path_in_a_real_process_is_one_line_exit_2(weights: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "effnet", "predict", str(broken), "--weights", str(weights)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith("effnet predict: error: cannot load image ") and str(broken) in lines[0]
