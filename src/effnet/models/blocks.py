@@ -21,6 +21,8 @@ class MBConv(nn.Module):
         super().__init__()
         mid = plan.mid_channels
         self.has_skip = plan.has_skip
+        self.expands = plan.expands
+        self.has_se = bool(plan.se_channels)
         if plan.expands:
             self.conv_pw = make_conv(plan.in_channels, mid, 1, padding=padding)
             self.bn1 = nn.BatchNorm2d(mid, eps=bn_eps, momentum=bn_momentum)
@@ -30,23 +32,31 @@ class MBConv(nn.Module):
         self.conv_dw = make_conv(mid, mid, plan.kernel_size, plan.stride, groups=mid, padding=padding)
         self.bn2 = nn.BatchNorm2d(mid, eps=bn_eps, momentum=bn_momentum)
         self.act2 = make_activation(activation)
-        self.se = SqueezeExcite(mid, plan.se_channels, activation) if plan.se_channels else nn.Identity()
+        # The gate may overwrite its input: the block always hands it a fresh activation.
+        self.se = SqueezeExcite(mid, plan.se_channels, activation, inplace=True) if self.has_se else nn.Identity()
         self.conv_pwl = make_conv(mid, plan.out_channels, 1, padding=padding)
         self.bn3 = nn.BatchNorm2d(plan.out_channels, eps=bn_eps, momentum=bn_momentum)
         rate = plan.drop_path_rate if self.has_skip else 0.0
         self.drop_path = StochasticDepth(rate, mode="row") if rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Absent parts (`nn.Identity`) and eval-mode drop path are skipped, not called: at batch 1
+        # on CPU the Python cost of each module call is a visible share of the block's time.
         shortcut = x
-        x = self.conv_pw(x)  # (N, mid, H, W)
-        x = self.bn1(x)
-        x = self.act1(x)
+        if self.expands:
+            x = self.conv_pw(x)  # (N, mid, H, W)
+            x = self.bn1(x)
+            x = self.act1(x)
         x = self.conv_dw(x)  # (N, mid, H/s, W/s)
         x = self.bn2(x)
         x = self.act2(x)
-        x = self.se(x)
+        if self.has_se:
+            x = self.se(x)
         x = self.conv_pwl(x)  # (N, out, H/s, W/s)
         x = self.bn3(x)
         if self.has_skip:
-            x = self.drop_path(x) + shortcut
+            if self.training:
+                x = self.drop_path(x)
+            # Without autograd the sum may overwrite bn3's fresh output: one allocation fewer.
+            x = x + shortcut if torch.is_grad_enabled() else x.add_(shortcut)
         return x

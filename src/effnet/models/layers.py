@@ -49,10 +49,16 @@ def make_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gate: global average -> 1x1 reduce -> activation -> 1x1 expand -> sigmoid."""
+    """Channel gate: global average -> 1x1 reduce -> activation -> 1x1 expand -> sigmoid.
 
-    def __init__(self, channels: int, reduced_channels: int, activation: str) -> None:
+    With `inplace=True` the gating multiply overwrites the input when autograd is off (eval,
+    `no_grad`, `inference_mode`), saving one full-size activation per call; only for callers that
+    never reuse the input. With autograd on it is always out of place (the backward needs `x`).
+    """
+
+    def __init__(self, channels: int, reduced_channels: int, activation: str, inplace: bool = False) -> None:
         super().__init__()
+        self.inplace = inplace
         self.conv_reduce = nn.Conv2d(channels, reduced_channels, 1, bias=True)
         self.act = make_activation(activation)
         self.conv_expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
@@ -63,4 +69,7 @@ class SqueezeExcite(nn.Module):
         scale = self.conv_reduce(scale)
         scale = self.act(scale)
         scale = self.conv_expand(scale)
-        return x * self.gate(scale)
+        scale = self.gate(scale)
+        if self.inplace and not torch.is_grad_enabled():
+            return x.mul_(scale)  # (N, C, H, W)
+        return x * scale

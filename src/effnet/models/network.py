@@ -100,7 +100,8 @@ class EfficientNet(_Trunk):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3))  # (N, features)
-        x = self.dropout(x)
+        if self.training:
+            x = self.dropout(x)
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
