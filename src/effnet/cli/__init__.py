@@ -5,10 +5,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from effnet.cli import convert, info, list_models, scale, train
+from effnet.cli import convert, data, info, list_models, predict, scale, train
+from effnet.cli import eval as eval_command
 from effnet.errors import EffnetError
 
-COMMANDS = (list_models, info, scale, convert, train)
+COMMANDS = (list_models, info, scale, convert, train, eval_command, predict, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

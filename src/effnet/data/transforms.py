@@ -76,7 +76,8 @@ def make_train_transform(config: DataConfig, *, auto_augment: str | None = None,
         if auto_augment not in AUTO_AUGMENT_POLICIES:
             raise DataError(f"auto_augment must be one of {', '.join(AUTO_AUGMENT_POLICIES)} or None, "
                             f"got {auto_augment!r}")
-        steps.append(v2.AutoAugment(AUTO_AUGMENT_POLICIES[auto_augment], interpolation=interpolation))
+        # AutoAugment's geometric ops on tensors support nearest and bilinear only.
+        steps.append(v2.AutoAugment(AUTO_AUGMENT_POLICIES[auto_augment], interpolation=InterpolationMode.BILINEAR))
     return v2.Compose(steps + _to_normalized_tensor(config, channels))
 
 

@@ -76,5 +76,5 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr)  # decay per group, from parameter_groups
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")

@@ -27,6 +27,7 @@ from effnet.train.logs import RunLogger, plot_history
 from effnet.train.optim import build_optimizer
 from effnet.train.sampling import ResumableSampler, SeededAugmentation
 from effnet.train.schedule import learning_rate
+from effnet.train.sync_bn import convert_global_batchnorm
 
 
 @dataclass
@@ -166,8 +167,9 @@ def _build_run(config: TrainConfig, context: DistContext, output: Path, splits, 
     model = build.build_model(config, num_classes)
     model.data_config = data_config
     identity = _identity(model, num_classes)
-    if config.sync_bn and context.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if config.sync_bn and context.distributed:  # torch's SyncBatchNorm needs a GPU
+        model = (nn.SyncBatchNorm.convert_sync_batchnorm(model) if context.device.type == "cuda"
+                 else convert_global_batchnorm(model))
     model = model.to(context.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
