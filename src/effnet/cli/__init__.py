@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EffnetError as error:
         print(f"effnet {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `effnet ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("effnet: interrupted", file=sys.stderr)
         return 130

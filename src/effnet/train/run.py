@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +248,10 @@ def _run_epoch(config: TrainConfig, context: DistContext, state: RunState, run: 
     run.logger.epoch(row)
     if context.is_main:
         run.manager.save(_payload(run, state, config), state.step, is_best=is_best)
+        ema = f", EMA top-1 {row['ema_top1']:.2f}%" if row["ema_top1"] is not None else ""
+        print(f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss "
+              f"{row['val_loss']:.4f}, top-1 {row['top1']:.2f}%{ema}, {row['images_per_second']:.0f} images/s",
+              file=sys.stderr, flush=True)
 
 
 def _evaluate_epoch(config: TrainConfig, context: DistContext, state: RunState, run: Run,
