@@ -66,6 +66,6 @@ def test_user_mistakes_print_one_line(argv, message):
 
 
 def test_every_command_has_help():
-    for command in ("list", "info", "scale", "convert"):
+    for command in ("list", "info", "scale", "convert", "train", "eval", "predict", "data"):
         result = subprocess.run([sys.executable, "-m", "effnet", command, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: effnet" in result.stdout

@@ -134,7 +134,7 @@ def test_pretrained_file_round_trip(tmp_path):
         assert torch.equal(model(x), loaded(x))
     # Another class count keeps the trunk and starts a new head (fine-tuning).
     finetune = effnet.create_model("efficientnet_b0", pretrained=tmp_path, num_classes=7)
-    assert finetune.classifier.out_features == 7
+    assert finetune.classifier.out_features == 7 and finetune.class_names is None
     torch.testing.assert_close(finetune.conv_stem.weight, model.conv_stem.weight)
     features = effnet.create_model(path, features_only=True)
     torch.testing.assert_close(features.blocks[3][0].conv_dw.weight, model.blocks[3][0].conv_dw.weight)

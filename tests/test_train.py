@@ -23,7 +23,7 @@ from effnet.train.checkpoint import load_checkpoint
 TINY = ["--phi", "-3", "--image-size", "16", "--workers", "0"]
 
 
-def run_cli(*argv: str) -> dict:
+def run_cli(*argv: str) -> None:
     assert main(["train", *argv, "--json"]) == 0
 
 
@@ -48,6 +48,7 @@ def test_builtin_run_learns_well_above_chance(tmp_path, capsys):
     assert config["class_names"] == [str(i) for i in range(10)]
     model = effnet.create_model(str(out)).eval()
     assert model.class_names == config["class_names"] and model.num_classes == 10
+    assert summary["macs_per_image"] == effnet.count_macs(model.spec, num_classes=10)  # torch's FLOP counter
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):

@@ -160,5 +160,6 @@ def create_model(
         model = EfficientNet(spec, classes, in_chans, data_config)
     if weights is not None:
         load_into(model, weights.state_dict, source=str(pretrained))
-        model.class_names = weights.class_names
+        same_head = getattr(model, "num_classes", None) == weights.num_classes
+        model.class_names = weights.class_names if same_head else None  # a new head has new classes
     return model

@@ -96,3 +96,16 @@ def ensure_output(path: str) -> Path:
         raise ConfigError(f"output {output} exists and is not a folder")
     output.mkdir(parents=True, exist_ok=True)
     return output
+
+
+def macs_per_image(model: nn.Module, image_size: int, in_channels: int = 3) -> int:
+    """Multiply-accumulates of one forward pass, counted by `torch.utils.flop_counter` on a
+    shape-only (meta) copy of the model, so nothing is computed and the real model is untouched."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        replica = effnet.create_model(model.spec, num_classes=getattr(model, "num_classes", 1000),
+                                      in_chans=in_channels).eval()
+        with FlopCounterMode(display=False) as counter:
+            replica(torch.empty(1, in_channels, image_size, image_size))
+    return counter.get_total_flops() // 2  # the counter reports 2 FLOPs per multiply-accumulate

@@ -283,6 +283,8 @@ def _finish(config: TrainConfig, output: Path, state: RunState, run: Run, splits
         "skipped_files": [item.path for item in splits.skipped],
         "skipped": [{"path": item.path, "reason": item.reason} for item in splits.skipped],
         "model": run.model.spec.name, "data": config.data,
+        "image_size": run.model.data_config.input_size[-1],
+        "macs_per_image": build.macs_per_image(run.model, run.model.data_config.input_size[-1]),
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
