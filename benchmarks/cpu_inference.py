@@ -4,7 +4,7 @@ Both models compute the same function (timm's weights are copied into ours and t
 checked to 1e-5 first), run in fp32 eval mode under `torch.inference_mode`, on the same inputs and
 thread count. The two are timed alternately within each repeat, so machine noise hits both.
 
-    .venv/bin/python benchmarks/cpu_inference.py --batch-sizes 1 32 --repeats 60 12 --json
+    .venv/bin/python benchmarks/cpu_inference.py --batch-sizes 1 32 --repeats 100 20 --json
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_b0", help="name known to both effnet and timm")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--repeats", type=int, nargs="+", default=[60, 12],
+    parser.add_argument("--repeats", type=int, nargs="+", default=[100, 20],
                         help="timed repeats per batch size (one value applies to all)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per model first")
     parser.add_argument("--image-size", type=int, default=224)
