@@ -20,13 +20,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+# How the stage table names each block kind (MBConv by its expand ratio, as the paper does).
+_BLOCK_LABELS = {"mbconv": "MBConv{ratio:g}", "dsconv": "DSConv", "bottleneck": "Bottleneck{ratio:g}"}
+
+
 def describe(name: str, resolution: int | None = None, num_classes: int = 1000) -> dict[str, Any]:
     entry = get_entry(name)
     spec = entry.spec if resolution is None else replace(entry.spec, resolution=resolution)
     plan = resolve(spec)
     cost = spec_cost(spec, num_classes=num_classes)
     stages = [
-        {"stage": index + 1, "block": f"MBConv{stage_spec.expand_ratio:g}", "kernel": stage_spec.kernel_size,
+        {"stage": index + 1, "block": _BLOCK_LABELS[stage_spec.block].format(ratio=stage_spec.expand_ratio), "kernel": stage_spec.kernel_size,
          "stride": stage_spec.stride, "channels": blocks[0].out_channels, "repeats": len(blocks),
          "se": blocks[0].se_channels > 0}
         for index, (stage_spec, blocks) in enumerate(zip(spec.stages, plan.stages))
@@ -45,7 +49,8 @@ def describe(name: str, resolution: int | None = None, num_classes: int = 1000) 
         "padding": spec.padding,
         "bn_eps": spec.bn_eps,
         "bn_momentum": spec.bn_momentum,
-        "stem": {"channels": plan.stem_channels, "kernel": plan.stem_kernel_size, "stride": plan.stem_stride},
+        "stem": {"channels": plan.stem_channels, "kernel": plan.stem_kernel_size, "stride": plan.stem_stride,
+                 "pool": plan.stem_pool},
         "head_channels": plan.head_channels,
         "stages": stages,
         "data_config": entry.data_config.as_dict(),
@@ -64,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"activation {report['activation']}   padding {report['padding']}   BN eps {report['bn_eps']:g} "
           f"momentum {report['bn_momentum']:g}")
     stem = report["stem"]
-    rows = [("stem", "conv", stem["kernel"], stem["stride"], stem["channels"], 1, "")]
+    stem_block = "conv + max pool" if stem["pool"] == "max" else "conv"
+    rows = [("stem", stem_block, stem["kernel"], stem["stride"], stem["channels"], 1, "")]
     rows += [(s["stage"], s["block"], s["kernel"], s["stride"], s["channels"], s["repeats"], "yes" if s["se"] else "")
              for s in report["stages"]]
-    rows.append(("head", "conv1x1", 1, 1, report["head_channels"], 1, ""))
+    if report["head_channels"]:  # else (ResNet, MobileNetV1) the classifier reads the last stage
+        rows.append(("head", "conv1x1", 1, 1, report["head_channels"], 1, ""))
     print(format_table(("stage", "block", "kernel", "stride", "channels", "repeats", "SE"), rows))
     return 0

@@ -1,4 +1,6 @@
-"""The mobile inverted bottleneck (MBConv) block, built from a `BlockPlan`."""
+"""The blocks a stage can hold, each built from a `BlockPlan`: MBConv (EfficientNet, MobileNetV2),
+depthwise-separable (MobileNetV1) and ResNet's bottleneck. `BLOCK_TYPES` maps a spec's block kind
+to its class."""
 from __future__ import annotations
 
 import torch
@@ -60,3 +62,86 @@ class MBConv(nn.Module):
             # Without autograd the sum may overwrite bn3's fresh output: one allocation fewer.
             x = x + shortcut if torch.is_grad_enabled() else x.add_(shortcut)
         return x
+
+
+class DepthwiseSeparable(nn.Module):
+    """kxk depthwise -> BN -> act -> 1x1 pointwise -> BN -> act (MobileNetV1); no shortcut.
+
+    Key names follow timm's DepthwiseSeparableConv (conv_dw, bn1, conv_pw, bn2).
+    """
+
+    def __init__(self, plan: BlockPlan, activation: str, padding: str, bn_eps: float,
+                 bn_momentum: float) -> None:
+        super().__init__()
+        channels = plan.in_channels
+        self.conv_dw = make_conv(channels, channels, plan.kernel_size, plan.stride, groups=channels,
+                                 padding=padding)
+        self.bn1 = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+        self.act1 = make_activation(activation)
+        self.conv_pw = make_conv(channels, plan.out_channels, 1, padding=padding)
+        self.bn2 = nn.BatchNorm2d(plan.out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.act2 = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_dw(x)  # (N, in, H/s, W/s)
+        x = self.bn1(x)
+        x = self.act1(x)
+        x = self.conv_pw(x)  # (N, out, H/s, W/s)
+        x = self.bn2(x)
+        return self.act2(x)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce -> kxk (strided) -> 1x1 expand, + shortcut, then the activation (ResNet V1.5).
+
+    The shortcut is the input itself where shapes are unchanged (with drop path on the residual
+    branch), else a strided 1x1 convolution + BN (`conv_shortcut`, `bn_shortcut`). Layer names
+    follow torchvision's and timm's Bottleneck (conv1..3, bn1..3).
+    """
+
+    def __init__(self, plan: BlockPlan, activation: str, padding: str, bn_eps: float,
+                 bn_momentum: float) -> None:
+        super().__init__()
+        mid = plan.mid_channels
+        self.projects = plan.shortcut == "projection"
+        self.conv1 = make_conv(plan.in_channels, mid, 1, padding=padding)
+        self.bn1 = nn.BatchNorm2d(mid, eps=bn_eps, momentum=bn_momentum)
+        self.act1 = make_activation(activation)
+        self.conv2 = make_conv(mid, mid, plan.kernel_size, plan.stride, padding=padding)
+        self.bn2 = nn.BatchNorm2d(mid, eps=bn_eps, momentum=bn_momentum)
+        self.act2 = make_activation(activation)
+        self.conv3 = make_conv(mid, plan.out_channels, 1, padding=padding)
+        self.bn3 = nn.BatchNorm2d(plan.out_channels, eps=bn_eps, momentum=bn_momentum)
+        if self.projects:
+            self.conv_shortcut = make_conv(plan.in_channels, plan.out_channels, 1, plan.stride, padding=padding)
+            self.bn_shortcut = nn.BatchNorm2d(plan.out_channels, eps=bn_eps, momentum=bn_momentum)
+        else:
+            self.conv_shortcut, self.bn_shortcut = nn.Identity(), nn.Identity()
+        rate = plan.drop_path_rate if plan.has_skip else 0.0
+        self.drop_path = StochasticDepth(rate, mode="row") if rate > 0 else nn.Identity()
+        self.act3 = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv1(x)  # (N, mid, H, W)
+        x = self.bn1(x)
+        x = self.act1(x)
+        x = self.conv2(x)  # (N, mid, H/s, W/s)
+        x = self.bn2(x)
+        x = self.act2(x)
+        x = self.conv3(x)  # (N, out, H/s, W/s)
+        x = self.bn3(x)
+        if self.projects:
+            shortcut = self.conv_shortcut(shortcut)  # (N, out, H/s, W/s)
+            shortcut = self.bn_shortcut(shortcut)
+        elif self.training:
+            x = self.drop_path(x)
+        x = x + shortcut
+        return self.act3(x)
+
+
+BLOCK_TYPES: dict[str, type[nn.Module]] = {
+    "mbconv": MBConv,
+    "dsconv": DepthwiseSeparable,
+    "bottleneck": Bottleneck,
+}

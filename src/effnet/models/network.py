@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.models.blocks import MBConv
+from effnet.models.blocks import BLOCK_TYPES
 from effnet.models.layers import make_activation, make_conv
 from effnet.scaling.plan import NetworkPlan, resolve
 from effnet.spec.data import DataConfig, default_data_config
@@ -50,8 +50,12 @@ class _Trunk(nn.Module):
                                    plan.stem_stride, padding=spec.padding)
         self.bn1 = nn.BatchNorm2d(plan.stem_channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
         self.act1 = make_activation(spec.activation)
+        # ResNet's stem pool (3x3, stride 2, padding 1); no parameters, so no keys either way.
+        self.stem_pools = plan.stem_pool == "max"
+        self.pool_stem = nn.MaxPool2d(3, 2, 1) if self.stem_pools else nn.Identity()
         self.blocks = nn.Sequential(*(
-            nn.Sequential(*(MBConv(block, spec.activation, spec.padding, spec.bn_eps, spec.bn_momentum)
+            nn.Sequential(*(BLOCK_TYPES[block.block](block, spec.activation, spec.padding, spec.bn_eps,
+                                                     spec.bn_momentum)
                             for block in stage))
             for stage in plan.stages
         ))
@@ -64,7 +68,10 @@ class _Trunk(nn.Module):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_stem(x)  # (N, stem, H/2, W/2)
         x = self.bn1(x)
-        return self.act1(x)
+        x = self.act1(x)
+        if self.stem_pools:
+            x = self.pool_stem(x)  # (N, stem, H/4, W/4)
+        return x
 
     def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -73,7 +80,11 @@ class _Trunk(nn.Module):
 
 
 class EfficientNet(_Trunk):
-    """EfficientNet classifier: stem, MBConv stages, 1x1 head, pool, dropout, linear classifier."""
+    """The classifier for every spec: stem, stages, 1x1 head, pool, dropout, linear classifier.
+
+    Named for the family it was written for; MobileNet and ResNet specs build it too, the latter
+    without a head convolution (`conv_head`, `bn2`, `act2` are `nn.Identity`).
+    """
 
     def __init__(self, spec: NetworkSpec, num_classes: int = 1000, in_channels: int = 3,
                  data_config: DataConfig | None = None) -> None:
@@ -81,19 +92,26 @@ class EfficientNet(_Trunk):
         super().__init__(spec, plan, in_channels)
         self.plan = plan
         self.num_classes = num_classes
-        self.num_features = plan.head_channels
+        self.num_features = plan.num_features
         self.data_config = data_config or default_data_config(spec.resolution, in_channels)
-        self.conv_head = make_conv(plan.stages[-1][-1].out_channels, plan.head_channels, 1, padding=spec.padding)
-        self.bn2 = nn.BatchNorm2d(plan.head_channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
-        self.act2 = make_activation(spec.activation)
+        self.has_head_conv = plan.head_channels > 0
+        if self.has_head_conv:
+            self.conv_head = make_conv(plan.stages[-1][-1].out_channels, plan.head_channels, 1,
+                                       padding=spec.padding)
+            self.bn2 = nn.BatchNorm2d(plan.head_channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
+            self.act2 = make_activation(spec.activation)
+        else:
+            self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
         self.dropout = nn.Dropout(spec.head.dropout) if spec.head.dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(plan.head_channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_stem(x)
         for stage in self.blocks:
             x = self.run_stage(stage, x)
+        if not self.has_head_conv:
+            return x  # (N, features, H/32, W/32)
         x = self.conv_head(x)  # (N, features, H/32, W/32)
         x = self.bn2(x)
         return self.act2(x)

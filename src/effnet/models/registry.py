@@ -12,6 +12,7 @@ from torch import nn
 
 from effnet.errors import SpecError, UnknownModelError
 from effnet.models.network import EfficientNet, EfficientNetFeatures
+from effnet.spec.classic import CLASSIC_BASES
 from effnet.spec.data import INCEPTION_MEAN, INCEPTION_STD, DataConfig, default_data_config
 from effnet.spec.efficientnet import (
     EFFICIENTNET_B0,
@@ -62,7 +63,18 @@ def _register_families() -> None:
                 )
 
 
+def _register_classic_bases() -> None:
+    """MobileNetV1, MobileNetV2 and ResNet-50 as they are; scale them with `scale_by_phi`."""
+    for spec, description in CLASSIC_BASES:
+        # torchvision's evaluation preprocessing for these: resize 256, centre crop 224, bilinear.
+        data_config = DataConfig(input_size=(3, spec.resolution, spec.resolution), crop_pct=0.875,
+                                 interpolation="bilinear")
+        _REGISTRY[spec.name] = ModelEntry(name=spec.name, spec=spec, data_config=data_config,
+                                          description=f"{description}.")
+
+
 _register_families()
+_register_classic_bases()
 
 
 def list_models(pattern: str | None = None) -> list[str]:

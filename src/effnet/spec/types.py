@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 
 ACTIVATIONS = ("silu", "relu", "relu6")
 PADDINGS = ("symmetric", "same")
-BLOCKS = ("mbconv",)
+# mbconv: inverted residual (EfficientNet, MobileNetV2); dsconv: depthwise-separable conv
+# (MobileNetV1); bottleneck: ResNet's 1x1 reduce, kxk, 1x1 expand with a shortcut on every block.
+BLOCKS = ("mbconv", "dsconv", "bottleneck")
+STEM_POOLS = ("none", "max")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -22,21 +25,29 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class StemSpec:
-    """The first convolution (+ BN + activation)."""
+    """The first convolution (+ BN + activation), optionally followed by a pooling layer."""
 
     out_channels: int = 32
     kernel_size: int = 3
     stride: int = 2
+    pool: str = "none"  # "max": ResNet's 3x3 stride-2 max pool (padding 1) after the activation
 
     def __post_init__(self) -> None:
         _check(self.out_channels > 0, f"out_channels must be positive, got {self.out_channels}")
         _check(self.kernel_size % 2 == 1, f"kernel_size must be odd, got {self.kernel_size}")
         _check(self.stride in (1, 2), f"stride must be 1 or 2, got {self.stride}")
+        _check(self.pool in STEM_POOLS,
+               f"pool must be one of {', '.join(STEM_POOLS)}, got {self.pool!r}")
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A run of identical blocks; only the first one strides and changes the channel count."""
+    """A run of identical blocks; only the first one strides and changes the channel count.
+
+    `expand_ratio` is the block's thin-to-wide ratio, wherever its wide part sits: an mbconv widens
+    its input (middle = input x ratio), a bottleneck widens its middle (middle = output / ratio,
+    ResNet's "expansion 4"); a dsconv does not expand (ratio 1).
+    """
 
     out_channels: int
     repeats: int
@@ -55,17 +66,27 @@ class StageSpec:
         _check(self.expand_ratio >= 1, f"expand_ratio must be >= 1, got {self.expand_ratio}")
         _check(0 <= self.se_ratio <= 1, f"se_ratio must be in [0, 1], got {self.se_ratio}")
         _check(self.block in BLOCKS, f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
+        _check(self.block == "mbconv" or self.se_ratio == 0,
+               f"se_ratio applies only to mbconv blocks; a {self.block} stage needs se_ratio=0, "
+               f"got {self.se_ratio}")
+        _check(self.block != "dsconv" or self.expand_ratio == 1,
+               f"a dsconv stage does not expand: expand_ratio must be 1, got {self.expand_ratio}")
 
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """1x1 convolution to `out_channels` (+ BN + activation), global pool, dropout, classifier."""
+    """1x1 convolution to `out_channels` (+ BN + activation), global pool, dropout, classifier.
+
+    `out_channels=0` means no head convolution (ResNet, MobileNetV1): the classifier reads the
+    pooled output of the last stage.
+    """
 
     out_channels: int = 1280
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
-        _check(self.out_channels > 0, f"out_channels must be positive, got {self.out_channels}")
+        _check(self.out_channels >= 0,
+               f"out_channels must be positive (or 0: no head convolution), got {self.out_channels}")
         _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
 
 
@@ -75,6 +96,7 @@ class ScalingPolicy:
 
     scale_stem: bool = True
     scale_head: bool = True
+    shrink_head: bool = True  # False: a width below 1 leaves the head at its base size (MobileNetV2)
     fix_first_last_depth: bool = False
     channel_divisor: int = 8
 

@@ -21,35 +21,37 @@ def describe(keys: Iterable[str], state_dict: Mapping[str, torch.Tensor]) -> str
     return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
 
 
-def fail(source: str, problem: str, keys: Iterable[str], state_dict: Mapping[str, torch.Tensor]) -> NoReturn:
+def fail(source: str, problem: str, keys: Iterable[str], state_dict: Mapping[str, torch.Tensor],
+         layout: str = "EfficientNet") -> NoReturn:
     """Raise the one error every converter gives: what is wrong, and the first keys it concerns."""
-    raise WeightsError(f"state dict does not have {source}'s EfficientNet layout: {problem}: "
+    raise WeightsError(f"state dict does not have {source}'s {layout} layout: {problem}: "
                       f"{describe(keys, state_dict)}")
 
 
-def reject_unknown(source: str, state_dict: Mapping[str, torch.Tensor], known: Iterable[str]) -> None:
+def reject_unknown(source: str, state_dict: Mapping[str, torch.Tensor], known: Iterable[str],
+                   layout: str = "EfficientNet") -> None:
     """Raise unless every key of `state_dict` is in `known`: nothing is ever dropped silently."""
     if not state_dict:
-        raise WeightsError(f"state dict does not have {source}'s EfficientNet layout: it is empty")
+        raise WeightsError(f"state dict does not have {source}'s {layout} layout: it is empty")
     known = set(known)
     unknown = [key for key in state_dict if key not in known]
     if unknown:
-        fail(source, f"{len(unknown)} key(s) outside that layout", unknown, state_dict)
+        fail(source, f"{len(unknown)} key(s) outside that layout", unknown, state_dict, layout)
 
 
 def rename(source: str, state_dict: Mapping[str, torch.Tensor],
-           new_names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+           new_names: Mapping[str, str], layout: str = "EfficientNet") -> dict[str, torch.Tensor]:
     """`state_dict` under `new_names` (old -> new), which must cover every key.
 
     Refuses keys that `new_names` lacks (a state dict of another source or architecture) and two
     old keys landing on one new key, so a wrong source never yields a partial result.
     """
-    reject_unknown(source, state_dict, new_names)
+    reject_unknown(source, state_dict, new_names, layout)
     converted: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     for old, new in new_names.items():
         if new in converted:
-            fail(source, f"{origin[new]} and {old} both map to {new}", [origin[new], old], state_dict)
+            fail(source, f"{origin[new]} and {old} both map to {new}", [origin[new], old], state_dict, layout)
         converted[new] = state_dict[old]
         origin[new] = old
     return complete_batch_norm(converted)

@@ -9,6 +9,7 @@ timm                  tf_efficientnet_b0 .. b8, l2,   the same name             
                       tf_efficientnet_lite0 .. lite4
 torchvision           efficientnet_b0 .. b4           efficientnet_b0 .. b4        none
 torchvision           efficientnet_b5 .. b7           efficientnet_b5 .. b7        bn_eps=1e-3, bn_momentum=0.01
+torchvision           mobilenet_v2, resnet50          the same name                none
 efficientnet_pytorch  efficientnet-b0 .. b8, l2       tf_efficientnet_b0 .. b8, l2 none (TF "same" padding and
                                                                                    eps 1e-3 are the tf_ twin's)
 ===================== =============================== ============================ ===========================
@@ -53,6 +54,8 @@ PEER_MATCHES: tuple[PeerMatch, ...] = (
     PeerMatch("torchvision", "efficientnet_b5", "efficientnet_b5", _TORCHVISION_LARGE),
     PeerMatch("torchvision", "efficientnet_b6", "efficientnet_b6", _TORCHVISION_LARGE),
     PeerMatch("torchvision", "efficientnet_b7", "efficientnet_b7", _TORCHVISION_LARGE),
+    PeerMatch("torchvision", "mobilenet_v2", "mobilenet_v2"),
+    PeerMatch("torchvision", "resnet50", "resnet50"),
     PeerMatch("efficientnet_pytorch", "efficientnet-b0", "tf_efficientnet_b0"),
     PeerMatch("efficientnet_pytorch", "efficientnet-b1", "tf_efficientnet_b1"),
     PeerMatch("efficientnet_pytorch", "efficientnet-b2", "tf_efficientnet_b2"),

@@ -11,6 +11,9 @@ Peer quirks worth knowing: torchvision pads symmetrically (like effnet's non-`tf
 builds b5, b6 and b7 with BatchNorm eps 1e-3 and momentum 0.01 (b0..b4: eps 1e-5, momentum 0.1);
 the keys cannot show this, so `matching` records it and `convert_checkpoint` applies it.
 EfficientNetV2's fused blocks have no depthwise layer and are refused here.
+
+torchvision's `resnet50` and `mobilenet_v2` share this source: their state dicts are recognised
+by their keys and converted by `torchvision_classic` (into effnet's `resnet50`, `mobilenet_v2`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Mapping
 
 import torch
 
+from effnet.weights.converters import torchvision_classic
 from effnet.weights.converters.common import BATCH_NORM_PATTERN, fail, rename
 
 SOURCE = "torchvision"
@@ -84,7 +88,13 @@ def _block_names(block: str, layers: dict[int, list[tuple[str, str]]],
 
 
 def convert(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision EfficientNet keys -> effnet keys; `features.S` becomes `blocks.{S-1}`."""
+    """torchvision EfficientNet keys -> effnet keys; `features.S` becomes `blocks.{S-1}`.
+
+    A ResNet or MobileNetV2 state dict goes to its own converter in `torchvision_classic`.
+    """
+    classic = torchvision_classic.layout_of(state_dict)
+    if classic is not None:
+        return classic(state_dict)
     new_names = _outside_blocks(state_dict)
     blocks: dict[str, dict[int, list[tuple[str, str]]]] = {}
     for key in state_dict:
