@@ -1,0 +1,1 @@
+"""Measurements on the device: latency and throughput of models."""

@@ -1,0 +1,34 @@
+"""Median forward latency of a model built from a spec, on a given device and batch size."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from effnet.spec.types import NetworkSpec
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_latency_ms(spec: NetworkSpec, *, batch_size: int = 1, device: str = "cpu", repeats: int = 20,
+                      warmup: int = 3, num_classes: int = 1000) -> float:
+    """Median milliseconds of one eval-mode forward at the spec's resolution."""
+    import effnet
+
+    target = torch.device(device)
+    model = effnet.create_model(spec, num_classes=num_classes).eval().to(target)
+    images = torch.randn(batch_size, 3, spec.resolution, spec.resolution, device=target)
+    times = []
+    with torch.inference_mode():
+        for index in range(warmup + repeats):
+            _synchronize(target)
+            start = time.perf_counter()
+            model(images)
+            _synchronize(target)
+            if index >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
