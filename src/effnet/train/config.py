@@ -40,6 +40,7 @@ class TrainConfig:
     # Recipe (defaults: the paper's).
     recipe: str = "paper"
     epochs: int = 350
+    time_limit_minutes: float | None = None  # stop at the first epoch end past this training time
     batch_size: int = 128  # per process
     optimizer: str = "rmsprop_tf"
     lr: float | None = None  # default: lr_per_256 * global batch / 256

@@ -21,7 +21,7 @@ from effnet.spec import spec_to_dict
 from effnet.train import build
 from effnet.train.checkpoint import CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from effnet.train.config import ConfigError, TrainConfig
-from effnet.train.distributed import DistContext, cleanup, init_distributed
+from effnet.train.distributed import DistContext, all_reduce_sum, cleanup, init_distributed
 from effnet.train.engine import Precision, evaluate, train_one_epoch
 from effnet.train.export import export_run
 from effnet.train.logs import RunLogger, plot_history
@@ -78,6 +78,11 @@ class Run:
     logger: RunLogger
     identity: dict[str, Any]
     num_classes: int
+
+
+def _out_of_time(config: TrainConfig, state: RunState) -> bool:
+    """Past the time budget (counted in training seconds, so resumes add up, and the same on every rank)."""
+    return config.time_limit_minutes is not None and state.train_seconds >= 60 * config.time_limit_minutes
 
 
 def _resume_path(config: TrainConfig, manager: CheckpointManager) -> Path | None:
@@ -155,7 +160,7 @@ def _train(config: TrainConfig, context: DistContext) -> dict[str, Any]:
     if context.is_main:
         (output / "config.resolved.json").write_text(json.dumps(config.as_dict(), indent=2))
     try:
-        while state.epoch < config.epochs:
+        while state.epoch < config.epochs and not _out_of_time(config, state):
             _run_epoch(config, context, state, run)
     finally:
         run.logger.close()
@@ -238,7 +243,8 @@ def _run_epoch(config: TrainConfig, context: DistContext, state: RunState, run: 
         ema=run.ema, after_step=after_step)
     bar.close()
     state.train_images += int(stats["images"]) * context.world_size
-    state.train_seconds += stats["seconds"]
+    # The mean over ranks: every rank must agree on the time budget, or they would deadlock.
+    state.train_seconds += all_reduce_sum([stats["seconds"]], context)[0] / context.world_size
     row = _evaluate_epoch(config, context, state, run, stats)
     state.epoch += 1
     state.batches_done = 0
