@@ -31,6 +31,7 @@ class Candidate:
     params: int
     macs: int
     spec: NetworkSpec
+    aliases: tuple[tuple[float, float, float], ...] = ()  # grid points that round to this same network
 
     @property
     def key(self) -> str:
@@ -38,7 +39,8 @@ class Candidate:
 
     def as_dict(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "product": self.product,
-                "macs_ratio": self.macs_ratio, "params": self.params, "macs": self.macs}
+                "macs_ratio": self.macs_ratio, "params": self.params, "macs": self.macs,
+                "same_network_as": [list(alias) for alias in self.aliases]}
 
 
 def parse_values(text: str) -> tuple[float, ...]:
@@ -66,18 +68,21 @@ def grid_candidates(base: NetworkSpec, alphas: Sequence[float] = DEFAULT_ALPHAS,
         if not values or min(values) < 1:
             raise SpecError(f"{label} values must be >= 1 (phi = 1 scales the base up), got {list(values)}")
     base_macs = spec_cost(base).macs
-    kept, seen = [], set()
+    # Grid points that round to the same network (depth 1.1 and 1.2 both make B0's repeats
+    # 2, 3, 3, 4, 4, 5, 2) are trained once; the others are listed as its aliases.
+    groups: dict[tuple, list[tuple[float, float, float, NetworkSpec]]] = {}
     for alpha, beta, gamma in itertools.product(alphas, betas, gammas):
         spec = scale_by_multipliers(base, depth=alpha, width=beta, resolution=gamma,
                                     name=f"{base.name}_a{alpha:g}_b{beta:g}_g{gamma:g}")
-        network = (spec.resolution, resolve(spec).stages)
-        if network in seen:  # rounding made it the same network as an earlier grid point
-            continue
-        seen.add(network)
+        groups.setdefault((spec.resolution, resolve(spec).stages), []).append((alpha, beta, gamma, spec))
+    kept = []
+    for (alpha, beta, gamma, spec), *others in groups.values():
         cost = spec_cost(spec)
         ratio = cost.macs / base_macs
         if abs(ratio - target) <= tolerance * target:
-            kept.append(Candidate(alpha, beta, gamma, alpha * beta**2 * gamma**2, ratio, cost.params, cost.macs, spec))
+            aliases = tuple((a, b, g) for a, b, g, _ in others)
+            kept.append(Candidate(alpha, beta, gamma, alpha * beta**2 * gamma**2, ratio, cost.params, cost.macs,
+                                  spec, aliases))
     if not kept:
         raise SpecError(f"no grid point has a MACs ratio within {tolerance:.0%} of {target:g}; widen the grid "
                         "or the tolerance")
