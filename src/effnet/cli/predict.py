@@ -22,6 +22,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="eager PyTorch (default) or onnxruntime on the CPU (exports the model to ONNX "
+                             "first, checked against PyTorch, unless --onnx names an exported file)")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="with --backend onnxruntime: an ONNX file exported from the same weights")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--json", action="store_true",
                         help='print a JSON list of {"image": PATH, "topk": [{"index", "label", "prob"}, ...]}')
     parser.set_defaults(run=run)
@@ -30,15 +36,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from effnet.inference import InferenceError, Predictor
 
+    backend = {"backend": args.backend, "onnx_path": args.onnx, "intra_op_threads": args.threads}
+    if args.backend == "torch" and (args.onnx is not None or args.threads is not None):
+        raise InferenceError("--onnx and --threads need --backend onnxruntime")
     if args.model is not None:
         if args.ema:
             raise InferenceError("--ema needs --weights (a run folder)")
         print(f"note: {args.model} has random weights (effnet bundles none); the labels mean nothing",
               file=sys.stderr)
-        predictor = Predictor.from_model(args.model, device=args.device, batch_size=args.batch_size)
+        predictor = Predictor.from_model(args.model, device=args.device, batch_size=args.batch_size, **backend)
     else:
         predictor = Predictor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
-                                           ema=args.ema)
+                                           ema=args.ema, **backend)
     results = predictor.predict([str(path) for path in args.images], topk=args.topk)
     if args.json:
         print_json([{"image": str(path), "topk": topk} for path, topk in zip(args.images, results)])

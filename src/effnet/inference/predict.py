@@ -28,6 +28,7 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 IMAGENET_NUM_CLASSES = 1000
 DEFAULT_BATCH_SIZE = 32
+BACKENDS = ("torch", "onnxruntime")
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
@@ -180,13 +181,22 @@ class Predictor:
 
     Build it once (`from_weights`, `from_model`, or from a model), then call `predict` as often
     as needed: nothing is reloaded between calls.
+
+    backend: `torch` (eager PyTorch on `device`) or `onnxruntime` (CPU only): the model is exported
+        to ONNX once, parity-checked, and run by onnxruntime; `onnx_path` runs an already exported
+        file of the same weights instead (`effnet export`), `intra_op_threads` sets its thread count.
     """
 
     def __init__(self, model: nn.Module, *, class_names: Sequence[str] | None = None,
                  data_config: DataConfig | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, backend: str = "torch",
+                 onnx_path: str | os.PathLike | None = None, intra_op_threads: int | None = None) -> None:
         if batch_size < 1:
             raise InferenceError(f"batch_size must be at least 1, got {batch_size}")
+        if backend not in BACKENDS:
+            raise InferenceError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "torch" and (onnx_path is not None or intra_op_threads is not None):
+            raise InferenceError("onnx_path and intra_op_threads need backend='onnxruntime'")
         data_config = data_config if data_config is not None else getattr(model, "data_config", None)
         if data_config is None:
             raise InferenceError("the model has no data_config; pass data_config= (input size, crop, mean, std)")
@@ -201,10 +211,29 @@ class Predictor:
         self.num_classes = classifier.out_features
         names = class_names if class_names is not None else getattr(model, "class_names", None)
         self.labels = class_labels(names, self.num_classes)
+        self.backend = backend
+        self.session = self._onnx_session(onnx_path, intra_op_threads) if backend == "onnxruntime" else None
+
+    def _onnx_session(self, onnx_path: str | os.PathLike | None, intra_op_threads: int | None) -> Any:
+        from effnet.inference.backends import OnnxRuntimeSession, session_for_model
+
+        if self.device.type != "cpu":
+            raise InferenceError(f"the onnxruntime backend runs on the CPU, got device {self.device}")
+        size = tuple(int(side) for side in self.data_config.input_size[1:])
+        if onnx_path is None:
+            return session_for_model(self.model, size, intra_op_threads=intra_op_threads)
+        session = OnnxRuntimeSession(Path(onnx_path).expanduser(), intra_op_threads=intra_op_threads)
+        fixed = [side for side in session.input_shape[2:] if isinstance(side, int)]
+        if len(session.input_shape) != 4 or any(side not in size for side in fixed):
+            raise InferenceError(f"{onnx_path} takes input {session.input_shape}, but this model's "
+                                 f"preprocessing makes (N, 3, {size[0]}, {size[1]})")
+        return session
 
     @classmethod
     def from_weights(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                     batch_size: int = DEFAULT_BATCH_SIZE, ema: bool = False) -> "Predictor":
+                     batch_size: int = DEFAULT_BATCH_SIZE, ema: bool = False, backend: str = "torch",
+                     onnx_path: str | os.PathLike | None = None,
+                     intra_op_threads: int | None = None) -> "Predictor":
         """Load an effnet weights file or run folder (`ema=True`: the run's EMA weights)."""
         from effnet.models import create_model
         from effnet.weights.io import read_metadata
@@ -212,16 +241,19 @@ class Predictor:
         path = weights_path(path, ema)
         model = create_model(path)
         data_config = trained_data_config(model.data_config, read_metadata(path))
-        return cls(model, data_config=data_config, device=device, batch_size=batch_size)
+        return cls(model, data_config=data_config, device=device, batch_size=batch_size, backend=backend,
+                   onnx_path=onnx_path, intra_op_threads=intra_op_threads)
 
     @classmethod
     def from_model(cls, name: str, *, device: str | torch.device = "cpu", batch_size: int = DEFAULT_BATCH_SIZE,
-                   **options: Any) -> "Predictor":
+                   backend: str = "torch", onnx_path: str | os.PathLike | None = None,
+                   intra_op_threads: int | None = None, **options: Any) -> "Predictor":
         """A registered model by name, with random weights (effnet bundles none); `options` go to
         `create_model` (`num_classes`, `resolution`, ...). Useful to check a pipeline end to end."""
         from effnet.models import create_model
 
-        return cls(create_model(name, **options), device=device, batch_size=batch_size)
+        return cls(create_model(name, **options), device=device, batch_size=batch_size, backend=backend,
+                   onnx_path=onnx_path, intra_op_threads=intra_op_threads)
 
     def preprocess(self, image: ImageInput, where: str = "input") -> torch.Tensor:
         """One input as the model's normalised `(C, H, W)` float tensor."""
@@ -241,7 +273,10 @@ class Predictor:
     @torch.inference_mode()
     def predict_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities `(N, num_classes)` for a preprocessed `(N, C, H, W)` batch."""
-        logits = self.model(batch.to(self.device))  # (N, num_classes)
+        if self.session is not None:
+            logits = self.session.run(batch)  # (N, num_classes), onnxruntime on the CPU
+        else:
+            logits = self.model(batch.to(self.device))  # (N, num_classes)
         return logits.float().softmax(dim=1).cpu()
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], topk: int = 5) -> list[list[dict[str, Any]]]:

@@ -33,7 +33,12 @@ class SameConv2d(nn.Conv2d):
 
     def _pad(self, size: int, axis: int) -> int:
         stride, kernel = self.stride[axis], self.kernel_size[axis]
-        return max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        # ceil(size / stride) without negative operands: ONNX integer division truncates toward
+        # zero, so the `-(-size // stride)` idiom would export wrongly for odd sizes.
+        pad = ((size + stride - 1) // stride - 1) * stride + kernel - size
+        # pad >= kernel - stride, so the clamp only acts when kernel < stride. Skipping it otherwise
+        # keeps a symbolic size (torch.export, ONNX) plain arithmetic, with no max to guard on.
+        return pad if kernel >= stride else max(pad, 0)
 
 
 def make_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
