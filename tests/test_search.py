@@ -94,3 +94,20 @@ def test_search_on_a_local_ray_cluster(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert all(row["status"] == "trained" for row in json.loads(result.stdout)["candidates"])
+
+
+def test_curves_trains_each_strategy_at_matched_macs(tmp_path):
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(spec_to_dict(effnet.scale_by_phi(B0, -3))))
+    output = tmp_path / "curves"
+    command = [sys.executable, "-m", "effnet", "curves", "--base", str(tiny), "--image-size", "16", "--output",
+               str(output), "--multiples", "2", "--epochs", "1", "--parallel", "2", "--train-arg=--val-fraction=0.8",
+               "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout)
+    assert [row["strategy"] for row in rows] == ["base", "width", "depth", "resolution", "compound"]
+    assert all(row["top1"] is not None and row["macs_ratio"] <= 2.0 for row in rows)
+    assert all(row["macs_ratio"] > 1.3 for row in rows[1:])  # each strategy really scaled up
+    for name in ("curves.csv", "curves.json", "curves.png"):
+        assert (output / name).is_file()

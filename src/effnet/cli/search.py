@@ -37,19 +37,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_base(name_or_file: str):  # noqa: ANN201 - a NetworkSpec
+    """A registered model's spec, or a spec file (JSON or YAML)."""
+    if Path(name_or_file).is_file():
+        from effnet.spec import spec_from_dict
+        from effnet.train.config import read_config_file
+
+        return spec_from_dict(read_config_file(name_or_file))
     from effnet.models import get_entry
+
+    return get_entry(name_or_file).spec
+
+
+def run(args: argparse.Namespace) -> int:
     from effnet.search import SearchConfig, parse_values, run_search
     from effnet.search.grid import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_GAMMAS
     from effnet.train.config import DATASET_DEFAULTS
 
-    if Path(args.base).is_file():
-        from effnet.spec import spec_from_dict
-        from effnet.train.config import read_config_file
-
-        base = spec_from_dict(read_config_file(args.base))
-    else:
-        base = get_entry(args.base).spec
+    base = load_base(args.base)
     size = args.image_size or DATASET_DEFAULTS.get(args.data, {}).get("image_size", base.resolution)
     config = SearchConfig(
         base=replace(base, resolution=size), output=args.output, data=args.data, target=args.target,

@@ -1,0 +1,126 @@
+"""The paper's Figure 3 / Table 3 on the user's data: scale one dimension, or all three, to matched MACs.
+
+For each MACs multiple, each strategy gets the largest multiplier whose trunk (everything but the
+classifier, whose size depends on the data) costs at most that multiple of the base's (costs are monotone step functions of the multiplier, so a bisection finds
+it); then every network is trained the same way and top-1 is plotted against measured MACs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from effnet.errors import SpecError
+from effnet.scaling.budget import largest_phi_within
+from effnet.scaling.cost import spec_cost
+from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, scale_by_multipliers
+from effnet.search.runner import RunRequest, run_all
+from effnet.spec.types import NetworkSpec
+
+STRATEGIES = ("width", "depth", "resolution", "compound")
+FIELDS = ("strategy", "macs_multiple", "multiplier", "depth", "width", "resolution", "params", "macs",
+          "macs_ratio", "top1", "status")
+
+
+@dataclass
+class CurvesConfig:
+    base: NetworkSpec  # at the resolution it trains at
+    output: Path
+    multiples: tuple[float, ...] = (2.0, 4.0)
+    data: str = "builtin"
+    epochs: int = 3
+    seed: int = 0
+    parallel: int = 1
+    coefficients: tuple[float, float, float] = (PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA)
+    train_args: list[str] = field(default_factory=list)
+
+
+def _trunk_macs(spec: NetworkSpec) -> int:
+    return spec_cost(spec, num_classes=0).macs
+
+
+def _largest_multiplier(make: Callable[[float], NetworkSpec], budget: float, tolerance: float = 1e-3) -> float:
+    low, high = 1.0, 2.0
+    while _trunk_macs(make(high)) <= budget:
+        low, high = high, high * 2
+        if high > 1e3:
+            raise SpecError(f"no multiplier reaches {budget:g} MACs")
+    while high - low > tolerance:
+        middle = (low + high) / 2
+        low, high = (middle, high) if _trunk_macs(make(middle)) <= budget else (low, middle)
+    return low
+
+
+def matched_specs(base: NetworkSpec, multiple: float, coefficients: Sequence[float]) -> dict[str, tuple[float, NetworkSpec]]:
+    """strategy -> (multiplier or phi, spec) with MACs at most `multiple` x the base's."""
+    budget = multiple * _trunk_macs(base)
+    makers = {
+        "width": lambda x: scale_by_multipliers(base, width=x, name=f"{base.name}_w{x:.3f}"),
+        "depth": lambda x: scale_by_multipliers(base, depth=x, name=f"{base.name}_d{x:.3f}"),
+        "resolution": lambda x: scale_by_multipliers(base, resolution=x, name=f"{base.name}_r{x:.3f}"),
+    }
+    chosen = {}
+    for strategy, make in makers.items():
+        value = _largest_multiplier(make, budget)
+        chosen[strategy] = (value, make(value))
+    alpha, beta, gamma = coefficients
+    fit = largest_phi_within(base, budget, _trunk_macs, alpha=alpha, beta=beta, gamma=gamma,
+                             lowest=0.0, label="MACs")
+    chosen["compound"] = (fit.phi, fit.spec)
+    return chosen
+
+
+def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
+    base_macs = _trunk_macs(config.base)
+    points = [("base", 1.0, 1.0, config.base)]
+    for multiple in config.multiples:
+        for strategy, (value, spec) in matched_specs(config.base, multiple, config.coefficients).items():
+            points.append((strategy, multiple, value, spec))
+    args = ["--data", config.data, "--epochs", str(config.epochs), "--seed", str(config.seed), "--json",
+            *config.train_args]
+    requests = [RunRequest(f"{strategy}_x{multiple:g}", spec, config.output / "runs" / f"{strategy}_x{multiple:g}", args)
+                for strategy, multiple, _, spec in points]
+    results = run_all(requests, config.parallel)
+    rows = []
+    for (strategy, multiple, value, spec), result in zip(points, results):
+        summary = result.summary or {}
+        rows.append({
+            "strategy": strategy, "macs_multiple": multiple, "multiplier": round(value, 4), "depth": spec.depth,
+            "width": spec.width, "resolution": spec.resolution, "params": spec_cost(spec, num_classes=0).params,
+            # The trained model's MACs as torch counts them (classifier included) when it trained.
+            "macs": summary.get("macs_per_image", _trunk_macs(spec)),
+            "macs_ratio": _trunk_macs(spec) / base_macs, "top1": summary.get("top1"),
+            "status": "reused" if result.reused else (result.error or "trained"),
+        })
+    config.output.mkdir(parents=True, exist_ok=True)
+    with open(config.output / "curves.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (config.output / "curves.json").write_text(json.dumps(rows, indent=2))
+    plot_curves(rows, config.output / "curves.png")
+    return rows
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = next(row for row in rows if row["strategy"] == "base")
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for strategy in STRATEGIES:
+        points = [base] + sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["macs"])
+        points = [p for p in points if p["top1"] is not None]
+        axes.plot([p["macs"] / 1e6 for p in points], [p["top1"] for p in points], marker="o", label=strategy)
+    axes.set_xlabel("MACs (millions)")
+    axes.set_ylabel("top-1 (%)")
+    axes.set_title("scaling one dimension vs compound scaling")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
