@@ -65,7 +65,11 @@ def test_user_mistakes_print_one_line(argv, message):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_every_command_has_help():
-    for command in ("list", "info", "scale", "convert", "train", "eval", "predict", "data"):
-        result = subprocess.run([sys.executable, "-m", "effnet", command, "--help"], capture_output=True, text=True)
-        assert result.returncode == 0 and "usage: effnet" in result.stdout
+def test_every_command_has_help(capsys):
+    for command in ("list", "info", "scale", "search", "curves", "convert", "export", "train", "eval", "predict",
+                    "data"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0 and f"usage: effnet {command}" in capsys.readouterr().out
+    result = subprocess.run([sys.executable, "-m", "effnet", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: effnet" in result.stdout

@@ -27,12 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 
 
 @pytest.fixture
-def main(monkeypatch: pytest.MonkeyPatch):
-    """`effnet.cli.main`, with `export` registered even before the command table lists it."""
-    from effnet.cli import export
-
-    if export not in effnet.cli.COMMANDS:
-        monkeypatch.setattr(effnet.cli, "COMMANDS", (*effnet.cli.COMMANDS, export))
+def main():
     return effnet.cli.main
 
 
