@@ -29,7 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--static-hw", action="store_true", help="fix height and width to --image-size")
     parser.add_argument("--fold-batchnorm", action="store_true",
                         help="fold BatchNorm into the convolutions first (inference-only fast path)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error allowed (1e-4)")
+    # Trained weights on random inputs can reach logits in the thousands, where float32 reordering
+    # alone is ~1e-4 of the largest; the tests hold random-weight models to 1e-4.
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="largest relative error allowed (1e-3)")
     parser.add_argument("--json", action="store_true", help="print the export report as one JSON object")
     parser.set_defaults(run=run)
 
