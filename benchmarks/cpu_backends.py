@@ -23,28 +23,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import effnet
 from effnet.export import export_model, fold_batchnorm, relative_error
 from effnet.inference.backends import OnnxRuntimeSession
+
+from cpu_inference import build_pair  # the same timm pair, from the sibling script
 
 GOAL_SPEEDUP = 1.5  # the fastest effnet backend against timm eager, at batch 1
 PARITY_TOLERANCE = 1e-4
 Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-def build_pair(model_name: str) -> tuple[nn.Module, nn.Module]:
-    """timm's model with randomised BN statistics, and ours carrying the same weights."""
-    import timm
-
-    torch.manual_seed(0)
-    peer = timm.create_model(model_name).eval()
-    for module in peer.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    ours = effnet.create_model(model_name).eval()
-    ours.load_state_dict(effnet.convert_state_dict(peer.state_dict(), "timm"))
-    return ours, peer
 
 
 def onnxruntime_runner(model: nn.Module, image_size: int, threads: int, dynamo: bool,

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,23 +23,6 @@ import effnet
 
 GOAL_RATIO = 1.0  # ours / timm median time: at most 1.0 means ours is not slower
 PARITY_TOLERANCE = 1e-5
-
-# timm's stage 0 is a DepthwiseSeparableConv (conv_dw, bn1, se, conv_pw, bn2); ours is an MBConv
-# without expansion (conv_dw, bn2, se, conv_pwl, bn3). Every other key is shared.
-_STAGE0_KEY = re.compile(r"blocks\.0\.(\d+)\.(conv_dw|bn1|bn2|conv_pw|se)\.(.*)")
-_STAGE0_RENAME = {"conv_dw": "conv_dw", "bn1": "bn2", "se": "se", "conv_pw": "conv_pwl", "bn2": "bn3"}
-
-
-def timm_to_ours(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename timm's stage-0 keys to ours; the rest of the state dict is shared as is."""
-    converted = {}
-    for key, value in state_dict.items():
-        match = _STAGE0_KEY.fullmatch(key)
-        if match:
-            key = f"blocks.0.{match.group(1)}.{_STAGE0_RENAME[match.group(2)]}.{match.group(3)}"
-        converted[key] = value
-    return converted
-
 
 def build_pair(model_name: str) -> tuple[nn.Module, nn.Module]:
     """timm's model with randomised BN statistics, and ours carrying the same weights."""
@@ -54,7 +36,7 @@ def build_pair(model_name: str) -> tuple[nn.Module, nn.Module]:
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     ours = effnet.create_model(model_name).eval()
-    ours.load_state_dict(timm_to_ours(peer.state_dict()))
+    ours.load_state_dict(effnet.convert_state_dict(peer.state_dict(), "timm"))
     return ours, peer
 
 

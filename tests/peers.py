@@ -5,10 +5,9 @@ which a swapped BN, a wrong eps or a dropped bias could go unnoticed; `randomise
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import timm
 import torch
@@ -62,16 +61,6 @@ def _uniform(like: torch.Tensor, low: float, high: float, generator: torch.Gener
     return torch.empty(like.shape).uniform_(low, high, generator=generator)
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread: tests' tiny inputs leave too little work per operation to share,
-    and on 2 busy cores a b4 forward pass took 5 s with 2 OpenMP threads (first call), 0.05 s with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def relative_error(ours: torch.Tensor, peer: torch.Tensor) -> float:

@@ -21,15 +21,6 @@ CLASSES = ["cat", "dog", "fox"]
 COLOURS = [(220, 40, 40), (40, 200, 60), (30, 60, 230)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads make tiny forwards 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_image(path: Path, colour: tuple[int, int, int]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.zeros((24, 20, 3), np.uint8) + np.array(colour, np.uint8)).save(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from peers import build_peer, one_thread, relative_error, write_hostile_checkpoint
+from peers import build_peer, relative_error, write_hostile_checkpoint
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -17,12 +17,6 @@ from effnet.weights.io import read_checkpoint
 
 # One b0 of each source; each converts into the effnet model the table names.
 _B0 = {"timm": "efficientnet_b0", "torchvision": "efficientnet_b0", "efficientnet_pytorch": "efficientnet-b0"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,6 @@ def main():
     return effnet.cli.main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(name: str, num_classes: int = 1000) -> nn.Module:
     """A 64 px model with non-trivial BatchNorm statistics and affine parameters."""
     torch.manual_seed(0)

@@ -53,15 +53,6 @@ def make_tree(root: Path, classes: list[str] = CLASSES, per_class: int = 2) -> P
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads make tiny forwards 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save(tiny_model(), tmp_path_factory.mktemp("weights") / "model.safetensors")

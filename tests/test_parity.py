@@ -11,7 +11,7 @@ import gc
 
 import pytest
 import torch
-from peers import build_peer, one_thread, parameter_count, relative_error
+from peers import build_peer, parameter_count, relative_error
 
 import effnet
 from effnet.weights.convert import PEER_MATCHES, convert_state_dict, peer_model
@@ -23,12 +23,6 @@ TOLERANCE = 1e-5
 _INPUTS = ((2, 64, 64), (1, 67, 45))
 _L2_INPUTS = ((1, 32, 32), (1, 35, 33))
 CASES = list(PEER_MATCHES)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(autouse=True)

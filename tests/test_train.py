@@ -1,7 +1,6 @@
 """Training end to end on the CPU: learning, exact resume after SIGKILL, torchrun, bad files, safety."""
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -192,3 +191,13 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
                              "--resume", str(path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "refused" in result.stderr
     assert not marker.exists()
+
+
+def test_speed_switches_train_to_the_end(tmp_path, capsys):
+    out = tmp_path / "fast"
+    assert main(["train", "--output", str(out), *TINY, "--epochs", "1", "--amp", "bf16", "--channels-last",
+                 "--grad-accum-steps", "2", "--clip-grad-norm", "1.0", "--mixup-alpha", "0.2", "--cutmix-alpha",
+                 "1.0", "--val-fraction", "0.8", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 1 and summary["steps"] == (359 // 32) // 2
+    assert (out / "model.safetensors").is_file()

@@ -1,7 +1,7 @@
 """Build a run's parts from its config: the model, the data, the optimizer and the EMA."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
