@@ -35,10 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     base = load_base(args.base)
     size = args.image_size or DATASET_DEFAULTS.get(args.data, {}).get("image_size", base.resolution)
-    args.alpha = args.beta = args.gamma = None
     config = CurvesConfig(base=replace(base, resolution=size), output=args.output, multiples=tuple(args.multiples),
                           data=args.data, epochs=args.epochs, seed=args.seed, parallel=args.parallel,
-                          coefficients=coefficients(args), train_args=list(args.train_arg))
+                          coefficients=coefficients(args.coefficients), train_args=list(args.train_arg))
     rows = run_curves(config)
     if args.json:
         print_json(rows)

@@ -11,8 +11,8 @@ from effnet.errors import SpecError
 from effnet.models import get_entry
 from effnet.scaling.budget import largest_phi_within
 from effnet.scaling.cost import spec_cost
-from effnet.scaling.family import FamilyMember, compound_family, formula_multipliers, official_family
-from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
+from effnet.scaling.family import FamilyMember, compound_family, official_family
+from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound_multipliers
 from effnet.spec import spec_to_dict
 
 _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -54,19 +54,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def coefficients(args: argparse.Namespace) -> tuple[float, float, float]:
+def coefficients(file: Path | None, alpha: float | None = None, beta: float | None = None,
+                 gamma: float | None = None) -> tuple[float, float, float]:
+    """alpha, beta, gamma: given values win, then `file` (a search.json's 'chosen'), then the paper's."""
     found: dict = {}
-    if args.coefficients is not None:
+    if file is not None:
         try:
-            found = json.loads(args.coefficients.read_text())
+            found = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            raise SpecError(f"--coefficients {args.coefficients}: {error}") from None
+            raise SpecError(f"--coefficients {file}: {error}") from None
         found = found.get("chosen", found)
         if not all(key in found for key in ("alpha", "beta", "gamma")):
-            raise SpecError(f"--coefficients {args.coefficients}: needs alpha, beta and gamma")
+            raise SpecError(f"--coefficients {file}: needs alpha, beta and gamma")
     pick = lambda given, key, default: given if given is not None else float(found.get(key, default))  # noqa: E731
-    return (pick(args.alpha, "alpha", PAPER_ALPHA), pick(args.beta, "beta", PAPER_BETA),
-            pick(args.gamma, "gamma", PAPER_GAMMA))
+    return (pick(alpha, "alpha", PAPER_ALPHA), pick(beta, "beta", PAPER_BETA), pick(gamma, "gamma", PAPER_GAMMA))
 
 
 def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: float) -> FamilyMember:
@@ -94,7 +95,7 @@ def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: f
 
 
 def run(args: argparse.Namespace) -> int:
-    alpha, beta, gamma = coefficients(args)
+    alpha, beta, gamma = coefficients(args.coefficients, args.alpha, args.beta, args.gamma)
     budgeted = any(value is not None for value in (args.max_macs, args.max_params, args.max_latency_ms))
     if budgeted:
         members = [_budget_member(args, alpha, beta, gamma)]
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for m in members:
-        d, w, r = formula_multipliers(m.phi, alpha, beta, gamma)
+        d, w, r = compound_multipliers(m.phi, alpha, beta, gamma)  # eq. 3, beside the rows
         rows.append((m.name, f"{m.phi:g}", f"{m.depth:.3g}", f"{m.width:.3g}", m.resolution,
                      millions(m.params), billions(m.macs), f"{d:.2f} / {w:.2f} / {round(224 * r)}"))
     print(format_table(("model", "phi", "depth", "width", "resolution", "params", "MACs",

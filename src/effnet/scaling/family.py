@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from effnet.scaling.cost import spec_cost
-from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound_multipliers, scale_by_phi
+from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, scale_by_phi
 from effnet.spec.efficientnet import EFFICIENTNET_B0, EFFICIENTNET_ROWS, apply_row
 from effnet.spec.types import NetworkSpec
 
@@ -43,9 +43,3 @@ def compound_family(phis: Iterable[float], base: NetworkSpec = EFFICIENTNET_B0, 
                     num_classes: int = 1000) -> list[FamilyMember]:
     """`base` scaled by d = alpha**phi, w = beta**phi, r = gamma**phi for each phi."""
     return [_member(scale_by_phi(base, phi, alpha, beta, gamma), phi, num_classes) for phi in phis]
-
-
-def formula_multipliers(phi: float, alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA,
-                        gamma: float = PAPER_GAMMA) -> tuple[float, float, float]:
-    """What eq. 3 gives for `phi`, to set beside the official rows."""
-    return compound_multipliers(phi, alpha, beta, gamma)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,3 @@ def plot_search(rows: list[dict[str, Any]], best: dict[str, Any], path: Path) ->
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def base_at(spec: NetworkSpec, resolution: int) -> NetworkSpec:
-    return replace(spec, resolution=resolution)
