@@ -14,10 +14,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from effnet.data.errors import DataError
-from effnet.spec.data import DataConfig
+from effnet.spec.data import CROP_MODES, DataConfig
 
 INTERPOLATIONS = {
     "nearest": InterpolationMode.NEAREST,
+    "nearest-exact": InterpolationMode.NEAREST_EXACT,  # Hugging Face's processors map PIL's NEAREST here
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
@@ -29,7 +30,7 @@ AUTO_AUGMENT_POLICIES = {
 
 
 def interpolation_mode(name: str) -> InterpolationMode:
-    """The torchvision mode for a DataConfig interpolation name (tensor resizing supports these three)."""
+    """The torchvision mode for a DataConfig interpolation name (tensor resizing supports these)."""
     try:
         return INTERPOLATIONS[name]
     except KeyError:
@@ -82,11 +83,14 @@ def make_train_transform(config: DataConfig, *, auto_augment: str | None = None,
 
 
 def eval_resize_size(config: DataConfig) -> int | tuple[int, int]:
-    """The resize before the centre crop: shorter side R / crop_pct for square inputs (timm's rule)."""
+    """The resize before the centre crop: shorter side R / crop_pct for square inputs (timm's rule);
+    both sides (aspect ratio lost) for non-square inputs or crop_mode "squash"."""
     _, height, width = _size_and_channels(config)
     if not 0.0 < config.crop_pct <= 1.0:
         raise DataError(f"crop_pct must be in (0, 1], got {config.crop_pct}")
-    if height == width:
+    if config.crop_mode not in CROP_MODES:
+        raise DataError(f"crop_mode must be one of {', '.join(CROP_MODES)}, got {config.crop_mode!r}")
+    if height == width and config.crop_mode == "center":
         return math.floor(height / config.crop_pct)  # an int resizes the shorter side, keeping aspect
     return math.floor(height / config.crop_pct), math.floor(width / config.crop_pct)
 

@@ -1,4 +1,4 @@
-"""Preprocessing a model expects: input size, crop fraction, interpolation, mean and std."""
+"""Preprocessing a model expects: input size, crop fraction and mode, interpolation, mean and std."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -9,6 +9,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TF EfficientNet-Lite weights
 INCEPTION_STD = (0.5, 0.5, 0.5)
 CROP_PADDING = 32  # official code: centre crop of R from a resize to R + 32
+# How the eval resize treats the aspect ratio (timm's names): "center" resizes the shorter side to
+# R / crop_pct and centre-crops R x R; "squash" resizes both sides to R / crop_pct (aspect ratio
+# lost, as Hugging Face's EfficientNetImageProcessor does), then centre-crops.
+CROP_MODES = ("center", "squash")
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class DataConfig:
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    crop_mode: str = "center"
 
     def __getitem__(self, key: str) -> Any:  # timm-style `data_config["input_size"]`
         return getattr(self, key)
@@ -33,6 +38,7 @@ class DataConfig:
             interpolation=str(data.get("interpolation", "bicubic")),
             mean=tuple(data.get("mean", IMAGENET_MEAN)),
             std=tuple(data.get("std", IMAGENET_STD)),
+            crop_mode=str(data.get("crop_mode", "center")),
         )
 
 
