@@ -1,4 +1,4 @@
-"""Peer models (timm, torchvision, EfficientNet-PyTorch) built with random weights, for tests.
+"""Peer models (timm, torchvision, EfficientNet-PyTorch, transformers, Keras) with random weights, for tests.
 
 Fresh models have BatchNorm at identity (mean 0, var 1, weight 1, bias 0) and zero biases, under
 which a swapped BN, a wrong eps or a dropped bias could go unnoticed; `randomise` fixes that.
@@ -29,10 +29,25 @@ def build_efficientnet_pytorch(name: str, image_size: tuple[int, int]) -> nn.Mod
     return EfficientNet.from_name(name, image_size=image_size)
 
 
+def build_transformers(name: str, image_size: tuple[int, int]) -> nn.Module:
+    """`EfficientNetForImageClassification` configured as the hub's google/efficientnet-bN."""
+    from transformers import EfficientNetConfig, EfficientNetForImageClassification
+    from transformers.models.efficientnet.modeling_efficientnet import round_filters
+
+    from effnet.spec.efficientnet import EFFICIENTNET_ROWS
+
+    row = {f"google/efficientnet-{row.name}": row for row in EFFICIENTNET_ROWS}[name]
+    config = EfficientNetConfig(width_coefficient=row.width, depth_coefficient=row.depth,
+                                image_size=row.resolution, dropout_rate=row.dropout, num_labels=1000)
+    config.hidden_dim = round_filters(config, 1280)
+    return EfficientNetForImageClassification(config)
+
+
 BUILDERS: dict[str, Callable[[str, tuple[int, int]], nn.Module]] = {
     "timm": build_timm,
     "torchvision": build_torchvision,
     "efficientnet_pytorch": build_efficientnet_pytorch,
+    "transformers": build_transformers,
 }
 
 
@@ -59,6 +74,40 @@ def randomise(model: nn.Module, generator: torch.Generator) -> None:
 
 def _uniform(like: torch.Tensor, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return torch.empty(like.shape).uniform_(low, high, generator=generator)
+
+
+# --- Keras (backend torch, set in conftest) -----------------------------------------------------
+
+def build_keras(name: str, image_size: tuple[int, int], classes: int = 1000, seed: int = 0):
+    """`keras.applications.<name>(weights=None)` for `image_size` inputs, with random BN statistics
+    and affine parameters, biases and input Normalization mean and variance."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(*image_size, 3), classes=classes,
+                                              classifier_activation=None)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = (weight.shape for weight in weights)
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma), rng.uniform(-0.2, 0.2, beta),
+                               rng.uniform(-0.5, 0.5, mean), rng.uniform(0.5, 2.0, variance)])
+        elif isinstance(layer, keras.layers.Normalization):
+            mean, variance, count = weights
+            layer.set_weights([rng.uniform(0.3, 0.6, mean.shape), rng.uniform(0.04, 0.09, variance.shape), count])
+        elif len(weights) == 2:  # kernel and bias
+            layer.set_weights([weights[0], rng.uniform(-0.1, 0.1, weights[1].shape)])
+    return model
+
+
+def keras_logits(model, pixels: torch.Tensor) -> torch.Tensor:
+    """A Keras model's output for NCHW pixels in 0..255 (Keras takes NHWC and normalises inside)."""
+    import keras
+
+    output = model(pixels.permute(0, 2, 3, 1).numpy(), training=False)
+    return torch.as_tensor(keras.ops.convert_to_numpy(output))
 
 
 

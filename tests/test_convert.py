@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from peers import build_peer, relative_error, write_hostile_checkpoint
+from peers import build_keras, build_peer, relative_error, write_hostile_checkpoint
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -14,14 +14,21 @@ import effnet
 from effnet.errors import WeightsError
 from effnet.weights.convert import PEER_MATCHES, SOURCES, convert_checkpoint, convert_state_dict, peer_model
 from effnet.weights.io import read_checkpoint
+from effnet.weights.keras_h5 import read_keras_weights
 
 # One b0 of each source; each converts into the effnet model the table names.
-_B0 = {"timm": "efficientnet_b0", "torchvision": "efficientnet_b0", "efficientnet_pytorch": "efficientnet-b0"}
+_B0 = {"timm": "efficientnet_b0", "torchvision": "efficientnet_b0", "efficientnet_pytorch": "efficientnet-b0",
+       "transformers": "google/efficientnet-b0", "keras": "EfficientNetB0"}
 
 
 @pytest.fixture(scope="module")
-def b0_state_dicts() -> dict[str, dict[str, torch.Tensor]]:
-    return {source: build_peer(source, name, (64, 64)).state_dict() for source, name in _B0.items()}
+def b0_state_dicts(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
+    state_dicts = {source: build_peer(source, name, (64, 64)).state_dict()
+                   for source, name in _B0.items() if source != "keras"}
+    path = tmp_path_factory.mktemp("keras") / "b0.weights.h5"
+    build_keras("EfficientNetB0", (64, 64)).save_weights(path)
+    state_dicts["keras"] = read_keras_weights(path)  # Keras' `layer/variable` layout
+    return state_dicts
 
 
 def _logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -36,7 +43,7 @@ def _images(height: int = 64, width: int = 64) -> torch.Tensor:
 # --- convert_state_dict ---------------------------------------------------------------------
 
 def test_sources_and_public_name() -> None:
-    assert SOURCES == ("timm", "torchvision", "efficientnet_pytorch")
+    assert SOURCES == ("timm", "torchvision", "efficientnet_pytorch", "transformers", "keras")
     assert effnet.convert_state_dict is convert_state_dict
 
 
@@ -83,8 +90,9 @@ def test_missing_batch_norm_counters_are_added(b0_state_dicts) -> None:
 
 
 def test_unknown_source_lists_the_known_ones(b0_state_dicts) -> None:
-    with pytest.raises(WeightsError, match="unknown source 'keras'.*timm, torchvision, efficientnet_pytorch"):
-        convert_state_dict(b0_state_dicts["timm"], "keras")
+    with pytest.raises(WeightsError, match="unknown source 'caffe'.*timm, torchvision, efficientnet_pytorch, "
+                                           "transformers, keras"):
+        convert_state_dict(b0_state_dicts["timm"], "caffe")
 
 
 @pytest.mark.parametrize("actual, stated", [(a, s) for a in SOURCES for s in SOURCES if a != s])
@@ -138,13 +146,15 @@ def test_peer_model_rows() -> None:
     assert peer_model("torchvision", "efficientnet_b6") == (
         "efficientnet_b6", {"bn_eps": 1e-3, "bn_momentum": 0.01})
     assert peer_model("efficientnet_pytorch", "efficientnet-b3") == ("tf_efficientnet_b3", {})
+    assert peer_model("transformers", "google/efficientnet-b7") == ("tf_efficientnet_b7", {})
+    assert peer_model("keras", "EfficientNetB2") == ("tf_efficientnet_b2", {})
 
 
 def test_peer_model_refuses_unknown_names() -> None:
     with pytest.raises(WeightsError, match="closest: efficientnet-b3"):
         peer_model("efficientnet_pytorch", "efficientnet_b3")
     with pytest.raises(WeightsError, match="known sources"):
-        peer_model("keras", "EfficientNetB0")
+        peer_model("caffe", "EfficientNetB0")
 
 
 # --- convert_checkpoint ---------------------------------------------------------------------

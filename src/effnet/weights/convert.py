@@ -1,22 +1,25 @@
 """Converting peers' EfficientNet checkpoints into effnet's key layout and weights files.
 
 `convert_state_dict` renames keys from the keys and shapes alone (one module per source in
-`effnet.weights.converters`); `convert_checkpoint` goes from a peer's file to a self-contained
-effnet file, choosing the model's numerics from the table in `converters.matching`.
+`effnet.weights.converters`); `convert_file` goes from a peer's file or hub folder to a
+self-contained effnet file, detecting the source and model when not given, choosing the model's
+numerics from the table in `converters.matching`, and keeping the preprocessing and class names
+the peer's own files state (`peer_files`).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 
 from effnet.errors import WeightsError
 from effnet.models import create_model
-from effnet.weights.converters import efficientnet_pytorch as from_efficientnet_pytorch
-from effnet.weights.converters import timm as from_timm
-from effnet.weights.converters import torchvision as from_torchvision
+from effnet.spec.data import DataConfig
+from effnet.weights.converters import CONVERTERS, Converter
+from effnet.weights.converters import transformers as from_transformers
 from effnet.weights.converters.matching import (
     PEER_MATCHES,
     PeerMatch,
@@ -24,46 +27,31 @@ from effnet.weights.converters.matching import (
     models_for_source,
     peer_model,
 )
-from effnet.weights.io import read_checkpoint, save_weights_file
+from effnet.weights.detect import accepting_sources, detect_model, detect_source
+from effnet.weights.io import save_weights_file
 from effnet.weights.loading import load_into
+from effnet.weights.peer_files import PeerCheckpoint, read_peer
 
-_CONVERTERS: dict[str, Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
-    from_timm.SOURCE: from_timm.convert,
-    from_torchvision.SOURCE: from_torchvision.convert,
-    from_efficientnet_pytorch.SOURCE: from_efficientnet_pytorch.convert,
-}
-
-SOURCES: tuple[str, ...] = tuple(_CONVERTERS)
+SOURCES: tuple[str, ...] = tuple(CONVERTERS)
 
 # Spec fields that decide a converted model's function but leave no trace in its keys.
 _NUMERICS = ("padding", "bn_eps")
 
-__all__ = ["SOURCES", "PEER_MATCHES", "PeerMatch", "convert_state_dict", "convert_checkpoint", "peer_model"]
+__all__ = ["SOURCES", "PEER_MATCHES", "PeerMatch", "Conversion", "convert_state_dict", "convert_checkpoint",
+           "convert_file", "peer_model"]
 
 
-def _converter(source: str) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    if source not in _CONVERTERS:
+def _converter(source: str) -> Converter:
+    if source not in CONVERTERS:
         raise WeightsError(f"unknown source {source!r}; known sources: {', '.join(SOURCES)}")
-    return _CONVERTERS[source]
-
-
-def _guess_source(state_dict: Mapping[str, torch.Tensor], wrong: str) -> str | None:
-    """The other source whose converter accepts `state_dict`, for a hint in the error message."""
-    for source, converter in _CONVERTERS.items():
-        if source == wrong:
-            continue
-        try:
-            converter(state_dict)
-        except WeightsError:
-            continue
-        return source
-    return None
+    return CONVERTERS[source]
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Rename a peer's EfficientNet state dict into effnet's layout; tensors are shared, not copied.
+    """Rename a peer's EfficientNet state dict into effnet's layout; tensors are shared, not copied
+    (Keras' are transposed into PyTorch layouts).
 
-    source: one of `SOURCES` ("timm", "torchvision", "efficientnet_pytorch").
+    source: one of `SOURCES` ("timm", "torchvision", "efficientnet_pytorch", "transformers", "keras").
     Every key must be understood: a state dict of another source or architecture raises
     WeightsError naming its first offending keys and shapes, never a partial result.
     """
@@ -71,10 +59,10 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], source: str) -> d
     try:
         return converter(state_dict)
     except WeightsError as error:
-        guess = _guess_source(state_dict, source)
-        if guess is None:
+        guesses = [guess for guess in accepting_sources(state_dict) if guess != source]
+        if not guesses:
             raise
-        raise WeightsError(f"{error}; it looks like a {guess!r} state dict (pass source={guess!r})") from None
+        raise WeightsError(f"{error}; it looks like a {guesses[0]!r} state dict (pass source={guesses[0]!r})") from None
 
 
 def _model_overrides(source: str, model_name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,21 +81,71 @@ def _model_overrides(source: str, model_name: str, overrides: Mapping[str, Any])
     return {**table, **overrides}
 
 
-def convert_checkpoint(in_path: str | os.PathLike, source: str, model_name: str, out_path: str | os.PathLike,
-                       **overrides: Any) -> Path:
-    """Convert a peer's checkpoint into a self-contained effnet `.safetensors` file; returns its path.
+@dataclass(frozen=True)
+class Conversion:
+    """What `convert_file` wrote and what it picked."""
 
-    The class count comes from the checkpoint's classifier (none: a headless model). The weights
-    must load strictly into `effnet.create_model(model_name, **overrides)`, where the overrides
-    default to what `converters.matching` records for this source and model (for example
-    bn_eps=1e-3 for torchvision's b5..b7); any mismatch raises WeightsError naming keys and shapes.
-    Then `effnet.create_model(model_name, pretrained=out_path)` reproduces the peer's logits.
+    path: Path
+    source: str
+    model_name: str
+    detected: tuple[str, ...]  # which of "source", "model" were detected rather than given
+
+
+def _source_of(peer: PeerCheckpoint, source: str | None) -> str:
+    if source is None:
+        return peer.source or detect_source(peer.state_dict)
+    _converter(source)
+    if peer.source is not None and peer.source != source:
+        raise WeightsError(f"{peer.path} is a {peer.source} checkpoint, not {source} (pass --from {peer.source})")
+    return source
+
+
+def _data_config(model_config: DataConfig, peer: PeerCheckpoint, source: str) -> DataConfig:
+    """The model's default preprocessing under what the peer's files state (see `peer_files`)."""
+    fields = peer.preprocessing
+    if not fields and source == from_transformers.SOURCE:
+        fields = from_transformers.preprocessing(None)  # what EfficientNetImageProcessor() gives
+        peer.notes["preprocessing"] = "EfficientNetImageProcessor defaults (no preprocessor_config.json)"
+    try:
+        return replace(model_config, **fields)
+    except TypeError as error:
+        raise WeightsError(f"{peer.path}: preprocessing effnet cannot represent ({error})") from None
+
+
+def convert_file(in_path: str | os.PathLike, out_path: str | os.PathLike, source: str | None = None,
+                 model_name: str | None = None, **overrides: Any) -> Conversion:
+    """Convert a peer's checkpoint (file or hub folder) into a self-contained effnet `.safetensors`.
+
+    source and model_name default to what the checkpoint shows (`effnet.weights.detect`). The class
+    count comes from the checkpoint's classifier (none: a headless model). The weights must load
+    strictly into `effnet.create_model(model_name, **overrides)`, where the overrides default to
+    what `converters.matching` records for this source and model; any mismatch raises WeightsError
+    naming keys and shapes. The file's data config is the model's default under the preprocessing
+    the peer's files state (transformers' preprocessor, Keras' Normalization layer, timm's
+    pretrained_cfg), with the class names they give.
     """
-    _converter(source)  # an unknown source fails before the file is read
-    state_dict = convert_state_dict(read_checkpoint(in_path), source)
+    if source is not None:
+        _converter(source)  # an unknown source fails before the file is read
+    detected = tuple(name for name, given in (("source", source), ("model", model_name)) if given is None)
+    peer = read_peer(in_path)
+    chosen = _source_of(peer, source)
+    state_dict = convert_state_dict(peer.state_dict, chosen)
+    if model_name is None:
+        model_name = detect_model(chosen, state_dict, peer.architecture, peer.path).model_name
     classifier = state_dict.get("classifier.weight")
     num_classes = int(classifier.shape[0]) if classifier is not None else 0
-    model = create_model(model_name, num_classes=num_classes, **_model_overrides(source, model_name, overrides))
-    load_into(model, state_dict, source=f"{in_path} (converted from {source})")
-    return save_weights_file(out_path, state_dict, model.spec, model.data_config, class_names=None,
-                             extra={"source": source})
+    model = create_model(model_name, num_classes=num_classes, **_model_overrides(chosen, model_name, overrides))
+    load_into(model, state_dict, source=f"{in_path} (converted from {chosen})")
+    names = peer.class_names if peer.class_names and len(peer.class_names) == num_classes else None
+    data_config = _data_config(model.data_config, peer, chosen)
+    path = save_weights_file(out_path, state_dict, model.spec, data_config, class_names=names,
+                             extra={"source": chosen, **peer.notes})
+    return Conversion(path, chosen, model_name, detected)
+
+
+def convert_checkpoint(in_path: str | os.PathLike, source: str | None, model_name: str | None,
+                       out_path: str | os.PathLike, **overrides: Any) -> Path:
+    """`convert_file`, returning only the written path; `effnet.create_model(model_name,
+    pretrained=out_path)` then reproduces the peer's logits (for example torchvision's b5..b7
+    convert with bn_eps=1e-3, as the table records)."""
+    return convert_file(in_path, out_path, source, model_name, **overrides).path

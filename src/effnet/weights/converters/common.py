@@ -1,7 +1,7 @@
 """Helpers shared by the converters: key patterns, error messages, collision-free renaming."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping, NoReturn
+from typing import Hashable, Iterable, Mapping, NoReturn, Sequence
 
 import torch
 
@@ -67,3 +67,46 @@ def complete_batch_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
         counter = key[: -len("running_mean")] + "num_batches_tracked"
         state_dict.setdefault(counter, torch.tensor(0, dtype=torch.long))
     return state_dict
+
+
+def stage_positions(kinds: Sequence[Hashable]) -> list[str]:
+    """Effnet positions `blocks.S.B` of a flat block list, a new stage wherever a block's kind changes.
+
+    For layouts that number blocks without stages (EfficientNet-PyTorch, transformers, Keras 3's
+    `.weights.h5`). A block's kind is (output channels, depthwise kernel, whether it expands): equal
+    within a stage, and every EfficientNet stage differs from the previous one in its output
+    channels. Strides are not stored, so two adjacent stages alike in all three would merge; the
+    strict load that follows then fails naming the keys, never loads them wrongly.
+    """
+    positions, previous, stage, index = [], None, -1, 0
+    for kind in kinds:
+        stage, index = (stage + 1, 0) if kind != previous else (stage, index + 1)
+        positions.append(f"blocks.{stage}.{index}")
+        previous = kind
+    return positions
+
+
+def flat_block_positions(source: str, state_dict: Mapping[str, torch.Tensor], blocks: Sequence[int],
+                         prefix: str, project: str, depthwise: str, expand: str) -> dict[int, str]:
+    """Flat block number -> `blocks.S.B` for layouts whose block `i` keys start with `prefix.format(i)`.
+
+    `project`, `depthwise` and `expand` are the keys (after the prefix) of a block's project and
+    depthwise convolution weights and of its expansion convolution weight (absent: no expansion).
+    A gap in the numbering or a block without its convolutions is refused, naming the keys.
+    """
+    blocks = sorted(blocks)
+    missing = sorted(set(range(blocks[-1] + 1)) - set(blocks))
+    if missing:
+        after = min(block for block in blocks if block > missing[0])
+        fail(source, f"block {prefix.format(missing[0])[:-1]} is absent, so later blocks cannot be placed",
+             [key for key in state_dict if key.startswith(prefix.format(after))], state_dict)
+    kinds = []
+    for block in blocks:
+        start = prefix.format(block)
+        project_weight = state_dict.get(start + project)
+        depthwise_weight = state_dict.get(start + depthwise)
+        if project_weight is None or depthwise_weight is None:
+            keys = [key for key in state_dict if key.startswith(start)]
+            fail(source, f"block {start[:-1]} lacks its depthwise or project convolution", keys, state_dict)
+        kinds.append((project_weight.shape[0], tuple(depthwise_weight.shape[2:]), start + expand in state_dict))
+    return dict(zip(blocks, stage_positions(kinds)))

@@ -4,11 +4,8 @@ Its layout is flat: `_conv_stem`, `_bn0`, then `_blocks.0` .. `_blocks.N-1` with
 then `_conv_head`, `_bn1`, `_fc`. Inside a block: `_expand_conv`/`_bn0` (absent when the expand
 ratio is 1), `_depthwise_conv`/`_bn1`, `_se_reduce`/`_se_expand`, `_project_conv`/`_bn2`.
 
-Stages are recovered from the weights: blocks in a stage share their output channels, kernel
-size and whether they expand, and a new stage starts where any of these changes (every stage
-of every EfficientNet differs from the previous one in its output channels). Strides are not
-stored in the weights, so two adjacent stages identical in all three would merge; the strict
-load that follows would then fail naming the keys, never load them wrongly.
+Stages are recovered from the weights by `common.stage_positions`: blocks in a stage share their
+output channels, kernel size and whether they expand.
 
 Peer quirks worth knowing: its models are TensorFlow ports ("same" padding, BN eps 1e-3,
 momentum 0.01), so they match effnet's `tf_` twins, not the plain names. Its "same" padding is
@@ -24,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from effnet.weights.converters.common import BATCH_NORM_PATTERN, fail, rename
+from effnet.weights.converters.common import BATCH_NORM_PATTERN, flat_block_positions, rename
 
 SOURCE = "efficientnet_pytorch"
 
@@ -45,33 +42,13 @@ def _fits(layer: str, field: str) -> bool:
     return field in (("weight", "bias") if layer in _WITH_BIAS else ("weight",))
 
 
-def _stage_positions(blocks: list[int], state_dict: Mapping[str, torch.Tensor]) -> dict[int, str]:
-    """`_blocks.i` -> `blocks.S.B`, starting a stage wherever a block's kind changes."""
-    missing = sorted(set(range(blocks[-1] + 1)) - set(blocks))
-    if missing:
-        after = min(block for block in blocks if block > missing[0])
-        fail(SOURCE, f"block _blocks.{missing[0]} is absent, so later blocks cannot be placed",
-             [key for key in state_dict if key.startswith(f"_blocks.{after}.")], state_dict)
-    positions, previous, stage, index = {}, None, -1, 0
-    for block in blocks:
-        project = state_dict.get(f"_blocks.{block}._project_conv.weight")
-        depthwise = state_dict.get(f"_blocks.{block}._depthwise_conv.weight")
-        if project is None or depthwise is None:
-            keys = [key for key in state_dict if key.startswith(f"_blocks.{block}.")]
-            fail(SOURCE, f"block _blocks.{block} lacks its depthwise or project convolution", keys, state_dict)
-        expands = f"_blocks.{block}._expand_conv.weight" in state_dict
-        kind = (project.shape[0], tuple(depthwise.shape[2:]), expands)
-        stage, index = (stage + 1, 0) if kind != previous else (stage, index + 1)
-        positions[block], previous = f"blocks.{stage}.{index}", kind
-    return positions
-
-
 def convert(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """lukemelas EfficientNet keys -> effnet keys; the flat block list is split into stages."""
     matches = [match for key in state_dict
                if (match := _KEY.fullmatch(key)) and _fits(match["layer"], match["field"])]
     blocks = sorted({int(match["block"]) for match in matches if match["block"] is not None})
-    positions = _stage_positions(blocks, state_dict) if blocks else {}
+    positions = flat_block_positions(SOURCE, state_dict, blocks, "_blocks.{}.", "_project_conv.weight",
+                                     "_depthwise_conv.weight", "_expand_conv.weight") if blocks else {}
     new_names = {}
     for match in matches:
         if match["block"] is None and match["layer"] in _OUTSIDE_BLOCKS:

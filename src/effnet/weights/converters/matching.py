@@ -12,6 +12,10 @@ torchvision           efficientnet_b5 .. b7           efficientnet_b5 .. b7     
 torchvision           mobilenet_v2, resnet50          the same name                none
 efficientnet_pytorch  efficientnet-b0 .. b8, l2       tf_efficientnet_b0 .. b8, l2 none (TF "same" padding and
                                                                                    eps 1e-3 are the tf_ twin's)
+transformers          google/efficientnet-b0 .. b7    tf_efficientnet_b0 .. b7     none (TF padding, eps 1e-3;
+                                                                                   see converters.transformers)
+keras                 EfficientNetB0 .. B7            tf_efficientnet_b0 .. b7     none (TF "same" padding,
+                                                                                   eps 1e-3)
 ===================== =============================== ============================ ===========================
 
 Key names cannot tell these numerics apart (padding and BN eps leave no trace in a state
@@ -66,6 +70,8 @@ PEER_MATCHES: tuple[PeerMatch, ...] = (
     PeerMatch("efficientnet_pytorch", "efficientnet-b7", "tf_efficientnet_b7"),
     PeerMatch("efficientnet_pytorch", "efficientnet-b8", "tf_efficientnet_b8"),
     PeerMatch("efficientnet_pytorch", "efficientnet-l2", "tf_efficientnet_l2"),
+    *(PeerMatch("transformers", f"google/efficientnet-b{index}", f"tf_efficientnet_b{index}") for index in range(8)),
+    *(PeerMatch("keras", f"EfficientNetB{index}", f"tf_efficientnet_b{index}") for index in range(8)),
 )
 
 
