@@ -104,7 +104,7 @@ def read_keras_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
     try:
-        if zipfile.is_zipfile(path):
+        if path.suffix == ".keras":
             with zipfile.ZipFile(path) as archive:
                 if "model.weights.h5" not in archive.namelist():
                     raise WeightsError(f"{path}: a zip archive without model.weights.h5 (not a .keras file)")
