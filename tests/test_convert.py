@@ -12,7 +12,14 @@ from safetensors.torch import save_file
 
 import effnet
 from effnet.errors import WeightsError
-from effnet.weights.convert import PEER_MATCHES, SOURCES, convert_checkpoint, convert_state_dict, peer_model
+from effnet.weights.convert import (
+    PEER_MATCHES,
+    SOURCES,
+    convert_checkpoint,
+    convert_file,
+    convert_state_dict,
+    peer_model,
+)
 from effnet.weights.io import read_checkpoint
 from effnet.weights.keras_h5 import read_keras_weights
 
@@ -254,3 +261,57 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path) -> No
         convert_checkpoint(hostile, "timm", "efficientnet_b0", tmp_path / "out.safetensors")
     assert not marker.exists()
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# --- detection: source from the keys, model from the shapes -----------------------------------
+
+@pytest.mark.parametrize("source, peer_name, expected", [
+    ("torchvision", "efficientnet_b1", "efficientnet_b1"),
+    ("efficientnet_pytorch", "efficientnet-b0", "tf_efficientnet_b0"),
+    ("timm", "tf_efficientnet_lite0", None),  # ambiguous without a name: refused below
+])
+def test_detection_picks_source_and_model(source, peer_name, expected, tmp_path: Path) -> None:
+    peer = build_peer(source, peer_name, (64, 64))
+    torch.save(peer.state_dict(), tmp_path / "weights.pth")
+    if expected is None:
+        with pytest.raises(WeightsError, match="fits efficientnet_lite0 and tf_efficientnet_lite0 alike"):
+            convert_file(tmp_path / "weights.pth", tmp_path / "out.safetensors")
+        return
+    result = convert_file(tmp_path / "weights.pth", tmp_path / "out.safetensors")
+    assert (result.source, result.model_name, result.detected) == (source, expected, ("source", "model"))
+    images = _images()
+    assert relative_error(_logits(effnet.create_model(result.path), images), _logits(peer, images)) <= 1e-5
+
+
+def test_timm_twins_are_told_apart_by_file_name_or_hub_config(tmp_path: Path) -> None:
+    import timm
+    from timm.models._hub import save_config_for_hf
+
+    peer = build_peer("timm", "tf_efficientnet_b0", (64, 64))
+    torch.save(peer.state_dict(), tmp_path / "tf_efficientnet_b0_aa-827b6e33.pth")  # timm's release name
+    result = convert_file(tmp_path / "tf_efficientnet_b0_aa-827b6e33.pth", tmp_path / "named.safetensors")
+    assert result.model_name == "tf_efficientnet_b0"
+    # A timm hub folder: config.json names the architecture and holds the preprocessing.
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    save_file(peer.state_dict(), hub / "model.safetensors")
+    save_config_for_hf(timm.create_model("efficientnet_b0", pretrained_cfg_overlay=dict(crop_pct=0.9)),
+                       hub / "config.json")  # an efficientnet_b0 config: the folder says so
+    result = convert_file(hub, tmp_path / "hub.safetensors")
+    assert (result.source, result.model_name) == ("timm", "efficientnet_b0")
+    config = effnet.create_model(result.path).data_config
+    assert (config.crop_pct, config.interpolation, config.input_size) == (0.9, "bicubic", (3, 224, 224))
+
+
+def test_convert_cli_detects_and_says_what_it_picked(tmp_path: Path, capsys) -> None:
+    from effnet.cli import main
+
+    torch.save(build_peer("torchvision", "efficientnet_b0", (64, 64)).state_dict(), tmp_path / "tv.pth")
+    assert main(["convert", str(tmp_path / "tv.pth"), str(tmp_path / "tv.safetensors")]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"wrote {tmp_path / 'tv.safetensors'} (efficientnet_b0, from torchvision; detected source and model)")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    assert main(["convert", str(tmp_path / "other.pth"), str(tmp_path / "other.safetensors")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error
+    assert error.startswith("effnet convert: error: the checkpoint has no known layout") and "fc.weight (2, 2)" in error
