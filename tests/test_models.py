@@ -4,7 +4,7 @@ import torch
 from torchvision.ops import StochasticDepth
 
 import effnet
-from effnet.errors import SpecError, UnknownModelError, WeightsError
+from effnet.errors import DownloadError, SpecError, UnknownModelError, WeightsError
 from effnet.models import get_entry
 from effnet.scaling import resolve
 from effnet.weights import save_weights_file
@@ -142,12 +142,13 @@ def test_pretrained_file_round_trip(tmp_path):
         effnet.create_model("efficientnet_b1", pretrained=path)
 
 
-def test_pretrained_errors(tmp_path):
+def test_pretrained_errors(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="not found"):
         effnet.create_model("efficientnet_b0", pretrained=tmp_path / "missing.safetensors")
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 10)
     with pytest.raises(WeightsError, match="broken.safetensors"):
         effnet.create_model("efficientnet_b0", pretrained=broken)
-    with pytest.raises(SpecError, match="pretrained=True"):
+    monkeypatch.setenv("EFFNET_CACHE", str(tmp_path / "cache"))  # published weights: an empty cache, offline
+    with pytest.raises(DownloadError, match="downloads are off"):
         effnet.create_model("efficientnet_b0", pretrained=True)

@@ -19,3 +19,8 @@ class UnknownModelError(EffnetError, KeyError):
 
 class WeightsError(EffnetError, ValueError):
     """A weights file or state dict that does not fit the model, or cannot be read safely."""
+
+
+class DownloadError(WeightsError):
+    """Published weights not in the cache that cannot be fetched (offline, no network) or that fail
+    verification; the message names the URL to fetch and the exact path to save it at."""

@@ -107,6 +107,17 @@ def _is_path(value: Any) -> bool:
         value.endswith(".safetensors") or os.path.sep in value or os.path.isdir(value)))
 
 
+def _published_weights(name_or_spec: Any, pretrained: bool | str) -> os.PathLike:
+    """The cached effnet file of published weights for a registered model (see effnet.weights.hub)."""
+    from effnet.weights.hub import published_weights
+
+    if not isinstance(name_or_spec, str):
+        raise SpecError(f"pretrained={pretrained!r} needs a registered model name, "
+                        f"got {type(name_or_spec).__name__}")
+    get_entry(name_or_spec)  # an unknown name fails listing the closest ones
+    return published_weights(name_or_spec, pretrained)
+
+
 def create_model(
     name_or_spec: str | NetworkSpec | os.PathLike,
     *,
@@ -123,20 +134,22 @@ def create_model(
 
     num_classes: classifier size; 1000 by default, or the weights file's own when `pretrained` is a
         file (a different number keeps the trunk and starts a new classifier: fine-tuning).
-    pretrained: an effnet `.safetensors` file or a run folder holding `model.safetensors`.
+    pretrained: an effnet `.safetensors` file or a run folder holding `model.safetensors`; or published
+        weights, fetched and converted once into a cache (`effnet.weights.hub`): True (the model's
+        default), "timm:TAG", "torchvision:ENUM" or "hf:REPO".
     drop_rate, drop_path_rate: dropout before the classifier and the stochastic-depth rate.
     features_only: return the multi-scale trunk (`out_indices` picks levels).
     overrides: spec fields such as `bn_eps`, `bn_momentum`, `padding`, `activation`, `resolution`.
     """
     from effnet.weights.io import load_weights_file
     from effnet.weights.loading import load_into
+    from effnet.weights.published import is_reference
 
     if _is_path(name_or_spec) and pretrained is None:
         name_or_spec, pretrained = None, name_or_spec
     weights = None
-    if pretrained is True:
-        raise SpecError("pretrained=True: effnet bundles no published weights; convert a checkpoint with "
-                        "`effnet convert` and pass pretrained=PATH")
+    if pretrained is True or is_reference(pretrained):
+        pretrained = _published_weights(name_or_spec, pretrained)
     if pretrained:
         weights = load_weights_file(pretrained)
         if name_or_spec is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -100,6 +100,14 @@ def _source_of(peer: PeerCheckpoint, source: str | None) -> str:
     return source
 
 
+def _check_architecture(peer: PeerCheckpoint, source: str, model_name: str) -> None:
+    """Refuse a model other than the one the peer's files name (timm's `architecture`)."""
+    named = [match for match in PEER_MATCHES if match.source == source and match.peer_name == peer.architecture]
+    if named and named[0].model_name != model_name:
+        raise WeightsError(f"{peer.path} holds {source} {peer.architecture} weights, which convert into "
+                           f"{named[0].model_name}, not {model_name}")
+
+
 def _data_config(model_config: DataConfig, peer: PeerCheckpoint, source: str) -> DataConfig:
     """The model's default preprocessing under what the peer's files state (see `peer_files`)."""
     fields = peer.preprocessing
@@ -113,7 +121,9 @@ def _data_config(model_config: DataConfig, peer: PeerCheckpoint, source: str) ->
 
 
 def convert_file(in_path: str | os.PathLike, out_path: str | os.PathLike, source: str | None = None,
-                 model_name: str | None = None, **overrides: Any) -> Conversion:
+                 model_name: str | None = None, *, preprocessing: Mapping[str, Any] | None = None,
+                 class_names: Sequence[str] | None = None, metadata: Mapping[str, str] | None = None,
+                 **overrides: Any) -> Conversion:
     """Convert a peer's checkpoint (file or hub folder) into a self-contained effnet `.safetensors`.
 
     source and model_name default to what the checkpoint shows (`effnet.weights.detect`). The class
@@ -122,16 +132,21 @@ def convert_file(in_path: str | os.PathLike, out_path: str | os.PathLike, source
     what `converters.matching` records for this source and model; any mismatch raises WeightsError
     naming keys and shapes. The file's data config is the model's default under the preprocessing
     the peer's files state (transformers' preprocessor, Keras' Normalization layer, timm's
-    pretrained_cfg), with the class names they give.
+    pretrained_cfg), with the class names they give; `preprocessing` (DataConfig fields),
+    `class_names` and `metadata` state what the caller knows beyond the files (a weights enum).
     """
     if source is not None:
         _converter(source)  # an unknown source fails before the file is read
     detected = tuple(name for name, given in (("source", source), ("model", model_name)) if given is None)
     peer = read_peer(in_path)
+    peer.preprocessing.update(preprocessing or {})
+    peer.class_names = list(class_names) if class_names is not None else peer.class_names
+    peer.notes.update(metadata or {})
     chosen = _source_of(peer, source)
     state_dict = convert_state_dict(peer.state_dict, chosen)
     if model_name is None:
         model_name = detect_model(chosen, state_dict, peer.architecture, peer.path).model_name
+    _check_architecture(peer, chosen, model_name)
     classifier = state_dict.get("classifier.weight")
     num_classes = int(classifier.shape[0]) if classifier is not None else 0
     model = create_model(model_name, num_classes=num_classes, **_model_overrides(chosen, model_name, overrides))
