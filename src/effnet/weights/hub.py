@@ -63,7 +63,8 @@ class RemoteFile:
         return next((self.folder / name for name in self.names if (self.folder / name).is_file()), None)
 
     def wanted(self) -> str:
-        return f"{self.urls[0]} to {self.folder / self.names[0]}"
+        others = f" (or {', '.join(self.names[1:])} beside it)" if len(self.names) > 1 else ""
+        return f"{self.urls[0]} to {self.folder / self.names[0]}{others}"
 
 
 # --- hashes -----------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def _torchvision(reference: Reference, out: Path) -> Path:
         weights = weights_enum[reference.name]
     except KeyError:
         raise WeightsError(f"torchvision {reference.peer_name} has no weights {reference.name!r}; known: "
-                           f"{', '.join(['DEFAULT', *weights_enum.__members__])}") from None
+                           f"{', '.join(dict.fromkeys(['DEFAULT', *weights_enum.__members__]))}") from None
     folder = cache_dir() / "hub" / "torchvision"
     name = weights.url.rsplit("/", 1)[-1]
     [path] = ensure([RemoteFile(folder, (name,), (weights.url,))])
