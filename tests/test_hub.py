@@ -171,3 +171,17 @@ def test_transformers_weights_from_the_cache(cache) -> None:
     with torch.no_grad():
         assert relative_error(_logits(ours), peer(pixel_values=_images()).logits) <= 1e-5
     assert (ours.data_config.crop_mode, ours.data_config.interpolation) == ("squash", "nearest-exact")
+
+
+def test_small_hub_files_are_checked_by_their_git_blob_id(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    from effnet.weights.hub import _git_blob_sha1
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    path = tmp_path / "config.json"
+    path.write_text('{"architecture": "efficientnet_b0"}\n')
+    expected = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
+    assert _git_blob_sha1(path) == expected.stdout.strip()  # what the hub reports as a git file's ETag

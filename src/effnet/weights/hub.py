@@ -115,10 +115,12 @@ def _download_hub_file(repository: str, name: str, folder: Path) -> Path:
         raise DownloadError("fetching from the Hugging Face hub needs huggingface_hub: pip install "
                             "huggingface_hub (or 'effnet[hub]')") from None
 
+    # The hub's ETag is the file's SHA-256 when stored with LFS, its git blob SHA-1 otherwise.
     reported = (get_hf_file_metadata(hf_hub_url(repository, name)).etag or "").strip('"')
     path = Path(hf_hub_download(repository, name, local_dir=folder))
-    actual = sha256_of(path) if len(reported) == 64 else _git_blob_sha1(path)
-    if reported and actual != reported:
+    hashes = {64: sha256_of, 40: _git_blob_sha1}
+    actual = hashes[len(reported)](path) if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", reported) else reported
+    if actual != reported:
         path.unlink()
         raise DownloadError(f"{repository}/{name}: downloaded file's hash {actual[:12]}… is not the hub's "
                             f"{reported[:12]}…; try again")
@@ -137,7 +139,8 @@ def download_url(url: str, path: Path) -> Path:
     return path
 
 
-def _fetch(file: RemoteFile) -> Path:
+def _fetch(file: RemoteFile) -> Path | str:
+    """The fetched file, or why it could not be fetched (network, HTTP and hub errors alike)."""
     file.folder.mkdir(parents=True, exist_ok=True)
     failures = []
     for name, url in zip(file.names, file.urls):
@@ -146,12 +149,12 @@ def _fetch(file: RemoteFile) -> Path:
                     else download_url(url, file.folder / name))
         except DownloadError:
             raise
-        except Exception as error:  # network, HTTP and hub errors alike: reported with what to do
-            failures.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        except Exception as error:  # reported below with what to do instead
+            failures.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else name}")
             continue
         _record(path).write_text(sha256_of(path) + "\n")
         return path
-    raise DownloadError(f"cannot fetch {file.names[0]} ({'; '.join(failures)}); fetch {file.wanted()}")
+    return "; ".join(dict.fromkeys(failures))
 
 
 def ensure(files: list[RemoteFile]) -> list[Path]:
@@ -160,11 +163,14 @@ def ensure(files: list[RemoteFile]) -> list[Path]:
     if missing and offline():
         raise DownloadError(f"not in the cache and downloads are off (HF_HUB_OFFLINE / EFFNET_OFFLINE): fetch "
                             + " and ".join(file.wanted() for file in missing))
-    paths = []
-    for file in files:
-        path = file.local() or _fetch(file)
+    for file in missing:
+        fetched = _fetch(file)
+        if isinstance(fetched, str):
+            still = [other for other in files if other.local() is None]
+            raise DownloadError(f"cannot download ({fetched}): fetch " + " and ".join(other.wanted() for other in still))
+    paths = [file.local() for file in files]
+    for file, path in zip(files, paths):
         verify(path, file.urls[file.names.index(path.name)])
-        paths.append(path)
     return paths
 
 
