@@ -23,6 +23,9 @@ from effnet.weights.convert import (
 from effnet.weights.io import read_checkpoint
 from effnet.weights.keras_h5 import read_keras_weights
 
+# Keras 3 on numpy 2 warns on every array conversion (keras/src/backend/torch/core.py).
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 # One b0 of each source; each converts into the effnet model the table names.
 _B0 = {"timm": "efficientnet_b0", "torchvision": "efficientnet_b0", "efficientnet_pytorch": "efficientnet-b0",
        "transformers": "google/efficientnet-b0", "keras": "EfficientNetB0"}

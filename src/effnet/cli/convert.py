@@ -16,7 +16,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="checkpoint format: timm, torchvision, efficientnet_pytorch, transformers or keras "
                              "(default: detected from the keys)")
     parser.add_argument("--model", default=None,
-                        help="effnet model to load it into, e.g. tf_efficientnet_b0 (default: detected from the shapes)")
+                        help="effnet model to load it into, e.g. tf_efficientnet_b0 "
+                             "(default: detected from the shapes)")
     parser.add_argument("input", type=Path, metavar="IN", help="the peer checkpoint file or hub folder")
     parser.add_argument("output", type=Path, metavar="OUT.safetensors", help="where to write")
     parser.set_defaults(run=run)

@@ -167,7 +167,8 @@ def ensure(files: list[RemoteFile]) -> list[Path]:
         fetched = _fetch(file)
         if isinstance(fetched, str):
             still = [other for other in files if other.local() is None]
-            raise DownloadError(f"cannot download ({fetched}): fetch " + " and ".join(other.wanted() for other in still))
+            wanted = " and ".join(other.wanted() for other in still)
+            raise DownloadError(f"cannot download ({fetched}): fetch {wanted}")
     paths = [file.local() for file in files]
     for file, path in zip(files, paths):
         verify(path, file.urls[file.names.index(path.name)])
