@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from peers import build_peer, relative_error
+from peers import build_peer, build_transformers, relative_error
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -19,7 +19,9 @@ import effnet
 from effnet.data.transforms import make_eval_transform
 from effnet.errors import WeightsError
 from effnet.weights.convert import convert_file
-from effnet.weights.converters.transformers import PROCESSOR_DEFAULTS, preprocessing
+from effnet.weights.converters.matching import peer_model
+from effnet.weights.converters.transformers import PROCESSOR_DEFAULTS, convert, preprocessing
+from effnet.weights.detect import detect_model
 
 # The google/efficientnet-b* hub processors: squash to the model's size, PIL NEAREST, ImageNet's
 # mean and the square root of its std (divided by twice: normalize, then include_top).
@@ -134,3 +136,12 @@ def test_unsupported_configs_and_damaged_files_are_refused(hub_folder, tmp_path)
     with pytest.raises(WeightsError, match="resample=1 has no effnet equivalent"):
         preprocessing({"resample": 1})  # LANCZOS
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("variant", range(8))
+def test_every_hub_configuration_fits_its_tf_twin(variant) -> None:
+    # Shapes only, built on the meta device: every google/efficientnet-bN layout is its table row's.
+    with torch.device("meta"):
+        state_dict = convert(build_transformers(f"google/efficientnet-b{variant}", (64, 64)).state_dict())
+    assert detect_model("transformers", state_dict).model_name == peer_model(
+        "transformers", f"google/efficientnet-b{variant}")[0] == f"tf_efficientnet_b{variant}"
