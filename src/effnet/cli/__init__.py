@@ -6,11 +6,11 @@ import os
 import sys
 from typing import Sequence
 
-from effnet.cli import convert, curves, data, export, info, list_models, predict, scale, search, train
+from effnet.cli import bench, convert, curves, data, export, info, list_models, predict, scale, search, train
 from effnet.cli import eval as eval_command
 from effnet.errors import EffnetError
 
-COMMANDS = (list_models, info, scale, search, curves, convert, export, train, eval_command, predict, data)
+COMMANDS = (list_models, info, scale, search, curves, convert, export, train, eval_command, predict, data, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

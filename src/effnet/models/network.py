@@ -1,8 +1,11 @@
 """One network class for every variant, built from a spec through its resolved plan."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -75,8 +78,27 @@ class _Trunk(nn.Module):
 
     def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
+            return checkpoint(stage, x, use_reentrant=False,
+                              context_fn=functools.partial(_recompute_contexts, stage))
         return stage(x)
+
+
+def _recompute_contexts(stage: nn.Module) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """(forward, recomputation) contexts: the backward's re-run of a stage leaves BN statistics as
+    the forward left them (else each training step would update them twice)."""
+    return contextlib.nullcontext(), _kept_batchnorm_statistics(stage)
+
+
+@contextlib.contextmanager
+def _kept_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    saved = [(buffer, buffer.clone()) for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)
+             for buffer in layer.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 class EfficientNet(_Trunk):

@@ -68,6 +68,12 @@ class SeededAugmentation(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, target = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        # Only the CPU generator: transforms draw from it, and `torch.manual_seed` would also
+        # queue a seed (with a captured stack trace) for every accelerator backend, per sample.
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        try:
             return self.transform(image), target
+        finally:
+            generator.set_state(state)

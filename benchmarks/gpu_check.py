@@ -1,0 +1,181 @@
+"""One GPU call: prove the fast paths equal the reference on the GPU, then time effnet against timm
+and torchvision (B0 and B4, inference and training, eager / compiled / CUDA graphs).
+
+    PYTHONPATH=src python benchmarks/gpu_check.py --out results/ --budget-s 450
+
+Checks first (seconds): Triton kernels against PyTorch in float32 (TF32 off) and bf16, the fused
+B0/B4 against the plain model, CUDA-graph replay against eager, the memory savers' gradients.
+Then the timing rows in priority order; a row that would start after `--budget-s` is skipped and
+listed, so a short lease still returns the most important numbers. Each row is printed as it
+finishes and the whole result is written to OUT/gpu_check.json; the table and goal checks last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import effnet  # noqa: E402
+from effnet.bench.candidates import build_candidates  # noqa: E402
+from effnet.bench.measure import measure  # noqa: E402
+from effnet.bench.throughput import BenchResult, Timer, environment, format_row, format_table  # noqa: E402
+from effnet.fast import ops, optimize_for_inference  # noqa: E402
+from effnet.fast.graphs import CudaGraphModule  # noqa: E402
+from effnet.fast.memory import enable_memory_saving  # noqa: E402
+
+BF16_BOUND = 2e-2  # relative L2 error of the fused bf16 model's logits against float32 (documented bound)
+ROW_BOUND = 5e-2  # a timing row's sanity check: autocast models round more than the fused path
+
+# (model, image size, inference batch, training batch, [(task, mode, candidate), ...]) by priority.
+PLAN = [
+    ("efficientnet_b0", 224, 256, 256, [
+        ("inference", "eager", "timm"), ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"),
+        ("inference", "eager", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast"),
+        ("inference", "compile", "timm"),
+        ("training", "eager", "timm"), ("training", "eager", "torchvision"), ("training", "eager", "effnet"),
+        ("training", "eager", "effnet-activations"), ("training", "eager", "effnet-stages"),
+        ("latency", "eager", "timm"), ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
+        ("training", "compile", "timm"), ("training", "compile", "effnet"),
+    ]),
+    ("efficientnet_b4", 380, 128, 64, [
+        ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
+        ("inference", "cudagraphs", "effnet-fast"), ("inference", "compile", "timm"),
+        ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-activations"),
+        ("training", "eager", "effnet-stages"), ("training", "compile", "timm"),
+    ]),
+]
+
+
+def relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((output.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def randomised(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = effnet.create_model(name).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.cuda()
+
+
+def checks() -> list[tuple[str, float, float]]:
+    """(what, error, bound) for every fast path on this GPU."""
+    results = []
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for dtype, bound in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        x = torch.randn(8, 96, 29, 31, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+        for k, stride, same in ((3, 1, False), (5, 2, True)):
+            w = torch.randn(96, 1, k, k, device="cuda", dtype=dtype)
+            taps, b = w.flatten(1).t().contiguous(), torch.randn(96, device="cuda", dtype=dtype)
+            ref = ops.depthwise(x.double(), w.double(), taps.double(), b.double(), stride=stride, same=same,
+                                pool=True, use_triton=False)
+            out = ops.depthwise(x, w, taps, b, stride=stride, same=same, pool=True, use_triton=True)
+            results.append((f"depthwise k{k}s{stride} {dtype}", relative_error(out[0], ref[0]), bound))
+            results.append((f"depthwise SE sums k{k}s{stride} {dtype}", relative_error(out[1], ref[1]), bound))
+        w = torch.randn(48, 96, 1, 1, device="cuda", dtype=dtype) / 10
+        wt, b = w.flatten(1).t().contiguous(), torch.randn(48, device="cuda", dtype=dtype)
+        gate = torch.rand(8, 96, device="cuda")
+        res = torch.randn(8, 48, 29, 31, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+        ref = ops.pointwise((x.float() * gate[:, :, None, None]).to(dtype).double(), w.double(), wt.double(),
+                            b.double(), act=False, residual=res.double(), use_triton=False)
+        out = ops.pointwise(x, w, wt, b, act=False, gate=gate, residual=res, use_triton=True)
+        results.append((f"pointwise gate+residual {dtype}", relative_error(out, ref), bound))
+    for name, size in (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380)):
+        model = randomised(name)
+        x = torch.randn(4, 3, size, size, device="cuda")
+        with torch.inference_mode():
+            expected = model(x)
+            results.append((f"{name} fused fp32", relative_error(optimize_for_inference(model)(x), expected), 1e-5))
+            fast = optimize_for_inference(model, dtype=torch.bfloat16)
+            results.append((f"{name} fused bf16", relative_error(fast(x), expected), BF16_BOUND))
+            graphed = CudaGraphModule(fast, x)
+            results.append((f"{name} fused bf16 CUDA graph vs eager", relative_error(graphed(x), fast(x)), 1e-6))
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    for saver in ("activations", "stages"):
+        torch.backends.cudnn.allow_tf32 = False
+        reference = effnet.create_model("efficientnet_b0", drop_rate=0.0, drop_path_rate=0.0).cuda().train()
+        saving = enable_memory_saving(effnet.create_model("efficientnet_b0", drop_rate=0.0,
+                                                          drop_path_rate=0.0).cuda().train(), saver)
+        saving.load_state_dict(reference.state_dict())
+        x, y = torch.randn(16, 3, 128, 128, device="cuda"), torch.randint(0, 1000, (16,), device="cuda")
+        grads = []
+        for model in (reference, saving):
+            F.cross_entropy(model(x), y).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        results.append((f"memory saver {saver} gradients fp32", relative_error(grads[1], grads[0]), 1e-4))
+        torch.backends.cudnn.allow_tf32 = True
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu_check_out"))
+    parser.add_argument("--budget-s", type=float, default=450.0, help="start no timing row after this")
+    parser.add_argument("--only", nargs="*", help="model names from the plan to run (default: all)")
+    args = parser.parse_args()
+    start = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment(torch.device("cuda"))
+    try:
+        env["nvidia-smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,power.limit",
+                                            "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    print("environment:", json.dumps(env), flush=True)
+    check_rows = checks()
+    failed = [c for c in check_rows if not c[1] <= c[2]]
+    for what, error, bound in check_rows:
+        print(f"check {what:45} error {error:.2e} bound {bound:.0e} {'ok' if error <= bound else 'FAIL'}", flush=True)
+    print(f"checks done in {time.time() - start:.0f} s: {len(check_rows) - len(failed)}/{len(check_rows)} ok", flush=True)
+    document = {"environment": env, "checks": [dict(zip(("what", "error", "bound"), c)) for c in check_rows],
+                "models": {}, "skipped": []}
+    timer = Timer(torch.device("cuda"), warmup=3, repeats=10, iterations=5)
+    for model_name, size, batch, train_batch, rows in PLAN:
+        if args.only and model_name not in args.only:
+            continue
+        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
+                                      memory_savers=("activations", "stages"))
+        by_name = {c.name: c for c in candidates.items}
+        result = BenchResult(config={"model": model_name, "image_size": size, "batch_size": batch,
+                                     "training_batch_size": train_batch, "precision": "bf16",
+                                     "memory_format": "channels_last"}, environment=env)
+        for task, mode, name in rows:
+            if time.time() - start > args.budget_s:
+                document["skipped"].append(f"{model_name} {task} {mode} {name}")
+                continue
+            row = measure(by_name[name], task, mode, device=torch.device("cuda"), dtype=torch.bfloat16,
+                          memory_format=torch.channels_last,
+                          batch_size={"latency": 1, "training": train_batch}.get(task, batch), image_size=size,
+                          timer=timer, reference=candidates.reference, tolerance=ROW_BOUND)
+            result.rows.append(row)
+            print(f"[{time.time() - start:5.0f} s] {model_name} {format_row(row)}", flush=True)
+            document["models"][model_name] = result.to_json()
+            (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
+    for model_name, result in document["models"].items():
+        table = BenchResult(result["config"], env)
+        from effnet.bench.throughput import BenchRow
+
+        table.rows = [BenchRow(**row) for row in result["rows"]]
+        print(f"\n{model_name} ({result['config']['image_size']} px, bf16, channels_last; inference batch "
+              f"{result['config']['batch_size']}, training batch {result['config']['training_batch_size']})")
+        print(format_table(table))
+    if document["skipped"]:
+        print("\nskipped (budget):", "; ".join(document["skipped"]))
+    print(f"\nchecks: {len(check_rows) - len(failed)}/{len(check_rows)} ok; total {time.time() - start:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""One benchmark row: build a candidate, prepare it for a mode, time a task, read peak memory."""
+from __future__ import annotations
+
+import contextlib
+import gc
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.bench.candidates import Candidate
+from effnet.bench.throughput import BenchRow, Timer, _peak_mib, _peak_start, _relative_error
+
+
+def _autocast(candidate: Candidate, device: torch.device, dtype: torch.dtype,
+              cache: bool = True) -> contextlib.AbstractContextManager:
+    if candidate.autocast and dtype != torch.float32:
+        # Graph capture needs autocast's weight-cast cache off (cached casts would not be replayed).
+        return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
+    return contextlib.nullcontext()
+
+
+def _inference_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
+                    device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    model.eval()
+    if mode == "compile":
+        model = torch.compile(model)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), _autocast(candidate, device, dtype, cache=mode != "cudagraphs"):
+            return model(x)
+
+    if mode == "cudagraphs":
+        from effnet.fast.graphs import CudaGraphModule
+
+        graphed = CudaGraphModule(_Wrapped(forward), images, copy_output=False)
+        return lambda: graphed(images)
+    return lambda: forward(images)
+
+
+class _Wrapped(nn.Module):
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+
+def _training_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
+                   device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    if mode == "cudagraphs":
+        raise NotImplementedError("CUDA-graph training is not offered; use --mode compile")
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    targets = torch.randint(0, 1000, (images.shape[0],), device=device)
+    forward = torch.compile(model) if mode == "compile" else model
+
+    def step() -> torch.Tensor:
+        with _autocast(candidate, device, dtype):
+            loss = F.cross_entropy(forward(images), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def measure(candidate: Candidate, task: str, mode: str, *, device: torch.device, dtype: torch.dtype,
+            memory_format: torch.memory_format, batch_size: int, image_size: int, timer: Timer,
+            reference: nn.Module, tolerance: float) -> BenchRow:
+    """Time one (task, mode, candidate); a failure becomes the row's note (one line), not an exception."""
+    row = BenchRow(task, mode, candidate.name, batch_size)
+    if mode == "cudagraphs" and device.type != "cuda":
+        row.note = "CUDA graphs need a CUDA device"
+        return row
+    model: Any = None
+    try:
+        _peak_start(device)
+        model = candidate.build(device, dtype, memory_format)
+        images = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=memory_format)
+        make = _training_step if task == "training" else _inference_step
+        step = make(model, images, candidate, mode, device, dtype)
+        seconds = timer.median(step)
+        row.ms_per_batch = seconds * 1e3
+        row.images_per_second = batch_size / seconds
+        row.peak_memory_mib = _peak_mib(device)
+        if task != "training" and candidate.checked:
+            row.error_vs_reference = _check(step(), images, reference, device)
+            if not row.error_vs_reference <= tolerance:
+                row.note = f"MISMATCH: error above {tolerance:g}"
+    except Exception as error:  # noqa: BLE001 - a row that cannot run is reported, the others still run
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        row.note = f"not run: {type(error).__name__}: {message}"[:200]
+    finally:
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def _check(output: torch.Tensor, images: torch.Tensor, reference: nn.Module, device: torch.device) -> float:
+    """Relative error of the first images' logits against effnet's float32 eager model."""
+    count = min(8, images.shape[0])
+    expected_model = reference.to(device)
+    with torch.inference_mode():
+        expected = expected_model(images[:count].float())
+    reference.to("cpu")
+    return _relative_error(output[:count].clone(), expected)

@@ -1,0 +1,208 @@
+"""Throughput, latency and peak memory of effnet models beside timm's and torchvision's, in one process.
+
+Every candidate sees the same inputs, precision, memory format and batch; GPU work is timed with
+CUDA events (CPU with `perf_counter`) after a warm-up, and each figure is the median of repeats.
+Rows whose candidate cannot be built (a peer not installed, a mode not possible on the device) are
+reported with the reason instead of a number.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from effnet.bench.candidates import build_candidates
+from effnet.errors import EffnetError
+
+TASKS = ("inference", "latency", "training")
+MODES = ("eager", "compile", "cudagraphs")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class BenchError(EffnetError, ValueError):
+    """A benchmark setting that cannot be honoured (unknown task or mode, no such device)."""
+
+
+@dataclass
+class BenchConfig:
+    model: str = "efficientnet_b0"
+    device: str = "auto"  # auto: cuda when available
+    batch_size: int | None = None  # default: 256 on GPU, 32 on CPU
+    image_size: int | None = None  # default: the model's resolution
+    precision: str = "auto"  # fp32 | bf16 | fp16; auto: bf16 on GPU, fp32 on CPU
+    memory_format: str = "auto"  # channels_last | contiguous; auto: channels_last on GPU
+    tasks: tuple[str, ...] = ("inference", "latency", "training")
+    modes: tuple[str, ...] = ("eager",)
+    libraries: tuple[str, ...] = ("effnet", "timm", "torchvision")
+    fast: bool = True  # add effnet's fused inference path and memory saver rows
+    memory_savers: tuple[str, ...] = ("activations",)  # one effnet-SAVER training row each
+    warmup: int = 3
+    repeats: int = 10
+    iterations: int = 5  # timed iterations per repeat
+    check_tolerance: float | None = None  # default: 1e-4 in fp32, 5e-2 in bf16/fp16 (autocast rounding)
+
+
+@dataclass
+class BenchRow:
+    task: str
+    mode: str
+    candidate: str
+    batch_size: int
+    images_per_second: float | None = None
+    ms_per_batch: float | None = None
+    peak_memory_mib: float | None = None
+    error_vs_reference: float | None = None  # relative L2 error of logits vs effnet eager
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    rows: list[BenchRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "environment": self.environment, "rows": [asdict(r) for r in self.rows]}
+
+
+def resolve_settings(config: BenchConfig) -> tuple[torch.device, int, torch.dtype, torch.memory_format]:
+    if config.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BenchError("--device cuda: no CUDA device is available here")
+    gpu = device.type == "cuda"
+    batch = config.batch_size or (256 if gpu else 32)
+    precision = config.precision if config.precision != "auto" else ("bf16" if gpu else "fp32")
+    if precision not in PRECISIONS:
+        raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    fmt = config.memory_format if config.memory_format != "auto" else ("channels_last" if gpu else "contiguous")
+    formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+    if fmt not in formats:
+        raise BenchError(f"memory format must be channels_last or contiguous, got {fmt!r}")
+    return device, batch, PRECISIONS[precision], formats[fmt]
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import platform
+
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+           "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    for name in ("timm", "torchvision", "triton"):
+        try:
+            env[name] = __import__(name).__version__
+        except ImportError:
+            env[name] = None
+    return env
+
+
+class Timer:
+    """Median seconds per call of `step`, with device events on CUDA."""
+
+    def __init__(self, device: torch.device, warmup: int, repeats: int, iterations: int) -> None:
+        self.device, self.warmup, self.repeats, self.iterations = device, warmup, repeats, iterations
+
+    def median(self, step: Callable[[], Any]) -> float:
+        for _ in range(self.warmup):
+            step()
+        samples = []
+        for _ in range(self.repeats):
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(self.iterations):
+                    step()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / 1e3 / self.iterations)
+            else:
+                begin = time.perf_counter()
+                for _ in range(self.iterations):
+                    step()
+                samples.append((time.perf_counter() - begin) / self.iterations)
+        return statistics.median(samples)
+
+
+def _peak_start(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    output, reference = output.float(), reference.float()
+    return ((output - reference).norm() / reference.norm()).item()
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line: None) -> BenchResult:
+    """Measure every (task, mode, candidate) the config asks for; rows in that order."""
+    for task in config.tasks:
+        if task not in TASKS:
+            raise BenchError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    for mode in config.modes:
+        if mode not in MODES:
+            raise BenchError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    device, batch, dtype, fmt = resolve_settings(config)
+    settings = {**asdict(config), "device": str(device), "batch_size": batch,
+                "precision": {v: k for k, v in PRECISIONS.items()}[dtype],
+                "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous"}
+    result = BenchResult(config=settings, environment=environment(device))
+    candidates = build_candidates(config.model, config.libraries, fast=config.fast,
+                                  memory_savers=config.memory_savers)
+    image_size = config.image_size or candidates.resolution
+    timer = Timer(device, config.warmup, config.repeats, config.iterations)
+    tolerance = config.check_tolerance or (1e-4 if dtype == torch.float32 else 5e-2)
+    from effnet.bench.measure import measure
+
+    for task in config.tasks:
+        for mode in config.modes:
+            for candidate in candidates.for_task(task):
+                row = measure(candidate, task, mode, device=device, dtype=dtype, memory_format=fmt,
+                              batch_size=1 if task == "latency" else batch, image_size=image_size, timer=timer,
+                              reference=candidates.reference, tolerance=tolerance)
+                result.rows.append(row)
+                log(format_row(row))
+    return result
+
+
+def format_row(row: BenchRow) -> str:
+    speed = f"{row.images_per_second:10.1f} img/s {row.ms_per_batch:9.3f} ms" if row.images_per_second else " " * 28
+    memory = f"{row.peak_memory_mib:9.0f} MiB" if row.peak_memory_mib is not None else " " * 13
+    error = f"err {row.error_vs_reference:.1e}" if row.error_vs_reference is not None else ""
+    return f"{row.task:9} {row.mode:10} {row.candidate:20} {speed} {memory} {error} {row.note}".rstrip()
+
+
+def format_table(result: BenchResult) -> str:
+    """One line per row, with the speed ratio against timm's eager and best (fastest) row of the same task."""
+    lines = [f"{'task':9} {'mode':10} {'candidate':20} {'img/s':>10} {'ms/batch':>12} {'peak MiB':>10} "
+             f"{'x timm eager':>12} {'x timm best':>11}  note"]
+    for row in result.rows:
+        peers = [r for r in result.rows if r.task == row.task and r.candidate == "timm" and r.images_per_second]
+        eager = next((r.images_per_second for r in peers if r.mode == "eager"), None)
+        best = max((r.images_per_second for r in peers), default=None)
+        speed = row.images_per_second
+        cells = [f"{speed:10.1f}" if speed else f"{'-':>10}",
+                 f"{row.ms_per_batch:12.3f}" if row.ms_per_batch else f"{'-':>12}",
+                 f"{row.peak_memory_mib:10.0f}" if row.peak_memory_mib is not None else f"{'-':>10}",
+                 f"{speed / eager:12.2f}" if speed and eager else f"{'-':>12}",
+                 f"{speed / best:11.2f}" if speed and best else f"{'-':>11}"]
+        note = row.note
+        if row.error_vs_reference is not None:
+            note = f"err {row.error_vs_reference:.1e} {note}".rstrip()
+        lines.append(f"{row.task:9} {row.mode:10} {row.candidate:20} {' '.join(cells)}  {note}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""`effnet bench`: throughput, latency and peak memory against timm and torchvision, in one process."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from effnet.bench.throughput import MODES, PRECISIONS, TASKS, BenchConfig, format_table, run_benchmark
+from effnet.cli.output import print_json
+from effnet.fast.memory import MEMORY_SAVERS
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "bench", help="time inference and training against timm and torchvision",
+        description="Inference and training throughput, batch-1 latency and peak memory of an effnet model, "
+                    "its fast paths, and timm's and torchvision's equivalent models (when installed), measured "
+                    "in one process on the same inputs. Medians of repeats; device events on GPU.")
+    parser.add_argument("--model", default="efficientnet_b0")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (auto: cuda when available)")
+    parser.add_argument("--batch-size", type=int, help="default: 256 on GPU, 32 on CPU")
+    parser.add_argument("--image-size", type=int, help="default: the model's resolution")
+    parser.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                        help="auto: bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--memory-format", default="auto", choices=("auto", "channels_last", "contiguous"),
+                        help="auto: channels_last on GPU")
+    parser.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--mode", nargs="+", default=["eager"], choices=MODES,
+                        help="eager, compile (torch.compile) and/or cudagraphs (inference, GPU)")
+    parser.add_argument("--libraries", nargs="+", default=["effnet", "timm", "torchvision"],
+                        choices=("effnet", "timm", "torchvision"))
+    parser.add_argument("--no-fast", dest="fast", action="store_false",
+                        help="leave out effnet's fused inference and memory-saving rows")
+    parser.add_argument("--memory-saver", nargs="+", default=["activations"], choices=MEMORY_SAVERS,
+                        help="one memory-saving training row per saver (activations: recompute BN + SiLU; "
+                             "stages: checkpoint each stage; both)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations per repeat")
+    parser.add_argument("--output", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = BenchConfig(model=args.model, device=args.device, batch_size=args.batch_size,
+                         image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
+                         tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),
+                         fast=args.fast, memory_savers=tuple(args.memory_saver), warmup=args.warmup,
+                         repeats=args.repeats, iterations=args.iterations)
+    result = run_benchmark(config)
+    document = result.to_json()
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(document, indent=2))
+    if args.json:
+        print_json(document)
+    else:
+        env = result.environment
+        print(f"{config.model} on {env.get('gpu', env['device'])}: batch {result.config['batch_size']}, "
+              f"{result.config['precision']}, {result.config['memory_format']}, torch {env['torch']}")
+        print(format_table(result))
+    return 0

@@ -1,0 +1,103 @@
+"""An inference-only EfficientNet whose MBConv blocks run as three fused passes.
+
+`optimize_for_inference(model)` folds every BatchNorm into its convolution, keeps activations
+channels-last, and replaces each MBConv block by `FusedMBConv`:
+
+    expand   = pointwise(x, act=SiLU)                         # 1 x 1 conv + bias + SiLU
+    dw, sums = depthwise(expand, act=SiLU, pool=True)         # k x k conv + bias + SiLU + SE sums
+    gate     = excitation(sums)                               # (N, C) float32, tiny
+    out      = pointwise(dw, gate=gate, residual=x)           # the gate applied as dw is loaded
+
+Each full-size tensor is written once and read once; nothing is written for BN, SiLU, the SE
+pool or `x * gate`. Stem, head and other block types run the folded PyTorch modules.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from effnet.export.fold import fold_batchnorm
+from effnet.fast import ops
+from effnet.models.blocks import MBConv
+from effnet.models.layers import SameConv2d
+from effnet.models.network import EfficientNet
+
+
+class FusedMBConv(nn.Module):
+    """A folded MBConv block (eval mode, SiLU) run through `effnet.fast.ops`."""
+
+    def __init__(self, block: MBConv, use_triton: bool | None = None) -> None:
+        super().__init__()
+        self.use_triton = use_triton
+        self.expands, self.has_se, self.has_skip = block.expands, block.has_se, block.has_skip
+        if self.expands:
+            self.conv_pw = block.conv_pw
+            self.register_buffer("pw_t", _transposed(block.conv_pw), persistent=False)
+        self.conv_dw = block.conv_dw
+        self.register_buffer("dw_taps", _taps(block.conv_dw), persistent=False)
+        self.stride = block.conv_dw.stride[0]
+        self.same = isinstance(block.conv_dw, SameConv2d)
+        self.se = block.se if self.has_se else None
+        self.conv_pwl = block.conv_pwl
+        self.register_buffer("pwl_t", _transposed(block.conv_pwl), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        if self.expands:
+            x = ops.pointwise(x, self.conv_pw.weight, self.pw_t, self.conv_pw.bias, act=True,
+                              use_triton=self.use_triton)  # (N, mid, H, W)
+        x, sums = ops.depthwise(x, self.conv_dw.weight, self.dw_taps, self.conv_dw.bias, stride=self.stride,
+                                same=self.same, pool=self.has_se, use_triton=self.use_triton)  # (N, mid, H/s, W/s)
+        gate = None
+        if self.has_se:
+            gate = ops.excitation(sums, x.shape[2] * x.shape[3], self.se.conv_reduce, self.se.conv_expand)
+        return ops.pointwise(x, self.conv_pwl.weight, self.pwl_t, self.conv_pwl.bias, act=False, gate=gate,
+                             residual=shortcut if self.has_skip else None,
+                             use_triton=self.use_triton)  # (N, out, H/s, W/s)
+
+
+def _transposed(conv: nn.Conv2d) -> torch.Tensor:
+    return conv.weight.detach().flatten(1).t().contiguous()  # (in, out)
+
+
+def _taps(conv: nn.Conv2d) -> torch.Tensor:
+    return conv.weight.detach().flatten(1).t().contiguous()  # (k*k, C)
+
+
+class ChannelsLastInput(nn.Module):
+    """Casts the input to the model's dtype and channels-last layout, then runs the model."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
+        return self.model(x)
+
+
+def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None, fuse: bool = True,
+                           use_triton: bool | None = None) -> nn.Module:
+    """A copy of an effnet classifier for inference: BN folded, channels-last, fused MBConv blocks.
+
+    `dtype` (e.g. torch.bfloat16) casts the weights; the returned module casts its input to match.
+    With `fuse=False` only folding and the layout change are applied. Only SiLU MBConv blocks are
+    fused (Lite's ReLU6 blocks, MobileNet and ResNet blocks run as folded PyTorch modules).
+    """
+    if not isinstance(model, EfficientNet):
+        from effnet.export.errors import ExportError
+
+        raise ExportError(f"optimize_for_inference needs an effnet classifier, got {type(model).__name__}")
+    folded = fold_batchnorm(model)
+    if fuse:
+        for stage in folded.blocks:
+            for index, block in enumerate(stage):
+                if isinstance(block, MBConv) and isinstance(block.act2, nn.SiLU):
+                    stage[index] = FusedMBConv(block, use_triton)
+    dtype = dtype or next(model.parameters()).dtype
+    folded = folded.to(dtype=dtype, memory_format=torch.channels_last)
+    for module in folded.modules():  # the excitation runs in float32 whatever the dtype
+        if isinstance(module, FusedMBConv) and module.se is not None:
+            module.se.float()
+    return ChannelsLastInput(folded, dtype).eval()

@@ -1,0 +1,175 @@
+"""Triton kernels for MBConv inference on channels-last activations.
+
+Two kernels cover every full-size tensor an inference MBConv block touches once its BatchNorms are
+folded into the convolutions:
+
+- `depthwise`: k x k depthwise convolution + bias + SiLU, with the squeeze-excitation's global sum
+  accumulated in the same pass (one read of the input, one write of the output; the SE pool never
+  re-reads the activation).
+- `pointwise`: a 1 x 1 convolution as a matrix product over (pixels, channels), with bias, optional
+  SiLU, the excitation gate applied to the operand as it is loaded (so `x * gate` is never written)
+  and the residual added in the epilogue.
+
+Kernels run on CUDA tensors, or on CPU tensors under `TRITON_INTERPRET=1` (how the tests check
+them without a GPU). `effnet.fast.ops` chooses between these and plain PyTorch.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # effnet works without Triton: `ops` falls back to PyTorch
+    triton = None
+
+# Read when this module is imported, as Triton reads it when the kernels are defined.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def usable(tensor: torch.Tensor) -> bool:
+    """Whether these kernels can run on `tensor`'s device."""
+    return triton is not None and (tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu"))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
+                          H, W, C, HO, WO, stride, pad_h, pad_w,
+                          sxn, sxh, sxw, sxc, syn, syh, syw, syc,
+                          K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
+                          BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: BLOCK_W output pixels of one output row, BLOCK_C channels.
+        row = tl.program_id(0)
+        blocks_w = tl.cdiv(WO, BLOCK_W)
+        wo = (row % blocks_w) * BLOCK_W + tl.arange(0, BLOCK_W)  # (BW,)
+        ho = (row // blocks_w) % HO
+        n = row // (blocks_w * HO)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+        c_ok = c < C
+        wo_ok = wo < WO
+        acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for kh in tl.static_range(K):
+            hi = ho * stride - pad_h + kh
+            h_ok = (hi >= 0) & (hi < H)
+            for kw in tl.static_range(K):
+                wi = wo * stride - pad_w + kw  # (BW,)
+                ok = (wi >= 0) & (wi < W) & wo_ok & h_ok
+                pointers = x_ptr + n * sxn + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (BW, BC)
+                w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
+                acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        if ACT:
+            acc = acc * tl.sigmoid(acc)
+        out_ok = wo_ok[:, None] & c_ok[None, :]
+        pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :] * syc
+        tl.store(pointers, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+        if POOL:
+            # Partial sums of this row segment; the caller divides by HO * WO.
+            tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(out_ok, acc, 0.0), axis=0), mask=c_ok)
+
+    @triton.jit
+    def _pointwise_kernel(a_ptr, b_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
+                          M, N, K, pixels,
+                          s_am, s_ak, s_bk, s_bn, s_om, s_on, s_rm, s_rn,
+                          GATE: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+                          IEEE: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # out (M, N) = act((a * gate[row // pixels]) @ b + bias) + residual; M = images x pixels.
+        pid = tl.program_id(0)
+        blocks_n = tl.cdiv(N, BLOCK_N)
+        rm = (pid // blocks_n) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+        rn = (pid % blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
+        rk = tl.arange(0, BLOCK_K)  # (BK,)
+        m_ok = rm < M
+        n_ok = rn < N
+        image = rm // pixels  # (BM,) which image's gate applies to each row
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + rk
+            k_ok = k < K
+            a = tl.load(a_ptr + rm[:, None] * s_am + k[None, :] * s_ak, mask=m_ok[:, None] & k_ok[None, :],
+                        other=0.0)  # (BM, BK)
+            if GATE:
+                gate = tl.load(gate_ptr + image[:, None] * K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                               other=0.0)  # (BM, BK)
+                # Rounded back to the operand type, as `x * gate` in that type would be.
+                a = (a.to(tl.float32) * gate).to(a_ptr.dtype.element_ty)
+            b = tl.load(b_ptr + k[:, None] * s_bk + rn[None, :] * s_bn, mask=k_ok[:, None] & n_ok[None, :],
+                        other=0.0)  # (BK, BN)
+            if IEEE:
+                acc += tl.dot(a, b, input_precision="ieee")
+            else:
+                acc += tl.dot(a, b)
+        acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        if ACT:
+            acc = acc * tl.sigmoid(acc)
+        out_ok = m_ok[:, None] & n_ok[None, :]
+        if RESIDUAL:
+            acc += tl.load(res_ptr + rm[:, None] * s_rm + rn[None, :] * s_rn, mask=out_ok, other=0.0).to(tl.float32)
+        tl.store(out_ptr + rm[:, None] * s_om + rn[None, :] * s_on, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
+
+
+def _pow2(value: int, low: int, high: int) -> int:
+    return max(low, min(high, triton.next_power_of_2(value)))
+
+
+def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
+              padding: tuple[int, int], output_size: tuple[int, int], act: bool,
+              pool: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Depthwise conv of NCHW-shaped `x` (channels-last memory) with weights laid out (k*k, C).
+
+    `padding` is (top, left); bottom/right padding follows from `output_size`. Returns the
+    channels-last output and, with `pool`, the float32 per-image channel sums of that output.
+    """
+    batch, channels, height, width = x.shape
+    out_h, out_w = output_size
+    y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype,
+                    memory_format=torch.channels_last)
+    sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
+    block_c = _pow2(channels, 16, 16 if INTERPRET else 64)
+    block_w = _pow2(out_w, 4, 8 if INTERPRET else 16)
+    grid = (batch * out_h * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
+    _depthwise_kernel[grid](
+        x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, stride, padding[0], padding[1],
+        x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1),
+        K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c,
+        **({} if INTERPRET else {"num_warps": 4}))
+    return y, (sums if pool else None)
+
+
+def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, act: bool,
+              gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """1x1 conv of NCHW-shaped, channels-last `x` with weights laid out (in, out).
+
+    `gate` (N, in, float32) scales the input channels per image (squeeze-excitation);
+    `residual` (N, out, H, W, channels-last) is added after the activation.
+    """
+    batch, channels, height, width = x.shape
+    out_channels = weight_t.shape[1]
+    rows = batch * height * width
+    out = torch.empty((batch, out_channels, height, width), device=x.device, dtype=x.dtype,
+                      memory_format=torch.channels_last)
+    a = x.permute(0, 2, 3, 1).reshape(rows, channels)  # a view for channels-last input
+    o = out.permute(0, 2, 3, 1).view(rows, out_channels)
+    r = residual.permute(0, 2, 3, 1).reshape(rows, out_channels) if residual is not None else o
+    if INTERPRET:
+        block_m, block_n, block_k, options = 16, 16, 16, {}
+    else:
+        block_m = 128 if rows >= 4096 else 64
+        block_n = _pow2(out_channels, 32, 128)
+        block_k = _pow2(channels, 16, 64)
+        options = {"num_warps": 8 if block_m * block_n >= 128 * 128 else 4, "num_stages": 3}
+    grid = (triton.cdiv(rows, block_m) * triton.cdiv(out_channels, block_n),)
+    _pointwise_kernel[grid](
+        a, weight_t, bias, gate if gate is not None else bias, r, o,
+        rows, out_channels, channels, height * width,
+        a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
+        r.stride(0), r.stride(1),
+        GATE=gate is not None, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **options)
+    return out

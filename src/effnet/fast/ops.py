@@ -1,0 +1,85 @@
+"""The fused inference operations, each with a Triton path and the plain PyTorch reference.
+
+`use_triton=None` picks Triton for CUDA tensors when Triton is installed and PyTorch elsewhere;
+True or False forces one. True also runs CPU tensors through Triton's interpreter when
+`TRITON_INTERPRET=1` (slow: for testing the kernels without a GPU); True where neither is possible
+is an error. Both paths compute the same function; the tests hold them to each other.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from effnet.fast import kernels
+
+
+def _triton(x: torch.Tensor, use_triton: bool | None) -> bool:
+    if use_triton is None:
+        return x.is_cuda and kernels.usable(x)
+    if use_triton and not kernels.usable(x):
+        raise RuntimeError(f"Triton kernels cannot run on a {x.device.type} tensor here "
+                           "(no Triton, or no GPU and TRITON_INTERPRET is not 1)")
+    return use_triton
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int, same: bool) -> tuple[int, int]:
+    """(output size, padding before) along one axis: TF "same" or symmetric `k // 2` padding."""
+    if same:
+        out = (size + stride - 1) // stride
+        total = max((out - 1) * stride + kernel_size - size, 0)
+        return out, total // 2
+    pad = kernel_size // 2
+    return (size + 2 * pad - kernel_size) // stride + 1, pad
+
+
+def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
+              stride: int, same: bool, act: bool = True, pool: bool = False,
+              use_triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SiLU(depthwise_conv(x) + bias) and, with `pool`, its float32 per-image channel sums (N, C).
+
+    `weight` is the conv's (C, 1, k, k); `weight_taps` the same values laid out (k*k, C).
+    """
+    kernel_size = weight.shape[-1]
+    out_h, pad_h = conv_output_size(x.shape[2], kernel_size, stride, same)
+    out_w, pad_w = conv_output_size(x.shape[3], kernel_size, stride, same)
+    if _triton(x, use_triton):
+        return kernels.depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride,
+                                 padding=(pad_h, pad_w), output_size=(out_h, out_w), act=act, pool=pool)
+    # Pad so that the convolution's own (zero) padding is not needed; the extra bottom/right row
+    # of "same" padding falls out of the output size.
+    pad_b = (out_h - 1) * stride + kernel_size - x.shape[2] - pad_h
+    pad_r = (out_w - 1) * stride + kernel_size - x.shape[3] - pad_w
+    y = F.conv2d(F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)]), weight, bias, stride,
+                 groups=x.shape[1])  # (N, C, HO, WO)
+    if act:
+        y = F.silu(y, inplace=True)
+    return y, (y.float().sum((2, 3)) if pool else None)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *,
+              act: bool, gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+              use_triton: bool | None = None) -> torch.Tensor:
+    """act(conv1x1(x * gate) + bias) + residual.
+
+    `weight` is the conv's (out, in, 1, 1); `weight_t` the same values laid out (in, out).
+    `gate` is (N, in) float32 or None; `residual` (N, out, H, W) or None.
+    """
+    if _triton(x, use_triton):
+        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
+    if gate is not None:
+        x = x * gate.to(x.dtype)[:, :, None, None]  # (N, in, H, W)
+    y = F.conv2d(x, weight, bias)  # (N, out, H, W)
+    if act:
+        y = F.silu(y, inplace=True)
+    if residual is not None:
+        y = y.add_(residual)
+    return y
+
+
+def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand: torch.nn.Conv2d) -> torch.Tensor:
+    """The squeeze-excitation gate (N, C) in float32 from the channel sums of an activation."""
+    scale = sums / pixels  # (N, C)
+    scale = F.linear(scale, reduce.weight.flatten(1).float(), reduce.bias.float())  # (N, reduced)
+    scale = F.silu(scale)
+    scale = F.linear(scale, expand.weight.flatten(1).float(), expand.bias.float())  # (N, C)
+    return torch.sigmoid(scale)

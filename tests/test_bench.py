@@ -1,0 +1,49 @@
+"""`effnet bench` on CPU: the table, the JSON document and the one-line errors a user sees."""
+import json
+
+import pytest
+
+from effnet.cli import main
+
+FAST_ARGS = ["--batch-size", "2", "--image-size", "32", "--warmup", "1", "--repeats", "1", "--iterations", "1"]
+
+
+def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
+    output = tmp_path / "bench.json"
+    assert main(["bench", "--model", "efficientnet_b0", *FAST_ARGS, "--json", "--output", str(output)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert json.loads(output.read_text()) == document
+    assert document["config"]["device"] == "cpu" and document["config"]["precision"] == "fp32"
+    rows = {(r["task"], r["candidate"]): r for r in document["rows"]}
+    for task in ("inference", "latency", "training"):
+        for candidate in ("effnet", "timm", "torchvision"):
+            assert rows[(task, candidate)]["images_per_second"] > 0, (task, candidate)
+    assert rows[("latency", "effnet")]["batch_size"] == 1
+    # The fused inference path is timed and checked against the plain model.
+    assert rows[("inference", "effnet-fast")]["error_vs_reference"] <= 1e-4
+    assert rows[("training", "effnet-activations")]["images_per_second"] > 0
+
+
+def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
+    assert main(["bench", "--model", "efficientnet_lite0", *FAST_ARGS, "--task", "inference",
+                 "--mode", "eager", "cudagraphs", "--libraries", "effnet", "timm", "torchvision"]) == 0
+    out = capsys.readouterr().out
+    assert "x timm eager" in out
+    # torchvision has no Lite models, and CUDA graphs need a GPU: said in the row, not a crash.
+    assert "torchvision has no efficientnet_lite0" in out
+    assert "CUDA graphs need a CUDA device" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda"], "no CUDA device is available"),
+    (["--model", "efficientnet_b99"], "efficientnet_b99"),
+])
+def test_bench_bad_input_is_one_line(capsys, args, message):
+    if args[0] == "--device":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    assert main(["bench", *FAST_ARGS, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -1,0 +1,148 @@
+"""Every fast path computes the reference model's function.
+
+The fused inference model (BN folded, channels-last, fused MBConv) is held to the plain model in
+float32 at relative error 1e-5, through PyTorch and through the Triton kernels. Without a GPU the
+kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1), on deliberately tiny shapes.
+The memory savers are held to the plain model's outputs, gradients and running statistics.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import effnet
+from effnet.fast import kernels, ops, optimize_for_inference
+from effnet.fast.memory import enable_memory_saving
+from effnet.models import get_entry
+from effnet.scaling import scale_by_multipliers
+
+needs_triton = pytest.mark.skipif(
+    not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
+    reason="Triton is not installed, or no GPU and TRITON_INTERPRET is not 1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((output.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """BN statistics and affine terms away from identity, so folding is really exercised."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model
+
+
+def tiny(name: str = "efficientnet_b0") -> nn.Module:
+    """A seven-block, narrow version of a family member: every block kind and stride, quickly."""
+    spec = scale_by_multipliers(get_entry(name).spec, depth=0.25, width=0.25, name=f"{name}_tiny")
+    torch.manual_seed(0)
+    return randomise_batchnorm(effnet.create_model(spec, num_classes=10)).eval()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_b0", "efficientnet_lite0", "mobilenet_v2"])
+def test_optimized_model_equals_reference_in_float32(name):
+    torch.manual_seed(0)
+    model = randomise_batchnorm(effnet.create_model(name, num_classes=10)).eval()
+    fast = optimize_for_inference(model, use_triton=False)
+    for shape in [(2, 3, 64, 64), (1, 3, 45, 37)]:  # odd sizes: "same" padding's extra row and column
+        x = torch.randn(shape)
+        with torch.inference_mode():
+            assert relative_error(fast(x), model(x)) <= 1e-5
+
+
+def test_optimized_model_is_a_copy_and_fuses_every_silu_mbconv():
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model, use_triton=False)
+    fused = [m for m in fast.modules() if isinstance(m, effnet.fast.FusedMBConv)]
+    assert len(fused) == sum(len(stage) for stage in model.blocks)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@needs_triton
+@pytest.mark.parametrize("kernel_size, stride, same, pool", [(3, 1, False, True), (5, 2, True, True),
+                                                             (3, 2, False, False)])
+def test_depthwise_kernel_equals_pytorch(kernel_size, stride, same, pool):
+    torch.manual_seed(1)
+    channels = 24  # not a multiple of the channel block: the tail is masked
+    x = torch.randn(2, channels, 11, 9, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE)
+    taps = weight.flatten(1).t().contiguous()
+    bias = torch.randn(channels, device=DEVICE)
+    y_ref, sums_ref = ops.depthwise(x, weight, taps, bias, stride=stride, same=same, pool=pool, use_triton=False)
+    y, sums = ops.depthwise(x, weight, taps, bias, stride=stride, same=same, pool=pool, use_triton=True)
+    assert y.shape == y_ref.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert relative_error(y, y_ref) <= 1e-5
+    if pool:
+        assert relative_error(sums, sums_ref) <= 1e-5
+    else:
+        assert sums is None and sums_ref is None
+
+
+@needs_triton
+@pytest.mark.parametrize("gate, residual, act", [(False, False, True), (True, True, False), (True, False, False)])
+def test_pointwise_kernel_equals_pytorch(gate, residual, act):
+    torch.manual_seed(2)
+    batch, in_channels, out_channels, height, width = 3, 40, 24, 5, 7  # rows and channels off the block sizes
+    x = torch.randn(batch, in_channels, height, width, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, in_channels, 1, 1, device=DEVICE)
+    bias = torch.randn(out_channels, device=DEVICE)
+    gates = torch.rand(batch, in_channels, device=DEVICE) if gate else None
+    shortcut = (torch.randn(batch, out_channels, height, width, device=DEVICE)
+                .contiguous(memory_format=torch.channels_last) if residual else None)
+    weight_t = weight.flatten(1).t().contiguous()
+    expected = ops.pointwise(x, weight, weight_t, bias, act=act, gate=gates,
+                             residual=None if shortcut is None else shortcut.clone(), use_triton=False)
+    output = ops.pointwise(x, weight, weight_t, bias, act=act, gate=gates, residual=shortcut, use_triton=True)
+    assert relative_error(output, expected) <= 1e-5
+
+
+@needs_triton
+def test_triton_fused_model_equals_reference():
+    model = tiny("tf_efficientnet_b0").to(DEVICE)  # "same" padding, every kernel size and stride
+    fast = optimize_for_inference(model, use_triton=True)
+    x = torch.randn(2, 3, 15, 13, device=DEVICE)
+    with torch.inference_mode():
+        assert relative_error(fast(x), model(x)) <= 1e-5
+
+
+def test_forcing_triton_where_it_cannot_run_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(kernels, "INTERPRET", False)
+    x = torch.randn(1, 8, 4, 4)
+    with pytest.raises(RuntimeError, match="Triton kernels cannot run on a cpu tensor"):
+        ops.pointwise(x, torch.randn(8, 8, 1, 1), torch.randn(8, 8), torch.zeros(8), act=True, use_triton=True)
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    torch.manual_seed(3)  # the same dropout and drop-path draws for both models
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["activations", "stages", "both"])
+def test_memory_savers_keep_outputs_gradients_and_statistics(mode):
+    reference = tiny().train()
+    saving = enable_memory_saving(tiny().train(), mode)
+    assert saving.state_dict().keys() == reference.state_dict().keys()
+    # Batch statistics over 8 x 2 x 2 values at the last stage: float32 stays well conditioned.
+    x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
+    loss_ref, grads_ref = _train_step(reference, x, y)
+    loss, grads = _train_step(saving, x, y)
+    assert torch.allclose(loss, loss_ref, rtol=1e-5)
+    # One vector: a bias whose true gradient is zero (bn3's, when a training-mode BN follows
+    # it) holds only rounding noise, so per-tensor relative errors would compare noise.
+    assert relative_error(torch.cat([grads[n].flatten() for n in grads_ref]),
+                          torch.cat([g.flatten() for g in grads_ref.values()])) <= 1e-5
+    for (name, buffer), expected in zip(saving.named_buffers(), reference.buffers()):
+        assert torch.allclose(buffer.float(), expected.float(), rtol=1e-5, atol=1e-6), name
+
+
+def test_memory_saver_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="memory saver must be one of"):
+        enable_memory_saving(tiny(), "everything")
