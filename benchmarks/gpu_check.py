@@ -68,7 +68,24 @@ def randomised(name: str) -> torch.nn.Module:
     return model.cuda()
 
 
-def checks() -> list[tuple[str, float, float]]:
+def profile(model_name: str, size: int, batch: int) -> None:
+    """The ten CUDA kernels that take longest in one fused bf16 forward, for the notes."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    fast = optimize_for_inference(randomised(model_name), dtype=torch.bfloat16)
+    x = torch.randn(batch, 3, size, size, device="cuda")
+    with torch.inference_mode():
+        for _ in range(3):
+            fast(x)
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                fast(x)
+            torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
+
+
+def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]]:
     """(what, error, bound) for every fast path on this GPU."""
     results = []
     torch.backends.cudnn.allow_tf32 = False
@@ -91,7 +108,7 @@ def checks() -> list[tuple[str, float, float]]:
                             b.double(), act=False, residual=res.double(), use_triton=False)
         out = ops.pointwise(x, w, wt, b, act=False, gate=gate, residual=res, use_triton=True)
         results.append((f"pointwise gate+residual {dtype}", relative_error(out, ref), bound))
-    for name, size in (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380)):
+    for name, size in models:
         model = randomised(name)
         x = torch.randn(4, 3, size, size, device="cuda")
         with torch.inference_mode():
@@ -100,7 +117,8 @@ def checks() -> list[tuple[str, float, float]]:
             fast = optimize_for_inference(model, dtype=torch.bfloat16)
             results.append((f"{name} fused bf16", relative_error(fast(x), expected), BF16_BOUND))
             graphed = CudaGraphModule(fast, x)
-            results.append((f"{name} fused bf16 CUDA graph vs eager", relative_error(graphed(x), fast(x)), 1e-6))
+            # Not bit-identical: the SE sums are float32 atomic adds, whose order varies run to run.
+            results.append((f"{name} fused bf16 CUDA graph", relative_error(graphed(x), expected), BF16_BOUND))
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
     for saver in ("activations", "stages"):
@@ -124,6 +142,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("gpu_check_out"))
     parser.add_argument("--budget-s", type=float, default=450.0, help="start no timing row after this")
     parser.add_argument("--only", nargs="*", help="model names from the plan to run (default: all)")
+    parser.add_argument("--tasks", nargs="*", help="tasks to time (default: all in the plan)")
+    parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
     args = parser.parse_args()
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +154,8 @@ def main() -> int:
     except OSError:
         pass
     print("environment:", json.dumps(env), flush=True)
-    check_rows = checks()
+    check_models = (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380))
+    check_rows = checks(tuple(m for m in check_models if not args.only or m[0].removeprefix("tf_") in args.only))
     failed = [c for c in check_rows if not c[1] <= c[2]]
     for what, error, bound in check_rows:
         print(f"check {what:45} error {error:.2e} bound {bound:.0e} {'ok' if error <= bound else 'FAIL'}", flush=True)
@@ -152,6 +173,8 @@ def main() -> int:
                                      "training_batch_size": train_batch, "precision": "bf16",
                                      "memory_format": "channels_last"}, environment=env)
         for task, mode, name in rows:
+            if args.tasks and task not in args.tasks:
+                continue
             if time.time() - start > args.budget_s:
                 document["skipped"].append(f"{model_name} {task} {mode} {name}")
                 continue
@@ -163,6 +186,8 @@ def main() -> int:
             print(f"[{time.time() - start:5.0f} s] {model_name} {format_row(row)}", flush=True)
             document["models"][model_name] = result.to_json()
             (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
+    if args.profile:
+        profile("efficientnet_b0", 224, 256)
     for model_name, result in document["models"].items():
         table = BenchResult(result["config"], env)
         from effnet.bench.throughput import BenchRow

@@ -27,6 +27,9 @@ except ImportError:  # effnet works without Triton: `ops` falls back to PyTorch
 
 # Read when this module is imported, as Triton reads it when the kernels are defined.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Tune tile shapes per layer shape on first use (minutes for a whole network, so opt-in); else the
+# fixed tiles measured in benchmarks/RESULTS.md.
+AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE") == "1"
 
 
 def usable(tensor: torch.Tensor) -> bool:
@@ -41,36 +44,45 @@ if triton is not None:
                           H, W, C, HO, WO, stride, pad_h, pad_w,
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                           K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
-                          BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        # One program: BLOCK_W output pixels of one output row, BLOCK_C channels.
-        row = tl.program_id(0)
+                          BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
+        # One program: ROWS output rows x BLOCK_W output pixels x BLOCK_C channels. Its SE partial
+        # sums stay in registers across the rows: one atomic add per program, not per row (the
+        # programs of one image all add into the same N x C sums).
+        pid = tl.program_id(0)
         blocks_w = tl.cdiv(WO, BLOCK_W)
-        wo = (row % blocks_w) * BLOCK_W + tl.arange(0, BLOCK_W)  # (BW,)
-        ho = (row // blocks_w) % HO
-        n = row // (blocks_w * HO)
+        blocks_h = tl.cdiv(HO, ROWS)
+        wo = (pid % blocks_w) * BLOCK_W + tl.arange(0, BLOCK_W)  # (BW,)
+        ho0 = ((pid // blocks_w) % blocks_h) * ROWS
+        n = pid // (blocks_w * blocks_h)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
         wo_ok = wo < WO
-        acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        for kh in tl.static_range(K):
-            hi = ho * stride - pad_h + kh
-            h_ok = (hi >= 0) & (hi < H)
-            for kw in tl.static_range(K):
-                wi = wo * stride - pad_w + kw  # (BW,)
-                ok = (wi >= 0) & (wi < W) & wo_ok & h_ok
-                pointers = x_ptr + n * sxn + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (BW, BC)
-                w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
-                acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
-        acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        if ACT:
-            acc = acc * tl.sigmoid(acc)
-        out_ok = wo_ok[:, None] & c_ok[None, :]
-        pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :] * syc
-        tl.store(pointers, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+        bias = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        pooled = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for r in range(ROWS):
+            ho = ho0 + r
+            acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+            for kh in tl.static_range(K):
+                hi = ho * stride - pad_h + kh
+                h_ok = (hi >= 0) & (hi < H)
+                for kw in tl.static_range(K):
+                    wi = wo * stride - pad_w + kw  # (BW,)
+                    ok = (wi >= 0) & (wi < W) & wo_ok & h_ok
+                    pointers = x_ptr + n * sxn + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                    x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (BW, BC)
+                    w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
+                    acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+            acc += bias[None, :]
+            if ACT:
+                acc = acc * tl.sigmoid(acc)
+            out_ok = (wo_ok & (ho < HO))[:, None] & c_ok[None, :]
+            pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :] * syc
+            tl.store(pointers, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+            if POOL:
+                pooled += tl.sum(tl.where(out_ok, acc, 0.0), axis=0)
         if POOL:
-            # Partial sums of this row segment; the caller divides by HO * WO.
-            tl.atomic_add(pool_ptr + n * C + c, tl.sum(tl.where(out_ok, acc, 0.0), axis=0), mask=c_ok)
+            # Partial sums of this tile; the caller divides by HO * WO.
+            tl.atomic_add(pool_ptr + n * C + c, pooled, mask=c_ok)
 
     @triton.jit
     def _pointwise_kernel(a_ptr, b_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
@@ -114,6 +126,19 @@ if triton is not None:
         tl.store(out_ptr + rm[:, None] * s_om + rn[None, :] * s_on, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
 
 
+    # With AUTOTUNE the sums are zeroed before each trial, since every trial adds into them.
+    _depthwise_tuned = triton.autotune(
+        configs=[triton.Config({"BLOCK_W": w, "BLOCK_C": c, "ROWS": r}, num_warps=warps)
+                 for w, c, r, warps in ((16, 64, 4, 4), (8, 128, 4, 4), (32, 32, 8, 4), (16, 128, 8, 8),
+                                        (8, 64, 8, 2))],
+        key=["C", "HO", "WO", "stride", "K"], reset_to_zero=["pool_ptr"])(_depthwise_kernel)
+    _pointwise_tuned = triton.autotune(
+        configs=[triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=warps, num_stages=stages)
+                 for m, n, k, warps, stages in ((128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
+                                                (256, 64, 32, 8, 3), (128, 32, 32, 4, 4), (64, 64, 64, 4, 3))],
+        key=["M", "N", "K"])(_pointwise_kernel)
+
+
 def _pow2(value: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(value)))
 
@@ -131,14 +156,20 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype,
                     memory_format=torch.channels_last)
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
-    block_c = _pow2(channels, 16, 16 if INTERPRET else 64)
-    block_w = _pow2(out_w, 4, 8 if INTERPRET else 16)
-    grid = (batch * out_h * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
-    _depthwise_kernel[grid](
-        x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, stride, padding[0], padding[1],
-        x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1),
-        K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c,
-        **({} if INTERPRET else {"num_warps": 4}))
+    args = (x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, stride, padding[0], padding[1],
+            x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1))
+    if not AUTOTUNE:
+        block_w = 8 if INTERPRET else _pow2(out_w, 4, 16)
+        block_c = 16 if INTERPRET else _pow2(channels, 16, 64)
+        grid = (batch * out_h * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
+        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=1,
+                                **({} if INTERPRET else {"num_warps": 4}))
+    else:
+        def grid(meta: dict) -> tuple[int, int]:
+            return (batch * triton.cdiv(out_h, meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
+                    triton.cdiv(channels, meta["BLOCK_C"]))
+
+        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act, POOL=pool)
     return y, (sums if pool else None)
 
 
@@ -157,19 +188,23 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
     a = x.permute(0, 2, 3, 1).reshape(rows, channels)  # a view for channels-last input
     o = out.permute(0, 2, 3, 1).view(rows, out_channels)
     r = residual.permute(0, 2, 3, 1).reshape(rows, out_channels) if residual is not None else o
+    args = (a, weight_t, bias, gate if gate is not None else bias, r, o, rows, out_channels, channels, height * width,
+            a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
+            r.stride(0), r.stride(1))
+    flags = dict(GATE=gate is not None, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32)
     if INTERPRET:
-        block_m, block_n, block_k, options = 16, 16, 16, {}
-    else:
+        grid = (triton.cdiv(rows, 16) * triton.cdiv(out_channels, 16),)
+        _pointwise_kernel[grid](*args, **flags, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
+    elif not AUTOTUNE:
         block_m = 128 if rows >= 4096 else 64
         block_n = _pow2(out_channels, 32, 128)
         block_k = _pow2(channels, 16, 64)
-        options = {"num_warps": 8 if block_m * block_n >= 128 * 128 else 4, "num_stages": 3}
-    grid = (triton.cdiv(rows, block_m) * triton.cdiv(out_channels, block_n),)
-    _pointwise_kernel[grid](
-        a, weight_t, bias, gate if gate is not None else bias, r, o,
-        rows, out_channels, channels, height * width,
-        a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
-        r.stride(0), r.stride(1),
-        GATE=gate is not None, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **options)
+        grid = (triton.cdiv(rows, block_m) * triton.cdiv(out_channels, block_n),)
+        _pointwise_kernel[grid](*args, **flags, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
+    else:
+        def grid(meta: dict) -> tuple[int]:
+            return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(out_channels, meta["BLOCK_N"]),)
+
+        _pointwise_tuned[grid](*args, **flags)
     return out
