@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from effnet.bench.candidates import build_candidates
 from effnet.errors import EffnetError

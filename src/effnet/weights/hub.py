@@ -161,7 +161,7 @@ def ensure(files: list[RemoteFile]) -> list[Path]:
     """Every file locally and verified, fetching what is missing unless offline."""
     missing = [file for file in files if file.local() is None]
     if missing and offline():
-        raise DownloadError(f"not in the cache and downloads are off (HF_HUB_OFFLINE / EFFNET_OFFLINE): fetch "
+        raise DownloadError("not in the cache and downloads are off (HF_HUB_OFFLINE / EFFNET_OFFLINE): fetch "
                             + " and ".join(file.wanted() for file in missing))
     for file in missing:
         fetched = _fetch(file)
