@@ -118,3 +118,12 @@ def test_bad_image_path_in_a_real_process_is_one_line_exit_2(weights: Path, tmp_
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert lines[0].startswith("effnet predict: error: cannot load image ") and str(broken) in lines[0]
+
+
+def test_predict_fast_backend_gives_the_torch_backends_answers(weights: Path, tmp_path: Path, capsys) -> None:
+    images = [write_image(tmp_path / f"{i}.png", COLOURS[i]) for i in range(3)]
+    eager = run_json(capsys, "predict", *images, "--weights", weights, "--topk", 3, "--json")
+    fast = run_json(capsys, "predict", *images, "--weights", weights, "--topk", 3, "--backend", "fast", "--json")
+    for a, b in zip(eager, fast):
+        assert [g["index"] for g in a["topk"]] == [g["index"] for g in b["topk"]]
+        assert [g["prob"] for g in a["topk"]] == pytest.approx([g["prob"] for g in b["topk"]], abs=1e-5)

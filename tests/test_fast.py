@@ -146,3 +146,25 @@ def test_memory_savers_keep_outputs_gradients_and_statistics(mode):
 def test_memory_saver_rejects_unknown_modes():
     with pytest.raises(ValueError, match="memory saver must be one of"):
         enable_memory_saving(tiny(), "everything")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replays_the_model_and_refuses_other_shapes():
+    from effnet.fast.graphs import CudaGraphModule
+
+    model = tiny().cuda()
+    x = torch.randn(2, 3, 32, 32, device="cuda")
+    graphed = CudaGraphModule(model, x)
+    for _ in range(2):
+        y = torch.randn_like(x)
+        with torch.inference_mode():
+            assert relative_error(graphed(y), model(y)) <= 1e-5
+    with pytest.raises(ValueError, match="captured for"):
+        graphed(torch.randn(1, 3, 32, 32, device="cuda"))
+
+
+def test_cuda_graphs_need_a_cuda_input():
+    from effnet.fast.graphs import CudaGraphModule
+
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA input"):
+        CudaGraphModule(tiny(), torch.randn(1, 3, 32, 32))

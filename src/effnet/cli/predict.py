@@ -22,9 +22,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                        help="eager PyTorch (default) or onnxruntime on the CPU (exports the model to ONNX "
-                             "first, checked against PyTorch, unless --onnx names an exported file)")
+    parser.add_argument("--backend", choices=("torch", "fast", "onnxruntime"), default="torch",
+                        help="eager PyTorch (default); fast: BN folded, channels-last, fused blocks (bf16 on a "
+                             "GPU); or onnxruntime on the CPU (exports the model to ONNX first, checked against "
+                             "PyTorch, unless --onnx names an exported file)")
     parser.add_argument("--onnx", type=Path, default=None,
                         help="with --backend onnxruntime: an ONNX file exported from the same weights")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from effnet.inference import InferenceError, Predictor
 
     backend = {"backend": args.backend, "onnx_path": args.onnx, "intra_op_threads": args.threads}
-    if args.backend == "torch" and (args.onnx is not None or args.threads is not None):
+    if args.backend != "onnxruntime" and (args.onnx is not None or args.threads is not None):
         raise InferenceError("--onnx and --threads need --backend onnxruntime")
     if args.model is not None:
         if args.ema:

@@ -28,7 +28,7 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 IMAGENET_NUM_CLASSES = 1000
 DEFAULT_BATCH_SIZE = 32
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "fast", "onnxruntime")
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
@@ -182,7 +182,9 @@ class Predictor:
     Build it once (`from_weights`, `from_model`, or from a model), then call `predict` as often
     as needed: nothing is reloaded between calls.
 
-    backend: `torch` (eager PyTorch on `device`) or `onnxruntime` (CPU only): the model is exported
+    backend: `torch` (eager PyTorch on `device`), `fast` (`effnet.fast.optimize_for_inference`: BN
+        folded, channels-last, fused MBConv blocks; bf16 weights on a GPU, float32 on the CPU) or
+        `onnxruntime` (CPU only): the model is exported
         to ONNX once, parity-checked, and run by onnxruntime; `onnx_path` runs an already exported
         file of the same weights instead (`effnet export`), `intra_op_threads` sets its thread count.
     """
@@ -195,7 +197,7 @@ class Predictor:
             raise InferenceError(f"batch_size must be at least 1, got {batch_size}")
         if backend not in BACKENDS:
             raise InferenceError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "torch" and (onnx_path is not None or intra_op_threads is not None):
+        if backend != "onnxruntime" and (onnx_path is not None or intra_op_threads is not None):
             raise InferenceError("onnx_path and intra_op_threads need backend='onnxruntime'")
         data_config = data_config if data_config is not None else getattr(model, "data_config", None)
         if data_config is None:
@@ -213,6 +215,11 @@ class Predictor:
         self.labels = class_labels(names, self.num_classes)
         self.backend = backend
         self.session = self._onnx_session(onnx_path, intra_op_threads) if backend == "onnxruntime" else None
+        if backend == "fast":
+            from effnet.fast import optimize_for_inference
+
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+            self.model = optimize_for_inference(self.model, dtype=dtype)
 
     def _onnx_session(self, onnx_path: str | os.PathLike | None, intra_op_threads: int | None) -> Any:
         from effnet.inference.backends import OnnxRuntimeSession, session_for_model
