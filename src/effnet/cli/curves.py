@@ -46,5 +46,8 @@ def run(args: argparse.Namespace) -> int:
                        [(r["strategy"], f"{r['macs_ratio']:.2f}", r["multiplier"], r["resolution"],
                          f"{r['macs'] / 1e6:.1f}M", "" if r["top1"] is None else f"{r['top1']:.2f}", r["status"])
                         for r in rows]))
+    for row in rows:
+        if row["note"]:
+            print(f"note: {row['strategy']} x{row['macs_multiple']:g}: {row['note']}")
     print(f"\nwrote {args.output}/curves.csv, curves.json and curves.png")
     return 0

@@ -21,7 +21,9 @@ from effnet.spec.types import NetworkSpec
 
 STRATEGIES = ("width", "depth", "resolution", "compound")
 FIELDS = ("strategy", "macs_multiple", "multiplier", "depth", "width", "resolution", "params", "macs",
-          "macs_ratio", "top1", "status")
+          "macs_ratio", "top1", "status", "note")
+# A point below this share of its MACs target says so: rounding kept the strategy from its budget.
+SHORT_OF_TARGET = 0.75
 
 
 @dataclass
@@ -93,6 +95,7 @@ def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
             "macs": summary.get("macs_per_image", _trunk_macs(spec)),
             "macs_ratio": _trunk_macs(spec) / base_macs, "top1": summary.get("top1"),
             "status": "reused" if result.reused else (result.error or "trained"),
+            "note": _shortfall(strategy, multiple, _trunk_macs(spec) / base_macs),
         })
     config.output.mkdir(parents=True, exist_ok=True)
     with open(config.output / "curves.csv", "w", newline="") as stream:
@@ -102,6 +105,16 @@ def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
     (config.output / "curves.json").write_text(json.dumps(rows, indent=2))
     plot_curves(rows, config.output / "curves.png")
     return rows
+
+
+def _shortfall(strategy: str, multiple: float, ratio: float) -> str:
+    """Why a point sits well below its MACs target, or "" when it does not."""
+    if strategy == "base" or ratio >= SHORT_OF_TARGET * multiple:
+        return ""
+    if ratio < 1.0 + 1e-9:
+        return f"the same network as the base: the smallest step in {strategy} already costs more than {multiple:g}x"
+    return (f"reaches only {ratio:.2f}x of {multiple:g}x: the next step (channels, repeats or, at small images, "
+            f"the feature-map sizes) overshoots the budget")
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
