@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -82,9 +82,18 @@ def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
             points.append((strategy, multiple, value, spec))
     args = ["--data", config.data, "--epochs", str(config.epochs), "--seed", str(config.seed), "--json",
             *config.train_args]
-    requests = [RunRequest(f"{strategy}_x{multiple:g}", spec, config.output / "runs" / f"{strategy}_x{multiple:g}", args)
-                for strategy, multiple, _, spec in points]
-    results = run_all(requests, config.parallel)
+    # A strategy that rounding leaves at an earlier point's network (resolution at small images,
+    # often) is not trained again: it shares that point's run.
+    first_of: dict[str, int] = {}
+    requests = []
+    for strategy, multiple, _, spec in points:
+        key = repr(replace(spec, name=""))
+        if key not in first_of:
+            first_of[key] = len(requests)
+            label = f"{strategy}_x{multiple:g}"
+            requests.append(RunRequest(label, spec, config.output / "runs" / label, args))
+    unique_results = run_all(requests, config.parallel)
+    results = [unique_results[first_of[repr(replace(spec, name=""))]] for *_, spec in points]
     rows = []
     for (strategy, multiple, value, spec), result in zip(points, results):
         summary = result.summary or {}
