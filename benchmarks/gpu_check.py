@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import effnet  # noqa: E402
 from effnet.bench.candidates import build_candidates  # noqa: E402
 from effnet.bench.measure import measure  # noqa: E402
-from effnet.bench.throughput import BenchResult, Timer, environment, format_row, format_table  # noqa: E402
+from effnet.bench.throughput import BenchResult, BenchRow, Timer, environment, format_row, format_table  # noqa: E402
 from effnet.fast import ops, optimize_for_inference  # noqa: E402
 from effnet.fast.graphs import CudaGraphModule  # noqa: E402
 from effnet.fast.memory import enable_memory_saving  # noqa: E402
@@ -190,8 +190,6 @@ def main() -> int:
         profile("efficientnet_b0", 224, 256)
     for model_name, result in document["models"].items():
         table = BenchResult(result["config"], env)
-        from effnet.bench.throughput import BenchRow
-
         table.rows = [BenchRow(**row) for row in result["rows"]]
         print(f"\n{model_name} ({result['config']['image_size']} px, bf16, channels_last; inference batch "
               f"{result['config']['batch_size']}, training batch {result['config']['training_batch_size']})")
