@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import effnet  # noqa: E402
 from effnet.bench.candidates import build_candidates  # noqa: E402
-from effnet.bench.measure import measure  # noqa: E402
-from effnet.bench.throughput import BenchResult, BenchRow, Timer, environment, format_row, format_table  # noqa: E402
+from effnet.bench.measure import BenchRow, Timer, measure, relative_error  # noqa: E402
+from effnet.bench.throughput import BenchResult, environment, format_row, format_table  # noqa: E402
 from effnet.fast import ops, optimize_for_inference  # noqa: E402
 from effnet.fast.graphs import CudaGraphModule  # noqa: E402
 from effnet.fast.memory import enable_memory_saving  # noqa: E402
@@ -52,10 +52,6 @@ PLAN = [
         ("training", "eager", "effnet-stages"), ("training", "compile", "timm"),
     ]),
 ]
-
-
-def relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((output.float() - expected.float()).norm() / expected.float().norm()).item()
 
 
 def randomised(name: str) -> torch.nn.Module:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import statistics
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -10,7 +13,65 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.bench.candidates import Candidate
-from effnet.bench.throughput import BenchRow, Timer, _peak_mib, _peak_start, _relative_error
+
+
+@dataclass
+class BenchRow:
+    task: str
+    mode: str
+    candidate: str
+    batch_size: int
+    images_per_second: float | None = None
+    ms_per_batch: float | None = None
+    peak_memory_mib: float | None = None
+    error_vs_reference: float | None = None  # relative L2 error of logits vs effnet eager
+    note: str = ""
+
+
+class Timer:
+    """Median seconds per call of `step`, with device events on CUDA."""
+
+    def __init__(self, device: torch.device, warmup: int, repeats: int, iterations: int) -> None:
+        self.device, self.warmup, self.repeats, self.iterations = device, warmup, repeats, iterations
+
+    def median(self, step: Callable[[], Any]) -> float:
+        for _ in range(self.warmup):
+            step()
+        samples = []
+        for _ in range(self.repeats):
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(self.iterations):
+                    step()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / 1e3 / self.iterations)
+            else:
+                begin = time.perf_counter()
+                for _ in range(self.iterations):
+                    step()
+                samples.append((time.perf_counter() - begin) / self.iterations)
+        return statistics.median(samples)
+
+
+def _peak_start(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    output, reference = output.float(), reference.float()
+    return ((output - reference).norm() / reference.norm()).item()
 
 
 def _autocast(candidate: Candidate, device: torch.device, dtype: torch.dtype,
@@ -111,4 +172,4 @@ def _check(output: torch.Tensor, images: torch.Tensor, reference: nn.Module, dev
     with torch.inference_mode():
         expected = expected_model(images[:count].float())
     reference.to("cpu")
-    return _relative_error(output[:count].clone(), expected)
+    return relative_error(output[:count].clone(), expected)

@@ -7,14 +7,13 @@ reported with the reason instead of a number.
 """
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from effnet.bench.candidates import build_candidates
+from effnet.bench.measure import BenchRow, Timer, measure
 from effnet.errors import EffnetError
 
 TASKS = ("inference", "latency", "training")
@@ -43,19 +42,6 @@ class BenchConfig:
     repeats: int = 10
     iterations: int = 5  # timed iterations per repeat
     check_tolerance: float | None = None  # default: 1e-4 in fp32, 5e-2 in bf16/fp16 (autocast rounding)
-
-
-@dataclass
-class BenchRow:
-    task: str
-    mode: str
-    candidate: str
-    batch_size: int
-    images_per_second: float | None = None
-    ms_per_batch: float | None = None
-    peak_memory_mib: float | None = None
-    error_vs_reference: float | None = None  # relative L2 error of logits vs effnet eager
-    note: str = ""
 
 
 @dataclass
@@ -102,52 +88,6 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-class Timer:
-    """Median seconds per call of `step`, with device events on CUDA."""
-
-    def __init__(self, device: torch.device, warmup: int, repeats: int, iterations: int) -> None:
-        self.device, self.warmup, self.repeats, self.iterations = device, warmup, repeats, iterations
-
-    def median(self, step: Callable[[], Any]) -> float:
-        for _ in range(self.warmup):
-            step()
-        samples = []
-        for _ in range(self.repeats):
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(self.iterations):
-                    step()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end) / 1e3 / self.iterations)
-            else:
-                begin = time.perf_counter()
-                for _ in range(self.iterations):
-                    step()
-                samples.append((time.perf_counter() - begin) / self.iterations)
-        return statistics.median(samples)
-
-
-def _peak_start(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
-    output, reference = output.float(), reference.float()
-    return ((output - reference).norm() / reference.norm()).item()
-
-
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line: None) -> BenchResult:
     """Measure every (task, mode, candidate) the config asks for; rows in that order."""
     for task in config.tasks:
@@ -166,8 +106,6 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     image_size = config.image_size or candidates.resolution
     timer = Timer(device, config.warmup, config.repeats, config.iterations)
     tolerance = config.check_tolerance or (1e-4 if dtype == torch.float32 else 5e-2)
-    from effnet.bench.measure import measure
-
     for task in config.tasks:
         for mode in config.modes:
             for candidate in candidates.for_task(task):

@@ -32,14 +32,14 @@ class FusedMBConv(nn.Module):
         self.expands, self.has_se, self.has_skip = block.expands, block.has_se, block.has_skip
         if self.expands:
             self.conv_pw = block.conv_pw
-            self.register_buffer("pw_t", _transposed(block.conv_pw), persistent=False)
+            self.register_buffer("pw_t", _columns(block.conv_pw), persistent=False)
         self.conv_dw = block.conv_dw
-        self.register_buffer("dw_taps", _taps(block.conv_dw), persistent=False)
+        self.register_buffer("dw_taps", _columns(block.conv_dw), persistent=False)
         self.stride = block.conv_dw.stride[0]
         self.same = isinstance(block.conv_dw, SameConv2d)
         self.se = block.se if self.has_se else None
         self.conv_pwl = block.conv_pwl
-        self.register_buffer("pwl_t", _transposed(block.conv_pwl), persistent=False)
+        self.register_buffer("pwl_t", _columns(block.conv_pwl), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -56,12 +56,9 @@ class FusedMBConv(nn.Module):
                              use_triton=self.use_triton)  # (N, out, H/s, W/s)
 
 
-def _transposed(conv: nn.Conv2d) -> torch.Tensor:
-    return conv.weight.detach().flatten(1).t().contiguous()  # (in, out)
-
-
-def _taps(conv: nn.Conv2d) -> torch.Tensor:
-    return conv.weight.detach().flatten(1).t().contiguous()  # (k*k, C)
+def _columns(conv: nn.Conv2d) -> torch.Tensor:
+    """The conv's weights with output channels last: (in, out) for a 1x1 conv, (k*k, C) for a depthwise one."""
+    return conv.weight.detach().flatten(1).t().contiguous()
 
 
 class ChannelsLastInput(nn.Module):

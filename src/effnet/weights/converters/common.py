@@ -1,6 +1,7 @@
 """Helpers shared by the converters: key patterns, error messages, collision-free renaming."""
 from __future__ import annotations
 
+import re
 from typing import Hashable, Iterable, Mapping, NoReturn, Sequence
 
 import torch
@@ -67,6 +68,21 @@ def complete_batch_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
         counter = key[: -len("running_mean")] + "num_batches_tracked"
         state_dict.setdefault(counter, torch.tensor(0, dtype=torch.long))
     return state_dict
+
+
+def flat_block_names(matches: Iterable["re.Match[str]"], positions: Mapping[int, str],
+                     outside_blocks: Mapping[str, str], block_layers: Mapping[str, str]) -> dict[str, str]:
+    """old -> new key names for a flat-block layout, from key matches with `block`, `layer` and
+    `field` groups: layers outside the blocks by `outside_blocks`, block layers at their block's
+    effnet position (`positions`, see `flat_block_positions`) by `block_layers`."""
+    new_names = {}
+    for match in matches:
+        if match["block"] is None and match["layer"] in outside_blocks:
+            new_names[match.string] = f"{outside_blocks[match['layer']]}.{match['field']}"
+        elif match["block"] is not None and match["layer"] in block_layers:
+            position = positions[int(match["block"])]
+            new_names[match.string] = f"{position}.{block_layers[match['layer']]}.{match['field']}"
+    return new_names
 
 
 def stage_positions(kinds: Sequence[Hashable]) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from effnet.weights.converters.common import BATCH_NORM_PATTERN, flat_block_positions, rename
+from effnet.weights.converters.common import BATCH_NORM_PATTERN, flat_block_names, flat_block_positions, rename
 
 SOURCE = "efficientnet_pytorch"
 
@@ -49,11 +49,5 @@ def convert(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     blocks = sorted({int(match["block"]) for match in matches if match["block"] is not None})
     positions = flat_block_positions(SOURCE, state_dict, blocks, "_blocks.{}.", "_project_conv.weight",
                                      "_depthwise_conv.weight", "_expand_conv.weight") if blocks else {}
-    new_names = {}
-    for match in matches:
-        if match["block"] is None and match["layer"] in _OUTSIDE_BLOCKS:
-            new_names[match.string] = f"{_OUTSIDE_BLOCKS[match['layer']]}.{match['field']}"
-        elif match["block"] is not None and match["layer"] in _BLOCK_LAYERS:
-            position = positions[int(match["block"])]
-            new_names[match.string] = f"{position}.{_BLOCK_LAYERS[match['layer']]}.{match['field']}"
+    new_names = flat_block_names(matches, positions, _OUTSIDE_BLOCKS, _BLOCK_LAYERS)
     return rename(SOURCE, state_dict, new_names)

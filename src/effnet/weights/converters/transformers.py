@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 
 from effnet.errors import WeightsError
-from effnet.weights.converters.common import BATCH_NORM_PATTERN, flat_block_positions, rename
+from effnet.weights.converters.common import BATCH_NORM_PATTERN, flat_block_names, flat_block_positions, rename
 
 SOURCE = "transformers"
 
@@ -64,13 +64,7 @@ def convert(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     positions = flat_block_positions(SOURCE, state_dict, blocks, prefix, "projection.project_conv.weight",
                                      "depthwise_conv.depthwise_conv.weight",
                                      "expansion.expand_conv.weight") if blocks else {}
-    new_names = {}
-    for match in matches:
-        if match["block"] is None and match["layer"] in _OUTSIDE_BLOCKS:
-            new_names[match.string] = f"{_OUTSIDE_BLOCKS[match['layer']]}.{match['field']}"
-        elif match["block"] is not None and match["layer"] in _BLOCK_LAYERS:
-            position = positions[int(match["block"])]
-            new_names[match.string] = f"{position}.{_BLOCK_LAYERS[match['layer']]}.{match['field']}"
+    new_names = flat_block_names(matches, positions, _OUTSIDE_BLOCKS, _BLOCK_LAYERS)
     for key in state_dict:
         if match := _CLASSIFIER.fullmatch(key):
             new_names[key] = f"classifier.{match['field']}"
