@@ -108,6 +108,7 @@ def test_curves_trains_each_strategy_at_matched_macs(tmp_path):
     rows = json.loads(result.stdout)
     assert [row["strategy"] for row in rows] == ["base", "width", "depth", "resolution", "compound"]
     assert all(row["top1"] is not None and row["macs_ratio"] <= 2.0 for row in rows)
+    assert all(row["ema_top1"] is not None and row["train_seconds"] > 0 for row in rows)
     assert all(row["macs_ratio"] > 1.3 for row in rows[1:])  # each strategy really scaled up
     for name in ("curves.csv", "curves.json", "curves.png"):
         assert (output / name).is_file()

@@ -42,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    print(format_table(("strategy", "MACs x", "multiplier", "resolution", "MACs", "top-1", "status"),
+    def percent(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    print(format_table(("strategy", "MACs x", "multiplier", "resolution", "MACs", "top-1", "EMA top-1", "status"),
                        [(r["strategy"], f"{r['macs_ratio']:.2f}", r["multiplier"], r["resolution"],
-                         f"{r['macs'] / 1e6:.1f}M", "" if r["top1"] is None else f"{r['top1']:.2f}", r["status"])
+                         f"{r['macs'] / 1e6:.1f}M", percent(r["top1"]), percent(r["ema_top1"]), r["status"])
                         for r in rows]))
     for row in rows:
         if row["note"]:

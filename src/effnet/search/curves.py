@@ -21,7 +21,7 @@ from effnet.spec.types import NetworkSpec
 
 STRATEGIES = ("width", "depth", "resolution", "compound")
 FIELDS = ("strategy", "macs_multiple", "multiplier", "depth", "width", "resolution", "params", "macs",
-          "macs_ratio", "top1", "status", "note")
+          "macs_ratio", "top1", "ema_top1", "train_seconds", "status", "note")
 # A point below this share of its MACs target says so: rounding kept the strategy from its budget.
 SHORT_OF_TARGET = 0.75
 
@@ -103,6 +103,8 @@ def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
             # The trained model's MACs as torch counts them (classifier included) when it trained.
             "macs": summary.get("macs_per_image", _trunk_macs(spec)),
             "macs_ratio": _trunk_macs(spec) / base_macs, "top1": summary.get("top1"),
+            "ema_top1": summary.get("ema_top1"),
+            "train_seconds": round(summary["wall_seconds"], 1) if "wall_seconds" in summary else None,
             "status": "reused" if result.reused else (result.error or "trained"),
             "note": _shortfall(strategy, multiple, _trunk_macs(spec) / base_macs),
         })
