@@ -145,11 +145,13 @@ def _pow2(value: int, low: int, high: int) -> int:
 
 def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
               padding: tuple[int, int], output_size: tuple[int, int], act: bool,
-              pool: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+              pool: bool, tiles: tuple[int, int, int, int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depthwise conv of NCHW-shaped `x` (channels-last memory) with weights laid out (k*k, C).
 
     `padding` is (top, left); bottom/right padding follows from `output_size`. Returns the
     channels-last output and, with `pool`, the float32 per-image channel sums of that output.
+    `tiles` = (BLOCK_W, BLOCK_C, ROWS, num_warps) overrides the tile choice (for tile sweeps).
     """
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
@@ -158,12 +160,13 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     args = (x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, stride, padding[0], padding[1],
             x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1))
-    if not AUTOTUNE:
-        block_w = 8 if INTERPRET else _pow2(out_w, 4, 16)
-        block_c = 16 if INTERPRET else _pow2(channels, 16, 64)
-        grid = (batch * out_h * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
-        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=1,
-                                **({} if INTERPRET else {"num_warps": 4}))
+    if tiles is not None or not AUTOTUNE:
+        if tiles is None:
+            tiles = (8, 16, 1, 4) if INTERPRET else (_pow2(out_w, 4, 16), _pow2(channels, 16, 64), 1, 4)
+        block_w, block_c, rows, warps = tiles
+        grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
+        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c,
+                                ROWS=rows, **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
             return (batch * triton.cdiv(out_h, meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),

@@ -1,0 +1,128 @@
+"""Where the fused depthwise kernel stands against its memory floor, layer by layer.
+
+    PYTHONPATH=src python benchmarks/depthwise_sweep.py --out results/          # on a GPU, ~1 minute
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 --configs 2
+
+For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last
+activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
+default tiles, and the kernel with each tile configuration of a small sweep (BLOCK_W, BLOCK_C,
+ROWS, warps). Each time is printed with the bandwidth it implies (one read of the input, one write
+of the output) and every kernel result is checked against PyTorch. The totals weight each layer
+shape by how often the network runs it, so the last lines say what tiles alone could gain over
+the defaults, and how far the best tiles stay from the memory floor, before any redesign.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import effnet  # noqa: E402
+from effnet.bench.measure import Timer, relative_error  # noqa: E402
+from effnet.fast import kernels, ops  # noqa: E402
+from effnet.models.layers import SameConv2d  # noqa: E402
+
+# (BLOCK_W, BLOCK_C, ROWS, num_warps): the default's neighbours and the autotune list's shapes.
+SWEEP = [(16, 64, 1, 4), (8, 128, 1, 4), (32, 32, 1, 4), (16, 64, 4, 4), (16, 128, 4, 8), (32, 64, 2, 8),
+         (8, 64, 8, 2), (16, 32, 1, 2)]
+
+
+def layer_shapes(model_name: str, size: int) -> Counter:
+    """(channels, height, width, kernel, stride, same) of each depthwise conv's input -> how many layers."""
+    model = effnet.create_model(model_name).eval()
+    shapes: Counter = Counter()
+
+    def record(module: torch.nn.Conv2d, inputs: tuple[torch.Tensor, ...]) -> None:
+        _, channels, height, width = inputs[0].shape
+        shapes[(channels, height, width, module.kernel_size[0], module.stride[0], isinstance(module, SameConv2d))] += 1
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels and m.groups > 1]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def torch_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int,
+                    same: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    y, _ = ops.depthwise(x, weight, weight.flatten(1).t(), bias, stride=stride, same=same, pool=False,
+                         use_triton=False)
+    return y, y.mean((2, 3))  # what eager runs: conv, SiLU, then the SE's global average pool
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet_b0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser.add_argument("--out", type=Path, help="write depthwise_sweep.json here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    # On CPU (Triton's interpreter) the script only proves that it runs: one call per timing.
+    timer = Timer(device, warmup=2, repeats=5, iterations=3) if device.type == "cuda" else Timer(device, 0, 1, 1)
+    sweep = SWEEP[:args.configs]
+    rows, totals = [], Counter()
+    print(f"{'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
+          f" | {'best us':>8} {'GB/s':>6} best tiles", flush=True)
+    for (channels, height, width, k, stride, same), count in sorted(layer_shapes(args.model, args.size).items()):
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, channels, height, width, device=device, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(channels, 1, k, k, device=device, dtype=dtype) / k
+        bias = torch.randn(channels, device=device, dtype=dtype)
+        taps = weight.flatten(1).t().contiguous()
+        out_h, pad_h = ops.conv_output_size(height, k, stride, same)
+        out_w, pad_w = ops.conv_output_size(width, k, stride, same)
+        moved = (x.numel() + args.batch * channels * out_h * out_w) * x.element_size()
+        expected = torch_reference(x, weight, bias, stride, same)
+
+        def run(tiles):
+            return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=(pad_h, pad_w),
+                                     output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
+
+        times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same)), "default": None}
+        errors = {}
+        for tiles in [None, *sweep]:
+            y, sums = run(tiles)
+            errors[str(tiles)] = max(relative_error(y, expected[0]),
+                                     relative_error(sums / (out_h * out_w), expected[1].float()))
+            times["default" if tiles is None else str(tiles)] = timer.median(lambda: run(tiles))
+        swept = {name: t for name, t in times.items() if name not in ("torch", "default")}
+        best = min(swept, key=swept.get)
+
+        def rate(seconds: float) -> float:
+            return moved / seconds / 1e9
+
+        print(f"{channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
+              f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
+              f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})", flush=True)
+        rows.append({"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
+                     "layers": count, "bytes": moved, "seconds": times, "errors": errors, "best": best})
+        for name in ("torch", "default"):
+            totals[name] += count * times[name]
+        totals["best tiles"] += count * swept[best]
+        totals["floor bytes"] += count * moved
+    print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, default tiles "
+          f"{totals['default'] * 1e3:.2f} ms, best tiles per layer {totals['best tiles'] * 1e3:.2f} ms; "
+          f"{totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "depthwise_sweep.json").write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
+    worst = max(max(row["errors"].values()) for row in rows)
+    return 0 if worst <= (1e-2 if dtype == torch.bfloat16 else 1e-4) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
