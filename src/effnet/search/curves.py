@@ -135,16 +135,22 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     base = next(row for row in rows if row["strategy"] == "base")
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for strategy in STRATEGIES:
-        points = [base] + sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["macs"])
-        points = [p for p in points if p["top1"] is not None]
-        axes.plot([p["macs"] / 1e6 for p in points], [p["top1"] for p in points], marker="o", label=strategy)
-    axes.set_xlabel("MACs (millions)")
-    axes.set_ylabel("top-1 (%)")
-    axes.set_title("scaling one dimension vs compound scaling")
-    axes.grid(alpha=0.3)
-    axes.legend()
+    # The final weights, and the moving average of weights the paper evaluates, side by side.
+    metrics = [("top1", "final weights")]
+    if any(row.get("ema_top1") is not None for row in rows):
+        metrics.append(("ema_top1", "EMA of weights"))
+    figure, panels = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.5), squeeze=False)
+    for axes, (metric, label) in zip(panels[0], metrics):
+        for strategy in STRATEGIES:
+            points = [base] + sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["macs"])
+            points = [p for p in points if p.get(metric) is not None]
+            axes.plot([p["macs"] / 1e6 for p in points], [p[metric] for p in points], marker="o", label=strategy)
+        axes.set_xlabel("MACs (millions)")
+        axes.set_ylabel("top-1 (%)")
+        axes.set_title(f"evaluated with the {label}")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.suptitle("scaling one dimension vs compound scaling")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
