@@ -39,7 +39,7 @@ PLAN = [
     ("efficientnet_b0", 224, 256, 256, [
         ("inference", "eager", "timm"), ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"),
         ("inference", "eager", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast"),
-        ("inference", "compile", "timm"),
+        ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
         ("training", "eager", "timm"), ("training", "eager", "torchvision"), ("training", "eager", "effnet"),
         ("training", "eager", "effnet-activations"), ("training", "eager", "effnet-stages"),
         ("latency", "eager", "timm"), ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
@@ -48,6 +48,7 @@ PLAN = [
     ("efficientnet_b4", 380, 128, 64, [
         ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
         ("inference", "cudagraphs", "effnet-fast"), ("inference", "compile", "timm"),
+        ("inference", "cudagraphs", "effnet-fast-expand"),
         ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-activations"),
         ("training", "eager", "effnet-stages"), ("training", "compile", "timm"),
     ]),
@@ -104,6 +105,19 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
                             b.double(), act=False, residual=res.double(), use_triton=False)
         out = ops.pointwise(x, w, wt, b, act=False, gate=gate, residual=res, use_triton=True)
         results.append((f"pointwise gate+residual {dtype}", relative_error(out, ref), bound))
+        expand_weight = torch.randn(96, 24, 1, 1, device="cuda", dtype=dtype) / 4
+        expand = (expand_weight, expand_weight.flatten(1).t().contiguous(), torch.randn(96, device="cuda", dtype=dtype))
+        narrow = x[:, :24].contiguous(memory_format=torch.channels_last)
+        for k, stride, same in ((3, 1, False), (5, 2, True)):
+            w = torch.randn(96, 1, k, k, device="cuda", dtype=dtype)
+            depthwise = (w, w.flatten(1).t().contiguous(), torch.randn(96, device="cuda", dtype=dtype))
+            ref = ops.expand_depthwise(narrow.double(), tuple(t.double() for t in expand),
+                                       tuple(t.double() for t in depthwise), stride=stride, same=same, pool=True,
+                                       use_triton=False)
+            out = ops.expand_depthwise(narrow, expand, depthwise, stride=stride, same=same, pool=True,
+                                       use_triton=True)
+            # bf16: the reference keeps the expansion in float64, the kernel rounds it to bf16 as stored.
+            results.append((f"expand+depthwise k{k}s{stride} {dtype}", relative_error(out[0], ref[0]), bound))
     for name, size in models:
         model = randomised(name)
         x = torch.randn(4, 3, size, size, device="cuda")
@@ -115,6 +129,8 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
             graphed = CudaGraphModule(fast, x)
             # Not bit-identical: the SE sums are float32 atomic adds, whose order varies run to run.
             results.append((f"{name} fused bf16 CUDA graph", relative_error(graphed(x), expected), BF16_BOUND))
+            expanded = optimize_for_inference(model, dtype=torch.bfloat16, fuse_expansion=True)
+            results.append((f"{name} fused expansion bf16", relative_error(expanded(x), expected), BF16_BOUND))
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
     for saver in ("activations", "stages"):
@@ -163,7 +179,7 @@ def main() -> int:
         if args.only and model_name not in args.only:
             continue
         candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
-                                      memory_savers=("activations", "stages"))
+                                      memory_savers=("activations", "stages"), fuse_expansion=True)
         by_name = {c.name: c for c in candidates.items}
         result = BenchResult(config={"model": model_name, "image_size": size, "batch_size": batch,
                                      "training_batch_size": train_batch, "precision": "bf16",

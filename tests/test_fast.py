@@ -103,12 +103,45 @@ def test_pointwise_kernel_equals_pytorch(gate, residual, act):
 
 
 @needs_triton
-def test_triton_fused_model_equals_reference():
-    model = tiny("tf_efficientnet_b0").to(DEVICE)  # "same" padding, every kernel size and stride
-    fast = optimize_for_inference(model, use_triton=True)
-    x = torch.randn(2, 3, 15, 13, device=DEVICE)
+@pytest.mark.parametrize("kernel_size, stride, same, pool", [(3, 1, False, True), (5, 2, True, True),
+                                                             (3, 2, False, False)])
+def test_expand_depthwise_kernel_equals_the_two_passes(kernel_size, stride, same, pool):
+    torch.manual_seed(4)
+    in_channels, channels = 20, 40  # neither a multiple of the blocks: the tails are masked
+    x = torch.randn(2, in_channels, 9, 11, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    expand_weight = torch.randn(channels, in_channels, 1, 1, device=DEVICE) / 4
+    expand = (expand_weight, expand_weight.flatten(1).t().contiguous(), torch.randn(channels, device=DEVICE))
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE)
+    depthwise = (weight, weight.flatten(1).t().contiguous(), torch.randn(channels, device=DEVICE))
+    y_ref, sums_ref = ops.expand_depthwise(x, expand, depthwise, stride=stride, same=same, pool=pool,
+                                           use_triton=False)
+    y, sums = ops.expand_depthwise(x, expand, depthwise, stride=stride, same=same, pool=pool, use_triton=True)
+    assert y.shape == y_ref.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert relative_error(y, y_ref) <= 1e-5
+    assert sums is None if not pool else relative_error(sums, sums_ref) <= 1e-5
+
+
+def test_fused_expansion_applies_where_recomputing_is_cheap_and_keeps_the_function():
+    model = tiny("tf_efficientnet_b0")
+    fast = optimize_for_inference(model, use_triton=False, fuse_expansion=True)
+    blocks = [m for m in fast.modules() if isinstance(m, effnet.fast.FusedMBConv)]
+    # k²/s² <= 9: 3x3 and strided 5x5 blocks fold their expansion; 5x5 stride 1 and unexpanded ones do not.
+    assert {(b.conv_dw.kernel_size[0], b.stride, b.fuse_expansion) for b in blocks if b.expands} == {
+        (3, 1, True), (3, 2, True), (5, 2, True), (5, 1, False)}
+    assert not any(b.fuse_expansion for b in blocks if not b.expands)
+    x = torch.randn(2, 3, 45, 37)
     with torch.inference_mode():
         assert relative_error(fast(x), model(x)) <= 1e-5
+
+
+@needs_triton
+def test_triton_fused_model_equals_reference():
+    model = tiny("tf_efficientnet_b0").to(DEVICE)  # "same" padding, every kernel size and stride
+    x = torch.randn(2, 3, 15, 13, device=DEVICE)
+    for fuse_expansion in (False, True):
+        fast = optimize_for_inference(model, use_triton=True, fuse_expansion=fuse_expansion)
+        with torch.inference_mode():
+            assert relative_error(fast(x), model(x)) <= 1e-5
 
 
 def test_forcing_triton_where_it_cannot_run_is_a_clear_error(monkeypatch):

@@ -54,8 +54,11 @@ def _torchvision_builder(name: str) -> Callable | None:
 
 
 def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool = True,
-                     memory_savers: tuple[str, ...] = ("activations",)) -> Candidates:
-    """effnet's candidates (plain; fused inference; memory-saving training) and the named peers'."""
+                     memory_savers: tuple[str, ...] = ("activations",), fuse_expansion: bool = False) -> Candidates:
+    """effnet's candidates (plain; fused inference; memory-saving training) and the named peers'.
+
+    `fuse_expansion` adds `effnet-fast-expand`: the fused model with the experimental
+    expansion-in-depthwise kernel (`effnet.fast.expansion`)."""
     import effnet
     from effnet.fast import optimize_for_inference
     from effnet.fast.memory import enable_memory_saving
@@ -70,6 +73,10 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
         if fast:
             items.append(Candidate("effnet-fast", ("inference", "latency"), autocast=False, checked=True,
                                    build=lambda d, t, f: optimize_for_inference(copy.deepcopy(reference).to(d), dtype=t)))
+            if fuse_expansion:
+                items.append(Candidate("effnet-fast-expand", ("inference", "latency"), autocast=False, checked=True,
+                                       build=lambda d, t, f: optimize_for_inference(
+                                           copy.deepcopy(reference).to(d), dtype=t, fuse_expansion=True)))
             for saver in memory_savers:
                 if saver != "none":
                     items.append(Candidate(f"effnet-{saver}", ("training",), lambda d, t, f, saver=saver: _place(

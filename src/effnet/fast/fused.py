@@ -18,6 +18,7 @@ from torch import nn
 
 from effnet.export.fold import fold_batchnorm
 from effnet.fast import ops
+from effnet.fast.expansion import MAX_RECOMPUTE
 from effnet.models.blocks import MBConv
 from effnet.models.layers import SameConv2d
 from effnet.models.network import EfficientNet
@@ -26,10 +27,13 @@ from effnet.models.network import EfficientNet
 class FusedMBConv(nn.Module):
     """A folded MBConv block (eval mode, SiLU) run through `effnet.fast.ops`."""
 
-    def __init__(self, block: MBConv, use_triton: bool | None = None) -> None:
+    def __init__(self, block: MBConv, use_triton: bool | None = None, fuse_expansion: bool = False) -> None:
         super().__init__()
         self.use_triton = use_triton
         self.expands, self.has_se, self.has_skip = block.expands, block.has_se, block.has_skip
+        kernel, stride = block.conv_dw.kernel_size[0], block.conv_dw.stride[0]
+        # The expansion recomputed per depthwise tap instead of stored, where that costs little.
+        self.fuse_expansion = fuse_expansion and self.expands and kernel * kernel <= MAX_RECOMPUTE * stride * stride
         if self.expands:
             self.conv_pw = block.conv_pw
             self.register_buffer("pw_t", _columns(block.conv_pw), persistent=False)
@@ -43,11 +47,18 @@ class FusedMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        if self.expands:
-            x = ops.pointwise(x, self.conv_pw.weight, self.pw_t, self.conv_pw.bias, act=True,
-                              use_triton=self.use_triton)  # (N, mid, H, W)
-        x, sums = ops.depthwise(x, self.conv_dw.weight, self.dw_taps, self.conv_dw.bias, stride=self.stride,
-                                same=self.same, pool=self.has_se, use_triton=self.use_triton)  # (N, mid, H/s, W/s)
+        if self.fuse_expansion:
+            x, sums = ops.expand_depthwise(x, (self.conv_pw.weight, self.pw_t, self.conv_pw.bias),
+                                           (self.conv_dw.weight, self.dw_taps, self.conv_dw.bias), stride=self.stride,
+                                           same=self.same, pool=self.has_se,
+                                           use_triton=self.use_triton)  # (N, mid, H/s, W/s)
+        else:
+            if self.expands:
+                x = ops.pointwise(x, self.conv_pw.weight, self.pw_t, self.conv_pw.bias, act=True,
+                                  use_triton=self.use_triton)  # (N, mid, H, W)
+            x, sums = ops.depthwise(x, self.conv_dw.weight, self.dw_taps, self.conv_dw.bias, stride=self.stride,
+                                    same=self.same, pool=self.has_se,
+                                    use_triton=self.use_triton)  # (N, mid, H/s, W/s)
         gate = None
         if self.has_se:
             gate = ops.excitation(sums, x.shape[2] * x.shape[3], self.se.conv_reduce, self.se.conv_expand)
@@ -75,12 +86,14 @@ class ChannelsLastInput(nn.Module):
 
 
 def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None, fuse: bool = True,
-                           use_triton: bool | None = None) -> nn.Module:
+                           use_triton: bool | None = None, fuse_expansion: bool = False) -> nn.Module:
     """A copy of an effnet classifier for inference: BN folded, channels-last, fused MBConv blocks.
 
     `dtype` (e.g. torch.bfloat16) casts the weights; the returned module casts its input to match.
     With `fuse=False` only folding and the layout change are applied. Only SiLU MBConv blocks are
     fused (Lite's ReLU6 blocks, MobileNet and ResNet blocks run as folded PyTorch modules).
+    `fuse_expansion` (experimental) also folds each block's expansion into its depthwise pass where
+    the recomputation is cheap (`effnet.fast.expansion`).
     """
     if not isinstance(model, EfficientNet):
         from effnet.export.errors import ExportError
@@ -91,7 +104,7 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
         for stage in folded.blocks:
             for index, block in enumerate(stage):
                 if isinstance(block, MBConv) and isinstance(block.act2, nn.SiLU):
-                    stage[index] = FusedMBConv(block, use_triton)
+                    stage[index] = FusedMBConv(block, use_triton, fuse_expansion)
     dtype = dtype or next(model.parameters()).dtype
     folded = folded.to(dtype=dtype, memory_format=torch.channels_last)
     for module in folded.modules():  # the excitation runs in float32 whatever the dtype

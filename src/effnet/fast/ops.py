@@ -56,6 +56,29 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     return y, (y.float().sum((2, 3)) if pool else None)
 
 
+def expand_depthwise(x: torch.Tensor, expand: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                     depthwise_weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, stride: int, same: bool,
+                     pool: bool = False, use_triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`depthwise(pointwise(x, act=SiLU))` in one pass on Triton (the expansion never stored).
+
+    `expand` is (weight, weight_t, bias) of the 1x1 expansion, `depthwise_weights` (weight,
+    weight_taps, bias) of the depthwise conv, as `pointwise` and `depthwise` take them.
+    """
+    expand_weight, expand_t, expand_bias = expand
+    weight, taps, bias = depthwise_weights
+    if _triton(x, use_triton):
+        from effnet.fast import expansion
+
+        kernel_size = weight.shape[-1]
+        out_h, pad_h = conv_output_size(x.shape[2], kernel_size, stride, same)
+        out_w, pad_w = conv_output_size(x.shape[3], kernel_size, stride, same)
+        return expansion.expand_depthwise(x, expand_t, expand_bias, taps, bias, kernel_size=kernel_size,
+                                          stride=stride, padding=(pad_h, pad_w), output_size=(out_h, out_w),
+                                          pool=pool)
+    expanded = pointwise(x, expand_weight, expand_t, expand_bias, act=True, use_triton=False)
+    return depthwise(expanded, weight, taps, bias, stride=stride, same=same, pool=pool, use_triton=False)
+
+
 def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *,
               act: bool, gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
               use_triton: bool | None = None) -> torch.Tensor:
