@@ -10,7 +10,8 @@ FAST_ARGS = ["--batch-size", "2", "--image-size", "32", "--warmup", "1", "--repe
 
 def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
     output = tmp_path / "bench.json"
-    assert main(["bench", "--model", "efficientnet_b0", *FAST_ARGS, "--json", "--output", str(output)]) == 0
+    assert main(["bench", "--model", "efficientnet_b0", *FAST_ARGS, "--fuse-expansion", "--json",
+                 "--output", str(output)]) == 0
     document = json.loads(capsys.readouterr().out)
     assert json.loads(output.read_text()) == document
     assert document["config"]["device"] == "cpu" and document["config"]["precision"] == "fp32"
@@ -21,6 +22,7 @@ def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
     assert rows[("latency", "effnet")]["batch_size"] == 1
     # The fused inference path is timed and checked against the plain model.
     assert rows[("inference", "effnet-fast")]["error_vs_reference"] <= 1e-4
+    assert rows[("inference", "effnet-fast-expand")]["error_vs_reference"] <= 1e-4
     assert rows[("training", "effnet-activations")]["images_per_second"] > 0
 
 

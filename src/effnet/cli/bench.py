@@ -34,6 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory-saver", nargs="+", default=["activations"], choices=MEMORY_SAVERS,
                         help="one memory-saving training row per saver (activations: recompute BN + SiLU; "
                              "stages: checkpoint each stage; both)")
+    parser.add_argument("--fuse-expansion", action="store_true",
+                        help="add effnet-fast-expand: the fused model with each expansion recomputed inside the "
+                             "depthwise pass (experimental)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per repeat")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(model=args.model, device=args.device, batch_size=args.batch_size,
                          image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),
-                         fast=args.fast, memory_savers=tuple(args.memory_saver), warmup=args.warmup,
+                         fast=args.fast, memory_savers=tuple(args.memory_saver),
+                         fuse_expansion=args.fuse_expansion, warmup=args.warmup,
                          repeats=args.repeats, iterations=args.iterations)
     result = run_benchmark(config)
     document = result.to_json()
