@@ -156,6 +156,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="model names from the plan to run (default: all)")
     parser.add_argument("--tasks", nargs="*", help="tasks to time (default: all in the plan)")
     parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
+    parser.add_argument("--sweep", action="store_true",
+                        help="then run depthwise_sweep.py (B0's depthwise layers against PyTorch and a tile sweep)")
     args = parser.parse_args()
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,8 @@ def main() -> int:
             (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
     if args.profile:
         profile("efficientnet_b0", 224, 256)
+    if args.sweep:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("depthwise_sweep.py")), "--out", str(args.out)])
     for model_name, result in document["models"].items():
         table = BenchResult(result["config"], env)
         table.rows = [BenchRow(**row) for row in result["rows"]]
