@@ -15,11 +15,14 @@ export OMP_NUM_THREADS=1
   --train-arg=--workers=0 --train-arg=--channels-last --train-arg=--warmup-epochs=0.5 \
   --train-arg=--decay-epochs=0.5 --train-arg=--decay-rate=0.8 --output runs/fashion_mnist_curves_64px
 cp runs/fashion_mnist_curves_64px/curves.{csv,json,png} experiments/fashion_mnist_curves/
-# A second seed for the base and the compound network: how far runs differ by seed alone.
+# A second seed for base, compound, width and depth: how far runs differ by seed alone.
 SAME="--data fashion-mnist --epochs 5 --seed 1 --workers 0 --channels-last --warmup-epochs 0.5 --decay-epochs 0.5 --decay-rate 0.8 --json"
 RUNS=runs/fashion_mnist_curves_64px
 .venv/bin/effnet train --spec $RUNS/runs/base_x1/spec.json --image-size 64 $SAME --output $RUNS/seed1/base_x1 &
 .venv/bin/effnet train --spec $RUNS/runs/compound_x2/spec.json --image-size 72 $SAME --output $RUNS/seed1/compound_x2 &
+wait
+.venv/bin/effnet train --spec $RUNS/runs/width_x2/spec.json --image-size 64 $SAME --output $RUNS/seed1/width_x2 &
+.venv/bin/effnet train --spec $RUNS/runs/depth_x2/spec.json --image-size 64 $SAME --output $RUNS/seed1/depth_x2 &
 wait
 # Every run's per-epoch top-1 and EMA top-1.
 mkdir -p experiments/fashion_mnist_curves/metrics
