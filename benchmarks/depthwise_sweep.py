@@ -20,7 +20,6 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -83,13 +82,12 @@ def main() -> int:
         weight = torch.randn(channels, 1, k, k, device=device, dtype=dtype) / k
         bias = torch.randn(channels, device=device, dtype=dtype)
         taps = weight.flatten(1).t().contiguous()
-        out_h, pad_h = ops.conv_output_size(height, k, stride, same)
-        out_w, pad_w = ops.conv_output_size(width, k, stride, same)
+        (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
         moved = (x.numel() + args.batch * channels * out_h * out_w) * x.element_size()
         expected = torch_reference(x, weight, bias, stride, same)
 
         def run(tiles):
-            return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=(pad_h, pad_w),
+            return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                      output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
         times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same)), "default": None}

@@ -71,12 +71,12 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
         items.append(Candidate("effnet", all_tasks, lambda d, t, f: _place(copy.deepcopy(reference), d, f),
                                checked=True))
         if fast:
-            items.append(Candidate("effnet-fast", ("inference", "latency"), autocast=False, checked=True,
-                                   build=lambda d, t, f: optimize_for_inference(copy.deepcopy(reference).to(d), dtype=t)))
-            if fuse_expansion:
-                items.append(Candidate("effnet-fast-expand", ("inference", "latency"), autocast=False, checked=True,
-                                       build=lambda d, t, f: optimize_for_inference(
-                                           copy.deepcopy(reference).to(d), dtype=t, fuse_expansion=True)))
+            for name, expand in (("effnet-fast", False), ("effnet-fast-expand", True)):
+                if expand and not fuse_expansion:
+                    continue
+                items.append(Candidate(name, ("inference", "latency"), autocast=False, checked=True,
+                                       build=lambda d, t, f, expand=expand: optimize_for_inference(
+                                           copy.deepcopy(reference).to(d), dtype=t, fuse_expansion=expand)))
             for saver in memory_savers:
                 if saver != "none":
                     items.append(Candidate(f"effnet-{saver}", ("training",), lambda d, t, f, saver=saver: _place(

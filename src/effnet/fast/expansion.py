@@ -24,6 +24,8 @@ MAX_RECOMPUTE = 9
 if triton is not None:
     import triton.language as tl
 
+    from effnet.fast.kernels import _tap
+
     @triton.jit
     def _expand_depthwise_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, y_ptr, pool_ptr,
                                  H, W, CIN, C, HO, WO, stride, pad_h, pad_w,
@@ -42,11 +44,8 @@ if triton is not None:
         expand_bias = tl.load(be_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
         acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
         for kh in tl.static_range(K):
-            hi = ho * stride - pad_h + kh
-            h_ok = (hi >= 0) & (hi < H)
             for kw in tl.static_range(K):
-                wi = wo * stride - pad_w + kw  # (BP,)
-                ok = (wi >= 0) & (wi < W) & wo_ok & h_ok
+                hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # wi, ok: (BP,)
                 expanded = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
                 for k0 in range(0, CIN, BLOCK_K):
                     k = k0 + tl.arange(0, BLOCK_K)

@@ -31,15 +31,15 @@ class FusedMBConv(nn.Module):
         super().__init__()
         self.use_triton = use_triton
         self.expands, self.has_se, self.has_skip = block.expands, block.has_se, block.has_skip
-        kernel, stride = block.conv_dw.kernel_size[0], block.conv_dw.stride[0]
-        # The expansion recomputed per depthwise tap instead of stored, where that costs little.
-        self.fuse_expansion = fuse_expansion and self.expands and kernel * kernel <= MAX_RECOMPUTE * stride * stride
         if self.expands:
             self.conv_pw = block.conv_pw
             self.register_buffer("pw_t", _columns(block.conv_pw), persistent=False)
         self.conv_dw = block.conv_dw
         self.register_buffer("dw_taps", _columns(block.conv_dw), persistent=False)
         self.stride = block.conv_dw.stride[0]
+        kernel = block.conv_dw.kernel_size[0]
+        # The expansion recomputed per depthwise tap instead of stored, where that costs little.
+        self.fuse_expansion = fuse_expansion and self.expands and kernel ** 2 <= MAX_RECOMPUTE * self.stride ** 2
         self.same = isinstance(block.conv_dw, SameConv2d)
         self.se = block.se if self.has_se else None
         self.conv_pwl = block.conv_pwl

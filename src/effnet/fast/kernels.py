@@ -40,6 +40,14 @@ def usable(tensor: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W):
+        """Input row and columns that tap (kh, kw) reads for output row `ho`, columns `wo`, and
+        which of them lie inside the image (the rest are the conv's zero padding)."""
+        hi = ho * stride - pad_h + kh
+        wi = wo * stride - pad_w + kw
+        return hi, wi, (wi >= 0) & (wi < W) & wo_ok & (hi >= 0) & (hi < H)
+
+    @triton.jit
     def _depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
                           H, W, C, HO, WO, stride, pad_h, pad_w,
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
@@ -63,11 +71,8 @@ if triton is not None:
             ho = ho0 + r
             acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
             for kh in tl.static_range(K):
-                hi = ho * stride - pad_h + kh
-                h_ok = (hi >= 0) & (hi < H)
                 for kw in tl.static_range(K):
-                    wi = wo * stride - pad_w + kw  # (BW,)
-                    ok = (wi >= 0) & (wi < W) & wo_ok & h_ok
+                    hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # wi, ok: (BW,)
                     pointers = x_ptr + n * sxn + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc
                     x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (BW, BC)
                     w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import kernels
+from effnet.fast import expansion, kernels
 
 
 def _triton(x: torch.Tensor, use_triton: bool | None) -> bool:
@@ -32,6 +32,14 @@ def conv_output_size(size: int, kernel_size: int, stride: int, same: bool) -> tu
     return (size + 2 * pad - kernel_size) // stride + 1, pad
 
 
+def conv_geometry(x: torch.Tensor, kernel_size: int, stride: int,
+                  same: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((output height, width), (padding top, left)) of a k x k conv over NCHW-shaped `x`."""
+    out_h, pad_h = conv_output_size(x.shape[2], kernel_size, stride, same)
+    out_w, pad_w = conv_output_size(x.shape[3], kernel_size, stride, same)
+    return (out_h, out_w), (pad_h, pad_w)
+
+
 def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
               stride: int, same: bool, act: bool = True, pool: bool = False,
               use_triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -40,8 +48,7 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     `weight` is the conv's (C, 1, k, k); `weight_taps` the same values laid out (k*k, C).
     """
     kernel_size = weight.shape[-1]
-    out_h, pad_h = conv_output_size(x.shape[2], kernel_size, stride, same)
-    out_w, pad_w = conv_output_size(x.shape[3], kernel_size, stride, same)
+    (out_h, out_w), (pad_h, pad_w) = conv_geometry(x, kernel_size, stride, same)
     if _triton(x, use_triton):
         return kernels.depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride,
                                  padding=(pad_h, pad_w), output_size=(out_h, out_w), act=act, pool=pool)
@@ -67,14 +74,10 @@ def expand_depthwise(x: torch.Tensor, expand: tuple[torch.Tensor, torch.Tensor, 
     expand_weight, expand_t, expand_bias = expand
     weight, taps, bias = depthwise_weights
     if _triton(x, use_triton):
-        from effnet.fast import expansion
-
         kernel_size = weight.shape[-1]
-        out_h, pad_h = conv_output_size(x.shape[2], kernel_size, stride, same)
-        out_w, pad_w = conv_output_size(x.shape[3], kernel_size, stride, same)
+        output_size, padding = conv_geometry(x, kernel_size, stride, same)
         return expansion.expand_depthwise(x, expand_t, expand_bias, taps, bias, kernel_size=kernel_size,
-                                          stride=stride, padding=(pad_h, pad_w), output_size=(out_h, out_w),
-                                          pool=pool)
+                                          stride=stride, padding=padding, output_size=output_size, pool=pool)
     expanded = pointwise(x, expand_weight, expand_t, expand_bias, act=True, use_triton=False)
     return depthwise(expanded, weight, taps, bias, stride=stride, same=same, pool=pool, use_triton=False)
 
