@@ -28,9 +28,10 @@ from effnet.bench.measure import Timer, relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 
-# (BLOCK_W, BLOCK_C, ROWS, num_warps): the default's neighbours and the autotune list's shapes.
-SWEEP = [(16, 64, 1, 4), (8, 128, 1, 4), (32, 32, 1, 4), (16, 64, 4, 4), (16, 128, 4, 8), (32, 64, 2, 8),
-         (8, 64, 8, 2), (16, 32, 1, 2)]
+# (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): one-row tiles (the default's neighbours), then two-dimensional tiles of 32 to 128 pixels.
+SWEEP = [(1, 16, 64, 1, 4), (1, 8, 128, 1, 4), (1, 16, 64, 4, 4), (1, 32, 64, 2, 8),
+         (4, 8, 64, 1, 4), (4, 8, 64, 2, 4), (8, 8, 32, 1, 4), (4, 16, 32, 1, 4), (2, 16, 64, 1, 8),
+         (8, 8, 64, 1, 8), (4, 4, 128, 1, 4), (8, 16, 32, 2, 8)]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
     parser.add_argument("--out", type=Path, help="write depthwise_sweep.json here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -73,9 +75,12 @@ def main() -> int:
     timer = Timer(device, warmup=2, repeats=5, iterations=3) if device.type == "cuda" else Timer(device, 0, 1, 1)
     sweep = SWEEP[:args.configs]
     rows, totals = [], Counter()
-    print(f"{'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
+    print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
           f" | {'best us':>8} {'GB/s':>6} best tiles", flush=True)
-    for (channels, height, width, k, stride, same), count in sorted(layer_shapes(args.model, args.size).items()):
+    for index, ((channels, height, width, k, stride, same), count) in enumerate(
+            sorted(layer_shapes(args.model, args.size).items())):
+        if args.layers is not None and index not in args.layers:
+            continue
         torch.manual_seed(0)
         x = torch.randn(args.batch, channels, height, width, device=device, dtype=dtype)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -97,13 +102,13 @@ def main() -> int:
             errors[str(tiles)] = max(relative_error(y, expected[0]),
                                      relative_error(sums / (out_h * out_w), expected[1].float()))
             times["default" if tiles is None else str(tiles)] = timer.median(lambda: run(tiles))
-        swept = {name: t for name, t in times.items() if name not in ("torch", "default")}
+        swept = {name: t for name, t in times.items() if name != "torch"}
         best = min(swept, key=swept.get)
 
         def rate(seconds: float) -> float:
             return moved / seconds / 1e9
 
-        print(f"{channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
+        print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
               f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
               f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})", flush=True)
         rows.append({"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,

@@ -85,6 +85,37 @@ def test_depthwise_kernel_equals_pytorch(kernel_size, stride, same, pool):
 
 
 @needs_triton
+@pytest.mark.parametrize("tiles", [(2, 4, 16, 2, 4), (4, 2, 8, 3, 4)])
+def test_depthwise_kernel_two_dimensional_tiles_cover_every_pixel(tiles):
+    """Tiles of several rows (BLOCK_H > 1), several per program, ragged at the bottom and right."""
+    torch.manual_seed(5)
+    channels, kernel_size, stride = 24, 3, 1
+    x = torch.randn(2, channels, 11, 9, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE)
+    taps, bias = weight.flatten(1).t().contiguous(), torch.randn(channels, device=DEVICE)
+    y_ref, sums_ref = ops.depthwise(x, weight, taps, bias, stride=stride, same=False, pool=True, use_triton=False)
+    y, sums = kernels.depthwise(x, taps, bias, kernel_size=kernel_size, stride=stride, padding=(1, 1),
+                                output_size=(11, 9), act=True, pool=True, tiles=tiles)
+    assert relative_error(y, y_ref) <= 1e-5 and relative_error(sums, sums_ref) <= 1e-5
+
+
+@needs_triton
+@pytest.mark.parametrize("pixels", [(5, 7), (4, 4)])  # 35 pixels: tiles end inside an image; 16: on its edge
+def test_pointwise_gate_on_weights_equals_gate_on_activations(pixels):
+    torch.manual_seed(6)
+    batch, in_channels, out_channels = 3, 40, 24
+    x = torch.randn(batch, in_channels, *pixels, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, in_channels, 1, 1, device=DEVICE)
+    weight_t, bias = weight.flatten(1).t().contiguous(), torch.randn(out_channels, device=DEVICE)
+    gates = torch.rand(batch, in_channels, device=DEVICE)
+    shortcut = torch.randn(batch, out_channels, *pixels, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    expected = ops.pointwise(x, weight, weight_t, bias, act=False, gate=gates, residual=shortcut.clone(),
+                             use_triton=False)
+    output = kernels.pointwise(x, weight_t, bias, act=False, gate=gates, residual=shortcut, gate_weights=True)
+    assert relative_error(output, expected) <= 1e-5
+
+
+@needs_triton
 @pytest.mark.parametrize("gate, residual, act", [(False, False, True), (True, True, False), (True, False, False)])
 def test_pointwise_kernel_equals_pytorch(gate, residual, act):
     torch.manual_seed(2)

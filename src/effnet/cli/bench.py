@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "stages: checkpoint each stage; both)")
     parser.add_argument("--fuse-expansion", action="store_true",
                         help="add effnet-fast-expand: the fused model with each expansion recomputed inside the "
-                             "depthwise pass (experimental)")
+                             "depthwise pass (experimental; measured 3-6x slower on an H100)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per repeat")

@@ -10,7 +10,9 @@ cheap for stride 2 (2.25x at 3x3, 6.25x at 5x5), heavy for 5x5 stride 1 (25x), s
 
 Output and SE sums are those of `kernels.depthwise` applied to the expansion's output rounded to
 the activation dtype, as the unfused passes would store it. Opt-in through
-`optimize_for_inference(..., fuse_expansion=True)` until a GPU run shows where it pays.
+`optimize_for_inference(..., fuse_expansion=True)`, and not worth it as written: on an H100 it made
+B0 6.2x and B4 3.4x slower than the three-pass blocks (benchmarks/RESULTS.md, run 4), since the
+recomputed matrix products cost far more than the one write and read of the tensor they save.
 """
 from __future__ import annotations
 

@@ -52,15 +52,17 @@ if triton is not None:
                           H, W, C, HO, WO, stride, pad_h, pad_w,
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                           K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
-                          BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
-        # One program: ROWS output rows x BLOCK_W output pixels x BLOCK_C channels. Its SE partial
-        # sums stay in registers across the rows: one atomic add per program, not per row (the
-        # programs of one image all add into the same N x C sums).
+                          BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                          ROWS: tl.constexpr):
+        # One program: ROWS tiles, one below the other, of BLOCK_H x BLOCK_W output pixels x BLOCK_C
+        # channels. Its SE partial sums stay in registers across the tiles: one atomic add per
+        # program, not per tile (the programs of one image all add into the same N x C sums).
         pid = tl.program_id(0)
         blocks_w = tl.cdiv(WO, BLOCK_W)
-        blocks_h = tl.cdiv(HO, ROWS)
-        wo = (pid % blocks_w) * BLOCK_W + tl.arange(0, BLOCK_W)  # (BW,)
-        ho0 = ((pid // blocks_w) % blocks_h) * ROWS
+        blocks_h = tl.cdiv(HO, BLOCK_H * ROWS)
+        p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,) pixels of the tile, row-major
+        wo = (pid % blocks_w) * BLOCK_W + p % BLOCK_W  # (P,)
+        ho0 = ((pid // blocks_w) % blocks_h) * (BLOCK_H * ROWS) + p // BLOCK_W  # (P,)
         n = pid // (blocks_w * blocks_h)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
@@ -68,25 +70,25 @@ if triton is not None:
         bias = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
         pooled = tl.zeros([BLOCK_C], dtype=tl.float32)
         for r in range(ROWS):
-            ho = ho0 + r
-            acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+            ho = ho0 + r * BLOCK_H  # (P,)
+            acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
             for kh in tl.static_range(K):
                 for kw in tl.static_range(K):
-                    hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # wi, ok: (BW,)
-                    pointers = x_ptr + n * sxn + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                    x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (BW, BC)
+                    hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # (P,) each
+                    pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                    x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
                     w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
                     acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
             acc += bias[None, :]
             if ACT:
                 acc = acc * tl.sigmoid(acc)
             out_ok = (wo_ok & (ho < HO))[:, None] & c_ok[None, :]
-            pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :] * syc
+            pointers = y_ptr + n * syn + ho[:, None] * syh + wo[:, None] * syw + c[None, :] * syc
             tl.store(pointers, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
             if POOL:
                 pooled += tl.sum(tl.where(out_ok, acc, 0.0), axis=0)
         if POOL:
-            # Partial sums of this tile; the caller divides by HO * WO.
+            # Partial sums of this program's tiles; the caller divides by HO * WO.
             tl.atomic_add(pool_ptr + n * C + c, pooled, mask=c_ok)
 
     @triton.jit
@@ -97,12 +99,22 @@ if triton is not None:
                           IEEE: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # out (M, N) = act((a * gate[row // pixels]) @ b + bias) + residual; M = images x pixels.
+        # GATE 0: no gate. GATE 1: the gate scales each loaded row of `a` (a tile may span images).
+        # GATE 2: every program's rows lie in one image, so the gate scales the (BK, BN) tile of `b`
+        # instead and `a` goes to the matrix units as loaded.
         pid = tl.program_id(0)
         blocks_n = tl.cdiv(N, BLOCK_N)
-        rm = (pid // blocks_n) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+        pid_m = pid // blocks_n
+        if GATE == 2:
+            blocks_per_image = tl.cdiv(pixels, BLOCK_M)
+            image0 = pid_m // blocks_per_image
+            rm = image0 * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+            m_ok = (rm < (image0 + 1) * pixels) & (rm < M)
+        else:
+            rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+            m_ok = rm < M
         rn = (pid % blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
         rk = tl.arange(0, BLOCK_K)  # (BK,)
-        m_ok = rm < M
         n_ok = rn < N
         image = rm // pixels  # (BM,) which image's gate applies to each row
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -111,13 +123,16 @@ if triton is not None:
             k_ok = k < K
             a = tl.load(a_ptr + rm[:, None] * s_am + k[None, :] * s_ak, mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0)  # (BM, BK)
-            if GATE:
+            if GATE == 1:
                 gate = tl.load(gate_ptr + image[:, None] * K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
                                other=0.0)  # (BM, BK)
                 # Rounded back to the operand type, as `x * gate` in that type would be.
                 a = (a.to(tl.float32) * gate).to(a_ptr.dtype.element_ty)
             b = tl.load(b_ptr + k[:, None] * s_bk + rn[None, :] * s_bn, mask=k_ok[:, None] & n_ok[None, :],
                         other=0.0)  # (BK, BN)
+            if GATE == 2:
+                gate = tl.load(gate_ptr + image0 * K + k, mask=k_ok, other=0.0)  # (BK,)
+                b = (b.to(tl.float32) * gate[:, None]).to(b_ptr.dtype.element_ty)
             if IEEE:
                 acc += tl.dot(a, b, input_precision="ieee")
             else:
@@ -133,7 +148,7 @@ if triton is not None:
 
     # With AUTOTUNE the sums are zeroed before each trial, since every trial adds into them.
     _depthwise_tuned = triton.autotune(
-        configs=[triton.Config({"BLOCK_W": w, "BLOCK_C": c, "ROWS": r}, num_warps=warps)
+        configs=[triton.Config({"BLOCK_H": 1, "BLOCK_W": w, "BLOCK_C": c, "ROWS": r}, num_warps=warps)
                  for w, c, r, warps in ((16, 64, 4, 4), (8, 128, 4, 4), (32, 32, 8, 4), (16, 128, 8, 8),
                                         (8, 64, 8, 2))],
         key=["C", "HO", "WO", "stride", "K"], reset_to_zero=["pool_ptr"])(_depthwise_kernel)
@@ -148,15 +163,25 @@ def _pow2(value: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(value)))
 
 
+def _depthwise_tiles(kernel_size: int, out_w: int, channels: int) -> tuple[int, int, int, int, int]:
+    """Tiles measured best on an H100 (benchmarks/RESULTS.md, run 3): 8 x 8 pixels x 32 channels
+    for 3 x 3 kernels (1.2-2.1x faster than one-row tiles); one row of up to 16 pixels x 64
+    channels for 5 x 5, where no two-dimensional tile did better."""
+    if kernel_size <= 3:
+        return 8, 8, _pow2(channels, 16, 32), 1, 4
+    return 1, _pow2(out_w, 4, 16), _pow2(channels, 16, 64), 1, 4
+
+
 def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
               padding: tuple[int, int], output_size: tuple[int, int], act: bool,
-              pool: bool, tiles: tuple[int, int, int, int] | None = None
+              pool: bool, tiles: tuple[int, int, int, int, int] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depthwise conv of NCHW-shaped `x` (channels-last memory) with weights laid out (k*k, C).
 
     `padding` is (top, left); bottom/right padding follows from `output_size`. Returns the
     channels-last output and, with `pool`, the float32 per-image channel sums of that output.
-    `tiles` = (BLOCK_W, BLOCK_C, ROWS, num_warps) overrides the tile choice (for tile sweeps).
+    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps) overrides the tile choice (for tile sweeps):
+    each program computes ROWS tiles of BLOCK_H x BLOCK_W output pixels x BLOCK_C channels.
     """
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
@@ -167,26 +192,42 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
             x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1))
     if tiles is not None or not AUTOTUNE:
         if tiles is None:
-            tiles = (8, 16, 1, 4) if INTERPRET else (_pow2(out_w, 4, 16), _pow2(channels, 16, 64), 1, 4)
-        block_w, block_c, rows, warps = tiles
-        grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
-        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c,
-                                ROWS=rows, **({} if INTERPRET else {"num_warps": warps}))
+            tiles = (1, 8, 16, 1, 4) if INTERPRET else _depthwise_tiles(kernel_size, out_w, channels)
+        block_h, block_w, block_c, rows, warps = tiles
+        grid = (batch * triton.cdiv(out_h, block_h * rows) * triton.cdiv(out_w, block_w),
+                triton.cdiv(channels, block_c))
+        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act, POOL=pool, BLOCK_H=block_h, BLOCK_W=block_w,
+                                BLOCK_C=block_c, ROWS=rows, **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
-            return (batch * triton.cdiv(out_h, meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
+            return (batch * triton.cdiv(out_h, meta["BLOCK_H"] * meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
                     triton.cdiv(channels, meta["BLOCK_C"]))
 
         _depthwise_tuned[grid](*args, K=kernel_size, ACT=act, POOL=pool)
     return y, (sums if pool else None)
 
 
+def _pointwise_tiles(pixels: int, in_channels: int, out_channels: int,
+                     gate_mode: int) -> tuple[int, int, int, int, int]:
+    """Tiles measured best on an H100 (benchmarks/RESULTS.md, run 3). With the gate on the weights a
+    program's rows lie in one image, so small maps take 64-row tiles (less of a tile masked off)."""
+    if gate_mode == 2:
+        return (128 if pixels >= 128 else 64), (32 if out_channels <= 32 else 64), 64, 4, 3
+    if out_channels >= 384:
+        return 128, 128, 64, 8, 3
+    return 128, 64, 64, 4, 3
+
+
 def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, act: bool,
-              gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+              gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+              tiles: tuple[int, int, int, int, int] | None = None, gate_weights: bool = True) -> torch.Tensor:
     """1x1 conv of NCHW-shaped, channels-last `x` with weights laid out (in, out).
 
     `gate` (N, in, float32) scales the input channels per image (squeeze-excitation);
     `residual` (N, out, H, W, channels-last) is added after the activation.
+    `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) overrides the tile choice. With
+    `gate_weights` (the default; 1.1-4x faster on an H100) no program spans two images and the gate
+    scales the weight tile instead of the activations: the same function, rounded at another place.
     """
     batch, channels, height, width = x.shape
     out_channels = weight_t.shape[1]
@@ -199,20 +240,24 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
     args = (a, weight_t, bias, gate if gate is not None else bias, r, o, rows, out_channels, channels, height * width,
             a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
             r.stride(0), r.stride(1))
-    flags = dict(GATE=gate is not None, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32)
-    if INTERPRET:
-        grid = (triton.cdiv(rows, 16) * triton.cdiv(out_channels, 16),)
-        _pointwise_kernel[grid](*args, **flags, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)
-    elif not AUTOTUNE:
-        block_m = 128 if rows >= 4096 else 64
-        block_n = _pow2(out_channels, 32, 128)
-        block_k = _pow2(channels, 16, 64)
-        grid = (triton.cdiv(rows, block_m) * triton.cdiv(out_channels, block_n),)
+    gate_mode = 0 if gate is None else (2 if gate_weights else 1)
+    flags = dict(GATE=gate_mode, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32)
+
+    def blocks_m(block_m: int) -> int:
+        return batch * triton.cdiv(height * width, block_m) if gate_mode == 2 else triton.cdiv(rows, block_m)
+
+    if tiles is None and INTERPRET:
+        tiles = (16, 16, 16, 4, 1)
+    if tiles is None and not AUTOTUNE:
+        tiles = _pointwise_tiles(height * width, channels, out_channels, gate_mode)
+    if tiles is not None:
+        block_m, block_n, block_k, warps, stages = tiles
+        grid = (blocks_m(block_m) * triton.cdiv(out_channels, block_n),)
         _pointwise_kernel[grid](*args, **flags, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
+                                **({} if INTERPRET else {"num_warps": warps, "num_stages": stages}))
     else:
         def grid(meta: dict) -> tuple[int]:
-            return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(out_channels, meta["BLOCK_N"]),)
+            return (blocks_m(meta["BLOCK_M"]) * triton.cdiv(out_channels, meta["BLOCK_N"]),)
 
         _pointwise_tuned[grid](*args, **flags)
     return out

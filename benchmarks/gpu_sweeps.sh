@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One GPU call for the kernel data: the depthwise and pointwise sweeps of B0 (bf16, batch 256) and
+# Nsight Compute's view of the default depthwise kernel on B0's largest depthwise layer.
+#     OUT=results/ bash benchmarks/gpu_sweeps.sh
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+OUT=${OUT:-gpu_sweeps_out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ -n "$NCU" ]; then
+  timeout 60 "$NCU" --clock-control none -k regex:_depthwise_kernel -c 1 --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section ComputeWorkloadAnalysis python3 benchmarks/depthwise_sweep.py --layers 1 --configs 0 \
+    > "$OUT/ncu_depthwise.txt" 2>&1
+  grep -E "Throughput|Duration|Occupancy|Registers|Block Size|Grid Size|Stall|Warp Cycles|L1/TEX Hit|L2 Hit" \
+    "$OUT/ncu_depthwise.txt" | head -40
+fi
+timeout 130 python3 benchmarks/depthwise_sweep.py --out "$OUT" 2>&1 | tee "$OUT/depthwise_sweep.log"
+timeout 130 python3 benchmarks/pointwise_sweep.py --out "$OUT" 2>&1 | tee "$OUT/pointwise_sweep.log"

@@ -1,0 +1,132 @@
+"""Where the fused 1x1 (pointwise) kernel stands against cuDNN and its memory floor, layer by layer.
+
+    PYTHONPATH=src python benchmarks/pointwise_sweep.py --out results/          # on a GPU, ~2 minutes
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/pointwise_sweep.py --device cpu --batch 2 --size 32 --configs 1
+
+For every distinct 1x1 convolution of an MBConv block (B0 at 224 px by default: the expansions,
+with SiLU, and the projections, with the squeeze-excitation gate and, where the block has one, the
+residual) it times on channels-last activations: PyTorch as eager runs it (`x * gate`, conv, SiLU,
+`+ residual`), the bare cuDNN convolution (no gate, activation or residual: a bound on what a
+library matrix product gives), effnet's kernel with its default tiles, the gate applied to the
+weight tile instead of the activations (`gate_weights`), and each tile configuration of a sweep.
+Bandwidth counts one read of the input and the residual and one write of the output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import effnet  # noqa: E402
+from effnet.bench.measure import Timer, relative_error  # noqa: E402
+from effnet.fast import kernels, ops  # noqa: E402
+from effnet.models.blocks import MBConv  # noqa: E402
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+SWEEP = [(128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
+         (128, 32, 64, 4, 4), (64, 128, 64, 4, 3)]
+
+
+def layer_shapes(model_name: str, size: int) -> Counter:
+    """(in, out, height, width, act, gate, residual) of each MBConv 1x1 conv -> how many layers."""
+    model = effnet.create_model(model_name).eval()
+    shapes: Counter = Counter()
+
+    def recorder(act: bool, gate: bool, residual: bool):
+        def record(module: torch.nn.Conv2d, inputs: tuple[torch.Tensor, ...]) -> None:
+            _, channels, height, width = inputs[0].shape
+            shapes[(channels, module.out_channels, height, width, act, gate, residual)] += 1
+        return record
+
+    hooks = []
+    for block in model.modules():
+        if isinstance(block, MBConv):
+            if block.expands:
+                hooks.append(block.conv_pw.register_forward_pre_hook(recorder(True, False, False)))
+            hooks.append(block.conv_pwl.register_forward_pre_hook(recorder(False, block.has_se, block.has_skip)))
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet_b0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser.add_argument("--out", type=Path, help="write pointwise_sweep.json here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    timer = Timer(device, warmup=2, repeats=5, iterations=3) if device.type == "cuda" else Timer(device, 0, 1, 1)
+    sweep = SWEEP[:args.configs]
+    rows, totals = [], Counter()
+    print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'cudnn us':>9} | "
+          f"{'default us':>10} {'GB/s':>6} | {'gate-w us':>9} | {'best us':>8} {'GB/s':>6} best", flush=True)
+    for (cin, cout, height, width, act, gated, skip), count in sorted(layer_shapes(args.model, args.size).items()):
+        torch.manual_seed(0)
+        shape = (args.batch, cin, height, width)
+        x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        weight = (torch.randn(cout, cin, 1, 1, device=device, dtype=dtype) / cin ** 0.5)
+        weight_t, bias = weight.flatten(1).t().contiguous(), torch.randn(cout, device=device, dtype=dtype)
+        gate = torch.rand(args.batch, cin, device=device) if gated else None
+        residual = (torch.randn(args.batch, cout, height, width, device=device, dtype=dtype)
+                    .contiguous(memory_format=torch.channels_last) if skip else None)
+        moved = (x.numel() + args.batch * cout * height * width * (2 if skip else 1)) * x.element_size()
+        expected = ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate, residual=residual,
+                                 use_triton=False)
+
+        def run(tiles=None, gate_weights=False):
+            return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
+                                     gate_weights=gate_weights)
+
+        times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
+                                                             residual=residual, use_triton=False)),
+                 "cudnn": timer.median(lambda: F.conv2d(x, weight))}
+        variants = {"default": (None, False), **({"gate-w": (None, True)} if gated else {}),
+                    **{str(t): (t, False) for t in sweep}, **({f"{t} gate-w": (t, True) for t in sweep} if gated else {})}
+        errors = {}
+        for name, (tiles, gate_weights) in variants.items():
+            errors[name] = relative_error(run(tiles, gate_weights), expected)
+            times[name] = timer.median(lambda: run(tiles, gate_weights))
+        swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn")}
+        best = min(swept, key=swept.get)
+
+        def rate(seconds: float) -> float:
+            return moved / seconds / 1e9
+
+        role = "expand" if act else ("proj+res" if skip else "project")
+        gate_w = f"{times['gate-w'] * 1e6:9.1f}" if gated else f"{'-':>9}"
+        print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
+              f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
+              f"{gate_w} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
+              f"(max error {max(errors.values()):.1e})", flush=True)
+        rows.append({"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
+                     "bytes": moved, "seconds": times, "errors": errors, "best": best})
+        for name in ("torch", "cudnn", "default"):
+            totals[name] += count * times[name]
+        totals["best"] += count * swept[best]
+        totals["floor bytes"] += count * moved
+    print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, bare cuDNN conv "
+          f"{totals['cudnn'] * 1e3:.2f} ms, default tiles {totals['default'] * 1e3:.2f} ms, best per layer "
+          f"{totals['best'] * 1e3:.2f} ms; {totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "pointwise_sweep.json").write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
+    worst = max(max(row["errors"].values()) for row in rows)
+    return 0 if worst <= (2e-2 if dtype == torch.bfloat16 else 1e-4) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
