@@ -1,12 +1,13 @@
 """Where the fused depthwise kernel stands against its memory floor, layer by layer.
 
     PYTHONPATH=src python benchmarks/depthwise_sweep.py --out results/          # on a GPU, ~1 minute
-    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 --configs 2
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 --configs 2 --rolling-configs 1
 
 For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last
 activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
-default tiles, and the kernel with each tile configuration of a small sweep (BLOCK_W, BLOCK_C,
-ROWS, warps). Each time is printed with the bandwidth it implies (one read of the input, one write
+default tiles, the kernel with each tile configuration of a small sweep (BLOCK_H, BLOCK_W,
+BLOCK_C, ROWS, warps) and, on stride-1 layers, the rolling-row kernel (`effnet.fast.rolling`, which
+loads each input row once per program) with each of its configurations. Each time is printed with the bandwidth it implies (one read of the input, one write
 of the output) and every kernel result is checked against PyTorch. The totals weight each layer
 shape by how often the network runs it, so the last lines say what tiles alone could gain over
 the defaults, and how far the best tiles stay from the memory floor, before any redesign.
@@ -26,12 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import effnet  # noqa: E402
 from effnet.bench.measure import Timer, relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
+from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): one-row tiles (the default's neighbours), then two-dimensional tiles of 32 to 128 pixels.
 SWEEP = [(1, 16, 64, 1, 4), (1, 8, 128, 1, 4), (1, 16, 64, 4, 4), (1, 32, 64, 2, 8),
          (4, 8, 64, 1, 4), (4, 8, 64, 2, 4), (8, 8, 32, 1, 4), (4, 16, 32, 1, 4), (2, 16, 64, 1, 8),
          (8, 8, 64, 1, 8), (4, 4, 128, 1, 4), (8, 16, 32, 2, 8)]
+# (BLOCK_W, BLOCK_C, ROWS, num_warps) of `effnet.fast.rolling`, which loads each input row once (stride 1).
+ROLLING = [(16, 64, 8, 4), (16, 32, 16, 4), (8, 64, 16, 4), (16, 64, 16, 8), (8, 32, 32, 4), (16, 128, 8, 8)]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
@@ -66,6 +70,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser.add_argument("--rolling-configs", type=int, default=len(ROLLING),
+                        help="how many configurations of the rolling-row kernel to try (stride-1 layers)")
     parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
     parser.add_argument("--out", type=Path, help="write depthwise_sweep.json here")
     args = parser.parse_args()
@@ -92,12 +98,17 @@ def main() -> int:
         expected = torch_reference(x, weight, bias, stride, same)
 
         def run(tiles):
+            if isinstance(tiles, str):  # "rolling (BLOCK_W, BLOCK_C, ROWS, warps)"
+                return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
+                                         act=True, pool=True, tiles=rolling[tiles])
             return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                      output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
+        rolling = {f"rolling {t}": t for t in ROLLING[:args.rolling_configs]} if stride == 1 else {}
+
         times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same)), "default": None}
         errors = {}
-        for tiles in [None, *sweep]:
+        for tiles in [None, *sweep, *rolling]:
             y, sums = run(tiles)
             errors[str(tiles)] = max(relative_error(y, expected[0]),
                                      relative_error(sums / (out_h * out_w), expected[1].float()))
