@@ -41,14 +41,15 @@ PLAN = [
     (*B0, [
         ("inference", "eager", "timm"), ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"),
         ("inference", "eager", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast"),
+        ("inference", "cudagraphs", "effnet-fast-stem"),
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
         ("latency", "eager", "timm"), ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
         ("training", "eager", "timm"), ("training", "eager", "effnet"),
     ]),
     (*B4, [
         ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
-        ("inference", "cudagraphs", "effnet-fast"), ("inference", "compile", "timm"),
-        ("inference", "cudagraphs", "effnet-fast-expand"),
+        ("inference", "cudagraphs", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast-stem"),
+        ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
         ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-stages"),
         ("training", "compile", "timm"), ("training", "compile", "effnet"), ("training", "eager", "effnet-activations"),
     ]),
@@ -135,6 +136,8 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
             results.append((f"{name} fused bf16 CUDA graph", relative_error(graphed(x), expected), BF16_BOUND))
             expanded = optimize_for_inference(model, dtype=torch.bfloat16, fuse_expansion=True)
             results.append((f"{name} fused expansion bf16", relative_error(expanded(x), expected), BF16_BOUND))
+            fused_stem = optimize_for_inference(model, dtype=torch.bfloat16, fuse_stem=True)
+            results.append((f"{name} fused stem bf16", relative_error(fused_stem(x), expected), BF16_BOUND))
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
     for saver in ("activations", "stages"):
@@ -186,7 +189,8 @@ def main() -> int:
         if args.only and model_name not in args.only:
             continue
         candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
-                                      memory_savers=("activations", "stages"), fuse_expansion=True)
+                                      memory_savers=("activations", "stages"), fuse_expansion=True,
+                                      fuse_stem=True)
         by_name = {c.name: c for c in candidates.items}
         result = results.setdefault(model_name, BenchResult(
             config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,

@@ -1,14 +1,17 @@
 """Where the fused 1x1 (pointwise) kernel stands against cuDNN and its memory floor, layer by layer.
 
     PYTHONPATH=src python benchmarks/pointwise_sweep.py --out results/          # on a GPU, ~2 minutes
-    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/pointwise_sweep.py --device cpu --batch 2 --size 32 --configs 1
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/pointwise_sweep.py --device cpu --batch 2 --size 32 \\
+        --configs 1 --stream-configs 1
 
 For every distinct 1x1 convolution of an MBConv block (B0 at 224 px by default: the expansions,
 with SiLU, and the projections, with the squeeze-excitation gate and, where the block has one, the
 residual) it times on channels-last activations: PyTorch as eager runs it (`x * gate`, conv, SiLU,
 `+ residual`), the bare cuDNN convolution (no gate, activation or residual: a bound on what a
 library matrix product gives), effnet's kernel with its default tiles, the gate applied to the
-weight tile instead of the activations (`gate_weights`), and each tile configuration of a sweep.
+weight tile instead of the activations (`gate_weights`), each tile configuration of a sweep, and on
+the layers without a gate (up to `streaming.MAX_K` input channels) the persistent, pipelined kernel
+of `effnet.fast.streaming` in each of its sweep configurations ("stream (...)").
 Bandwidth counts one read of the input and the residual and one write of the output.
 """
 from __future__ import annotations
@@ -17,21 +20,25 @@ import argparse
 import json
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import effnet  # noqa: E402
 from effnet.bench.measure import Timer, relative_error  # noqa: E402
-from effnet.fast import kernels, ops  # noqa: E402
+from effnet.fast import kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
 SWEEP = [(128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
          (128, 32, 64, 4, 4), (64, 128, 64, 4, 3)]
+# streaming.pointwise_streaming's (BLOCK_M, BLOCK_N, num_warps, num_stages, programs_per_sm)
+STREAM_SWEEP = [(128, 64, 4, 2, 2), (128, 128, 8, 2, 1), (64, 128, 4, 3, 2), (128, 64, 4, 3, 4), (256, 64, 8, 2, 1)]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
@@ -65,12 +72,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser.add_argument("--stream-configs", type=int, default=len(STREAM_SWEEP),
+                        help="how many streaming-kernel configurations to try on the layers without a gate")
     parser.add_argument("--out", type=Path, help="write pointwise_sweep.json here")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     timer = Timer(device, warmup=2, repeats=5, iterations=3) if device.type == "cuda" else Timer(device, 0, 1, 1)
-    sweep = SWEEP[:args.configs]
+    sweep, stream_sweep = SWEEP[:args.configs], STREAM_SWEEP[:args.stream_configs]
     rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'cudnn us':>9} | "
           f"{'default us':>10} {'GB/s':>6} | {'gate-w us':>9} | {'best us':>8} {'GB/s':>6} best", flush=True)
@@ -91,15 +100,26 @@ def main() -> int:
             return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
                                      gate_weights=gate_weights)
 
+        def stream(tiles):
+            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual, tiles=tiles)
+
         times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
                                                              residual=residual, use_triton=False)),
                  "cudnn": timer.median(lambda: F.conv2d(x, weight))}
-        variants = {"default": (None, False), **({"gate-w": (None, True)} if gated else {}),
-                    **{str(t): (t, False) for t in sweep}, **({f"{t} gate-w": (t, True) for t in sweep} if gated else {})}
-        errors = {}
-        for name, (tiles, gate_weights) in variants.items():
-            errors[name] = relative_error(run(tiles, gate_weights), expected)
-            times[name] = timer.median(lambda: run(tiles, gate_weights))
+        variants = {"default": partial(run), **({"gate-w": partial(run, None, True)} if gated else {}),
+                    **{str(t): partial(run, t) for t in sweep},
+                    **({f"{t} gate-w": partial(run, t, True) for t in sweep} if gated else {}),
+                    **({f"stream {t}": partial(stream, t) for t in stream_sweep}
+                       if not gated and cin <= streaming.MAX_K else {})}
+        errors, skipped = {}, []
+        for name, variant in variants.items():
+            try:
+                output = variant()
+            except OutOfResources:  # e.g. a deep pipeline of streaming tiles 256 channels wide
+                skipped.append(name)
+                continue
+            errors[name] = relative_error(output, expected)
+            times[name] = timer.median(variant)
         swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn")}
         best = min(swept, key=swept.get)
 
@@ -108,12 +128,13 @@ def main() -> int:
 
         role = "expand" if act else ("proj+res" if skip else "project")
         gate_w = f"{times['gate-w'] * 1e6:9.1f}" if gated else f"{'-':>9}"
+        note = f"; out of resources: {', '.join(skipped)}" if skipped else ""
         print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
               f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
               f"{gate_w} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
-              f"(max error {max(errors.values()):.1e})", flush=True)
+              f"(max error {max(errors.values()):.1e}{note})", flush=True)
         rows.append({"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
-                     "bytes": moved, "seconds": times, "errors": errors, "best": best})
+                     "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best})
         for name in ("torch", "cudnn", "default"):
             totals[name] += count * times[name]
         totals["best"] += count * swept[best]

@@ -1,7 +1,9 @@
 """Every fast path computes the reference model's function.
 
-The fused inference model (BN folded, channels-last, fused MBConv) is held to the plain model in
-float32 at relative error 1e-5, through PyTorch and through the Triton kernels. Without a GPU the
+The fused inference model (BN folded, channels-last, fused MBConv) is held to the plain model at
+relative error 1e-5: full-size family members in float64 through PyTorch, a tiny one in float32
+through the Triton kernels. BN statistics come from a random batch, so the logits really depend on
+the input (with arbitrary ones the signal fades and any error would pass). Without a GPU the
 kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1), on deliberately tiny shapes.
 The memory savers are held to the plain model's outputs, gradients and running statistics.
 """
@@ -13,44 +15,19 @@ from torch import nn
 import effnet
 from effnet.fast import kernels, ops, optimize_for_inference
 from effnet.fast.memory import enable_memory_saving
-from effnet.models import get_entry
-from effnet.scaling import scale_by_multipliers
-
-needs_triton = pytest.mark.skipif(
-    not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
-    reason="Triton is not installed, or no GPU and TRITON_INTERPRET is not 1")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((output.float() - expected.float()).norm() / expected.float().norm()).item()
-
-
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    """BN statistics and affine terms away from identity, so folding is really exercised."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.2)
-    return model
-
-
-def tiny(name: str = "efficientnet_b0") -> nn.Module:
-    """A seven-block, narrow version of a family member: every block kind and stride, quickly."""
-    spec = scale_by_multipliers(get_entry(name).spec, depth=0.25, width=0.25, name=f"{name}_tiny")
-    torch.manual_seed(0)
-    return randomise_batchnorm(effnet.create_model(spec, num_classes=10)).eval()
+from kernel_helpers import DEVICE, needs_triton, randomise_batchnorm, relative_error, tiny
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_b0", "efficientnet_lite0", "mobilenet_v2"])
-def test_optimized_model_equals_reference_in_float32(name):
+def test_optimized_model_equals_reference(name):
+    """In float64: with the signal alive through 16+ random blocks, float32 rounding alone moves the
+    plain model's logits by up to 1.4e-4 (Lite0), so float32 could not hold folding to 1e-5 here;
+    the float32 kernels are held to 1e-5 on the tiny model below. (The SE runs in float32.)"""
     torch.manual_seed(0)
-    model = randomise_batchnorm(effnet.create_model(name, num_classes=10)).eval()
+    model = randomise_batchnorm(effnet.create_model(name, num_classes=10)).double().eval()
     fast = optimize_for_inference(model, use_triton=False)
     for shape in [(2, 3, 64, 64), (1, 3, 45, 37)]:  # odd sizes: "same" padding's extra row and column
-        x = torch.randn(shape)
+        x = torch.randn(shape, dtype=torch.float64)
         with torch.inference_mode():
             assert relative_error(fast(x), model(x)) <= 1e-5
 
@@ -189,6 +166,8 @@ def test_fused_expansion_applies_where_recomputing_is_cheap_and_keeps_the_functi
 def test_triton_fused_model_equals_reference():
     model = tiny("tf_efficientnet_b0").to(DEVICE)  # "same" padding, every kernel size and stride
     x = torch.randn(2, 3, 15, 13, device=DEVICE)
+    with torch.inference_mode():  # the bound below means something only if the logits follow the input
+        assert relative_error(model(torch.randn_like(x)), model(x)) > 0.1
     for fuse_expansion in (False, True):
         fast = optimize_for_inference(model, use_triton=True, fuse_expansion=fuse_expansion)
         with torch.inference_mode():

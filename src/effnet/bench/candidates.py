@@ -54,11 +54,13 @@ def _torchvision_builder(name: str) -> Callable | None:
 
 
 def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool = True,
-                     memory_savers: tuple[str, ...] = ("activations",), fuse_expansion: bool = False) -> Candidates:
+                     memory_savers: tuple[str, ...] = ("activations",), fuse_expansion: bool = False,
+                     fuse_stem: bool = False) -> Candidates:
     """effnet's candidates (plain; fused inference; memory-saving training) and the named peers'.
 
     `fuse_expansion` adds `effnet-fast-expand`: the fused model with the experimental
-    expansion-in-depthwise kernel (`effnet.fast.expansion`)."""
+    expansion-in-depthwise kernel (`effnet.fast.expansion`). `fuse_stem` adds `effnet-fast-stem`:
+    the fused model whose stem kernel reads the raw input (`effnet.fast.stem`)."""
     import effnet
     from effnet.fast import optimize_for_inference
     from effnet.fast.memory import enable_memory_saving
@@ -71,12 +73,14 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
         items.append(Candidate("effnet", all_tasks, lambda d, t, f: _place(copy.deepcopy(reference), d, f),
                                checked=True))
         if fast:
-            for name, expand in (("effnet-fast", False), ("effnet-fast-expand", True)):
-                if expand and not fuse_expansion:
-                    continue
-                items.append(Candidate(name, ("inference", "latency"), autocast=False, checked=True,
-                                       build=lambda d, t, f, expand=expand: optimize_for_inference(
-                                           copy.deepcopy(reference).to(d), dtype=t, fuse_expansion=expand)))
+            # (name, optimize_for_inference options, wanted)
+            variants = (("effnet-fast", {}, True), ("effnet-fast-expand", {"fuse_expansion": True}, fuse_expansion),
+                        ("effnet-fast-stem", {"fuse_stem": True}, fuse_stem))
+            for name, options, wanted in variants:
+                if wanted:
+                    items.append(Candidate(name, ("inference", "latency"), autocast=False, checked=True,
+                                           build=lambda d, t, f, options=options: optimize_for_inference(
+                                               copy.deepcopy(reference).to(d), dtype=t, **options)))
             for saver in memory_savers:
                 if saver != "none":
                     items.append(Candidate(f"effnet-{saver}", ("training",), lambda d, t, f, saver=saver: _place(

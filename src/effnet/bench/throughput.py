@@ -39,6 +39,7 @@ class BenchConfig:
     fast: bool = True  # add effnet's fused inference path and memory saver rows
     memory_savers: tuple[str, ...] = ("activations",)  # one effnet-SAVER training row each
     fuse_expansion: bool = False  # add the experimental effnet-fast-expand inference row
+    fuse_stem: bool = False  # add the experimental effnet-fast-stem inference row
     warmup: int = 3
     repeats: int = 10
     iterations: int = 5  # timed iterations per repeat
@@ -103,7 +104,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
                 "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous"}
     result = BenchResult(config=settings, environment=environment(device))
     candidates = build_candidates(config.model, config.libraries, fast=config.fast,
-                                  memory_savers=config.memory_savers, fuse_expansion=config.fuse_expansion)
+                                  memory_savers=config.memory_savers, fuse_expansion=config.fuse_expansion,
+                                  fuse_stem=config.fuse_stem)
     image_size = config.image_size or candidates.resolution
     timer = Timer(device, config.warmup, config.repeats, config.iterations)
     tolerance = config.check_tolerance or (1e-4 if dtype == torch.float32 else 5e-2)

@@ -9,7 +9,8 @@ channels-last, and replaces each MBConv block by `FusedMBConv`:
     out      = pointwise(dw, gate=gate, residual=x)           # the gate applied as dw is loaded
 
 Each full-size tensor is written once and read once; nothing is written for BN, SiLU, the SE
-pool or `x * gate`. Stem, head and other block types run the folded PyTorch modules.
+pool or `x * gate`. Head and other block types run the folded PyTorch modules; so does the stem,
+unless `fuse_stem` replaces it (and the input cast) by one Triton pass (`effnet.fast.stem`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import nn
 from effnet.export.fold import fold_batchnorm
 from effnet.fast import ops
 from effnet.fast.expansion import MAX_RECOMPUTE
+from effnet.fast.stem import stem
 from effnet.models.blocks import MBConv
 from effnet.models.layers import SameConv2d
 from effnet.models.network import EfficientNet
@@ -67,33 +69,62 @@ class FusedMBConv(nn.Module):
                              use_triton=self.use_triton)  # (N, out, H/s, W/s)
 
 
+class FusedStem(nn.Module):
+    """A folded stem conv and its SiLU as one pass over the raw input (`effnet.fast.stem.stem`).
+
+    Keeps the conv's `weight` and `bias` under their own names, so the state dict's keys are those
+    of the unfused fast model (`conv_stem.weight`, `conv_stem.bias`).
+    """
+
+    def __init__(self, conv: nn.Conv2d, use_triton: bool | None = None) -> None:
+        super().__init__()
+        self.use_triton = use_triton
+        self.weight, self.bias = conv.weight, conv.bias
+        self.register_buffer("weight_cols", _columns(conv), persistent=False)
+        self.stride = conv.stride[0]
+        self.same = isinstance(conv, SameConv2d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return stem(x, self.weight, self.weight_cols, self.bias, stride=self.stride, same=self.same,
+                    use_triton=self.use_triton)  # (N, stem, H/s, W/s)
+
+
 def _columns(conv: nn.Conv2d) -> torch.Tensor:
-    """The conv's weights with output channels last: (in, out) for a 1x1 conv, (k*k, C) for a depthwise one."""
+    """The conv's weights with output channels last: (in, out) for a 1x1 conv, (k*k, C) for a depthwise
+    one, (in*k*k, out) for a full k x k one."""
     return conv.weight.detach().flatten(1).t().contiguous()
 
 
 class ChannelsLastInput(nn.Module):
-    """Casts the input to the model's dtype and channels-last layout, then runs the model."""
+    """Casts the input to the model's dtype and channels-last layout, then runs the model.
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+    With `cast=False` the input goes in as given: a `FusedStem` reads any float dtype and layout.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, cast: bool = True) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
+        self.cast = cast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
+        if self.cast:
+            x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
         return self.model(x)
 
 
 def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None, fuse: bool = True,
-                           use_triton: bool | None = None, fuse_expansion: bool = False) -> nn.Module:
+                           use_triton: bool | None = None, fuse_expansion: bool = False,
+                           fuse_stem: bool = False) -> nn.Module:
     """A copy of an effnet classifier for inference: BN folded, channels-last, fused MBConv blocks.
 
     `dtype` (e.g. torch.bfloat16) casts the weights; the returned module casts its input to match.
     With `fuse=False` only folding and the layout change are applied. Only SiLU MBConv blocks are
     fused (Lite's ReLU6 blocks, MobileNet and ResNet blocks run as folded PyTorch modules).
     `fuse_expansion` (experimental) also folds each block's expansion into its depthwise pass where
-    the recomputation is cheap (`effnet.fast.expansion`).
+    the recomputation is cheap (`effnet.fast.expansion`). `fuse_stem` (experimental) runs a SiLU
+    stem as one pass that reads the input as given, in place of the input cast, conv and SiLU
+    (`effnet.fast.stem`); the input cast stays where the stem is not fused (Lite's ReLU6 stems).
     """
     if not isinstance(model, EfficientNet):
         from effnet.export.errors import ExportError
@@ -105,9 +136,13 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
             for index, block in enumerate(stage):
                 if isinstance(block, MBConv) and isinstance(block.act2, nn.SiLU):
                     stage[index] = FusedMBConv(block, use_triton, fuse_expansion)
+    stem_fused = fuse and fuse_stem and isinstance(folded.act1, nn.SiLU)
+    if stem_fused:
+        folded.conv_stem = FusedStem(folded.conv_stem, use_triton)
+        folded.act1 = nn.Identity()
     dtype = dtype or next(model.parameters()).dtype
     folded = folded.to(dtype=dtype, memory_format=torch.channels_last)
     for module in folded.modules():  # the excitation runs in float32 whatever the dtype
         if isinstance(module, FusedMBConv) and module.se is not None:
             module.se.float()
-    return ChannelsLastInput(folded, dtype).eval()
+    return ChannelsLastInput(folded, dtype, cast=not stem_fused).eval()

@@ -207,6 +207,20 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     return y, (sums if pool else None)
 
 
+def matrix_views(x: torch.Tensor, out_channels: int, residual: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A new channels-last output for a 1x1 conv of channels-last `x`, and (pixels, channels)
+    matrix views of the input, the output and the residual (the output where there is none)."""
+    batch, channels, height, width = x.shape
+    rows = batch * height * width
+    out = torch.empty((batch, out_channels, height, width), device=x.device, dtype=x.dtype,
+                      memory_format=torch.channels_last)
+    a = x.permute(0, 2, 3, 1).reshape(rows, channels)  # a view for channels-last input
+    o = out.permute(0, 2, 3, 1).view(rows, out_channels)
+    r = residual.permute(0, 2, 3, 1).reshape(rows, out_channels) if residual is not None else o
+    return out, a, o, r
+
+
 def _pointwise_tiles(pixels: int, in_channels: int, out_channels: int,
                      gate_mode: int) -> tuple[int, int, int, int, int]:
     """Tiles measured best on an H100 (benchmarks/RESULTS.md, run 3). With the gate on the weights a
@@ -232,11 +246,7 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
     batch, channels, height, width = x.shape
     out_channels = weight_t.shape[1]
     rows = batch * height * width
-    out = torch.empty((batch, out_channels, height, width), device=x.device, dtype=x.dtype,
-                      memory_format=torch.channels_last)
-    a = x.permute(0, 2, 3, 1).reshape(rows, channels)  # a view for channels-last input
-    o = out.permute(0, 2, 3, 1).view(rows, out_channels)
-    r = residual.permute(0, 2, 3, 1).reshape(rows, out_channels) if residual is not None else o
+    out, a, o, r = matrix_views(x, out_channels, residual)
     args = (a, weight_t, bias, gate if gate is not None else bias, r, o, rows, out_channels, channels, height * width,
             a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
             r.stride(0), r.stride(1))

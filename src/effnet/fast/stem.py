@@ -1,0 +1,101 @@
+"""A Triton kernel for the network's stem: the input cast, the k x k conv and its SiLU in one pass.
+
+Unfused, the fast model's first operations are three passes over the two largest tensors at the
+input end: the cast of the user's float32 NCHW batch to the model's dtype, channels-last (a full
+copy), the stem convolution (3 -> 32 channels, 3 x 3, stride 2 for B0; cuDNN runs it far from its
+memory floor) and a separate SiLU. This kernel reads the input as the user passes it (any float
+dtype, any layout) and writes SiLU(conv(x) + bias) once, in the model's dtype, channels-last: one
+read of the input, one write of the output.
+
+It is a direct convolution: a program computes a tile of output pixels x out-channels, and for
+each (in-channel, kh, kw) loads one input value per pixel and adds its outer product with that
+tap's weights. The stem's few in-channels (3) leave no reduction worth the matrix units. Each
+input value is rounded to the model's dtype as it is loaded, as the unfused cast rounds it, so both
+paths compute the same function. Opt-in through `optimize_for_inference(..., fuse_stem=True)`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from effnet.fast import ops
+from effnet.fast.kernels import INTERPRET, _pow2, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.kernels import _tap
+
+    @triton.jit
+    def _stem_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
+                     H, W, C, HO, WO, M, stride, pad_h, pad_w,
+                     sxn, sxc, sxh, sxw,
+                     CIN: tl.constexpr, K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: BLOCK_P output pixels, consecutive in (image, row, column) order so that a
+        # tile may span rows and images (no tail per row), x BLOCK_C out-channels.
+        m = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,) of M = images x HO x WO
+        m_ok = m < M
+        wo = m % WO
+        ho = (m // WO) % HO
+        n = m // (WO * HO)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+        c_ok = c < C
+        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+        for ci in tl.static_range(CIN):  # a few in-channels (3): all CIN x K x K taps unrolled
+            for kh in tl.static_range(K):
+                for kw in tl.static_range(K):
+                    hi, wi, ok = _tap(ho, wo, m_ok, kh, kw, stride, pad_h, pad_w, H, W)  # (BP,) each
+                    x = tl.load(x_ptr + n * sxn + ci * sxc + hi * sxh + wi * sxw, mask=ok, other=0.0)  # (BP,)
+                    # Rounded to the model's dtype as the unfused input cast would store it.
+                    x = x.to(w_ptr.dtype.element_ty).to(tl.float32)
+                    w = tl.load(w_ptr + ((ci * K + kh) * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
+                    acc += x[:, None] * w.to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        acc = acc * tl.sigmoid(acc)
+        # The output is channels-last and allocated here: pixel m's channels start at m * C.
+        tl.store(y_ptr + m[:, None] * C + c[None, :], acc.to(y_ptr.dtype.element_ty),
+                 mask=m_ok[:, None] & c_ok[None, :])
+
+
+def _launch(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
+            padding: tuple[int, int], output_size: tuple[int, int]) -> torch.Tensor:
+    """The stem kernel over NCHW-shaped `x` (any strides) with weights laid out (in*k*k, out)."""
+    batch, in_channels, height, width = x.shape
+    out_channels = weight_cols.shape[1]
+    out_h, out_w = output_size
+    y = torch.empty((batch, out_channels, out_h, out_w), device=x.device, dtype=weight_cols.dtype,
+                    memory_format=torch.channels_last)
+    pixels = batch * out_h * out_w
+    # 4096 float32 accumulators a program (32 a thread at 4 warps) whatever the channel count.
+    block_c = _pow2(out_channels, 16, 64)
+    block_p = 32 if INTERPRET else 4096 // block_c
+    grid = (triton.cdiv(pixels, block_p), triton.cdiv(out_channels, block_c))
+    _stem_kernel[grid](x, weight_cols, bias, y, height, width, out_channels, out_h, out_w, pixels,
+                       stride, padding[0], padding[1], x.stride(0), x.stride(1), x.stride(2), x.stride(3),
+                       CIN=in_channels, K=kernel_size, BLOCK_P=block_p, BLOCK_C=block_c,
+                       **({} if INTERPRET else {"num_warps": 4}))
+    return y
+
+
+def stem(x: torch.Tensor, weight: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, *, stride: int,
+         same: bool, use_triton: bool | None = None) -> torch.Tensor:
+    """SiLU(conv(x cast to the weights' dtype) + bias), channels-last, in the weights' dtype.
+
+    `x` is the network's input as given (any float dtype and layout); `weight` is the folded stem
+    conv's (out, in, k, k), `weight_cols` the same values laid out (in*k*k, out). Padding is TF
+    "same" with `same`, else symmetric `k // 2`. `use_triton` as in `effnet.fast.ops`.
+    """
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"the stem takes {weight.shape[1]} input channels, got an input with {x.shape[1]}")
+    kernel_size = weight.shape[-1]
+    (out_h, out_w), (pad_h, pad_w) = ops.conv_geometry(x, kernel_size, stride, same)
+    if ops._triton(x, use_triton):
+        return _launch(x, weight_cols, bias, kernel_size=kernel_size, stride=stride, padding=(pad_h, pad_w),
+                       output_size=(out_h, out_w))
+    # The unfused model's first steps: cast and change layout, pad (the extra bottom/right row of
+    # "same" padding falls out of the output size), convolve, SiLU.
+    x = x.to(dtype=weight.dtype, memory_format=torch.channels_last)
+    pad_b = (out_h - 1) * stride + kernel_size - x.shape[2] - pad_h
+    pad_r = (out_w - 1) * stride + kernel_size - x.shape[3] - pad_w
+    y = F.conv2d(F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)]), weight, bias, stride)  # (N, out, HO, WO)
+    return F.silu(y, inplace=True).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,48 @@
+"""What the fast-path tests share: where the Triton kernels run, how far two outputs are apart, and
+small models whose logits really depend on their input."""
+import pytest
+import torch
+from torch import nn
+
+import effnet
+from effnet.fast import kernels
+from effnet.models import get_entry
+from effnet.scaling import scale_by_multipliers
+
+needs_triton = pytest.mark.skipif(
+    not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
+    reason="Triton is not installed, or no GPU and TRITON_INTERPRET is not 1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((output.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """BN affine terms away from identity and statistics of a random batch, so folding is really
+    exercised and the logits depend on the input.
+
+    With arbitrary statistics (mean +-0.5, variance 0.5-2) the input's signal fades through the
+    blocks: the tiny model's logits for two random inputs then differ by ~5e-6 relatively, so a
+    broken kernel would pass the 1e-5 bound the fast paths are held to.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 1.0  # the running statistics become the next batch's
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 32, 32))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
+    return model.eval()
+
+
+def tiny(name: str = "efficientnet_b0", width: float = 0.25) -> nn.Module:
+    """A seven-block, narrow version of a family member: every block kind and stride, quickly (the
+    interpreter's time grows with the channels)."""
+    spec = scale_by_multipliers(get_entry(name).spec, depth=0.25, width=width, name=f"{name}_tiny")
+    torch.manual_seed(0)
+    return randomise_batchnorm(effnet.create_model(spec, num_classes=10))

@@ -1,0 +1,71 @@
+"""The fused stem (input cast + k x k conv + bias + SiLU in one pass) computes the unfused stem.
+
+The kernel is held to its PyTorch reference, and the fused-stem model to the plain model, in
+float32 at relative error 1e-5. Without a GPU the kernel runs in Triton's interpreter (conftest
+sets TRITON_INTERPRET=1), on deliberately tiny shapes.
+"""
+import pytest
+import torch
+
+from effnet.fast import optimize_for_inference
+from effnet.fast.fused import FusedStem
+from effnet.fast.stem import stem
+from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+
+
+@needs_triton
+@pytest.mark.parametrize("same, out_channels, channels_last", [
+    (False, 24, False),  # symmetric padding; channels not a multiple of the block: the tail is masked
+    (True, 72, False),  # TF "same" padding; two channel blocks
+    (False, 8, True),  # an input in another layout: the kernel reads it through its strides
+])
+def test_stem_kernel_equals_pytorch(same, out_channels, channels_last):
+    torch.manual_seed(1)
+    # Odd height, even width: at stride 2, TF "same" pads the width 0 left and 1 right (symmetric:
+    # 1 and 1), the height 1 and 1 as symmetric does. 2 x 7 x 5 output pixels: the interpreter's
+    # 32-pixel tiles span rows and both images, the last one masked.
+    x = torch.randn(2, 3, 13, 10, device=DEVICE)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, 3, 3, 3, device=DEVICE)
+    weight_cols = weight.flatten(1).t().contiguous()
+    bias = torch.randn(out_channels, device=DEVICE)
+    expected = stem(x, weight, weight_cols, bias, stride=2, same=same, use_triton=False)
+    output = stem(x, weight, weight_cols, bias, stride=2, same=same, use_triton=True)
+    assert output.shape == expected.shape == (2, out_channels, 7, 5)
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    assert relative_error(output, expected) <= 1e-5
+
+
+@needs_triton
+def test_triton_fused_stem_model_equals_reference():
+    model = tiny("tf_efficientnet_b0", width=0.1).to(DEVICE)  # the stem conv is a SameConv2d
+    fast = optimize_for_inference(model, use_triton=True, fuse_stem=True)
+    assert isinstance(fast.model.conv_stem, FusedStem) and not fast.cast
+    x = torch.randn(1, 3, 9, 8, device=DEVICE)  # an even width: "same" padding differs from symmetric
+    with torch.inference_mode():
+        assert relative_error(model(torch.randn_like(x)), model(x)) > 0.1  # the logits depend on the input
+        assert relative_error(fast(x), model(x)) <= 1e-5
+
+
+def test_fused_stem_keeps_the_function_and_only_replaces_silu_stems():
+    x = torch.randn(1, 3, 17, 14)
+    for name, fused in (("efficientnet_b0", True), ("efficientnet_lite0", False)):
+        model = tiny(name, width=0.1)
+        fast = optimize_for_inference(model, use_triton=False, fuse_stem=True)
+        plain = optimize_for_inference(model, use_triton=False)
+        assert isinstance(fast.model.conv_stem, FusedStem) is fused and fast.cast is not fused
+        assert fast.state_dict().keys() == plain.state_dict().keys()
+        # In bf16 the stem op casts the float32 input where ChannelsLastInput did; the same ops follow.
+        fast_bf16 = optimize_for_inference(model, dtype=torch.bfloat16, use_triton=False, fuse_stem=True)
+        plain_bf16 = optimize_for_inference(model, dtype=torch.bfloat16, use_triton=False)
+        with torch.inference_mode():
+            assert relative_error(fast(x), model(x)) <= 1e-5
+            assert relative_error(fast_bf16(x), plain_bf16(x)) <= 1e-3
+
+
+def test_stem_rejects_an_input_with_other_channels():
+    weight = torch.randn(8, 3, 3, 3)
+    with pytest.raises(ValueError, match="the stem takes 3 input channels, got an input with 4"):
+        stem(torch.randn(1, 4, 8, 8), weight, weight.flatten(1).t().contiguous(), torch.zeros(8), stride=2,
+             same=False, use_triton=False)
