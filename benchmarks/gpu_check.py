@@ -44,13 +44,14 @@ PLAN = [
         ("inference", "cudagraphs", "effnet-fast-stem"),
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
         ("latency", "eager", "timm"), ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
-        ("training", "eager", "timm"), ("training", "eager", "effnet"),
+        ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-tdw"),
     ]),
     (*B4, [
         ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
         ("inference", "cudagraphs", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast-stem"),
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
-        ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-stages"),
+        ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-tdw"),
+        ("training", "eager", "effnet-stages"),
         ("training", "compile", "timm"), ("training", "compile", "effnet"), ("training", "eager", "effnet-activations"),
     ]),
     (*B0, [
@@ -190,7 +191,7 @@ def main() -> int:
             continue
         candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
                                       memory_savers=("activations", "stages"), fuse_expansion=True,
-                                      fuse_stem=True)
+                                      fuse_stem=True, triton_depthwise=True)
         by_name = {c.name: c for c in candidates.items}
         result = results.setdefault(model_name, BenchResult(
             config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,

@@ -55,14 +55,17 @@ def _torchvision_builder(name: str) -> Callable | None:
 
 def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool = True,
                      memory_savers: tuple[str, ...] = ("activations",), fuse_expansion: bool = False,
-                     fuse_stem: bool = False) -> Candidates:
+                     fuse_stem: bool = False, triton_depthwise: bool = False) -> Candidates:
     """effnet's candidates (plain; fused inference; memory-saving training) and the named peers'.
 
     `fuse_expansion` adds `effnet-fast-expand`: the fused model with the experimental
     expansion-in-depthwise kernel (`effnet.fast.expansion`). `fuse_stem` adds `effnet-fast-stem`:
-    the fused model whose stem kernel reads the raw input (`effnet.fast.stem`)."""
+    the fused model whose stem kernel reads the raw input (`effnet.fast.stem`). `triton_depthwise`
+    adds `effnet-tdw` (training): the plain model with its depthwise convs' forward and backward
+    as Triton kernels (`effnet.fast.depthwise_train`)."""
     import effnet
     from effnet.fast import optimize_for_inference
+    from effnet.fast.depthwise_train import use_triton_depthwise
     from effnet.fast.memory import enable_memory_saving
 
     torch.manual_seed(0)
@@ -85,6 +88,9 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
                 if saver != "none":
                     items.append(Candidate(f"effnet-{saver}", ("training",), lambda d, t, f, saver=saver: _place(
                         enable_memory_saving(copy.deepcopy(reference), saver), d, f)))
+            if triton_depthwise:
+                items.append(Candidate("effnet-tdw", ("training",), lambda d, t, f: _place(
+                    use_triton_depthwise(copy.deepcopy(reference)), d, f)))
     for library, builder in (("timm", _timm_builder), ("torchvision", _torchvision_builder)):
         if library in libraries:
             build = builder(model_name)

@@ -40,6 +40,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--fuse-stem", action="store_true",
                         help="add effnet-fast-stem: the fused model whose stem (input cast, conv, SiLU) is one "
                              "Triton pass (experimental)")
+    parser.add_argument("--triton-depthwise", action="store_true",
+                        help="add effnet-tdw: training with the depthwise convs' forward and backward as Triton "
+                             "kernels (experimental)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per repeat")
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                          image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),
                          fast=args.fast, memory_savers=tuple(args.memory_saver),
-                         fuse_expansion=args.fuse_expansion, fuse_stem=args.fuse_stem, warmup=args.warmup,
+                         fuse_expansion=args.fuse_expansion, fuse_stem=args.fuse_stem,
+                         triton_depthwise=args.triton_depthwise, warmup=args.warmup,
                          repeats=args.repeats, iterations=args.iterations)
     result = run_benchmark(config)
     document = result.to_json()

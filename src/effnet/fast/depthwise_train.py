@@ -1,0 +1,298 @@
+"""Depthwise convolution for training with a Triton forward and backward (experimental, opt-in).
+
+EfficientNet training is slow largely in the depthwise convolutions' backward pass, a long-standing
+cuDNN weakness (pytorch/pytorch#18631). This module computes the three depthwise products on
+channels-last activations with Triton, accumulating in float32:
+
+- forward  y[n,ho,wo,c] = sum over (kh,kw) of x[n, ho*s-pad_h+kh, wo*s-pad_w+kw, c] * w[c,kh,kw]
+  (`kernels.depthwise` with a zero bias, no activation and no pool);
+- input gradient  dx[n,hi,wi,c] = sum over (kh,kw) of dy[n,ho,wo,c] * w[c,kh,kw], where
+  ho = (hi + pad_h - kh) / s and wo likewise, only where the division is exact and (ho, wo) lies in
+  the output (`_input_grad_kernel`: one program per tile of input pixels x channel block);
+- weight gradient  dw[c,kh,kw] = sum over (n,ho,wo) of dy[n,ho,wo,c] * x[n, ho*s-pad_h+kh, ...]
+  (`_weight_grad_kernel`: one program per band of output rows of one image x channel block keeps
+  all k*k taps' partial sums in registers, then adds them into a float32 buffer with ONE atomic
+  add, so atomics are few; the order of those adds makes dw non-deterministic in its last bits).
+
+`use_triton_depthwise(model)` swaps every depthwise `nn.Conv2d` / `SameConv2d` of a model for a
+`TritonDepthwiseConv2d` that shares its parameters (same state-dict keys). That module takes the
+kernels for channels-last inputs on a device they run on, and `F.conv2d` otherwise; both compute
+the same function. Not yet timed on a GPU: the tiles below are first guesses.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.fast import kernels, ops
+from effnet.fast.kernels import INTERPRET, _pow2, triton
+from effnet.models.layers import SameConv2d
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.kernels import _tap
+
+    @triton.jit
+    def _input_grad_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                           sdn, sdh, sdw, sdc, sxn, sxh, sxw, sxc,
+                           K: tl.constexpr, STRIDE: tl.constexpr,
+                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: BLOCK_H x BLOCK_W input pixels x BLOCK_C channels, gathering from dy every
+        # output pixel whose window covers them.
+        pid = tl.program_id(0)
+        blocks_w = tl.cdiv(W, BLOCK_W)
+        blocks_h = tl.cdiv(H, BLOCK_H)
+        p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,) pixels of the tile, row-major
+        wi = (pid % blocks_w) * BLOCK_W + p % BLOCK_W  # (P,)
+        hi = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W  # (P,)
+        n = pid // (blocks_w * blocks_h)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+        c_ok = c < C
+        in_ok = (hi < H) & (wi < W)
+        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for kh in tl.static_range(K):
+            th = hi + pad_h - kh  # (P,) = ho * STRIDE where the tap lines up
+            ho = th // STRIDE
+            h_ok = (th >= 0) & (ho * STRIDE == th) & (ho < HO)
+            for kw in tl.static_range(K):
+                tw = wi + pad_w - kw
+                wo = tw // STRIDE
+                ok = in_ok & h_ok & (tw >= 0) & (wo * STRIDE == tw) & (wo < WO)  # (P,)
+                pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
+                dy = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
+                acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
+        pointers = dx_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+        tl.store(pointers, acc.to(dx_ptr.dtype.element_ty), mask=in_ok[:, None] & c_ok[None, :])
+
+    @triton.jit
+    def _weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                            sxn, sxh, sxw, sxc, sdn, sdh, sdw, sdc,
+                            K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, BAND: tl.constexpr,
+                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W
+        # tiles (BAND is a multiple of BLOCK_H). Row `tap` of `acc` holds tap (tap // K, tap % K).
+        pid = tl.program_id(0)
+        bands = tl.cdiv(HO, BAND)
+        n = pid // bands
+        band_start = (pid % bands) * BAND
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+        c_ok = c < C
+        p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,)
+        taps = tl.arange(0, KK)  # (KK,)
+        acc = tl.zeros([KK, BLOCK_C], dtype=tl.float32)
+        for h0 in range(band_start, band_start + BAND, BLOCK_H):
+            for w0 in range(0, WO, BLOCK_W):
+                ho = h0 + p // BLOCK_W  # (P,)
+                wo = w0 + p % BLOCK_W
+                out_ok = (ho < HO) & (wo < WO)
+                pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
+                dy = tl.load(pointers, mask=out_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, BC)
+                for kh in tl.static_range(K):
+                    for kw in tl.static_range(K):
+                        hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)  # (P,) each
+                        pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                        x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                        part = tl.sum(x.to(tl.float32) * dy, axis=0)  # (BC,)
+                        acc = tl.where(taps[:, None] == kh * K + kw, acc + part[None, :], acc)
+        tap_ok = taps < K * K  # rows K*K..KK-1 only pad KK to a power of two
+        tl.atomic_add(dw_ptr + taps[:, None] * C + c[None, :], acc, mask=tap_ok[:, None] & c_ok[None, :])
+
+
+# The interpreter's time goes by the number of programs more than by their size: large tiles there
+# (the test model's 48-144 channels still span several channel blocks and its maps several tiles).
+_INTERPRET_FORWARD_TILES = (4, 8, 64, 1, 4)
+
+
+def _input_grad_tiles(channels: int) -> tuple[int, int, int, int]:
+    """(BLOCK_H, BLOCK_W, BLOCK_C, num_warps): the forward's 3 x 3 tile shape, untimed here."""
+    return (8, 8, 64, 4) if INTERPRET else (8, 8, _pow2(channels, 16, 32), 4)
+
+
+def _weight_grad_tiles(channels: int) -> tuple[int, int, int, int, int]:
+    """(BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps), untimed here. Eight output rows per program: a
+    112 x 112 map at batch 256 still makes 3584 programs per channel block."""
+    return (8, 4, 8, 64, 4) if INTERPRET else (8, 2, 16, _pow2(channels, 16, 32), 4)
+
+
+def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size: tuple[int, int], *,
+               kernel_size: int, stride: int, padding: tuple[int, int],
+               tiles: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """dx (N, C, H, W, channels-last, dy's dtype) of a depthwise conv from dy and its (k*k, C) taps.
+
+    `padding` is the forward's (top, left); `input_size` the forward input's (H, W).
+    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) overrides the tile choice.
+    """
+    batch, channels, out_h, out_w = grad_output.shape
+    height, width = input_size
+    dx = torch.empty((batch, channels, height, width), device=grad_output.device, dtype=grad_output.dtype,
+                     memory_format=torch.channels_last)
+    block_h, block_w, block_c, warps = tiles or _input_grad_tiles(channels)
+    grid = (batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
+    dy = grad_output
+    _input_grad_kernel[grid](dy, weight_taps, dx, height, width, channels, out_h, out_w, padding[0], padding[1],
+                             dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
+                             dx.stride(0), dx.stride(2), dx.stride(3), dx.stride(1),
+                             K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+                             **({} if INTERPRET else {"num_warps": warps}))
+    return dx
+
+
+def weight_grad(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int, stride: int,
+                padding: tuple[int, int], tiles: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+    """dw (C, 1, k, k) in float32 of a depthwise conv of `x` whose output's gradient is `grad_output`.
+
+    `tiles` = (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps) overrides the tile choice; BAND (output
+    rows per program) must be a multiple of BLOCK_H.
+    """
+    batch, channels, height, width = x.shape
+    out_h, out_w = grad_output.shape[2:]
+    band, block_h, block_w, block_c, warps = tiles or _weight_grad_tiles(channels)
+    if band % block_h:
+        raise ValueError(f"the band ({band} rows) must be a multiple of BLOCK_H ({block_h})")
+    sums = torch.zeros((kernel_size * kernel_size, channels), device=x.device, dtype=torch.float32)
+    grid = (batch * triton.cdiv(out_h, band), triton.cdiv(channels, block_c))
+    dy = grad_output
+    _weight_grad_kernel[grid](x, dy, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
+                              x.stride(0), x.stride(2), x.stride(3), x.stride(1),
+                              dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
+                              K=kernel_size, STRIDE=stride, KK=triton.next_power_of_2(kernel_size * kernel_size),
+                              BAND=band, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+                              **({} if INTERPRET else {"num_warps": warps}))
+    return sums.t().reshape(channels, 1, kernel_size, kernel_size)  # (C, 1, k, k)
+
+
+class _DepthwiseConvFunction(torch.autograd.Function):
+    """y = depthwise_conv(x, weight) with the three Triton kernels; x channels-last."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: tuple[int, int],
+                output_size: tuple[int, int]) -> torch.Tensor:
+        channels, kernel_size = weight.shape[0], weight.shape[-1]
+        taps = weight.detach().flatten(1).t().contiguous()  # (k*k, C)
+        zero_bias = torch.zeros(channels, device=x.device, dtype=x.dtype)
+        y, _ = kernels.depthwise(x, taps, zero_bias, kernel_size=kernel_size, stride=stride, padding=padding,
+                                 output_size=output_size, act=False, pool=False,
+                                 tiles=_INTERPRET_FORWARD_TILES if INTERPRET else None)
+        ctx.save_for_backward(x, taps)
+        ctx.geometry = (kernel_size, stride, padding)
+        ctx.weight_dtype = weight.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        x, taps = ctx.saved_tensors
+        kernel_size, stride, padding = ctx.geometry
+        # Channels-last for coalesced loads; autograd may hand over any layout (even stride 0).
+        dy = grad_output.contiguous(memory_format=torch.channels_last)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = input_grad(dy, taps, x.shape[2:], kernel_size=kernel_size, stride=stride, padding=padding)
+        if ctx.needs_input_grad[1]:
+            dw = weight_grad(x, dy, kernel_size=kernel_size, stride=stride, padding=padding).to(ctx.weight_dtype)
+        return dx, dw, None, None, None
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padding: tuple[int, int],
+                   output_size: tuple[int, int]) -> torch.Tensor:
+    """Depthwise conv of channels-last `x` (N, C, H, W) by `weight` (C, 1, k, k), no bias, differentiable
+    in both through the Triton kernels. `padding` is (top, left); bottom/right follow from `output_size`."""
+    return _DepthwiseConvFunction.apply(x, weight, stride, tuple(padding), tuple(output_size))
+
+
+class TritonDepthwiseConv2d(nn.Conv2d):
+    """A depthwise `nn.Conv2d` (square kernel and stride, no dilation) whose forward and backward run
+    as Triton kernels on channels-last inputs where they can, and as `F.conv2d` elsewhere.
+
+    `same=True` pads as TensorFlow's "same" (like `SameConv2d`, whose `padding` is 0); otherwise
+    the conv's own symmetric `padding` applies. Parameters and state-dict keys are nn.Conv2d's.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int | tuple[int, int] = 0,
+                 bias: bool = False, same: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=bias,
+                         device=device, dtype=dtype)
+        self.same = same
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> TritonDepthwiseConv2d:
+        """The Triton version of a depthwise `conv`, sharing its weight and bias tensors."""
+        if not _replaceable(conv):
+            raise ValueError(f"not a depthwise conv with a square kernel and stride, no dilation and numeric "
+                             f"zero padding: {conv}")
+        new = cls(conv.in_channels, conv.kernel_size[0], conv.stride[0], conv.padding, bias=conv.bias is not None,
+                  same=isinstance(conv, SameConv2d), device="meta")
+        new.weight = conv.weight
+        new.bias = conv.bias
+        new.train(conv.training)
+        return new
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", same=True" if self.same else "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._triton(x):
+            return self._reference(x)
+        kernel_size, stride = self.kernel_size[0], self.stride[0]
+        if self.same:
+            output_size, padding = ops.conv_geometry(x, kernel_size, stride, same=True)
+        else:
+            padding = self.padding
+            output_size = tuple((size + 2 * pad - kernel_size) // stride + 1 for size, pad in zip(x.shape[2:], padding))
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled(x.device.type):
+            # As autocast runs F.conv2d: input, weight and bias in the autocast dtype.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+        y = depthwise_conv(x, weight, stride=stride, padding=padding, output_size=output_size)  # (N, C, HO, WO)
+        if bias is not None:
+            y = y + bias.to(y.dtype)[None, :, None, None]
+        return y
+
+    def _triton(self, x: torch.Tensor) -> bool:
+        # Float64 would lose precision in the float32 accumulators; the weight gradient's atomic adds
+        # are not deterministic.
+        return (kernels.usable(x) and x.dim() == 4 and x.dtype != torch.float64
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and not torch.are_deterministic_algorithms_enabled())
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same:
+            kernel_size, stride = self.kernel_size[0], self.stride[0]
+            (out_h, out_w), (pad_h, pad_w) = ops.conv_geometry(x, kernel_size, stride, same=True)
+            # The extra bottom/right row of "same" padding, as SameConv2d pads.
+            pad_b = max((out_h - 1) * stride + kernel_size - x.shape[2], 0) - pad_h
+            pad_r = max((out_w - 1) * stride + kernel_size - x.shape[3], 0) - pad_w
+            x = F.pad(x, [pad_w, pad_r, pad_h, pad_b])
+        return super().forward(x)
+
+
+def _replaceable(module: nn.Module) -> bool:
+    """A plain depthwise conv (exactly nn.Conv2d or SameConv2d) that the kernels compute."""
+    if type(module) not in (nn.Conv2d, SameConv2d):
+        return False
+    channels = module.in_channels
+    return (module.groups == channels == module.out_channels > 1
+            and module.kernel_size[0] == module.kernel_size[1] and module.stride[0] == module.stride[1]
+            and module.dilation == (1, 1) and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str)
+            and (type(module) is nn.Conv2d or module.padding == (0, 0)))
+
+
+def use_triton_depthwise(model: nn.Module) -> nn.Module:
+    """Replace (in place) every depthwise conv of `model` by a `TritonDepthwiseConv2d` sharing its
+    parameters; returns the model (the new conv, if `model` itself is one). Depthwise convs the
+    kernels do not cover (non-square kernel or stride, dilation, string padding, other padding
+    modes, subclasses with their own forward) are left as they are."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"use_triton_depthwise needs an nn.Module, got {type(model).__name__}")
+    if _replaceable(model):
+        return TritonDepthwiseConv2d.from_conv(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _replaceable(child):
+                setattr(parent, name, TritonDepthwiseConv2d.from_conv(child))
+    return model
