@@ -6,7 +6,7 @@ channels-last, and replaces each MBConv block by `FusedMBConv`:
     expand   = pointwise(x, act=SiLU)                         # 1 x 1 conv + bias + SiLU
     dw, sums = depthwise(expand, act=SiLU, pool=True)         # k x k conv + bias + SiLU + SE sums
     gate     = excitation(sums)                               # (N, C) float32, tiny
-    out      = pointwise(dw, gate=gate, residual=x)           # the gate applied as dw is loaded
+    out      = pointwise(dw, gate=gate, residual=x)           # the gate scales the weight tile
 
 Each full-size tensor is written once and read once; nothing is written for BN, SiLU, the SE
 pool or `x * gate`. Head and other block types run the folded PyTorch modules; so does the stem,

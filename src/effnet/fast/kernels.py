@@ -7,8 +7,8 @@ folded into the convolutions:
   accumulated in the same pass (one read of the input, one write of the output; the SE pool never
   re-reads the activation).
 - `pointwise`: a 1 x 1 convolution as a matrix product over (pixels, channels), with bias, optional
-  SiLU, the excitation gate applied to the operand as it is loaded (so `x * gate` is never written)
-  and the residual added in the epilogue.
+  SiLU, the excitation gate applied to each image's weight tile (or to the operand as it is loaded;
+  either way `x * gate` is never written) and the residual added in the epilogue.
 
 Kernels run on CUDA tensors, or on CPU tensors under `TRITON_INTERPRET=1` (how the tests check
 them without a GPU). `effnet.fast.ops` chooses between these and plain PyTorch.
