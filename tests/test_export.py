@@ -96,9 +96,10 @@ def test_cli_export_text_mode_prints_the_max_relative_error(main, tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_onnx_dynamo_exporter_matches_onnxruntime(name: str, tmp_path: Path) -> None:
-    assert_full_grid(export_model(make_model(name), "onnx", tmp_path / "model.onnx", verbose=False))
+def test_onnx_dynamo_exporter_matches_onnxruntime(tmp_path: Path) -> None:
+    """Symmetric padding; TF "same" padding's dynamo export is the CLI test's above."""
+    model = make_model("efficientnet_b0")
+    assert_full_grid(export_model(model, "onnx", tmp_path / "model.onnx", verbose=False))
 
 
 def test_bad_requests_are_typed_errors(main, tmp_path: Path, capsys) -> None:

@@ -52,10 +52,8 @@ def test_builtin_run_learns_well_above_chance(tmp_path, capsys):
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     common = [*TINY, "--epochs", "2", "--deterministic", "--checkpoint-every", "4", "--seed", "3"]
-    straight = tmp_path / "straight"
-    assert train_process("--output", str(straight), *common).wait(timeout=600) == 0
-
-    killed = tmp_path / "killed"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    uninterrupted = train_process("--output", str(straight), *common)  # side by side: one thread each
     process = train_process("--output", str(killed), *common)
     checkpoints = killed / "checkpoints"
     deadline = time.time() + 300
@@ -68,6 +66,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     assert not (killed / "model.safetensors").exists()
     state = load_checkpoint(max(checkpoints.glob("step-*.pt")))["state"]
     assert state["epoch"] == 0 and 0 < state["batches_done"]  # killed mid-epoch
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()
 
     resumed = train_process("--output", str(killed), *common, "--resume", "auto")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
@@ -89,8 +88,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     common = [*TINY, "--epochs", "1", "--seed", "1", "--drop-rate", "0", "--drop-path-rate", "0",
               "--ema-decay", "0", "--deterministic", "--optimizer", "sgd", "--val-fraction", "0.8", "--sync-bn"]
     single, double, frozen = tmp_path / "single", tmp_path / "double", tmp_path / "frozen"
-    assert train_process("--output", str(single), "--batch-size", "32", "--lr", "0.0001", *common).wait(timeout=600) == 0
-    assert train_process("--output", str(frozen), "--batch-size", "32", "--lr", "0", *common).wait(timeout=600) == 0
+    runs = [train_process("--output", str(single), "--batch-size", "32", "--lr", "0.0001", *common),
+            train_process("--output", str(frozen), "--batch-size", "32", "--lr", "0", *common)]  # side by side
+    assert all(run.wait(timeout=600) == 0 for run in runs)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                 "-m", "effnet", "train", "--output", str(double), "--batch-size", "16", "--lr", "0.0001", *common]
     result = subprocess.run(torchrun, capture_output=True, text=True, timeout=600)
