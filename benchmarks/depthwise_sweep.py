@@ -15,9 +15,9 @@ the defaults, and how far the best tiles stay from the memory floor, before any 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,10 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import effnet  # noqa: E402
-from effnet.bench.measure import Timer, relative_error  # noqa: E402
+from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
+from sweep_common import finish, sweep_timer  # noqa: E402
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): one-row tiles (the default's neighbours), then two-dimensional tiles of 32 to 128 pixels.
 SWEEP = [(1, 16, 64, 1, 4), (1, 8, 128, 1, 4), (1, 16, 64, 4, 4), (1, 32, 64, 2, 8),
@@ -77,8 +78,7 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    # On CPU (Triton's interpreter) the script only proves that it runs: one call per timing.
-    timer = Timer(device, warmup=2, repeats=5, iterations=3) if device.type == "cuda" else Timer(device, 0, 1, 1)
+    timer = sweep_timer(device)
     sweep = SWEEP[:args.configs]
     rows, totals = [], Counter()
     print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
@@ -97,22 +97,24 @@ def main() -> int:
         moved = (x.numel() + args.batch * channels * out_h * out_w) * x.element_size()
         expected = torch_reference(x, weight, bias, stride, same)
 
-        def run(tiles):
-            if isinstance(tiles, str):  # "rolling (BLOCK_W, BLOCK_C, ROWS, warps)"
-                return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
-                                         act=True, pool=True, tiles=rolling[tiles])
+        def run(tiles=None):
             return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                      output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
-        rolling = {f"rolling {t}": t for t in ROLLING[:args.rolling_configs]} if stride == 1 else {}
+        def rolling(tiles):
+            return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
+                                     act=True, pool=True, tiles=tiles)
 
-        times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same)), "default": None}
+        variants = {"default": run, **{str(t): partial(run, t) for t in sweep},
+                    **({f"rolling {t}": partial(rolling, t) for t in ROLLING[:args.rolling_configs]}
+                       if stride == 1 else {})}
+        times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
         errors = {}
-        for tiles in [None, *sweep, *rolling]:
-            y, sums = run(tiles)
-            errors[str(tiles)] = max(relative_error(y, expected[0]),
-                                     relative_error(sums / (out_h * out_w), expected[1].float()))
-            times["default" if tiles is None else str(tiles)] = timer.median(lambda: run(tiles))
+        for name, variant in variants.items():
+            y, sums = variant()
+            errors[name] = max(relative_error(y, expected[0]),
+                               relative_error(sums / (out_h * out_w), expected[1].float()))
+            times[name] = timer.median(variant)
         swept = {name: t for name, t in times.items() if name != "torch"}
         best = min(swept, key=swept.get)
 
@@ -131,11 +133,7 @@ def main() -> int:
     print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, default tiles "
           f"{totals['default'] * 1e3:.2f} ms, best tiles per layer {totals['best tiles'] * 1e3:.2f} ms; "
           f"{totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "depthwise_sweep.json").write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
-    worst = max(max(row["errors"].values()) for row in rows)
-    return 0 if worst <= (1e-2 if dtype == torch.bfloat16 else 1e-4) else 1
+    return finish(args.out, "depthwise_sweep.json", device, rows, 1e-2 if dtype == torch.bfloat16 else 1e-4)
 
 
 if __name__ == "__main__":

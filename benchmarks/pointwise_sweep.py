@@ -8,8 +8,9 @@ For every distinct 1x1 convolution of an MBConv block (B0 at 224 px by default: 
 with SiLU, and the projections, with the squeeze-excitation gate and, where the block has one, the
 residual) it times on channels-last activations: PyTorch as eager runs it (`x * gate`, conv, SiLU,
 `+ residual`), the bare cuDNN convolution (no gate, activation or residual: a bound on what a
-library matrix product gives), effnet's kernel with its default tiles, the gate applied to the
-weight tile instead of the activations (`gate_weights`), each tile configuration of a sweep, and on
+library matrix product gives), effnet's kernel with its defaults (tiles per role, the gate on the
+weight tile), the gate applied to the activations as they load instead ("gate-rows",
+`gate_weights=False`), each tile configuration of a sweep with either gate, and on
 the layers without a gate (up to `streaming.MAX_K` input channels) the persistent, pipelined kernel
 of `effnet.fast.streaming` in each of its sweep configurations ("stream (...)").
 Bandwidth counts one read of the input and the residual and one write of the output.
@@ -17,7 +18,6 @@ Bandwidth counts one read of the input and the residual and one write of the out
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from functools import partial
@@ -30,9 +30,10 @@ from triton.runtime.errors import OutOfResources
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import effnet  # noqa: E402
-from effnet.bench.measure import Timer, relative_error  # noqa: E402
+from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
+from sweep_common import finish, sweep_timer  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
 SWEEP = [(128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
@@ -78,11 +79,11 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    timer = Timer(device, warmup=2, repeats=5, iterations=3) if device.type == "cuda" else Timer(device, 0, 1, 1)
+    timer = sweep_timer(device)
     sweep, stream_sweep = SWEEP[:args.configs], STREAM_SWEEP[:args.stream_configs]
     rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'cudnn us':>9} | "
-          f"{'default us':>10} {'GB/s':>6} | {'gate-w us':>9} | {'best us':>8} {'GB/s':>6} best", flush=True)
+          f"{'default us':>10} {'GB/s':>6} | {'gate-rows':>9} | {'best us':>8} {'GB/s':>6} best", flush=True)
     for (cin, cout, height, width, act, gated, skip), count in sorted(layer_shapes(args.model, args.size).items()):
         torch.manual_seed(0)
         shape = (args.batch, cin, height, width)
@@ -96,7 +97,7 @@ def main() -> int:
         expected = ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate, residual=residual,
                                  use_triton=False)
 
-        def run(tiles=None, gate_weights=False):
+        def run(tiles=None, gate_weights=True):  # the kernel's default: the gate on the weights
             return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
                                      gate_weights=gate_weights)
 
@@ -106,8 +107,8 @@ def main() -> int:
         times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
                                                              residual=residual, use_triton=False)),
                  "cudnn": timer.median(lambda: F.conv2d(x, weight))}
-        variants = {"default": partial(run), **({"gate-w": partial(run, None, True)} if gated else {}),
-                    **{str(t): partial(run, t) for t in sweep},
+        variants = {"default": partial(run), **({"gate-rows": partial(run, None, False)} if gated else {}),
+                    **{str(t): partial(run, t, False) for t in sweep},
                     **({f"{t} gate-w": partial(run, t, True) for t in sweep} if gated else {}),
                     **({f"stream {t}": partial(stream, t) for t in stream_sweep}
                        if not gated and cin <= streaming.MAX_K else {})}
@@ -127,11 +128,11 @@ def main() -> int:
             return moved / seconds / 1e9
 
         role = "expand" if act else ("proj+res" if skip else "project")
-        gate_w = f"{times['gate-w'] * 1e6:9.1f}" if gated else f"{'-':>9}"
+        gate_rows = f"{times['gate-rows'] * 1e6:9.1f}" if gated else f"{'-':>9}"
         note = f"; out of resources: {', '.join(skipped)}" if skipped else ""
         print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
               f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
-              f"{gate_w} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
+              f"{gate_rows} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
               f"(max error {max(errors.values()):.1e}{note})", flush=True)
         rows.append({"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
                      "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best})
@@ -142,11 +143,7 @@ def main() -> int:
     print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, bare cuDNN conv "
           f"{totals['cudnn'] * 1e3:.2f} ms, default tiles {totals['default'] * 1e3:.2f} ms, best per layer "
           f"{totals['best'] * 1e3:.2f} ms; {totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "pointwise_sweep.json").write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
-    worst = max(max(row["errors"].values()) for row in rows)
-    return 0 if worst <= (2e-2 if dtype == torch.bfloat16 else 1e-4) else 1
+    return finish(args.out, "pointwise_sweep.json", device, rows, 2e-2 if dtype == torch.bfloat16 else 1e-4)
 
 
 if __name__ == "__main__":

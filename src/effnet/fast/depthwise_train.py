@@ -22,7 +22,6 @@ the same function. Not yet timed on a GPU: the tiles below are first guesses.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from effnet.fast import kernels, ops
@@ -260,13 +259,8 @@ class TritonDepthwiseConv2d(nn.Conv2d):
                 and not torch.are_deterministic_algorithms_enabled())
 
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
-        if self.same:
-            kernel_size, stride = self.kernel_size[0], self.stride[0]
-            (out_h, out_w), (pad_h, pad_w) = ops.conv_geometry(x, kernel_size, stride, same=True)
-            # The extra bottom/right row of "same" padding, as SameConv2d pads.
-            pad_b = max((out_h - 1) * stride + kernel_size - x.shape[2], 0) - pad_h
-            pad_r = max((out_w - 1) * stride + kernel_size - x.shape[3], 0) - pad_w
-            x = F.pad(x, [pad_w, pad_r, pad_h, pad_b])
+        if self.same:  # as SameConv2d pads; the conv's own padding is then 0
+            x = ops.pad_for_conv(x, self.kernel_size[0], self.stride[0], same=True)
         return super().forward(x)
 
 

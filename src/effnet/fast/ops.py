@@ -40,6 +40,16 @@ def conv_geometry(x: torch.Tensor, kernel_size: int, stride: int,
     return (out_h, out_w), (pad_h, pad_w)
 
 
+def pad_for_conv(x: torch.Tensor, kernel_size: int, stride: int, same: bool) -> torch.Tensor:
+    """`x` zero-padded so that an unpadded k x k conv with `stride` gives `conv_geometry`'s output:
+    the reference paths' way to pad as the kernels do (the extra bottom/right row of "same"
+    padding, and any a strided conv would not reach, fall out of the output size)."""
+    (out_h, out_w), (pad_h, pad_w) = conv_geometry(x, kernel_size, stride, same)
+    pad_b = (out_h - 1) * stride + kernel_size - x.shape[2] - pad_h
+    pad_r = (out_w - 1) * stride + kernel_size - x.shape[3] - pad_w
+    return F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)])
+
+
 def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
               stride: int, same: bool, act: bool = True, pool: bool = False,
               use_triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -48,15 +58,11 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     `weight` is the conv's (C, 1, k, k); `weight_taps` the same values laid out (k*k, C).
     """
     kernel_size = weight.shape[-1]
-    (out_h, out_w), (pad_h, pad_w) = conv_geometry(x, kernel_size, stride, same)
     if _triton(x, use_triton):
+        output_size, padding = conv_geometry(x, kernel_size, stride, same)
         return kernels.depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride,
-                                 padding=(pad_h, pad_w), output_size=(out_h, out_w), act=act, pool=pool)
-    # Pad so that the convolution's own (zero) padding is not needed; the extra bottom/right row
-    # of "same" padding falls out of the output size.
-    pad_b = (out_h - 1) * stride + kernel_size - x.shape[2] - pad_h
-    pad_r = (out_w - 1) * stride + kernel_size - x.shape[3] - pad_w
-    y = F.conv2d(F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)]), weight, bias, stride,
+                                 padding=padding, output_size=output_size, act=act, pool=pool)
+    y = F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride,
                  groups=x.shape[1])  # (N, C, HO, WO)
     if act:
         y = F.silu(y, inplace=True)

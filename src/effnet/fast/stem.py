@@ -88,14 +88,11 @@ def stem(x: torch.Tensor, weight: torch.Tensor, weight_cols: torch.Tensor, bias:
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"the stem takes {weight.shape[1]} input channels, got an input with {x.shape[1]}")
     kernel_size = weight.shape[-1]
-    (out_h, out_w), (pad_h, pad_w) = ops.conv_geometry(x, kernel_size, stride, same)
     if ops._triton(x, use_triton):
-        return _launch(x, weight_cols, bias, kernel_size=kernel_size, stride=stride, padding=(pad_h, pad_w),
-                       output_size=(out_h, out_w))
-    # The unfused model's first steps: cast and change layout, pad (the extra bottom/right row of
-    # "same" padding falls out of the output size), convolve, SiLU.
+        output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+        return _launch(x, weight_cols, bias, kernel_size=kernel_size, stride=stride, padding=padding,
+                       output_size=output_size)
+    # The unfused model's first steps: cast and change layout, pad, convolve, SiLU.
     x = x.to(dtype=weight.dtype, memory_format=torch.channels_last)
-    pad_b = (out_h - 1) * stride + kernel_size - x.shape[2] - pad_h
-    pad_r = (out_w - 1) * stride + kernel_size - x.shape[3] - pad_w
-    y = F.conv2d(F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)]), weight, bias, stride)  # (N, out, HO, WO)
+    y = F.conv2d(ops.pad_for_conv(x, kernel_size, stride, same), weight, bias, stride)  # (N, out, HO, WO)
     return F.silu(y, inplace=True).contiguous(memory_format=torch.channels_last)
