@@ -130,3 +130,58 @@ def test_bench_offers_the_triton_depthwise_training_candidate_only_when_asked():
     model = candidate.build(torch.device("cpu"), torch.float32, torch.channels_last)
     assert any(isinstance(m, TritonDepthwiseConv2d) for m in model.modules())
     assert not any(isinstance(m, TritonDepthwiseConv2d) for m in candidates.reference.modules())
+
+
+@needs_triton
+def test_depthwise_operators_pass_pytorchs_operator_checks():
+    """Schema, fake (meta) functions, autograd registration and AOT dispatch of the three custom ops,
+    as `torch.compile` relies on them."""
+    from effnet.fast.depthwise_train import _depthwise_conv_op, _input_grad_op, _weight_grad_op
+
+    torch.manual_seed(14)
+    x = _channels_last(torch.randn(2, 12, 7, 9, device=DEVICE))
+    taps = torch.randn(25, 12, device=DEVICE)
+    dy = _channels_last(torch.randn(2, 12, 4, 5, device=DEVICE))
+    for op, args in ((_depthwise_conv_op, (x, taps, 5, 2, [2, 2], [4, 5])),
+                     (_input_grad_op, (dy, taps, 5, 2, [2, 2], [7, 9])),
+                     (_weight_grad_op, (x, dy, 5, 2, [2, 2]))):
+        results = torch.library.opcheck(op, args)
+        assert set(results.values()) == {"SUCCESS"}, (op, results)
+
+
+@needs_triton
+def test_compiled_training_runs_the_kernels_in_one_graph():
+    """`torch.compile(fullgraph=True)` traces a depthwise + BN + SiLU stack (3x3 and TF-"same" 5x5
+    stride 2) without a graph break: the forward graph calls the Triton forward operator, the backward
+    graph both gradient operators, and the compiled gradients equal the plain PyTorch ones."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def recorder(kind):
+        def compile_graph(graph_module, example_inputs):
+            graphs[kind] = graph_module.code
+            return make_boxed_func(graph_module.forward)
+        return compile_graph
+
+    torch.manual_seed(15)
+    reference = nn.Sequential(nn.Conv2d(12, 12, 3, 1, 1, groups=12, bias=False), nn.BatchNorm2d(12), nn.SiLU(),
+                              SameConv2d(12, 12, 5, 2, 0, groups=12, bias=False), nn.BatchNorm2d(12),
+                              nn.SiLU()).to(DEVICE)
+    model = use_triton_depthwise(copy.deepcopy(reference))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True,
+                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    x = _channels_last(torch.randn(2, 12, 7, 9, device=DEVICE))
+    x_ref, x_compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ref, y = reference(x_ref), compiled(x_compiled)
+    assert "effnet.depthwise_conv.default" in graphs["forward"]
+    upstream = torch.randn_like(y_ref)
+    grads_ref = torch.autograd.grad(y_ref, (x_ref, *reference.parameters()), upstream)
+    grads = torch.autograd.grad(y, (x_compiled, *model.parameters()), upstream)
+    assert "effnet.depthwise_conv_input_grad.default" in graphs["backward"]
+    assert "effnet.depthwise_conv_weight_grad.default" in graphs["backward"]
+    assert relative_error(y, y_ref) <= 1e-5
+    for grad, expected in zip(grads, grads_ref, strict=True):
+        assert relative_error(grad, expected) <= 1e-5

@@ -31,26 +31,9 @@ def train_process(*argv: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_builtin_run_learns_well_above_chance(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--output", str(out), *TINY, "--epochs", "4",
-                 "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["top1"] > 40.0  # ten digit classes: chance is 10%
-    assert summary["epochs"] == 4 and summary["skipped_files"] == [] and summary["images_per_second"] > 0
-    for name in ("summary.json", "model.safetensors", "model_ema.safetensors", "config.json", "metrics.csv",
-                 "loss.png", "accuracy.png", "lr.png", "config.resolved.json"):
-        assert (out / name).is_file(), name
-    assert list((out / "tensorboard").iterdir())
-    assert (out / "checkpoints" / "best.pt").is_file()
-    config = json.loads((out / "config.json").read_text())
-    assert config["class_names"] == [str(i) for i in range(10)]
-    model = effnet.create_model(str(out)).eval()
-    assert model.class_names == config["class_names"] and model.num_classes == 10
-    assert summary["macs_per_image"] == effnet.count_macs(model.spec, num_classes=10)  # torch's FLOP counter
-
-
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
+def test_run_learns_and_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
+    """One uninterrupted run learns (and writes every artefact); a second, killed mid-epoch and resumed,
+    ends with the same weights to the bit. (One test: the uninterrupted run is the reference for both.)"""
     common = [*TINY, "--epochs", "2", "--deterministic", "--checkpoint-every", "4", "--seed", "3"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     uninterrupted = train_process("--output", str(straight), *common)  # side by side: one thread each
@@ -69,6 +52,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr.read()
 
     resumed = train_process("--output", str(killed), *common, "--resume", "auto")
+    _assert_learned_with_every_artefact(straight)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     expected, actual = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
     assert expected.keys() == actual.keys()
@@ -76,6 +60,21 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
         assert torch.equal(expected[key], actual[key]), key
     ema_expected, ema_actual = load_file(straight / "model_ema.safetensors"), load_file(killed / "model_ema.safetensors")
     assert all(torch.equal(ema_expected[key], ema_actual[key]) for key in ema_expected)
+
+
+def _assert_learned_with_every_artefact(out: Path) -> None:
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["top1"] > 30.0  # ten digit classes, 359 validation images: chance is 10% (+- 1.6%)
+    assert summary["epochs"] == 2 and summary["skipped_files"] == [] and summary["images_per_second"] > 0
+    for name in ("summary.json", "model.safetensors", "model_ema.safetensors", "config.json", "metrics.csv",
+                 "loss.png", "accuracy.png", "lr.png", "config.resolved.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    assert (out / "checkpoints" / "best.pt").is_file()
+    config = json.loads((out / "config.json").read_text())
+    model = effnet.create_model(str(out)).eval()
+    assert model.class_names == config["class_names"] == [str(i) for i in range(10)] and model.num_classes == 10
+    assert summary["macs_per_image"] == effnet.count_macs(model.spec, num_classes=10)  # torch's FLOP counter
 
 
 def _updates(run: Path, start: dict) -> torch.Tensor:

@@ -14,6 +14,10 @@ channels-last activations with Triton, accumulating in float32:
   all k*k taps' partial sums in registers, then adds them into a float32 buffer with ONE atomic
   add, so atomics are few; the order of those adds makes dw non-deterministic in its last bits).
 
+The three are PyTorch custom operators (`effnet::depthwise_conv` with its autograd formula, and
+`effnet::depthwise_conv_input_grad` / `_weight_grad`), so `torch.compile` traces a training model
+through them without a graph break and fuses the batch norms and SiLUs around them.
+
 `use_triton_depthwise(model)` swaps every depthwise `nn.Conv2d` / `SameConv2d` of a model for a
 `TritonDepthwiseConv2d` that shares its parameters (same state-dict keys). That module takes the
 kernels for channels-last inputs on a device they run on, and `F.conv2d` otherwise; both compute
@@ -146,6 +150,14 @@ def weight_grad(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int,
     `tiles` = (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps) overrides the tile choice; BAND (output
     rows per program) must be a multiple of BLOCK_H.
     """
+    channels = x.shape[1]
+    sums = _weight_grad_taps(x, grad_output, kernel_size=kernel_size, stride=stride, padding=padding, tiles=tiles)
+    return sums.t().reshape(channels, 1, kernel_size, kernel_size)
+
+
+def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int, stride: int,
+                      padding: tuple[int, int], tiles: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+    """The weight gradient laid out as the taps, (k*k, C) float32."""
     batch, channels, height, width = x.shape
     out_h, out_w = grad_output.shape[2:]
     band, block_h, block_w, block_c, warps = tiles or _weight_grad_tiles(channels)
@@ -160,45 +172,84 @@ def weight_grad(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int,
                               K=kernel_size, STRIDE=stride, KK=triton.next_power_of_2(kernel_size * kernel_size),
                               BAND=band, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
                               **({} if INTERPRET else {"num_warps": warps}))
-    return sums.t().reshape(channels, 1, kernel_size, kernel_size)  # (C, 1, k, k)
+    return sums
 
 
-class _DepthwiseConvFunction(torch.autograd.Function):
-    """y = depthwise_conv(x, weight) with the three Triton kernels; x channels-last."""
+# The three products as PyTorch custom operators: `torch.compile` then traces a training model through
+# them without a graph break (each is one opaque call in the graph, shapes from the fake functions),
+# and autograd takes the forward's gradient from the other two.
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: tuple[int, int],
-                output_size: tuple[int, int]) -> torch.Tensor:
-        channels, kernel_size = weight.shape[0], weight.shape[-1]
-        taps = weight.detach().flatten(1).t().contiguous()  # (k*k, C)
-        zero_bias = torch.zeros(channels, device=x.device, dtype=x.dtype)
-        y, _ = kernels.depthwise(x, taps, zero_bias, kernel_size=kernel_size, stride=stride, padding=padding,
-                                 output_size=output_size, act=False, pool=False,
-                                 tiles=_INTERPRET_FORWARD_TILES if INTERPRET else None)
-        ctx.save_for_backward(x, taps)
-        ctx.geometry = (kernel_size, stride, padding)
-        ctx.weight_dtype = weight.dtype
-        return y
+def _channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
 
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        x, taps = ctx.saved_tensors
-        kernel_size, stride, padding = ctx.geometry
-        # Channels-last for coalesced loads; autograd may hand over any layout (even stride 0).
-        dy = grad_output.contiguous(memory_format=torch.channels_last)
-        dx = dw = None
-        if ctx.needs_input_grad[0]:
-            dx = input_grad(dy, taps, x.shape[2:], kernel_size=kernel_size, stride=stride, padding=padding)
-        if ctx.needs_input_grad[1]:
-            dw = weight_grad(x, dy, kernel_size=kernel_size, stride=stride, padding=padding).to(ctx.weight_dtype)
-        return dx, dw, None, None, None
+
+@torch.library.custom_op("effnet::depthwise_conv", mutates_args=())
+def _depthwise_conv_op(x: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: list[int],
+                       output_size: list[int]) -> torch.Tensor:
+    zero_bias = torch.zeros(taps.shape[1], device=x.device, dtype=x.dtype)
+    y, _ = kernels.depthwise(x, taps, zero_bias, kernel_size=kernel_size, stride=stride, padding=tuple(padding),
+                             output_size=tuple(output_size), act=False, pool=False,
+                             tiles=_INTERPRET_FORWARD_TILES if INTERPRET else None)
+    return y
+
+
+@_depthwise_conv_op.register_fake
+def _(x, taps, kernel_size, stride, padding, output_size):
+    return _channels_last_empty(x, (x.shape[0], x.shape[1], *output_size))
+
+
+@torch.library.custom_op("effnet::depthwise_conv_input_grad", mutates_args=())
+def _input_grad_op(grad_output: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int,
+                   padding: list[int], input_size: list[int]) -> torch.Tensor:
+    return input_grad(grad_output, taps, tuple(input_size), kernel_size=kernel_size, stride=stride,
+                      padding=tuple(padding))
+
+
+@_input_grad_op.register_fake
+def _(grad_output, taps, kernel_size, stride, padding, input_size):
+    return _channels_last_empty(grad_output, (grad_output.shape[0], grad_output.shape[1], *input_size))
+
+
+@torch.library.custom_op("effnet::depthwise_conv_weight_grad", mutates_args=())
+def _weight_grad_op(x: torch.Tensor, grad_output: torch.Tensor, kernel_size: int, stride: int,
+                    padding: list[int]) -> torch.Tensor:
+    return _weight_grad_taps(x, grad_output, kernel_size=kernel_size, stride=stride, padding=tuple(padding))
+
+
+@_weight_grad_op.register_fake
+def _(x, grad_output, kernel_size, stride, padding):
+    return x.new_empty((kernel_size * kernel_size, x.shape[1]), dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, taps, kernel_size, stride, padding, _ = inputs
+    ctx.save_for_backward(x, taps)
+    ctx.geometry = (kernel_size, stride, padding)
+
+
+def _backward(ctx, grad_output: torch.Tensor):
+    x, taps = ctx.saved_tensors
+    kernel_size, stride, padding = ctx.geometry
+    # Channels-last for coalesced loads; autograd may hand over any layout (even stride 0).
+    dy = grad_output.contiguous(memory_format=torch.channels_last)
+    dx = dtaps = None
+    if ctx.needs_input_grad[0]:
+        dx = _input_grad_op(dy, taps, kernel_size, stride, padding, list(x.shape[2:]))
+    if ctx.needs_input_grad[1]:
+        dtaps = _weight_grad_op(x, dy, kernel_size, stride, padding).to(taps.dtype)
+    return dx, dtaps, None, None, None, None
+
+
+_depthwise_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padding: tuple[int, int],
                    output_size: tuple[int, int]) -> torch.Tensor:
     """Depthwise conv of channels-last `x` (N, C, H, W) by `weight` (C, 1, k, k), no bias, differentiable
-    in both through the Triton kernels. `padding` is (top, left); bottom/right follow from `output_size`."""
-    return _DepthwiseConvFunction.apply(x, weight, stride, tuple(padding), tuple(output_size))
+    in both through the Triton kernels (`effnet::depthwise_conv` and its two gradient operators).
+    `padding` is (top, left); bottom/right follow from `output_size`."""
+    taps = weight.flatten(1).t().contiguous()  # (k*k, C); autograd carries dtaps back to the weight's shape
+    return _depthwise_conv_op(x, taps, weight.shape[-1], stride, list(padding), list(output_size))
 
 
 class TritonDepthwiseConv2d(nn.Conv2d):
