@@ -29,11 +29,12 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
-from sweep_common import finish, sweep_timer  # noqa: E402
+from sweep_common import finish, promote, sweep_timer  # noqa: E402
 
-# (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): one-row tiles (the default's neighbours), then two-dimensional tiles of 32 to 128 pixels.
-SWEEP = [(1, 16, 64, 1, 4), (1, 8, 128, 1, 4), (1, 16, 64, 4, 4), (1, 32, 64, 2, 8),
-         (4, 8, 64, 1, 4), (4, 8, 64, 2, 4), (8, 8, 32, 1, 4), (4, 16, 32, 1, 4), (2, 16, 64, 1, 8),
+# (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): first the four that won a layer in run 3 (benchmarks/RESULTS.md),
+# so `--configs 4` is a short sweep, then more one-row and two-dimensional tiles of 32 to 128 pixels.
+SWEEP = [(8, 8, 32, 1, 4), (1, 16, 64, 1, 4), (4, 16, 32, 1, 4), (4, 8, 64, 1, 4),
+         (1, 8, 128, 1, 4), (1, 16, 64, 4, 4), (1, 32, 64, 2, 8), (4, 8, 64, 2, 4), (2, 16, 64, 1, 8),
          (8, 8, 64, 1, 8), (4, 4, 128, 1, 4), (8, 16, 32, 2, 8)]
 # (BLOCK_W, BLOCK_C, ROWS, num_warps) of `effnet.fast.rolling`, which loads each input row once (stride 1).
 ROLLING = [(16, 64, 8, 4), (16, 32, 16, 4), (8, 64, 16, 4), (16, 64, 16, 8), (8, 32, 32, 4), (16, 128, 8, 8)]
@@ -75,10 +76,13 @@ def main() -> int:
                         help="how many configurations of the rolling-row kernel to try (stride-1 layers)")
     parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
     parser.add_argument("--out", type=Path, help="write depthwise_sweep.json here")
+    parser.add_argument("--tuning", type=Path, help="record each layer's winner (>= 3%% faster than the default) "
+                                                     "in this tuning file (effnet.fast.tuning)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     timer = sweep_timer(device)
+    bound = 1e-2 if dtype == torch.bfloat16 else 1e-4
     sweep = SWEEP[:args.configs]
     rows, totals = [], Counter()
     print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
@@ -105,9 +109,11 @@ def main() -> int:
             return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
                                      act=True, pool=True, tiles=tiles)
 
-        variants = {"default": run, **{str(t): partial(run, t) for t in sweep},
-                    **({f"rolling {t}": partial(rolling, t) for t in ROLLING[:args.rolling_configs]}
-                       if stride == 1 else {})}
+        choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
+        if stride == 1:
+            choices.update({f"rolling {t}": ("rolling", t, {}) for t in ROLLING[:args.rolling_configs]})
+        variants = {"default": run, **{name: partial(run if kernel == "tiled" else rolling, tiles)
+                                       for name, (kernel, tiles, _) in choices.items()}}
         times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
         errors = {}
         for name, variant in variants.items():
@@ -117,15 +123,20 @@ def main() -> int:
             times[name] = timer.median(variant)
         swept = {name: t for name, t in times.items() if name != "torch"}
         best = min(swept, key=swept.get)
+        promoted = promote(args.tuning, "depthwise", dict(kernel_size=k, stride=stride, channels=channels,
+                                                          height=height, width=width), choices, times, errors,
+                           bound, device)
 
         def rate(seconds: float) -> float:
             return moved / seconds / 1e9
 
         print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
               f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
-              f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})", flush=True)
+              f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})"
+              f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
         rows.append({"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
-                     "layers": count, "bytes": moved, "seconds": times, "errors": errors, "best": best})
+                     "layers": count, "bytes": moved, "seconds": times, "errors": errors, "best": best,
+                     "tuned": promoted})
         for name in ("torch", "default"):
             totals[name] += count * times[name]
         totals["best tiles"] += count * swept[best]
@@ -133,7 +144,7 @@ def main() -> int:
     print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, default tiles "
           f"{totals['default'] * 1e3:.2f} ms, best tiles per layer {totals['best tiles'] * 1e3:.2f} ms; "
           f"{totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
-    return finish(args.out, "depthwise_sweep.json", device, rows, 1e-2 if dtype == torch.bfloat16 else 1e-4)
+    return finish(args.out, "depthwise_sweep.json", device, rows, bound)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,19 @@ and torchvision (B0 and B4, inference and training, eager / compiled / CUDA grap
 
     PYTHONPATH=src python benchmarks/gpu_check.py --out results/ --budget-s 450
 
-Checks first (seconds): Triton kernels against PyTorch in float32 (TF32 off) and bf16, the fused
-B0/B4 against the plain model, CUDA-graph replay against eager, the memory savers' gradients.
-Then the timing rows in priority order; a row that would start after `--budget-s` is skipped and
-listed, so a short lease still returns the most important numbers. Each row is printed as it
+Checks first (a minute or two, mostly compiling): Triton kernels against PyTorch in float32 (TF32 off)
+and bf16, the fused B0/B4 against the plain model (with the fused stem too), CUDA-graph replay against
+eager, the Triton training depthwise's gradients (float32, bf16, compiled), the memory savers'
+gradients. With `--tuning FILE` the fused paths take the sweeps' per-layer choices, checks included.
+Then the timing rows in priority order; a row that would not end inside `--budget-s` (compiled rows are
+counted at two minutes, others at 20 s) is skipped and listed, so a short lease still returns the most
+important numbers. Each row is printed as it
 finishes and the whole result is written to OUT/gpu_check.json; the table and goal checks last.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -27,36 +31,42 @@ import effnet  # noqa: E402
 from effnet.bench.candidates import build_candidates  # noqa: E402
 from effnet.bench.measure import BenchRow, Timer, measure, relative_error  # noqa: E402
 from effnet.bench.throughput import BenchResult, environment, format_row, format_table  # noqa: E402
-from effnet.fast import ops, optimize_for_inference  # noqa: E402
+from effnet.fast import ops, optimize_for_inference, tuning  # noqa: E402
 from effnet.fast.graphs import CudaGraphModule  # noqa: E402
 from effnet.fast.memory import enable_memory_saving  # noqa: E402
 
 BF16_BOUND = 2e-2  # relative L2 error of the fused bf16 model's logits against float32 (documented bound)
+ROW_SECONDS = {"compile": 120}  # what a row may take, to skip those that would overrun the budget (else 20)
 ROW_BOUND = 5e-2  # a timing row's sanity check: autocast models round more than the fused path
 
-# (model, image size, inference batch, training batch, [(task, mode, candidate), ...]) by priority; a model
-# may come back later in the plan with rows that matter less (B0's compiled training, unchanged since run 1).
+# (model, image size, inference batch, training batch, [(task, mode, candidate), ...]) by priority: first the rows
+# each goal is judged on (effnet's best against timm compiled, B0 then B4), then what explains them. A model may
+# come back later in the plan with rows that matter less.
 B0, B4 = ("efficientnet_b0", 224, 256, 256), ("efficientnet_b4", 380, 128, 64)
 PLAN = [
     (*B0, [
-        ("inference", "eager", "timm"), ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"),
-        ("inference", "eager", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast"),
+        ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast"),
         ("inference", "cudagraphs", "effnet-fast-stem"),
-        ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
-        ("latency", "eager", "timm"), ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
-        ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-tdw"),
+        ("training", "compile", "timm"), ("training", "compile", "effnet-tdw"), ("training", "eager", "effnet-tdw"),
+        ("training", "eager", "timm"),
     ]),
     (*B4, [
-        ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
-        ("inference", "cudagraphs", "effnet-fast"), ("inference", "cudagraphs", "effnet-fast-stem"),
-        ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast-expand"),
-        ("training", "eager", "timm"), ("training", "eager", "effnet"), ("training", "eager", "effnet-tdw"),
-        ("training", "eager", "effnet-stages"),
-        ("training", "compile", "timm"), ("training", "compile", "effnet"), ("training", "eager", "effnet-activations"),
+        ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast"),
+        ("inference", "cudagraphs", "effnet-fast-stem"),
+        ("training", "compile", "timm"), ("training", "compile", "effnet-tdw"), ("training", "eager", "timm"),
+        ("training", "eager", "effnet-tdw"), ("training", "eager", "effnet-stages"),
     ]),
     (*B0, [
+        ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
+        ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
+        ("training", "eager", "effnet-stages"), ("training", "compile", "effnet"), ("training", "eager", "effnet"),
+        ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"), ("latency", "eager", "timm"),
         ("training", "eager", "torchvision"), ("training", "eager", "effnet-activations"),
-        ("training", "eager", "effnet-stages"), ("training", "compile", "timm"), ("training", "compile", "effnet"),
+        ("inference", "compile", "effnet-fast"),
+    ]),
+    (*B4, [
+        ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"), ("training", "compile", "effnet"),
+        ("training", "eager", "effnet"), ("training", "eager", "effnet-activations"),
     ]),
 ]
 
@@ -72,20 +82,49 @@ def randomised(name: str) -> torch.nn.Module:
 
 
 def profile(model_name: str, size: int, batch: int) -> None:
-    """The ten CUDA kernels that take longest in one fused bf16 forward, for the notes."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
+    """The CUDA kernels that take longest in one fused bf16 forward, for the notes."""
     fast = optimize_for_inference(randomised(model_name), dtype=torch.bfloat16)
     x = torch.randn(batch, 3, size, size, device="cuda")
-    with torch.inference_mode():
-        for _ in range(3):
+
+    def forward() -> None:
+        with torch.inference_mode():
             fast(x)
+
+    print_profile(f"{model_name} fused bf16 forward, batch {batch}", forward, rows=10)
+
+
+def profile_training(model_name: str, size: int, batch: int) -> None:
+    """The kernels of one eager bf16 training step of the plain model and of `effnet-tdw`: where training
+    time goes (cuDNN's depthwise gradients against the Triton ones)."""
+    from effnet.fast.depthwise_train import use_triton_depthwise
+
+    x = torch.randn(batch, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device="cuda")
+    for name, convert in (("effnet", lambda m: m), ("effnet-tdw", use_triton_depthwise)):
+        model = convert(effnet.create_model(model_name)).cuda().to(memory_format=torch.channels_last).train()
+
+        def step() -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        print_profile(f"{model_name} {name} eager bf16 training step, batch {batch}", step, rows=14)
+    torch.cuda.empty_cache()
+
+
+def print_profile(title: str, step, rows: int) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
         torch.cuda.synchronize()
-        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                fast(x)
-            torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
+    print(f"\n{title} (CUDA time of 3 calls):", flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60), flush=True)
 
 
 def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]]:
@@ -111,19 +150,6 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
                             b.double(), act=False, residual=res.double(), use_triton=False)
         out = ops.pointwise(x, w, wt, b, act=False, gate=gate, residual=res, use_triton=True)
         results.append((f"pointwise gate+residual {dtype}", relative_error(out, ref), bound))
-        expand_weight = torch.randn(96, 24, 1, 1, device="cuda", dtype=dtype) / 4
-        expand = (expand_weight, expand_weight.flatten(1).t().contiguous(), torch.randn(96, device="cuda", dtype=dtype))
-        narrow = x[:, :24].contiguous(memory_format=torch.channels_last)
-        for k, stride, same in ((3, 1, False), (5, 2, True)):
-            w = torch.randn(96, 1, k, k, device="cuda", dtype=dtype)
-            depthwise = (w, w.flatten(1).t().contiguous(), torch.randn(96, device="cuda", dtype=dtype))
-            ref = ops.expand_depthwise(narrow.double(), tuple(t.double() for t in expand),
-                                       tuple(t.double() for t in depthwise), stride=stride, same=same, pool=True,
-                                       use_triton=False)
-            out = ops.expand_depthwise(narrow, expand, depthwise, stride=stride, same=same, pool=True,
-                                       use_triton=True)
-            # bf16: the reference keeps the expansion in float64, the kernel rounds it to bf16 as stored.
-            results.append((f"expand+depthwise k{k}s{stride} {dtype}", relative_error(out[0], ref[0]), bound))
     for name, size in models:
         model = randomised(name)
         x = torch.randn(4, 3, size, size, device="cuda")
@@ -135,12 +161,11 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
             graphed = CudaGraphModule(fast, x)
             # Not bit-identical: the SE sums are float32 atomic adds, whose order varies run to run.
             results.append((f"{name} fused bf16 CUDA graph", relative_error(graphed(x), expected), BF16_BOUND))
-            expanded = optimize_for_inference(model, dtype=torch.bfloat16, fuse_expansion=True)
-            results.append((f"{name} fused expansion bf16", relative_error(expanded(x), expected), BF16_BOUND))
             fused_stem = optimize_for_inference(model, dtype=torch.bfloat16, fuse_stem=True)
             results.append((f"{name} fused stem bf16", relative_error(fused_stem(x), expected), BF16_BOUND))
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
+    results += training_depthwise_checks()
     for saver in ("activations", "stages"):
         torch.backends.cudnn.allow_tf32 = False
         reference = effnet.create_model("efficientnet_b0", drop_rate=0.0, drop_path_rate=0.0).cuda().train()
@@ -157,13 +182,95 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
     return results
 
 
+def training_depthwise_checks() -> list[tuple[str, float, float]]:
+    """The Triton training depthwise (`effnet-tdw`): B0's loss gradients against the plain model in float32
+    (TF32 off) and under bf16 autocast, eager and through torch.compile (its custom operators in the graph)."""
+    from effnet.fast.depthwise_train import use_triton_depthwise
+
+    results = []
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    reference = effnet.create_model("efficientnet_b0", drop_rate=0.0, drop_path_rate=0.0).cuda().train()
+    reference = reference.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 128, 128, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (16,), device="cuda")
+
+    def gradients(model, dtype=None):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            F.cross_entropy(model(x), y).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    expected = gradients(reference)
+    triton_model = use_triton_depthwise(copy.deepcopy(reference))
+    results.append(("training depthwise gradients fp32", relative_error(gradients(triton_model), expected), 1e-4))
+    # bf16 gradients stray from float32 ones by a few percent whoever computes them: the bound is twice
+    # what the plain model's bf16 gradients stray (printed as a row of its own, held to nothing).
+    yardstick = relative_error(gradients(reference, torch.bfloat16), expected)
+    results.append(("plain model gradients bf16 (the yardstick)", yardstick, float("inf")))
+    results.append(("training depthwise gradients bf16", relative_error(gradients(triton_model, torch.bfloat16),
+                                                                        expected), max(2 * yardstick, 1e-2)))
+    compiled = torch.compile(triton_model)
+    results.append(("training depthwise gradients fp32, compiled", relative_error(gradients(compiled), expected),
+                    1e-4))
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    return results
+
+
+# (goal, model, task, needed ratio to timm compiled); memory is judged separately.
+GOALS = [("B0 inference >= 1.5x timm compiled", "efficientnet_b0", "inference", 1.5),
+         ("B0 training >= 1.3x timm compiled", "efficientnet_b0", "training", 1.3),
+         ("B4 inference >= 1.2x timm compiled", "efficientnet_b4", "inference", 1.2),
+         ("B4 training >= 1.2x timm compiled", "efficientnet_b4", "training", 1.2)]
+
+
+def goals(models: dict) -> list[dict]:
+    """Each goal of issue 6 against this run's rows: effnet's fastest row over timm compiled, and effnet's
+    smallest training peak memory over timm eager's (same batch)."""
+    verdicts = []
+
+    def rows(model: str, task: str) -> list[dict]:
+        return [r for r in models.get(model, {}).get("rows", []) if r["task"] == task and r["images_per_second"]]
+
+    for goal, model, task, needed in GOALS:
+        timed = rows(model, task)
+        timm = [r for r in timed if r["candidate"] == "timm" and r["mode"] == "compile"]
+        ours = [r for r in timed if r["candidate"].startswith("effnet")]
+        if not timm or not ours:
+            verdicts.append({"goal": goal, "measured": "not measured", "verdict": "not measured"})
+            continue
+        best = max(ours, key=lambda r: r["images_per_second"])
+        ratio = best["images_per_second"] / timm[0]["images_per_second"]
+        verdicts.append({"goal": goal, "measured": f"{ratio:.2f}x ({best['candidate']} {best['mode']})",
+                         "ratio": ratio, "verdict": "met" if ratio >= needed else "missed"})
+    for model in ("efficientnet_b0", "efficientnet_b4"):
+        timed = [r for r in rows(model, "training") if r["peak_memory_mib"]]
+        timm = [r for r in timed if r["candidate"] == "timm" and r["mode"] == "eager"]
+        ours = [r for r in timed if r["candidate"].startswith("effnet")]
+        goal = f"{model.split('_')[1].upper()} training memory <= 0.6x timm eager"
+        if not timm or not ours:
+            verdicts.append({"goal": goal, "measured": "not measured", "verdict": "not measured"})
+            continue
+        least = min(ours, key=lambda r: r["peak_memory_mib"])
+        ratio = least["peak_memory_mib"] / timm[0]["peak_memory_mib"]
+        verdicts.append({"goal": goal, "measured": f"{ratio:.2f}x ({least['candidate']} {least['mode']})",
+                         "ratio": ratio, "verdict": "met" if ratio <= 0.6 else "missed"})
+    return verdicts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check_out"))
-    parser.add_argument("--budget-s", type=float, default=450.0, help="start no timing row after this")
+    parser.add_argument("--budget-s", type=float, default=450.0,
+                        help="seconds from the start by which the last timing row should end")
     parser.add_argument("--only", nargs="*", help="model names from the plan to run (default: all)")
     parser.add_argument("--tasks", nargs="*", help="tasks to time (default: all in the plan)")
     parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
+    parser.add_argument("--profile-training", action="store_true",
+                        help="print the top kernels of a B0 eager training step, plain and with the Triton depthwise")
+    parser.add_argument("--tuning", type=Path, help="per-layer kernel choices from the sweeps (effnet.fast.tuning)")
     parser.add_argument("--sweep", action="store_true",
                         help="then run depthwise_sweep.py (B0's depthwise layers against PyTorch and a tile sweep)")
     args = parser.parse_args()
@@ -175,6 +282,9 @@ def main() -> int:
                                             "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
+    if args.tuning:
+        tuning.use(args.tuning)
+        env["tuning"] = f"{args.tuning} ({len(tuning.active())} layer shapes)"
     print("environment:", json.dumps(env), flush=True)
     check_models = (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380))
     check_rows = checks(tuple(m for m in check_models if not args.only or m[0].removeprefix("tf_") in args.only))
@@ -190,8 +300,7 @@ def main() -> int:
         if args.only and model_name not in args.only:
             continue
         candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
-                                      memory_savers=("activations", "stages"), fuse_expansion=True,
-                                      fuse_stem=True, triton_depthwise=True)
+                                      memory_savers=("activations", "stages"), fuse_stem=True, triton_depthwise=True)
         by_name = {c.name: c for c in candidates.items}
         result = results.setdefault(model_name, BenchResult(
             config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,
@@ -199,7 +308,7 @@ def main() -> int:
         for task, mode, name in rows:
             if args.tasks and task not in args.tasks:
                 continue
-            if time.time() - start > args.budget_s:
+            if time.time() - start + ROW_SECONDS.get(mode, 20) > args.budget_s:
                 document["skipped"].append(f"{model_name} {task} {mode} {name}")
                 continue
             row = measure(by_name[name], task, mode, device=torch.device("cuda"), dtype=torch.bfloat16,
@@ -212,6 +321,8 @@ def main() -> int:
             (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
     if args.profile:
         profile("efficientnet_b0", 224, 256)
+    if args.profile_training:
+        profile_training("efficientnet_b0", 224, 128)
     if args.sweep:
         subprocess.run([sys.executable, str(Path(__file__).with_name("depthwise_sweep.py")), "--out", str(args.out)])
     for model_name, result in document["models"].items():
@@ -220,6 +331,11 @@ def main() -> int:
         print(f"\n{model_name} ({result['config']['image_size']} px, bf16, channels_last; inference batch "
               f"{result['config']['batch_size']}, training batch {result['config']['training_batch_size']})")
         print(format_table(table))
+    document["goals"] = goals(document["models"])
+    (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
+    print("\nissue 6's goals, this run:")
+    for goal in document["goals"]:
+        print(f"  {goal['goal']:55} {goal['measured']:>32}  {goal['verdict']}")
     if document["skipped"]:
         print("\nskipped (budget):", "; ".join(document["skipped"]))
     print(f"\nchecks: {len(check_rows) - len(failed)}/{len(check_rows)} ok; total {time.time() - start:.0f} s")

@@ -33,7 +33,7 @@ import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
-from sweep_common import finish, sweep_timer  # noqa: E402
+from sweep_common import finish, promote, sweep_timer  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
 SWEEP = [(128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
@@ -76,10 +76,13 @@ def main() -> int:
     parser.add_argument("--stream-configs", type=int, default=len(STREAM_SWEEP),
                         help="how many streaming-kernel configurations to try on the layers without a gate")
     parser.add_argument("--out", type=Path, help="write pointwise_sweep.json here")
+    parser.add_argument("--tuning", type=Path, help="record each layer's winner (>= 3%% faster than the default) "
+                                                     "in this tuning file (effnet.fast.tuning)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     timer = sweep_timer(device)
+    bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
     sweep, stream_sweep = SWEEP[:args.configs], STREAM_SWEEP[:args.stream_configs]
     rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'cudnn us':>9} | "
@@ -107,11 +110,15 @@ def main() -> int:
         times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
                                                              residual=residual, use_triton=False)),
                  "cudnn": timer.median(lambda: F.conv2d(x, weight))}
+        # name -> (kernel, tiles, extra) for the tuning file; "gate-rows" keeps the default tiles.
+        choices = {str(t): ("tiled", t, {"gate_weights": False}) for t in sweep}
+        if gated:
+            choices.update({f"{t} gate-w": ("tiled", t, {"gate_weights": True}) for t in sweep})
+        elif cin <= streaming.MAX_K:
+            choices.update({f"stream {t}": ("streaming", t, {}) for t in stream_sweep})
         variants = {"default": partial(run), **({"gate-rows": partial(run, None, False)} if gated else {}),
-                    **{str(t): partial(run, t, False) for t in sweep},
-                    **({f"{t} gate-w": partial(run, t, True) for t in sweep} if gated else {}),
-                    **({f"stream {t}": partial(stream, t) for t in stream_sweep}
-                       if not gated and cin <= streaming.MAX_K else {})}
+                    **{name: partial(run, tiles, extra["gate_weights"]) if kernel == "tiled" else partial(stream, tiles)
+                       for name, (kernel, tiles, extra) in choices.items()}}
         errors, skipped = {}, []
         for name, variant in variants.items():
             try:
@@ -123,19 +130,24 @@ def main() -> int:
             times[name] = timer.median(variant)
         swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn")}
         best = min(swept, key=swept.get)
+        promoted = promote(args.tuning, "pointwise", dict(in_channels=cin, out_channels=cout, height=height,
+                                                          width=width, gated=gated, residual=skip),
+                           choices, times, errors, bound, device)
 
         def rate(seconds: float) -> float:
             return moved / seconds / 1e9
 
         role = "expand" if act else ("proj+res" if skip else "project")
         gate_rows = f"{times['gate-rows'] * 1e6:9.1f}" if gated else f"{'-':>9}"
-        note = f"; out of resources: {', '.join(skipped)}" if skipped else ""
+        note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + (
+            f"; tuned: {promoted}" if promoted else "")
         print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
               f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
               f"{gate_rows} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
               f"(max error {max(errors.values()):.1e}{note})", flush=True)
         rows.append({"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
-                     "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best})
+                     "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best,
+                     "tuned": promoted})
         for name in ("torch", "cudnn", "default"):
             totals[name] += count * times[name]
         totals["best"] += count * swept[best]
@@ -143,7 +155,7 @@ def main() -> int:
     print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, bare cuDNN conv "
           f"{totals['cudnn'] * 1e3:.2f} ms, default tiles {totals['default'] * 1e3:.2f} ms, best per layer "
           f"{totals['best'] * 1e3:.2f} ms; {totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
-    return finish(args.out, "pointwise_sweep.json", device, rows, 2e-2 if dtype == torch.bfloat16 else 1e-4)
+    return finish(args.out, "pointwise_sweep.json", device, rows, bound)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the layer sweeps (depthwise_sweep.py, pointwise_sweep.py) share: their timer and their end."""
+"""What the layer sweeps (depthwise_sweep.py, pointwise_sweep.py, depthwise_train_sweep.py) share: their
+timer, the promotion of a layer's winner into a tuning file, and their end."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 import torch
 
 from effnet.bench.measure import Timer
+from effnet.fast import tuning
 
 
 def sweep_timer(device: torch.device) -> Timer:
@@ -22,3 +24,23 @@ def finish(out: Path | None, filename: str, device: torch.device, rows: list[dic
         (out / filename).write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     worst = max(max(row["errors"].values()) for row in rows)
     return 0 if worst <= bound else 1
+
+
+MARGIN = 0.03  # a variant must beat the default by 3% to be written to the tuning file: less is noise
+
+
+def promote(path: Path | None, op: str, key: dict, choices: dict[str, tuple], times: dict[str, float],
+            errors: dict[str, float], bound: float, device: torch.device) -> str | None:
+    """Record the fastest correct variant of one layer in the tuning file at `path`, if it beats the default
+    by MARGIN. `choices` maps a variant's name to (kernel, tiles, extra entry fields); returns its name."""
+    correct = [name for name in choices if errors.get(name, float("inf")) <= bound and name in times]
+    if path is None or not correct or "default" not in times:
+        return None
+    best = min(correct, key=times.get)
+    if best == "default" or times[best] > (1 - MARGIN) * times["default"]:
+        return None
+    kernel, tiles, extra = choices[best]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    tuning.record(path, op, key, kernel, tiles, device=name, seconds=times[best], default_seconds=times["default"],
+                  **extra)
+    return best

@@ -39,6 +39,8 @@ def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--device", "cuda"], "no CUDA device is available"),
     (["--model", "efficientnet_b99"], "efficientnet_b99"),
+    (["--no-fast", "--fuse-stem", "--triton-depthwise"], "--fuse-stem and --triton-depthwise add fast-path rows"),
+    (["--tuning", "/nonexistent/tuning.json"], "tuning file /nonexistent/tuning.json not found"),
 ])
 def test_bench_bad_input_is_one_line(capsys, args, message):
     if args[0] == "--device":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from effnet.bench.throughput import MODES, PRECISIONS, TASKS, BenchConfig, format_table, run_benchmark
 from effnet.cli.output import print_json
+from effnet.errors import EffnetError
+from effnet.fast import tuning
 from effnet.fast.memory import MEMORY_SAVERS
 
 
@@ -43,6 +45,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--triton-depthwise", action="store_true",
                         help="add effnet-tdw: training with the depthwise convs' forward and backward as Triton "
                              "kernels (experimental)")
+    parser.add_argument("--tuning", type=Path,
+                        help="per-layer kernel choices measured on this GPU by the sweeps under benchmarks/ "
+                             "(default: the file $EFFNET_TUNING names, if any)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per repeat")
@@ -52,6 +57,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.fast:
+        asked = [flag for flag, on in (("--fuse-expansion", args.fuse_expansion), ("--fuse-stem", args.fuse_stem),
+                                       ("--triton-depthwise", args.triton_depthwise)) if on]
+        if asked:
+            raise EffnetError(f"{' and '.join(asked)} add fast-path rows, which --no-fast leaves out")
+    if args.tuning:
+        tuning.use(args.tuning)
     config = BenchConfig(model=args.model, device=args.device, batch_size=args.batch_size,
                          image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from effnet.fast import kernels, ops
+from effnet.fast import kernels, ops, rolling, tuning
 from effnet.fast.kernels import INTERPRET, _pow2, triton
 from effnet.models.layers import SameConv2d
 
@@ -132,7 +132,11 @@ def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size:
     height, width = input_size
     dx = torch.empty((batch, channels, height, width), device=grad_output.device, dtype=grad_output.dtype,
                      memory_format=torch.channels_last)
-    block_h, block_w, block_c, warps = tiles or _input_grad_tiles(channels)
+    if tiles is None:
+        choice = tuning.lookup("depthwise_input_grad", kernel_size=kernel_size, stride=stride, channels=channels,
+                               height=height, width=width)
+        tiles = tuple(choice["tiles"]) if choice is not None else _input_grad_tiles(channels)
+    block_h, block_w, block_c, warps = tiles
     grid = (batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
     dy = grad_output
     _input_grad_kernel[grid](dy, weight_taps, dx, height, width, channels, out_h, out_w, padding[0], padding[1],
@@ -160,7 +164,11 @@ def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size
     """The weight gradient laid out as the taps, (k*k, C) float32."""
     batch, channels, height, width = x.shape
     out_h, out_w = grad_output.shape[2:]
-    band, block_h, block_w, block_c, warps = tiles or _weight_grad_tiles(channels)
+    if tiles is None:
+        choice = tuning.lookup("depthwise_weight_grad", kernel_size=kernel_size, stride=stride, channels=channels,
+                               height=height, width=width)
+        tiles = tuple(choice["tiles"]) if choice is not None else _weight_grad_tiles(channels)
+    band, block_h, block_w, block_c, warps = tiles
     if band % block_h:
         raise ValueError(f"the band ({band} rows) must be a multiple of BLOCK_H ({block_h})")
     sums = torch.zeros((kernel_size * kernel_size, channels), device=x.device, dtype=torch.float32)
@@ -187,9 +195,16 @@ def _channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | 
 def _depthwise_conv_op(x: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: list[int],
                        output_size: list[int]) -> torch.Tensor:
     zero_bias = torch.zeros(taps.shape[1], device=x.device, dtype=x.dtype)
-    y, _ = kernels.depthwise(x, taps, zero_bias, kernel_size=kernel_size, stride=stride, padding=tuple(padding),
-                             output_size=tuple(output_size), act=False, pool=False,
-                             tiles=_INTERPRET_FORWARD_TILES if INTERPRET else None)
+    geometry = dict(kernel_size=kernel_size, padding=tuple(padding), output_size=tuple(output_size), act=False,
+                    pool=False)
+    # The inference kernel's tuned choice for this shape (measured with SiLU and the SE sums; close enough).
+    choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
+                           height=x.shape[2], width=x.shape[3])
+    if choice is not None and choice["kernel"] == "rolling":
+        y, _ = rolling.rolling_depthwise(x, taps, zero_bias, **geometry, tiles=tuple(choice["tiles"]))
+    else:
+        tiles = tuple(choice["tiles"]) if choice is not None else (_INTERPRET_FORWARD_TILES if INTERPRET else None)
+        y, _ = kernels.depthwise(x, taps, zero_bias, stride=stride, **geometry, tiles=tiles)
     return y
 
 

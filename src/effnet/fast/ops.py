@@ -4,13 +4,17 @@
 True or False forces one. True also runs CPU tensors through Triton's interpreter when
 `TRITON_INTERPRET=1` (slow: for testing the kernels without a GPU); True where neither is possible
 is an error. Both paths compute the same function; the tests hold them to each other.
+
+On the Triton path a tuning file (`effnet.fast.tuning`, `EFFNET_TUNING=FILE`) may name, per layer
+shape, other tiles or another kernel measured faster there (the rolling-row depthwise kernel, the
+streaming 1x1 kernel); shapes it does not name take `kernels`' defaults.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import expansion, kernels
+from effnet.fast import expansion, kernels, rolling, streaming, tuning
 
 
 def _triton(x: torch.Tensor, use_triton: bool | None) -> bool:
@@ -60,8 +64,14 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     kernel_size = weight.shape[-1]
     if _triton(x, use_triton):
         output_size, padding = conv_geometry(x, kernel_size, stride, same)
+        choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
+                               height=x.shape[2], width=x.shape[3])
+        if choice is not None and choice["kernel"] == "rolling":
+            return rolling.rolling_depthwise(x, weight_taps, bias, kernel_size=kernel_size, padding=padding,
+                                             output_size=output_size, act=act, pool=pool, tiles=tuple(choice["tiles"]))
         return kernels.depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride,
-                                 padding=padding, output_size=output_size, act=act, pool=pool)
+                                 padding=padding, output_size=output_size, act=act, pool=pool,
+                                 tiles=tuple(choice["tiles"]) if choice is not None else None)
     y = F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride,
                  groups=x.shape[1])  # (N, C, HO, WO)
     if act:
@@ -97,7 +107,15 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bia
     `gate` is (N, in) float32 or None; `residual` (N, out, H, W) or None.
     """
     if _triton(x, use_triton):
-        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
+        choice = tuning.lookup("pointwise", in_channels=x.shape[1], out_channels=weight_t.shape[1], height=x.shape[2],
+                               width=x.shape[3], gated=gate is not None, residual=residual is not None)
+        if choice is None:
+            return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
+        if choice["kernel"] == "streaming":
+            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual,
+                                                 tiles=tuple(choice["tiles"]))
+        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual,
+                                 tiles=tuple(choice["tiles"]), gate_weights=choice.get("gate_weights", True))
     if gate is not None:
         x = x * gate.to(x.dtype)[:, :, None, None]  # (N, in, H, W)
     y = F.conv2d(x, weight, bias)  # (N, out, H, W)

@@ -1,0 +1,120 @@
+"""Kernel choices measured per layer shape on a GPU: a tuning file that `ops` consults before its defaults.
+
+The defaults in `kernels` are one tile shape per kind of layer. The sweeps
+(`benchmarks/depthwise_sweep.py`, `pointwise_sweep.py`, `depthwise_train_sweep.py`) time every
+kernel variant on every layer shape of a model and, with `--tuning FILE`, write the fastest one per
+shape when it beats the default. `EFFNET_TUNING=FILE` in the environment, or `use(FILE)`, makes
+the fast paths take those choices: the same function, other tiles or another kernel of this package.
+A shape the file does not name keeps the default.
+
+The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {...}, "kernel": ...,
+"tiles": [...], "seconds": ..., "default_seconds": ...}, ...]}`. Ops and their keys:
+
+- `depthwise` (inference) and `depthwise_input_grad` / `depthwise_weight_grad` (training):
+  `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
+  (`kernels.depthwise`'s tiles) or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
+- `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
+  `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or, ungated only, `streaming`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from effnet.errors import EffnetError
+
+ENV = "EFFNET_TUNING"
+FORMAT = 1
+KEYS = {
+    "depthwise": ("kernel_size", "stride", "channels", "height", "width"),
+    "depthwise_input_grad": ("kernel_size", "stride", "channels", "height", "width"),
+    "depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
+    "pointwise": ("in_channels", "out_channels", "height", "width", "gated", "residual"),
+}
+KERNELS = {"depthwise": ("tiled", "rolling"), "depthwise_input_grad": ("tiled",),
+           "depthwise_weight_grad": ("tiled",), "pointwise": ("tiled", "streaming")}
+
+
+class TuningError(EffnetError, ValueError):
+    """A tuning file that cannot be read or does not describe kernel choices; the message names it."""
+
+
+Table = dict[tuple, dict[str, Any]]
+_active: Table | None = None
+_active_source: str | None = None
+
+
+def _key(op: str, fields: dict[str, Any]) -> tuple:
+    if op not in KEYS:
+        raise TuningError(f"unknown op {op!r} in a tuning entry (known: {', '.join(KEYS)})")
+    missing = [name for name in KEYS[op] if name not in fields]
+    if missing:
+        raise TuningError(f"a {op} tuning entry lacks {', '.join(missing)}")
+    return (op, *(fields[name] for name in KEYS[op]))
+
+
+def load(path: str | Path) -> Table:
+    """The entries of a tuning file by (op, *key values); TuningError if it is not one."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TuningError(f"tuning file {path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TuningError(f"tuning file {path} is not readable JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or not isinstance(
+            document.get("entries"), list):
+        raise TuningError(f"tuning file {path} is not an effnet tuning file (format {FORMAT} with 'entries')")
+    table: Table = {}
+    for entry in document["entries"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
+            raise TuningError(f"tuning file {path}: an entry without a 'key' object")
+        op = entry.get("op")
+        key = _key(op, entry["key"])
+        if entry.get("kernel") not in KERNELS[op] or not isinstance(entry.get("tiles"), list):
+            raise TuningError(f"tuning file {path}: a {op} entry needs 'kernel' in {KERNELS[op]} and a 'tiles' list")
+        if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
+            raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
+        if entry["kernel"] == "streaming" and entry["key"]["gated"]:
+            raise TuningError(f"tuning file {path}: the streaming kernel takes ungated 1x1 convs only")
+        table[key] = entry
+    return table
+
+
+def use(path: str | Path | None) -> None:
+    """Take kernel choices from the tuning file at `path` from now on (None: the defaults only)."""
+    global _active, _active_source
+    _active = load(path) if path is not None else {}
+    _active_source = str(path) if path is not None else None
+
+
+def active() -> Table:
+    """The table in use: `use`'s, else the file named by $EFFNET_TUNING (read once), else empty."""
+    global _active, _active_source
+    if _active is None:
+        path = os.environ.get(ENV)
+        _active, _active_source = (load(path), path) if path else ({}, None)
+    return _active
+
+
+def lookup(op: str, **key: Any) -> dict[str, Any] | None:
+    """The tuned choice for one layer shape ({'kernel', 'tiles', ...}), or None for the default."""
+    table = active()
+    return table.get(_key(op, key)) if table else None
+
+
+def record(path: str | Path, op: str, key: dict[str, Any], kernel: str, tiles: list | tuple, *,
+           device: str, seconds: float, default_seconds: float, **extra: Any) -> None:
+    """Add (or replace) one layer shape's choice in the tuning file at `path`, creating it if needed."""
+    path = Path(path)
+    document = json.loads(path.read_text()) if path.exists() else {"format": FORMAT, "device": device,
+                                                                        "entries": []}
+    wanted = _key(op, key)
+    entries = [e for e in document["entries"] if _key(e["op"], e["key"]) != wanted]
+    entries.append({"op": op, "key": key, "kernel": kernel, "tiles": list(tiles), "seconds": seconds,
+                    "default_seconds": default_seconds, **extra})
+    document["entries"] = entries
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1))

@@ -1,0 +1,160 @@
+"""A tuning file (per-layer kernel choices measured on a GPU) changes which kernel runs, never the result.
+
+Float32 under Triton's interpreter when there is no GPU: the fused tiny model with every depthwise
+layer on tuned tiles or the rolling-row kernel and every 1x1 conv on tuned tiles (either gate) or
+the streaming kernel still equals the plain model; the training depthwise takes tuned gradient
+tiles; bad files are one clear error.
+"""
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from effnet.fast import kernels, optimize_for_inference, rolling, streaming, tuning
+from effnet.fast.depthwise_train import use_triton_depthwise
+from effnet.models.blocks import MBConv
+from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+
+
+@pytest.fixture(autouse=True)
+def _no_tuning_left_behind():
+    yield
+    tuning.use(None)
+
+
+def _spy(monkeypatch, module, name: str) -> list:
+    """Count the calls of `module.name` (still the real function)."""
+    calls, real = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def _layer_shapes(model, x):
+    """(depthwise keys, pointwise keys) of the model's MBConv layers: the calls the fused model makes to `ops`."""
+    depthwise, pointwise = [], []
+
+    def recorder(keys, **flags):
+        def record(conv, inputs):
+            _, channels, height, width = inputs[0].shape
+            if conv.groups > 1:
+                keys.append(dict(kernel_size=conv.kernel_size[0], stride=conv.stride[0], channels=channels,
+                                 height=height, width=width))
+            else:
+                keys.append(dict(in_channels=channels, out_channels=conv.out_channels, height=height, width=width,
+                                 **flags))
+        return record
+
+    hooks = []
+    for block in model.modules():
+        if isinstance(block, MBConv):
+            hooks.append(block.conv_dw.register_forward_pre_hook(recorder(depthwise)))
+            if block.expands:
+                hooks.append(block.conv_pw.register_forward_pre_hook(recorder(pointwise, gated=False, residual=False)))
+            hooks.append(block.conv_pwl.register_forward_pre_hook(
+                recorder(pointwise, gated=block.has_se, residual=block.has_skip)))
+    with torch.inference_mode():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return depthwise, pointwise
+
+
+@needs_triton
+def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, monkeypatch):
+    model = tiny("tf_efficientnet_b0", width=0.1).to(DEVICE)  # "same" padding, every kernel size and stride
+    x = torch.randn(2, 3, 15, 13, device=DEVICE)
+    depthwise, pointwise = _layer_shapes(model, x)
+    fast = optimize_for_inference(model, use_triton=True)
+    path = tmp_path / "tuning.json"
+    for key in depthwise:
+        if key["stride"] == 1:
+            tuning.record(path, "depthwise", key, "rolling", (8, 64, 4, 4), device="test", seconds=1, default_seconds=2)
+        else:
+            tuning.record(path, "depthwise", key, "tiled", (2, 4, 64, 1, 4), device="test", seconds=1, default_seconds=2)
+    for key in pointwise:
+        if key["gated"]:
+            tuning.record(path, "pointwise", key, "tiled", (16, 64, 64, 4, 1), device="test", seconds=1,
+                          default_seconds=2, gate_weights=False)
+        else:
+            tuning.record(path, "pointwise", key, "streaming", (32, 64, 4, 1, 1), device="test", seconds=1,
+                          default_seconds=2)
+    rolled = _spy(monkeypatch, rolling, "rolling_depthwise")
+    tiled = _spy(monkeypatch, kernels, "depthwise")
+    streamed = _spy(monkeypatch, streaming, "pointwise_streaming")
+    gated = _spy(monkeypatch, kernels, "pointwise")
+    monkeypatch.setenv(tuning.ENV, str(path))
+    tuning._active = None  # read the environment again, as a new process would
+    with torch.inference_mode():
+        out, expected = fast(x), model(x)
+    assert relative_error(out, expected) <= 1e-5
+    strided = sum(key["stride"] == 2 for key in depthwise)
+    assert len(rolled) == len(depthwise) - strided and len(tiled) == strided > 0
+    assert all(call["tiles"] == (2, 4, 64, 1, 4) for call in tiled)
+    assert len(streamed) == sum(not key["gated"] for key in pointwise) > 0
+    assert len(gated) == sum(key["gated"] for key in pointwise) > 0
+    assert all(call["gate_weights"] is False for call in gated)
+
+
+@needs_triton
+def test_training_depthwise_takes_tuned_gradient_tiles(tmp_path):
+    conv = use_triton_depthwise(torch.nn.Conv2d(20, 20, 3, 2, 1, groups=20, bias=False).to(DEVICE))
+    reference = copy.deepcopy(conv)
+    x = torch.randn(1, 20, 9, 9, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_()
+    key = dict(kernel_size=3, stride=2, channels=20, height=9, width=9)
+    path = tmp_path / "tuning.json"
+    tuning.record(path, "depthwise_input_grad", key, "tiled", (4, 4, 16, 4), device="test", seconds=1,
+                  default_seconds=2)
+    tuning.record(path, "depthwise_weight_grad", key, "tiled", (3, 1, 2, 16, 4), device="test", seconds=1,
+                  default_seconds=2)
+    tuning.use(path)
+    grads = torch.autograd.grad(conv(x).square().sum(), (x, conv.weight))
+    tuning.use(None)
+    expected = torch.autograd.grad(F.conv2d(x, reference.weight, stride=2, padding=1, groups=20).square().sum(),
+                                   (x, reference.weight))
+    assert all(relative_error(g, e) <= 1e-5 for g, e in zip(grads, expected))
+    # The tiles are really the file's: an impossible band is refused when the weight gradient runs.
+    tuning.record(path, "depthwise_weight_grad", key, "tiled", (3, 2, 2, 16, 4), device="test", seconds=1,
+                  default_seconds=2)
+    tuning.use(path)
+    with pytest.raises(ValueError, match="multiple of BLOCK_H"):
+        torch.autograd.grad(conv(x).sum(), conv.weight)
+
+
+def test_record_replaces_one_shape_and_keeps_the_others(tmp_path):
+    path = tmp_path / "t.json"
+    first = dict(kernel_size=5, stride=1, channels=240, height=28, width=28)
+    second = dict(first, channels=480)
+    tuning.record(path, "depthwise", first, "tiled", (1, 16, 64, 1, 4), device="gpu", seconds=2, default_seconds=3)
+    tuning.record(path, "depthwise", second, "tiled", (1, 16, 64, 1, 4), device="gpu", seconds=2, default_seconds=3)
+    tuning.record(path, "depthwise", first, "rolling", (16, 64, 8, 4), device="gpu", seconds=1, default_seconds=3)
+    table = tuning.load(path)
+    assert len(table) == 2
+    tuning.use(path)
+    assert tuning.lookup("depthwise", **first)["kernel"] == "rolling"
+    assert tuning.lookup("depthwise", **second)["tiles"] == [1, 16, 64, 1, 4]
+    assert tuning.lookup("depthwise", **dict(first, width=14)) is None  # an unnamed shape: the default
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not found"),
+    ("{not json", "not readable JSON"),
+    (json.dumps({"entries": []}), "not an effnet tuning file"),
+    (json.dumps({"format": 1, "entries": [{"op": "conv", "key": {}}]}), "unknown op 'conv'"),
+    (json.dumps({"format": 1, "entries": [{"op": "pointwise", "key": {"in_channels": 8}}]}), "lacks out_channels"),
+    (json.dumps({"format": 1, "entries": [{"op": "depthwise", "key": dict(kernel_size=3, stride=2, channels=8,
+                                                                           height=8, width=8),
+                                           "kernel": "rolling", "tiles": [8, 16, 4, 4]}]}), "stride-1"),
+])
+def test_bad_tuning_files_are_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "tuning.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(tuning.TuningError, match=message):
+        tuning.use(path)
