@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One GPU call for the kernel data (about 6 minutes): the depthwise and pointwise sweeps of B0 (bf16,
-# batch 256; with the rolling-row and streaming variants) and Nsight Compute's view of the default
-# depthwise kernel on B0's largest depthwise layer.
+# One GPU call for the kernel data (about 7 minutes): the depthwise and 1x1 sweeps of B0 (bf16, batch 256;
+# with the rolling-row and streaming variants), the training depthwise's gradient sweep, each writing
+# its per-layer winners to OUT/tuning.json, and Nsight Compute's view of the default depthwise kernel
+# on B0's largest depthwise layer. (benchmarks/gpu_lease.sh is the short version followed by gpu_check.)
 #     OUT=results/ bash benchmarks/gpu_sweeps.sh
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu_sweeps_out}
@@ -17,5 +18,6 @@ if [ -n "$NCU" ]; then
   grep -E "Throughput|Duration|Occupancy|Registers|Block Size|Grid Size|Stall|Warp Cycles|L1/TEX Hit|L2 Hit" \
     "$OUT/ncu_depthwise.txt" | head -40
 fi
-timeout 200 python3 benchmarks/depthwise_sweep.py --out "$OUT" 2>&1 | tee "$OUT/depthwise_sweep.log"
-timeout 240 python3 benchmarks/pointwise_sweep.py --out "$OUT" 2>&1 | tee "$OUT/pointwise_sweep.log"
+timeout 200 python3 benchmarks/depthwise_sweep.py --out "$OUT" --tuning "$OUT/tuning.json" 2>&1 | tee "$OUT/depthwise_sweep.log"
+timeout 240 python3 benchmarks/pointwise_sweep.py --out "$OUT" --tuning "$OUT/tuning.json" 2>&1 | tee "$OUT/pointwise_sweep.log"
+timeout 200 python3 benchmarks/depthwise_train_sweep.py --out "$OUT" --tuning "$OUT/tuning.json" 2>&1 | tee "$OUT/depthwise_train_sweep.log"

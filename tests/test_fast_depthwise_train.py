@@ -46,7 +46,8 @@ def test_depthwise_forward_and_gradients_equal_pytorch(kernel_size, stride, same
 
 
 @needs_triton
-def test_depthwise_gradient_kernels_with_small_tiles():
+@pytest.mark.parametrize("tap_major", [0, 1])
+def test_depthwise_gradient_kernels_with_small_tiles(tap_major):
     """Tiles smaller than the map and the channels: several tiles, row bands and channel blocks per
     image, each ragged (the default tiles under the interpreter are large); uneven padding."""
     torch.manual_seed(13)
@@ -60,8 +61,35 @@ def test_depthwise_gradient_kernels_with_small_tiles():
     dx = input_grad(upstream, taps, (9, 9), kernel_size=kernel_size, stride=stride, padding=padding,
                     tiles=(4, 4, 16, 4))
     dw = weight_grad(x.detach(), upstream, kernel_size=kernel_size, stride=stride, padding=padding,
-                     tiles=(3, 1, 2, 16, 4))
+                     tiles=(3, 1, 2, 16, 4, tap_major))
     assert relative_error(dx, dx_ref) <= 1e-5 and relative_error(dw, dw_ref) <= 1e-5
+
+
+@needs_triton
+@pytest.mark.parametrize("kernel_size, padding, size", [(3, (1, 1), (9, 8)), (5, (1, 2), (8, 11)), (3, (0, 1), (7, 7))])
+def test_stride_two_input_gradient_by_parity_equals_pytorch(kernel_size, padding, size):
+    """The parity kernel (each program one parity of input pixels, only the taps that reach them):
+    odd and even maps, even and odd padding on each side, several tiles of each parity."""
+    torch.manual_seed(16)
+    height, width = size
+    x = _channels_last(torch.randn(2, 20, height, width, device=DEVICE)).requires_grad_()
+    weight = torch.randn(20, 1, kernel_size, kernel_size, device=DEVICE)
+    out_h = (height + 2 * padding[0] - kernel_size) // 2 + 1
+    out_w = (width + 2 * padding[1] - kernel_size) // 2 + 1
+    # PyTorch's conv with the same top/left padding and the output size the kernels take.
+    padded = F.pad(x, [padding[1], padding[1], padding[0], padding[0]])
+    y_ref = F.conv2d(padded, weight, stride=2, groups=20)[:, :, :out_h, :out_w]
+    upstream = _channels_last(torch.randn_like(y_ref))
+    (dx_ref,) = torch.autograd.grad(y_ref, x, upstream)
+    taps = weight.flatten(1).t().contiguous()
+    dx = input_grad(upstream, taps, size, kernel_size=kernel_size, stride=2, padding=padding, tiles=(2, 2, 16, 4, 1))
+    assert relative_error(dx, dx_ref) <= 1e-5
+
+
+def test_parity_tiles_are_refused_for_stride_one():
+    x = _channels_last(torch.randn(1, 8, 5, 5))
+    with pytest.raises(ValueError, match="parity variant is for stride 2"):
+        input_grad(x, torch.randn(9, 8), (5, 5), kernel_size=3, stride=1, padding=(1, 1), tiles=(4, 4, 16, 4, 1))
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -12,7 +12,8 @@ channels-last activations with Triton, accumulating in float32:
 - weight gradient  dw[c,kh,kw] = sum over (n,ho,wo) of dy[n,ho,wo,c] * x[n, ho*s-pad_h+kh, ...]
   (`_weight_grad_kernel`: one program per band of output rows of one image x channel block keeps
   all k*k taps' partial sums in registers, then adds them into a float32 buffer with ONE atomic
-  add, so atomics are few; the order of those adds makes dw non-deterministic in its last bits).
+  add, so atomics are few; the order of those adds makes dw non-deterministic in its last bits.
+  Its `tap_major` variant walks the band once per tap instead, with no per-tile reductions).
 
 The three are PyTorch custom operators (`effnet::depthwise_conv` with its autograd formula, and
 `effnet::depthwise_conv_input_grad` / `_weight_grad`), so `torch.compile` traces a training model
@@ -71,12 +72,50 @@ if triton is not None:
         tl.store(pointers, acc.to(dx_ptr.dtype.element_ty), mask=in_ok[:, None] & c_ok[None, :])
 
     @triton.jit
+    def _input_grad_parity_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                                  sdn, sdh, sdw, sdc, sxn, sxh, sxw, sxc,
+                                  K: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+                                  BLOCK_C: tl.constexpr):
+        # Stride 2 only. One program: BLOCK_H x BLOCK_W input pixels of one parity (hi % 2, wi % 2),
+        # every other row and column of a 2*BLOCK_H x 2*BLOCK_W patch. Only the taps that line up with
+        # that parity reach them (kh = hi + pad_h mod 2, likewise kw): about a quarter of the k*k taps
+        # are visited, where `_input_grad_kernel` visits all and masks three quarters off.
+        pid = tl.program_id(0)
+        parity = pid % 4  # fastest: the four parities of one patch run side by side
+        rest = pid // 4
+        blocks_w = tl.cdiv(tl.cdiv(W, 2), BLOCK_W)
+        blocks_h = tl.cdiv(tl.cdiv(H, 2), BLOCK_H)
+        p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,)
+        wi = 2 * ((rest % blocks_w) * BLOCK_W + p % BLOCK_W) + parity % 2  # (P,)
+        hi = 2 * (((rest // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W) + parity // 2  # (P,)
+        n = rest // (blocks_w * blocks_h)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+        c_ok = c < C
+        in_ok = (hi < H) & (wi < W)
+        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for kh in range(((parity // 2) + pad_h) % 2, K, 2):
+            th = hi + pad_h - kh  # (P,) even: 2 * ho
+            ho = th // 2
+            h_ok = (th >= 0) & (ho < HO)
+            for kw in range(((parity % 2) + pad_w) % 2, K, 2):
+                tw = wi + pad_w - kw
+                wo = tw // 2
+                ok = in_ok & h_ok & (tw >= 0) & (wo < WO)  # (P,)
+                pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
+                dy = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
+                acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
+        pointers = dx_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+        tl.store(pointers, acc.to(dx_ptr.dtype.element_ty), mask=in_ok[:, None] & c_ok[None, :])
+
+    @triton.jit
     def _weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w,
                             sxn, sxh, sxw, sxc, sdn, sdh, sdw, sdc,
                             K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, BAND: tl.constexpr,
-                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                            TAP_MAJOR: tl.constexpr):
         # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W
-        # tiles (BAND is a multiple of BLOCK_H). Row `tap` of `acc` holds tap (tap // K, tap % K).
+        # tiles (BAND is a multiple of BLOCK_H).
         pid = tl.program_id(0)
         bands = tl.cdiv(HO, BAND)
         n = pid // bands
@@ -84,24 +123,46 @@ if triton is not None:
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
         p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,)
-        taps = tl.arange(0, KK)  # (KK,)
-        acc = tl.zeros([KK, BLOCK_C], dtype=tl.float32)
-        for h0 in range(band_start, band_start + BAND, BLOCK_H):
-            for w0 in range(0, WO, BLOCK_W):
-                ho = h0 + p // BLOCK_W  # (P,)
-                wo = w0 + p % BLOCK_W
-                out_ok = (ho < HO) & (wo < WO)
-                pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
-                dy = tl.load(pointers, mask=out_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, BC)
-                for kh in tl.static_range(K):
-                    for kw in tl.static_range(K):
-                        hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)  # (P,) each
-                        pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                        x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
-                        part = tl.sum(x.to(tl.float32) * dy, axis=0)  # (BC,)
-                        acc = tl.where(taps[:, None] == kh * K + kw, acc + part[None, :], acc)
-        tap_ok = taps < K * K  # rows K*K..KK-1 only pad KK to a power of two
-        tl.atomic_add(dw_ptr + taps[:, None] * C + c[None, :], acc, mask=tap_ok[:, None] & c_ok[None, :])
+        if TAP_MAJOR:
+            # Taps outermost: each tap walks the band, summing x * dy elementwise in a (P, BC) tile, and
+            # reduces over the pixels and adds to dw once at its end (k*k atomic adds of BC values).
+            # dy is loaded k*k times (from cache after the first), but nothing is reduced per tile.
+            for kh in tl.static_range(K):
+                for kw in tl.static_range(K):
+                    products = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+                    for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
+                        for w0 in range(0, WO, BLOCK_W):
+                            ho = h0 + p // BLOCK_W  # (P,)
+                            wo = w0 + p % BLOCK_W
+                            out_ok = (ho < HO) & (wo < WO)
+                            pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
+                            dy = tl.load(pointers, mask=out_ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                            hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)  # (P,) each
+                            pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                            x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                            products += x.to(tl.float32) * dy.to(tl.float32)
+                    tl.atomic_add(dw_ptr + (kh * K + kw) * C + c, tl.sum(products, axis=0), mask=c_ok)
+        else:
+            # Tiles outermost: dy is loaded once per tile, and each tap's partial sum over the tile goes
+            # into row `tap` of `acc` (k*k x BC, in registers); one atomic add per program at the end.
+            taps = tl.arange(0, KK)  # (KK,)
+            acc = tl.zeros([KK, BLOCK_C], dtype=tl.float32)
+            for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
+                for w0 in range(0, WO, BLOCK_W):
+                    ho = h0 + p // BLOCK_W  # (P,)
+                    wo = w0 + p % BLOCK_W
+                    out_ok = (ho < HO) & (wo < WO)
+                    pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
+                    dy = tl.load(pointers, mask=out_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                    for kh in tl.static_range(K):
+                        for kw in tl.static_range(K):
+                            hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)  # (P,) each
+                            pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                            x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                            part = tl.sum(x.to(tl.float32) * dy, axis=0)  # (BC,)
+                            acc = tl.where(taps[:, None] == kh * K + kw, acc + part[None, :], acc)
+            tap_ok = taps < K * K  # rows K*K..KK-1 only pad KK to a power of two
+            tl.atomic_add(dw_ptr + taps[:, None] * C + c[None, :], acc, mask=tap_ok[:, None] & c_ok[None, :])
 
 
 # The interpreter's time goes by the number of programs more than by their size: large tiles there
@@ -114,19 +175,20 @@ def _input_grad_tiles(channels: int) -> tuple[int, int, int, int]:
     return (8, 8, 64, 4) if INTERPRET else (8, 8, _pow2(channels, 16, 32), 4)
 
 
-def _weight_grad_tiles(channels: int) -> tuple[int, int, int, int, int]:
-    """(BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps), untimed here. Eight output rows per program: a
-    112 x 112 map at batch 256 still makes 3584 programs per channel block."""
-    return (8, 4, 8, 64, 4) if INTERPRET else (8, 2, 16, _pow2(channels, 16, 32), 4)
+def _weight_grad_tiles(channels: int) -> tuple[int, int, int, int, int, int]:
+    """(BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps, tap_major), untimed here. Eight output rows per
+    program: a 112 x 112 map at batch 256 still makes 3584 programs per channel block."""
+    return (8, 4, 8, 64, 4, 0) if INTERPRET else (8, 2, 16, _pow2(channels, 16, 32), 4, 0)
 
 
 def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size: tuple[int, int], *,
                kernel_size: int, stride: int, padding: tuple[int, int],
-               tiles: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+               tiles: tuple[int, ...] | None = None) -> torch.Tensor:
     """dx (N, C, H, W, channels-last, dy's dtype) of a depthwise conv from dy and its (k*k, C) taps.
 
     `padding` is the forward's (top, left); `input_size` the forward input's (H, W).
-    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) overrides the tile choice.
+    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, parity]) overrides the tile choice; `parity` (stride
+    2 only, default 0) takes the kernel whose programs each cover one parity of input pixels.
     """
     batch, channels, out_h, out_w = grad_output.shape
     height, width = input_size
@@ -136,23 +198,31 @@ def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size:
         choice = tuning.lookup("depthwise_input_grad", kernel_size=kernel_size, stride=stride, channels=channels,
                                height=height, width=width)
         tiles = tuple(choice["tiles"]) if choice is not None else _input_grad_tiles(channels)
-    block_h, block_w, block_c, warps = tiles
-    grid = (batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
+    block_h, block_w, block_c, warps, parity = (*tiles, 0) if len(tiles) == 4 else tiles
+    if parity and stride != 2:
+        raise ValueError(f"the input gradient's parity variant is for stride 2, not stride {stride}")
     dy = grad_output
-    _input_grad_kernel[grid](dy, weight_taps, dx, height, width, channels, out_h, out_w, padding[0], padding[1],
-                             dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
-                             dx.stride(0), dx.stride(2), dx.stride(3), dx.stride(1),
-                             K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
-                             **({} if INTERPRET else {"num_warps": warps}))
+    args = (dy, weight_taps, dx, height, width, channels, out_h, out_w, padding[0], padding[1],
+            dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1), dx.stride(0), dx.stride(2), dx.stride(3), dx.stride(1))
+    options = dict(K=kernel_size, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+                   **({} if INTERPRET else {"num_warps": warps}))
+    if parity:
+        grid = (batch * triton.cdiv(triton.cdiv(height, 2), block_h) * triton.cdiv(triton.cdiv(width, 2), block_w) * 4,
+                triton.cdiv(channels, block_c))
+        _input_grad_parity_kernel[grid](*args, **options)
+    else:
+        grid = (batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
+        _input_grad_kernel[grid](*args, STRIDE=stride, **options)
     return dx
 
 
 def weight_grad(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int, stride: int,
-                padding: tuple[int, int], tiles: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+                padding: tuple[int, int], tiles: tuple[int, ...] | None = None) -> torch.Tensor:
     """dw (C, 1, k, k) in float32 of a depthwise conv of `x` whose output's gradient is `grad_output`.
 
-    `tiles` = (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps) overrides the tile choice; BAND (output
-    rows per program) must be a multiple of BLOCK_H.
+    `tiles` = (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, tap_major]) overrides the tile choice; BAND
+    (output rows per program) must be a multiple of BLOCK_H. `tap_major` (default 0) walks the band
+    once per tap instead of once in all (see `_weight_grad_kernel`).
     """
     channels = x.shape[1]
     sums = _weight_grad_taps(x, grad_output, kernel_size=kernel_size, stride=stride, padding=padding, tiles=tiles)
@@ -160,7 +230,7 @@ def weight_grad(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int,
 
 
 def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int, stride: int,
-                      padding: tuple[int, int], tiles: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+                      padding: tuple[int, int], tiles: tuple[int, ...] | None = None) -> torch.Tensor:
     """The weight gradient laid out as the taps, (k*k, C) float32."""
     batch, channels, height, width = x.shape
     out_h, out_w = grad_output.shape[2:]
@@ -168,7 +238,7 @@ def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size
         choice = tuning.lookup("depthwise_weight_grad", kernel_size=kernel_size, stride=stride, channels=channels,
                                height=height, width=width)
         tiles = tuple(choice["tiles"]) if choice is not None else _weight_grad_tiles(channels)
-    band, block_h, block_w, block_c, warps = tiles
+    band, block_h, block_w, block_c, warps, tap_major = (*tiles, 0) if len(tiles) == 5 else tiles
     if band % block_h:
         raise ValueError(f"the band ({band} rows) must be a multiple of BLOCK_H ({block_h})")
     sums = torch.zeros((kernel_size * kernel_size, channels), device=x.device, dtype=torch.float32)
@@ -178,7 +248,7 @@ def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size
                               x.stride(0), x.stride(2), x.stride(3), x.stride(1),
                               dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
                               K=kernel_size, STRIDE=stride, KK=triton.next_power_of_2(kernel_size * kernel_size),
-                              BAND=band, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+                              BAND=band, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, TAP_MAJOR=bool(tap_major),
                               **({} if INTERPRET else {"num_warps": warps}))
     return sums
 

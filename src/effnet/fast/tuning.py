@@ -5,7 +5,8 @@ The defaults in `kernels` are one tile shape per kind of layer. The sweeps
 kernel variant on every layer shape of a model and, with `--tuning FILE`, write the fastest one per
 shape when it beats the default. `EFFNET_TUNING=FILE` in the environment, or `use(FILE)`, makes
 the fast paths take those choices: the same function, other tiles or another kernel of this package.
-A shape the file does not name keeps the default.
+A shape the file does not name keeps the default. A file holds the choices of the GPU it was measured
+on (its `device`); on another, the defaults are the safer start.
 
 The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {...}, "kernel": ...,
 "tiles": [...], "seconds": ..., "default_seconds": ...}, ...]}`. Ops and their keys:
@@ -35,6 +36,10 @@ KEYS = {
 }
 KERNELS = {"depthwise": ("tiled", "rolling"), "depthwise_input_grad": ("tiled",),
            "depthwise_weight_grad": ("tiled",), "pointwise": ("tiled", "streaming")}
+# How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
+TILE_LENGTHS = {("depthwise", "tiled"): (5,), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
+                ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
+                ("depthwise_weight_grad", "tiled"): (5, 6)}
 
 
 class TuningError(EffnetError, ValueError):
@@ -75,6 +80,10 @@ def load(path: str | Path) -> Table:
         key = _key(op, entry["key"])
         if entry.get("kernel") not in KERNELS[op] or not isinstance(entry.get("tiles"), list):
             raise TuningError(f"tuning file {path}: a {op} entry needs 'kernel' in {KERNELS[op]} and a 'tiles' list")
+        tiles, lengths = entry["tiles"], TILE_LENGTHS[op, entry["kernel"]]
+        if len(tiles) not in lengths or not all(isinstance(t, int) and t >= 0 for t in tiles):
+            raise TuningError(f"tuning file {path}: {op} {entry['kernel']} tiles must be "
+                              f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
         if entry["kernel"] == "streaming" and entry["key"]["gated"]:

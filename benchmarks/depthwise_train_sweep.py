@@ -1,0 +1,140 @@
+"""Where the training depthwise conv's backward kernels stand against PyTorch's, layer by layer.
+
+    PYTHONPATH=src python benchmarks/depthwise_train_sweep.py --out results/ --tuning results/tuning.json  # GPU
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_train_sweep.py --device cpu --batch 2 --size 32 \\
+        --configs 1 --layers 0 3
+
+For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last
+activations, PyTorch's depthwise backward as eager training runs it (`aten.convolution_backward`
+for both gradients, and for the input and the weight gradient alone) and the two Triton kernels of
+`effnet.fast.depthwise_train`: `input_grad` and `weight_grad`, each with its default tiles and with
+each configuration of a small sweep. Every kernel result is checked against PyTorch's. The totals
+weight each layer shape by how often the network runs it: what one backward pass through the
+network's depthwise convs costs in PyTorch, with the default tiles and with the best tiles per layer.
+`--tuning FILE` records, per layer, the best tiles of each kernel where they beat its default by 3%.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import torch
+from triton.runtime.errors import OutOfResources
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from depthwise_sweep import layer_shapes  # noqa: E402
+from effnet.bench.measure import relative_error  # noqa: E402
+from effnet.fast import ops, tuning  # noqa: E402
+from effnet.fast.depthwise_train import input_grad, weight_grad  # noqa: E402
+from sweep_common import finish, promote, sweep_timer  # noqa: E402
+
+# input_grad's (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, parity]); the default is (8, 8, 32, 4) on a GPU. Parity
+# configurations (one parity of input pixels per program) run on stride-2 layers only.
+INPUT_SWEEP = [(4, 8, 64, 4), (4, 8, 32, 4, 1), (8, 16, 32, 8), (8, 8, 32, 4, 1), (4, 16, 64, 8), (16, 8, 32, 8),
+               (8, 8, 64, 8), (2, 16, 64, 4), (4, 4, 128, 4), (4, 8, 32, 4)]
+# weight_grad's (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, tap_major]), BAND a multiple of BLOCK_H; the
+# default is (8, 2, 16, 32, 4) on a GPU. Longer bands mean fewer programs and atomic adds, shorter ones more
+# parallelism; tap-major walks the band once per tap with no per-tile reductions.
+WEIGHT_SWEEP = [(8, 2, 16, 64, 4), (8, 2, 16, 32, 4, 1), (16, 4, 16, 32, 4), (16, 4, 8, 32, 4, 1), (8, 4, 8, 64, 4),
+                (32, 4, 16, 32, 8), (32, 4, 16, 32, 8, 1), (16, 2, 32, 32, 8), (4, 4, 8, 32, 4), (16, 4, 8, 64, 8),
+                (32, 8, 8, 32, 8)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet_b0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--configs", type=int, default=max(len(INPUT_SWEEP), len(WEIGHT_SWEEP)),
+                        help="how many sweep configurations of each kernel to try")
+    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
+    parser.add_argument("--out", type=Path, help="write depthwise_train_sweep.json here")
+    parser.add_argument("--tuning", type=Path, help="record each layer's winning tiles in this tuning file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    tuning.use(None)  # "default" means the kernels' own tiles, whatever $EFFNET_TUNING names
+    timer = sweep_timer(device)
+    rows, totals = [], Counter()
+    print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>8} {'dx':>7} {'dw':>7} | "
+          f"{'dx dflt':>7} {'best':>7} {'tiles':<20} | {'dw dflt':>7} {'best':>7} {'tiles':<20} | error", flush=True)
+    for index, ((channels, height, width, k, stride, same), count) in enumerate(
+            sorted(layer_shapes(args.model, args.size).items())):
+        if args.layers is not None and index not in args.layers:
+            continue
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, channels, height, width, device=device, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = (torch.randn(channels, 1, k, k, device=device, dtype=dtype) / k).contiguous(
+            memory_format=torch.channels_last)
+        taps = weight.flatten(1).t().contiguous()
+        (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
+        dy = torch.randn(args.batch, channels, out_h, out_w, device=device, dtype=dtype)
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        # Eager pads a TF-"same" conv's input first (its backward only slices) and convolves unpadded.
+        x_torch = ops.pad_for_conv(x, k, stride, same=True) if same else x
+        torch_padding = [0, 0] if same else list(padding)
+
+        def torch_backward(mask):
+            return torch.ops.aten.convolution_backward(dy, x_torch, weight, None, [stride, stride], torch_padding,
+                                                       [1, 1], False, [0, 0], channels, mask)
+
+        expected_dx, expected_dw, _ = torch_backward([True, True, False])
+        if same:
+            expected_dx = expected_dx[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]
+        times = {"torch": timer.median(partial(torch_backward, [True, True, False])),
+                 "torch dx": timer.median(partial(torch_backward, [True, False, False])),
+                 "torch dw": timer.median(partial(torch_backward, [False, True, False]))}
+        geometry = dict(kernel_size=k, stride=stride, padding=padding)
+        grads = {"dx": (partial(input_grad, dy, taps, (height, width), **geometry), expected_dx, INPUT_SWEEP,
+                        "depthwise_input_grad"),
+                 "dw": (partial(weight_grad, x, dy, **geometry), expected_dw, WEIGHT_SWEEP, "depthwise_weight_grad")}
+        key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
+        errors, skipped, best, tuned = {}, [], {}, {}
+        for grad, (run, expected, sweep, op) in grads.items():
+            # This kernel's variants by their own names ("default", "(8, 2, 16, 32, 4)"), for the tuning file.
+            choices = {str(t): ("tiled", t, {}) for t in sweep[:args.configs]
+                       if not (grad == "dx" and len(t) == 5 and stride != 2)}  # parity: stride 2 only
+            own_times, own_errors = {}, {}
+            for name, tiles in [("default", None), *((name, choice[1]) for name, choice in choices.items())]:
+                try:
+                    own_errors[name] = relative_error(run(tiles=tiles), expected)
+                except OutOfResources:
+                    skipped.append(f"{grad} {name}")
+                    continue
+                own_times[name] = timer.median(partial(run, tiles=tiles))
+            best[grad] = f"{grad} {min(own_times, key=own_times.get)}"
+            tuned[grad] = promote(args.tuning, op, key, choices, own_times, own_errors, bound, device)
+            times.update({f"{grad} {name}": t for name, t in own_times.items()})
+            errors.update({f"{grad} {name}": e for name, e in own_errors.items()})
+        print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:8.1f} "
+              f"{times['torch dx'] * 1e6:7.1f} {times['torch dw'] * 1e6:7.1f} | "
+              + " | ".join(f"{times[f'{grad} default'] * 1e6:7.1f} {times[best[grad]] * 1e6:7.1f} "
+                           f"{best[grad][3:]:<20}" for grad in grads)
+              + f" | {max(errors.values()):.1e}" + (f"; out of resources: {', '.join(skipped)}" if skipped else ""),
+              flush=True)
+        rows.append({"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
+                     "same": same, "layers": count, "seconds": times, "errors": errors, "skipped": skipped,
+                     "best": best, "tuned": tuned})
+        for name in ("torch", "torch dx", "torch dw", "dx default", "dw default"):
+            totals[name] += count * times[name]
+        for grad in grads:
+            totals[f"{grad} best"] += count * times[best[grad]]
+
+    def ms(dx: str, dw: str) -> str:
+        return f"{(totals[dx] + totals[dw]) * 1e3:.2f} ms (dx {totals[dx] * 1e3:.2f}, dw {totals[dw] * 1e3:.2f})"
+
+    print(f"\nper backward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms (dx alone "
+          f"{totals['torch dx'] * 1e3:.2f}, dw alone {totals['torch dw'] * 1e3:.2f}), triton default tiles "
+          f"{ms('dx default', 'dw default')}, best tiles per layer {ms('dx best', 'dw best')}")
+    return finish(args.out, "depthwise_train_sweep.json", device, rows, bound)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
