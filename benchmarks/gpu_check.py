@@ -270,6 +270,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
     parser.add_argument("--profile-training", action="store_true",
                         help="print the top kernels of a B0 eager training step, plain and with the Triton depthwise")
+    parser.add_argument("--no-checks", action="store_true",
+                        help="time only: for a second call on the same machine, after the checks passed in the first")
     parser.add_argument("--tuning", type=Path, help="per-layer kernel choices from the sweeps (effnet.fast.tuning)")
     parser.add_argument("--sweep", action="store_true",
                         help="then run depthwise_sweep.py (B0's depthwise layers against PyTorch and a tile sweep)")
@@ -287,7 +289,8 @@ def main() -> int:
         env["tuning"] = f"{args.tuning} ({len(tuning.active())} layer shapes)"
     print("environment:", json.dumps(env), flush=True)
     check_models = (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380))
-    check_rows = checks(tuple(m for m in check_models if not args.only or m[0].removeprefix("tf_") in args.only))
+    check_rows = [] if args.no_checks else checks(
+        tuple(m for m in check_models if not args.only or m[0].removeprefix("tf_") in args.only))
     failed = [c for c in check_rows if not c[1] <= c[2]]
     for what, error, bound in check_rows:
         print(f"check {what:45} error {error:.2e} bound {bound:.0e} {'ok' if error <= bound else 'FAIL'}", flush=True)
