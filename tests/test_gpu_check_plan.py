@@ -1,0 +1,50 @@
+"""The GPU check script's plan and goal verdicts, on CPU: a GPU lease is short, so a typo in a row or a
+wrong ratio must be caught here, not there."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnet.bench.candidates import build_candidates
+from effnet.bench.throughput import MODES, TASKS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+gpu_check = pytest.importorskip("gpu_check")
+
+
+def test_every_planned_row_names_a_candidate_that_offers_its_task():
+    for model_name, size, batch, train_batch, rows in gpu_check.PLAN:
+        # The same options gpu_check builds its candidates with.
+        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
+                                      memory_savers=("activations", "stages"), fuse_stem=True, triton_depthwise=True)
+        offered = {c.name: c.tasks for c in candidates.items}
+        for task, mode, name in rows:
+            assert task in TASKS and mode in MODES, (task, mode)
+            assert name in offered and task in offered[name], (model_name, task, mode, name)
+        assert len(set(rows)) == len(rows), model_name
+
+
+def _row(task, mode, candidate, images_per_second, peak=None):
+    return {"task": task, "mode": mode, "candidate": candidate, "batch_size": 256,
+            "images_per_second": images_per_second, "ms_per_batch": None, "peak_memory_mib": peak,
+            "error_vs_reference": None, "note": ""}
+
+
+def test_goal_verdicts_divide_effnets_best_row_by_timm_compiled():
+    models = {"efficientnet_b0": {"rows": [
+        _row("inference", "compile", "timm", 1000.0), _row("inference", "cudagraphs", "effnet-fast", 1400.0),
+        _row("inference", "cudagraphs", "effnet-fast-stem", 1600.0), _row("inference", "eager", "timm", 2000.0),
+        _row("training", "compile", "timm", 100.0, peak=5000), _row("training", "eager", "timm", 80.0, peak=10000),
+        _row("training", "compile", "effnet-tdw", 125.0, peak=5000), _row("training", "eager", "effnet-stages", 50.0,
+                                                                            peak=5500),
+        _row("training", "eager", "effnet", None, peak=None),  # a row that did not run
+    ]}}
+    verdicts = {g["goal"]: g for g in gpu_check.goals(models)}
+    b0_inference = verdicts["B0 inference >= 1.5x timm compiled"]
+    assert b0_inference["ratio"] == pytest.approx(1.6) and b0_inference["verdict"] == "met"
+    assert "effnet-fast-stem cudagraphs" in b0_inference["measured"]
+    b0_training = verdicts["B0 training >= 1.3x timm compiled"]
+    assert b0_training["ratio"] == pytest.approx(1.25) and b0_training["verdict"] == "missed"
+    memory = verdicts["B0 training memory <= 0.6x timm eager"]
+    assert memory["ratio"] == pytest.approx(0.5) and memory["verdict"] == "met"
+    assert verdicts["B4 inference >= 1.2x timm compiled"]["verdict"] == "not measured"
