@@ -213,3 +213,11 @@ def test_compiled_training_runs_the_kernels_in_one_graph():
     assert relative_error(y, y_ref) <= 1e-5
     for grad, expected in zip(grads, grads_ref, strict=True):
         assert relative_error(grad, expected) <= 1e-5
+    # Under bf16 autocast, as mixed-precision training runs it: still one graph through the kernels.
+    graphs.clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True,
+                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        y = compiled(x.clone().requires_grad_())
+    assert y.dtype == torch.bfloat16 and "effnet.depthwise_conv.default" in graphs["forward"]
