@@ -24,18 +24,9 @@ if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _row_taps(x_ptr, w_ptr, hi, wo, c, c_ok, kh, H, W, C, pad_w, sxh, sxw, sxc, K: tl.constexpr,
-                  BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        """sum over kw of tap (kh, kw) x input row `hi` shifted by kw: one output row's share (BW, BC)."""
-        total = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        for kw in tl.static_range(K):
-            wi = wo - pad_w + kw  # (BW,)
-            ok = (wi >= 0) & (wi < W) & (hi >= 0) & (hi < H)
-            x = tl.load(x_ptr + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc, mask=ok[:, None] & c_ok[None, :],
-                        other=0.0)  # (BW, BC)
-            w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
-            total += x.to(tl.float32) * w.to(tl.float32)[None, :]
-        return total
+    def _tap_weight(w_ptr, kh, kw, c, c_ok, C, K: tl.constexpr):
+        """Tap (kh, kw)'s weights for the channel block (BC,), float32 (from L1 after the first load)."""
+        return tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0).to(tl.float32)
 
     @triton.jit
     def _rolling_depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
@@ -64,12 +55,20 @@ if triton is not None:
         acc4 = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
         for t in range(ROWS + K - 1):
             hi = h0 - pad_h + t
-            acc0 += _row_taps(x_ptr, w_ptr, hi, wo, c, c_ok, 0, H, W, C, pad_w, sxh, sxw, sxc, K, BLOCK_W, BLOCK_C)
-            acc1 += _row_taps(x_ptr, w_ptr, hi, wo, c, c_ok, 1, H, W, C, pad_w, sxh, sxw, sxc, K, BLOCK_W, BLOCK_C)
-            acc2 += _row_taps(x_ptr, w_ptr, hi, wo, c, c_ok, 2, H, W, C, pad_w, sxh, sxw, sxc, K, BLOCK_W, BLOCK_C)
+            row_ok = (hi >= 0) & (hi < H)
+            for kw in tl.static_range(K):
+                # Input row `hi` shifted by kw, loaded once, feeds all K output rows that use it.
+                wi = wo - pad_w + kw  # (BW,)
+                ok = (wi >= 0) & (wi < W) & row_ok
+                x = tl.load(x_ptr + hi * sxh + wi[:, None] * sxw + c[None, :] * sxc,
+                            mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (BW, BC)
+                acc0 += x * _tap_weight(w_ptr, 0, kw, c, c_ok, C, K)[None, :]
+                acc1 += x * _tap_weight(w_ptr, 1, kw, c, c_ok, C, K)[None, :]
+                acc2 += x * _tap_weight(w_ptr, 2, kw, c, c_ok, C, K)[None, :]
+                if K == 5:
+                    acc3 += x * _tap_weight(w_ptr, 3, kw, c, c_ok, C, K)[None, :]
+                    acc4 += x * _tap_weight(w_ptr, 4, kw, c, c_ok, C, K)[None, :]
             if K == 5:
-                acc3 += _row_taps(x_ptr, w_ptr, hi, wo, c, c_ok, 3, H, W, C, pad_w, sxh, sxw, sxc, K, BLOCK_W, BLOCK_C)
-                acc4 += _row_taps(x_ptr, w_ptr, hi, wo, c, c_ok, 4, H, W, C, pad_w, sxh, sxw, sxc, K, BLOCK_W, BLOCK_C)
                 done = acc4
             else:
                 done = acc2
