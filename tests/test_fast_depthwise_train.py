@@ -22,6 +22,7 @@ def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
 
 @needs_triton
 @pytest.mark.parametrize("kernel_size, stride, same, shape", [(3, 1, False, (2, 24, 7, 9)),
+                                                              (5, 1, True, (2, 20, 8, 9)),
                                                               (5, 2, True, (2, 20, 9, 8)),
                                                               (3, 2, False, (2, 24, 9, 8))])
 def test_depthwise_forward_and_gradients_equal_pytorch(kernel_size, stride, same, shape):

@@ -8,7 +8,8 @@ channels-last activations with Triton, accumulating in float32:
   (`kernels.depthwise` with a zero bias, no activation and no pool);
 - input gradient  dx[n,hi,wi,c] = sum over (kh,kw) of dy[n,ho,wo,c] * w[c,kh,kw], where
   ho = (hi + pad_h - kh) / s and wo likewise, only where the division is exact and (ho, wo) lies in
-  the output (`_input_grad_kernel`: one program per tile of input pixels x channel block);
+  the output (`_input_grad_kernel`: one program per tile of input pixels x channel block; for
+  stride 1 the forward kernel on dy with the taps flipped does it by default);
 - weight gradient  dw[c,kh,kw] = sum over (n,ho,wo) of dy[n,ho,wo,c] * x[n, ho*s-pad_h+kh, ...]
   (`_weight_grad_kernel`: one program per band of output rows of one image x channel block keeps
   all k*k taps' partial sums in registers, then adds them into a float32 buffer with ONE atomic
@@ -187,23 +188,33 @@ def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size:
     """dx (N, C, H, W, channels-last, dy's dtype) of a depthwise conv from dy and its (k*k, C) taps.
 
     `padding` is the forward's (top, left); `input_size` the forward input's (H, W).
-    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, parity]) overrides the tile choice; `parity` (stride
-    2 only, default 0) takes the kernel whose programs each cover one parity of input pixels.
+    By default a stride-1 conv's dx is the inference kernel's forward conv of dy with flipped taps.
+    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, parity]) (or a tuning file's) takes the gradient
+    kernel instead; `parity` (stride 2 only, default 0) the one whose programs each cover one parity of
+    input pixels.
     """
     batch, channels, out_h, out_w = grad_output.shape
     height, width = input_size
-    dx = torch.empty((batch, channels, height, width), device=grad_output.device, dtype=grad_output.dtype,
-                     memory_format=torch.channels_last)
     if tiles is None:
         choice = tuning.lookup("depthwise_input_grad", kernel_size=kernel_size, stride=stride, channels=channels,
                                height=height, width=width)
+        if choice is None and stride == 1:
+            # dx is the forward conv of dy with the taps flipped on both axes and k-1-pad padding: the
+            # inference kernel, with its measured tiles (and rolling rows where a tuning file says so).
+            k = kernel_size
+            flipped = weight_taps.reshape(k, k, channels).flip(0, 1).reshape(k * k, channels).contiguous()
+            return _forward(grad_output, flipped, kernel_size=k, stride=1,
+                            padding=(k - 1 - padding[0], k - 1 - padding[1]), output_size=(height, width))
         tiles = tuple(choice["tiles"]) if choice is not None else _input_grad_tiles(channels)
+    dx = torch.empty((batch, channels, height, width), device=grad_output.device, dtype=grad_output.dtype,
+                     memory_format=torch.channels_last)
     block_h, block_w, block_c, warps, parity = (*tiles, 0) if len(tiles) == 4 else tiles
     if parity and stride != 2:
         raise ValueError(f"the input gradient's parity variant is for stride 2, not stride {stride}")
     dy = grad_output
     args = (dy, weight_taps, dx, height, width, channels, out_h, out_w, padding[0], padding[1],
-            dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1), dx.stride(0), dx.stride(2), dx.stride(3), dx.stride(1))
+            dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
+            dx.stride(0), dx.stride(2), dx.stride(3), dx.stride(1))
     options = dict(K=kernel_size, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
                    **({} if INTERPRET else {"num_warps": warps}))
     if parity:
@@ -261,21 +272,25 @@ def _channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | 
     return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
 
 
-@torch.library.custom_op("effnet::depthwise_conv", mutates_args=())
-def _depthwise_conv_op(x: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: list[int],
-                       output_size: list[int]) -> torch.Tensor:
+def _forward(x: torch.Tensor, taps: torch.Tensor, *, kernel_size: int, stride: int, padding: tuple[int, int],
+             output_size: tuple[int, int]) -> torch.Tensor:
+    """The inference depthwise kernel without bias, SiLU or SE sums, on the tuned choice for x's shape
+    (measured with SiLU and the SE sums; close enough) or its default tiles."""
     zero_bias = torch.zeros(taps.shape[1], device=x.device, dtype=x.dtype)
-    geometry = dict(kernel_size=kernel_size, padding=tuple(padding), output_size=tuple(output_size), act=False,
-                    pool=False)
-    # The inference kernel's tuned choice for this shape (measured with SiLU and the SE sums; close enough).
+    geometry = dict(kernel_size=kernel_size, padding=padding, output_size=output_size, act=False, pool=False)
     choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
                            height=x.shape[2], width=x.shape[3])
     if choice is not None and choice["kernel"] == "rolling":
-        y, _ = rolling.rolling_depthwise(x, taps, zero_bias, **geometry, tiles=tuple(choice["tiles"]))
-    else:
-        tiles = tuple(choice["tiles"]) if choice is not None else (_INTERPRET_FORWARD_TILES if INTERPRET else None)
-        y, _ = kernels.depthwise(x, taps, zero_bias, stride=stride, **geometry, tiles=tiles)
-    return y
+        return rolling.rolling_depthwise(x, taps, zero_bias, **geometry, tiles=tuple(choice["tiles"]))[0]
+    tiles = tuple(choice["tiles"]) if choice is not None else (_INTERPRET_FORWARD_TILES if INTERPRET else None)
+    return kernels.depthwise(x, taps, zero_bias, stride=stride, **geometry, tiles=tiles)[0]
+
+
+@torch.library.custom_op("effnet::depthwise_conv", mutates_args=())
+def _depthwise_conv_op(x: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: list[int],
+                       output_size: list[int]) -> torch.Tensor:
+    return _forward(x, taps, kernel_size=kernel_size, stride=stride, padding=tuple(padding),
+                    output_size=tuple(output_size))
 
 
 @_depthwise_conv_op.register_fake
