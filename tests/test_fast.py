@@ -168,10 +168,10 @@ def test_triton_fused_model_equals_reference():
     x = torch.randn(2, 3, 15, 13, device=DEVICE)
     with torch.inference_mode():  # the bound below means something only if the logits follow the input
         assert relative_error(model(torch.randn_like(x)), model(x)) > 0.1
-    for fuse_expansion in (False, True):
-        fast = optimize_for_inference(model, use_triton=True, fuse_expansion=fuse_expansion)
-        with torch.inference_mode():
-            assert relative_error(fast(x), model(x)) <= 1e-5
+    # (The expansion-in-depthwise experiment, measured slower, is held to the two passes by its kernel test.)
+    fast = optimize_for_inference(model, use_triton=True)
+    with torch.inference_mode():
+        assert relative_error(fast(x), model(x)) <= 1e-5
 
 
 def test_forcing_triton_where_it_cannot_run_is_a_clear_error(monkeypatch):
