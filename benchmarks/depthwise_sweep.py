@@ -58,6 +58,19 @@ def layer_shapes(model_name: str, size: int) -> Counter:
     return shapes
 
 
+def layer_inputs(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    """For each layer shape `--layers` picks (all by default), in index order: (index, (channels, height,
+    width, kernel, stride, same), how many layers, a random channels-last input, a random (C, 1, k, k) weight)."""
+    for index, (shape, count) in enumerate(sorted(layer_shapes(args.model, args.size).items())):
+        if args.layers is not None and index not in args.layers:
+            continue
+        channels, height, width, k, _, _ = shape
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, channels, height, width, device=device, dtype=dtype)
+        weight = torch.randn(channels, 1, k, k, device=device, dtype=dtype) / k
+        yield index, shape, count, x.contiguous(memory_format=torch.channels_last), weight
+
+
 def torch_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int,
                     same: bool) -> tuple[torch.Tensor, torch.Tensor]:
     y, _ = ops.depthwise(x, weight, weight.flatten(1).t(), bias, stride=stride, same=same, pool=False,
@@ -87,14 +100,7 @@ def main() -> int:
     rows, totals = [], Counter()
     print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
           f" | {'best us':>8} {'GB/s':>6} best tiles", flush=True)
-    for index, ((channels, height, width, k, stride, same), count) in enumerate(
-            sorted(layer_shapes(args.model, args.size).items())):
-        if args.layers is not None and index not in args.layers:
-            continue
-        torch.manual_seed(0)
-        x = torch.randn(args.batch, channels, height, width, device=device, dtype=dtype)
-        x = x.contiguous(memory_format=torch.channels_last)
-        weight = torch.randn(channels, 1, k, k, device=device, dtype=dtype) / k
+    for index, (channels, height, width, k, stride, same), count, x, weight in layer_inputs(args, device, dtype):
         bias = torch.randn(channels, device=device, dtype=dtype)
         taps = weight.flatten(1).t().contiguous()
         (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)

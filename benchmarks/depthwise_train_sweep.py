@@ -27,7 +27,7 @@ from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from depthwise_sweep import layer_shapes  # noqa: E402
+from depthwise_sweep import layer_inputs  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from effnet.fast.depthwise_train import input_grad, weight_grad  # noqa: E402
@@ -65,15 +65,8 @@ def main() -> int:
     rows, totals = [], Counter()
     print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>8} {'dx':>7} {'dw':>7} | "
           f"{'dx dflt':>7} {'best':>7} {'tiles':<20} | {'dw dflt':>7} {'best':>7} {'tiles':<20} | error", flush=True)
-    for index, ((channels, height, width, k, stride, same), count) in enumerate(
-            sorted(layer_shapes(args.model, args.size).items())):
-        if args.layers is not None and index not in args.layers:
-            continue
-        torch.manual_seed(0)
-        x = torch.randn(args.batch, channels, height, width, device=device, dtype=dtype)
-        x = x.contiguous(memory_format=torch.channels_last)
-        weight = (torch.randn(channels, 1, k, k, device=device, dtype=dtype) / k).contiguous(
-            memory_format=torch.channels_last)
+    for index, (channels, height, width, k, stride, same), count, x, weight in layer_inputs(args, device, dtype):
+        weight = weight.contiguous(memory_format=torch.channels_last)  # as a channels-last model holds it
         taps = weight.flatten(1).t().contiguous()
         (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
         dy = torch.randn(args.batch, channels, out_h, out_w, device=device, dtype=dtype)

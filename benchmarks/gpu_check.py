@@ -243,29 +243,26 @@ def goals(models: dict) -> list[dict]:
     def rows(model: str, task: str) -> list[dict]:
         return [r for r in models.get(model, {}).get("rows", []) if r["task"] == task and r["images_per_second"]]
 
+    def verdict(goal: str, ours: list[dict], timm: list[dict], field: str, needed: float, more: bool) -> dict:
+        """Effnet's best row on `field` (the largest if `more`, else the smallest) over timm's."""
+        if not timm or not ours:
+            return {"goal": goal, "measured": "not measured", "verdict": "not measured"}
+        best = (max if more else min)(ours, key=lambda r: r[field])
+        ratio = best[field] / timm[0][field]
+        return {"goal": goal, "measured": f"{ratio:.2f}x ({best['candidate']} {best['mode']})", "ratio": ratio,
+                "verdict": "met" if (ratio >= needed if more else ratio <= needed) else "missed"}
+
     for goal, model, task, needed in GOALS:
         timed = rows(model, task)
-        timm = [r for r in timed if r["candidate"] == "timm" and r["mode"] == "compile"]
-        ours = [r for r in timed if r["candidate"].startswith("effnet")]
-        if not timm or not ours:
-            verdicts.append({"goal": goal, "measured": "not measured", "verdict": "not measured"})
-            continue
-        best = max(ours, key=lambda r: r["images_per_second"])
-        ratio = best["images_per_second"] / timm[0]["images_per_second"]
-        verdicts.append({"goal": goal, "measured": f"{ratio:.2f}x ({best['candidate']} {best['mode']})",
-                         "ratio": ratio, "verdict": "met" if ratio >= needed else "missed"})
+        verdicts.append(verdict(goal, [r for r in timed if r["candidate"].startswith("effnet")],
+                                [r for r in timed if r["candidate"] == "timm" and r["mode"] == "compile"],
+                                "images_per_second", needed, more=True))
     for model in ("efficientnet_b0", "efficientnet_b4"):
         timed = [r for r in rows(model, "training") if r["peak_memory_mib"]]
-        timm = [r for r in timed if r["candidate"] == "timm" and r["mode"] == "eager"]
-        ours = [r for r in timed if r["candidate"].startswith("effnet")]
-        goal = f"{model.split('_')[1].upper()} training memory <= 0.6x timm eager"
-        if not timm or not ours:
-            verdicts.append({"goal": goal, "measured": "not measured", "verdict": "not measured"})
-            continue
-        least = min(ours, key=lambda r: r["peak_memory_mib"])
-        ratio = least["peak_memory_mib"] / timm[0]["peak_memory_mib"]
-        verdicts.append({"goal": goal, "measured": f"{ratio:.2f}x ({least['candidate']} {least['mode']})",
-                         "ratio": ratio, "verdict": "met" if ratio <= 0.6 else "missed"})
+        verdicts.append(verdict(f"{model.split('_')[1].upper()} training memory <= 0.6x timm eager",
+                                [r for r in timed if r["candidate"].startswith("effnet")],
+                                [r for r in timed if r["candidate"] == "timm" and r["mode"] == "eager"],
+                                "peak_memory_mib", 0.6, more=False))
     return verdicts
 
 

@@ -30,14 +30,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from effnet.fast import kernels, ops, rolling, tuning
+from effnet.fast import kernels, ops, tuning
 from effnet.fast.kernels import INTERPRET, _pow2, triton
 from effnet.models.layers import SameConv2d
 
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _tap
+    from effnet.fast.kernels import _load_pixels, _store_pixels, _tap, _tap_weight
 
     @triton.jit
     def _input_grad_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
@@ -65,12 +65,9 @@ if triton is not None:
                 tw = wi + pad_w - kw
                 wo = tw // STRIDE
                 ok = in_ok & h_ok & (tw >= 0) & (wo * STRIDE == tw) & (wo < WO)  # (P,)
-                pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
-                dy = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
-                w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
-                acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
-        pointers = dx_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-        tl.store(pointers, acc.to(dx_ptr.dtype.element_ty), mask=in_ok[:, None] & c_ok[None, :])
+                dy = _load_pixels(dy_ptr, n, ho, wo, c, ok, c_ok, sdn, sdh, sdw, sdc)  # (P, BC)
+                acc += dy.to(tl.float32) * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+        _store_pixels(dx_ptr, acc, n, hi, wi, c, in_ok, c_ok, sxn, sxh, sxw, sxc)
 
     @triton.jit
     def _input_grad_parity_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
@@ -102,12 +99,9 @@ if triton is not None:
                 tw = wi + pad_w - kw
                 wo = tw // 2
                 ok = in_ok & h_ok & (tw >= 0) & (wo < WO)  # (P,)
-                pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
-                dy = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
-                w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
-                acc += dy.to(tl.float32) * w.to(tl.float32)[None, :]
-        pointers = dx_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-        tl.store(pointers, acc.to(dx_ptr.dtype.element_ty), mask=in_ok[:, None] & c_ok[None, :])
+                dy = _load_pixels(dy_ptr, n, ho, wo, c, ok, c_ok, sdn, sdh, sdw, sdc)  # (P, BC)
+                acc += dy.to(tl.float32) * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+        _store_pixels(dx_ptr, acc, n, hi, wi, c, in_ok, c_ok, sxn, sxh, sxw, sxc)
 
     @triton.jit
     def _weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w,
@@ -133,14 +127,11 @@ if triton is not None:
                     products = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
                     for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
                         for w0 in range(0, WO, BLOCK_W):
-                            ho = h0 + p // BLOCK_W  # (P,)
-                            wo = w0 + p % BLOCK_W
+                            ho, wo = h0 + p // BLOCK_W, w0 + p % BLOCK_W  # (P,) each
                             out_ok = (ho < HO) & (wo < WO)
-                            pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
-                            dy = tl.load(pointers, mask=out_ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                            dy = _load_pixels(dy_ptr, n, ho, wo, c, out_ok, c_ok, sdn, sdh, sdw, sdc)  # (P, BC)
                             hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)  # (P,) each
-                            pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                            x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                            x = _load_pixels(x_ptr, n, hi, wi, c, ok, c_ok, sxn, sxh, sxw, sxc)  # (P, BC)
                             products += x.to(tl.float32) * dy.to(tl.float32)
                     tl.atomic_add(dw_ptr + (kh * K + kw) * C + c, tl.sum(products, axis=0), mask=c_ok)
         else:
@@ -150,16 +141,13 @@ if triton is not None:
             acc = tl.zeros([KK, BLOCK_C], dtype=tl.float32)
             for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
                 for w0 in range(0, WO, BLOCK_W):
-                    ho = h0 + p // BLOCK_W  # (P,)
-                    wo = w0 + p % BLOCK_W
+                    ho, wo = h0 + p // BLOCK_W, w0 + p % BLOCK_W  # (P,) each
                     out_ok = (ho < HO) & (wo < WO)
-                    pointers = dy_ptr + n * sdn + ho[:, None] * sdh + wo[:, None] * sdw + c[None, :] * sdc
-                    dy = tl.load(pointers, mask=out_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                    dy = _load_pixels(dy_ptr, n, ho, wo, c, out_ok, c_ok, sdn, sdh, sdw, sdc).to(tl.float32)
                     for kh in tl.static_range(K):
                         for kw in tl.static_range(K):
                             hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)  # (P,) each
-                            pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                            x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                            x = _load_pixels(x_ptr, n, hi, wi, c, ok, c_ok, sxn, sxh, sxw, sxc)  # (P, BC)
                             part = tl.sum(x.to(tl.float32) * dy, axis=0)  # (BC,)
                             acc = tl.where(taps[:, None] == kh * K + kw, acc + part[None, :], acc)
             tap_ok = taps < K * K  # rows K*K..KK-1 only pad KK to a power of two
@@ -274,16 +262,12 @@ def _channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | 
 
 def _forward(x: torch.Tensor, taps: torch.Tensor, *, kernel_size: int, stride: int, padding: tuple[int, int],
              output_size: tuple[int, int]) -> torch.Tensor:
-    """The inference depthwise kernel without bias, SiLU or SE sums, on the tuned choice for x's shape
-    (measured with SiLU and the SE sums; close enough) or its default tiles."""
+    """The inference depthwise pass without bias, SiLU or SE sums, on the tuned choice for x's shape
+    (measured with SiLU and the SE sums; close enough) or the default tiles."""
     zero_bias = torch.zeros(taps.shape[1], device=x.device, dtype=x.dtype)
-    geometry = dict(kernel_size=kernel_size, padding=padding, output_size=output_size, act=False, pool=False)
-    choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
-                           height=x.shape[2], width=x.shape[3])
-    if choice is not None and choice["kernel"] == "rolling":
-        return rolling.rolling_depthwise(x, taps, zero_bias, **geometry, tiles=tuple(choice["tiles"]))[0]
-    tiles = tuple(choice["tiles"]) if choice is not None else (_INTERPRET_FORWARD_TILES if INTERPRET else None)
-    return kernels.depthwise(x, taps, zero_bias, stride=stride, **geometry, tiles=tiles)[0]
+    return ops.tuned_depthwise(x, taps, zero_bias, kernel_size=kernel_size, stride=stride, padding=padding,
+                               output_size=output_size, act=False, pool=False,
+                               tiles=_INTERPRET_FORWARD_TILES if INTERPRET else None)[0]
 
 
 @torch.library.custom_op("effnet::depthwise_conv", mutates_args=())

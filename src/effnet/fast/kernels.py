@@ -48,6 +48,23 @@ if triton is not None:
         return hi, wi, (wi >= 0) & (wi < W) & wo_ok & (hi >= 0) & (hi < H)
 
     @triton.jit
+    def _tap_weight(w_ptr, kh, kw, c, c_ok, C, K: tl.constexpr):
+        """Tap (kh, kw)'s weights (laid out (k*k, C)) for the channel block `c` (BC,), in float32."""
+        return tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _load_pixels(ptr, n, h, w, c, ok, c_ok, sn, sh, sw, sc):
+        """The (P, BC) tile of image n's map at pixels (h, w) (P,) and channels c (BC,); 0 where masked."""
+        return tl.load(ptr + n * sn + h[:, None] * sh + w[:, None] * sw + c[None, :] * sc,
+                       mask=ok[:, None] & c_ok[None, :], other=0.0)
+
+    @triton.jit
+    def _store_pixels(ptr, value, n, h, w, c, ok, c_ok, sn, sh, sw, sc):
+        """Store a (P, BC) tile at image n's pixels (h, w), channels c, in the map's dtype."""
+        tl.store(ptr + n * sn + h[:, None] * sh + w[:, None] * sw + c[None, :] * sc,
+                 value.to(ptr.dtype.element_ty), mask=ok[:, None] & c_ok[None, :])
+
+    @triton.jit
     def _depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
                           H, W, C, HO, WO, stride, pad_h, pad_w,
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,

@@ -64,19 +64,27 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     kernel_size = weight.shape[-1]
     if _triton(x, use_triton):
         output_size, padding = conv_geometry(x, kernel_size, stride, same)
-        choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
-                               height=x.shape[2], width=x.shape[3])
-        if choice is not None and choice["kernel"] == "rolling":
-            return rolling.rolling_depthwise(x, weight_taps, bias, kernel_size=kernel_size, padding=padding,
-                                             output_size=output_size, act=act, pool=pool, tiles=tuple(choice["tiles"]))
-        return kernels.depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride,
-                                 padding=padding, output_size=output_size, act=act, pool=pool,
-                                 tiles=tuple(choice["tiles"]) if choice is not None else None)
+        return tuned_depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride, padding=padding,
+                               output_size=output_size, act=act, pool=pool)
     y = F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride,
                  groups=x.shape[1])  # (N, C, HO, WO)
     if act:
         y = F.silu(y, inplace=True)
     return y, (y.float().sum((2, 3)) if pool else None)
+
+
+def tuned_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
+                    padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
+                    tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The Triton depthwise pass (`kernels.depthwise`'s arguments) on the tuning file's choice for x's
+    shape, the rolling-row kernel or other tiles, else on `tiles` (None: the kernel's defaults)."""
+    choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
+                           height=x.shape[2], width=x.shape[3])
+    geometry = dict(kernel_size=kernel_size, padding=padding, output_size=output_size, act=act, pool=pool)
+    if choice is not None and choice["kernel"] == "rolling":
+        return rolling.rolling_depthwise(x, weight_taps, bias, **geometry, tiles=tuple(choice["tiles"]))
+    return kernels.depthwise(x, weight_taps, bias, stride=stride, **geometry,
+                             tiles=tuple(choice["tiles"]) if choice is not None else tiles)
 
 
 def expand_depthwise(x: torch.Tensor, expand: tuple[torch.Tensor, torch.Tensor, torch.Tensor],

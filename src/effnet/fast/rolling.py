@@ -23,10 +23,7 @@ from effnet.fast.kernels import INTERPRET, _pow2, triton
 if triton is not None:
     import triton.language as tl
 
-    @triton.jit
-    def _tap_weight(w_ptr, kh, kw, c, c_ok, C, K: tl.constexpr):
-        """Tap (kh, kw)'s weights for the channel block (BC,), float32 (from L1 after the first load)."""
-        return tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0).to(tl.float32)
+    from effnet.fast.kernels import _tap_weight
 
     @triton.jit
     def _rolling_depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
