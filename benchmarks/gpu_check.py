@@ -57,12 +57,12 @@ PLAN = [
         ("training", "eager", "effnet-tdw"), ("training", "eager", "effnet-stages"),
     ]),
     (*B0, [
+        ("inference", "compile", "effnet-fast"),  # Inductor around the fused operators (effnet.fast.custom_ops)
         ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
         ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
         ("training", "eager", "effnet-stages"), ("training", "compile", "effnet"), ("training", "eager", "effnet"),
         ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"), ("latency", "eager", "timm"),
         ("training", "eager", "torchvision"), ("training", "eager", "effnet-activations"),
-        ("inference", "compile", "effnet-fast"),
     ]),
     (*B4, [
         ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"), ("training", "compile", "effnet"),

@@ -7,14 +7,16 @@ is an error. Both paths compute the same function; the tests hold them to each o
 
 On the Triton path a tuning file (`effnet.fast.tuning`, `EFFNET_TUNING=FILE`) may name, per layer
 shape, other tiles or another kernel measured faster there (the rolling-row depthwise kernel, the
-streaming 1x1 kernel); shapes it does not name take `kernels`' defaults.
+streaming 1x1 kernel); shapes it does not name take `kernels`' defaults. While `torch.compile` or
+`torch.export` traces a graph, the Triton path goes through `effnet.fast.custom_ops` (one opaque
+operator per pass); eager calls launch the kernels directly.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import expansion, kernels, rolling, streaming, tuning
+from effnet.fast import custom_ops, expansion, kernels, rolling, streaming, tuning
 
 
 def _triton(x: torch.Tensor, use_triton: bool | None) -> bool:
@@ -64,6 +66,10 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     kernel_size = weight.shape[-1]
     if _triton(x, use_triton):
         output_size, padding = conv_geometry(x, kernel_size, stride, same)
+        if torch.compiler.is_compiling():
+            y, sums = custom_ops.fused_depthwise(x, weight_taps, bias, kernel_size, stride, list(padding),
+                                                 list(output_size), act, pool)
+            return y, (sums if pool else None)
         return tuned_depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride, padding=padding,
                                output_size=output_size, act=act, pool=pool)
     y = F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride,
@@ -115,15 +121,9 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bia
     `gate` is (N, in) float32 or None; `residual` (N, out, H, W) or None.
     """
     if _triton(x, use_triton):
-        choice = tuning.lookup("pointwise", in_channels=x.shape[1], out_channels=weight_t.shape[1], height=x.shape[2],
-                               width=x.shape[3], gated=gate is not None, residual=residual is not None)
-        if choice is None:
-            return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
-        if choice["kernel"] == "streaming":
-            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual,
-                                                 tiles=tuple(choice["tiles"]))
-        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual,
-                                 tiles=tuple(choice["tiles"]), gate_weights=choice.get("gate_weights", True))
+        if torch.compiler.is_compiling():
+            return custom_ops.fused_pointwise(x, weight_t, bias, act, gate, residual)
+        return tuned_pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
     if gate is not None:
         x = x * gate.to(x.dtype)[:, :, None, None]  # (N, in, H, W)
     y = F.conv2d(x, weight, bias)  # (N, out, H, W)
@@ -132,6 +132,21 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bia
     if residual is not None:
         y = y.add_(residual)
     return y
+
+
+def tuned_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, act: bool,
+                    gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The Triton 1x1 pass (`kernels.pointwise`'s arguments) on the tuning file's choice for x's shape:
+    the streaming kernel or other tiles, else the kernel's defaults."""
+    choice = tuning.lookup("pointwise", in_channels=x.shape[1], out_channels=weight_t.shape[1], height=x.shape[2],
+                           width=x.shape[3], gated=gate is not None, residual=residual is not None)
+    if choice is None:
+        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
+    if choice["kernel"] == "streaming":
+        return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual,
+                                             tiles=tuple(choice["tiles"]))
+    return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual,
+                             tiles=tuple(choice["tiles"]), gate_weights=choice.get("gate_weights", True))
 
 
 def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand: torch.nn.Conv2d) -> torch.Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import ops
+from effnet.fast import custom_ops, ops
 from effnet.fast.kernels import INTERPRET, _pow2, triton
 
 if triton is not None:
@@ -90,6 +90,8 @@ def stem(x: torch.Tensor, weight: torch.Tensor, weight_cols: torch.Tensor, bias:
     kernel_size = weight.shape[-1]
     if ops._triton(x, use_triton):
         output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+        if torch.compiler.is_compiling():
+            return custom_ops.fused_stem(x, weight_cols, bias, kernel_size, stride, list(padding), list(output_size))
         return _launch(x, weight_cols, bias, kernel_size=kernel_size, stride=stride, padding=padding,
                        output_size=output_size)
     # The unfused model's first steps: cast and change layout, pad, convolve, SiLU.
