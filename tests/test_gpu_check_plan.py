@@ -48,3 +48,13 @@ def test_goal_verdicts_divide_effnets_best_row_by_timm_compiled():
     memory = verdicts["B0 training memory <= 0.6x timm eager"]
     assert memory["ratio"] == pytest.approx(0.5) and memory["verdict"] == "met"
     assert verdicts["B4 inference >= 1.2x timm compiled"]["verdict"] == "not measured"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine where CUDA calls fail")
+def test_a_check_group_that_raises_is_a_failed_check_and_the_run_goes_on():
+    """Here every group's first CUDA call raises: each becomes one failed row naming the error."""
+    rows = gpu_check.checks((("efficientnet_b0", 32),))
+    assert [row[0].split(":")[0] for row in rows] == ["kernels", "fused models", "training depthwise",
+                                                      "memory savers"]
+    assert all(row[1] == float("inf") and not row[1] <= row[2] for row in rows)
+    assert all(len(row[0].split(": ")) >= 3 for row in rows)  # group: ErrorType: message
