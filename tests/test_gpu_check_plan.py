@@ -58,3 +58,5 @@ def test_a_check_group_that_raises_is_a_failed_check_and_the_run_goes_on():
                                                       "memory savers"]
     assert all(row[1] == float("inf") and not row[1] <= row[2] for row in rows)
     assert all(len(row[0].split(": ")) >= 3 for row in rows)  # group: ErrorType: message
+    # A second call for B4 alone checks only its fused model: the rest ran on B0's layers in the first.
+    assert [row[0].split(":")[0] for row in gpu_check.checks((("tf_efficientnet_b4", 32),))] == ["fused models"]
