@@ -41,6 +41,11 @@ def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
     (["--model", "efficientnet_b99"], "efficientnet_b99"),
     (["--no-fast", "--fuse-stem", "--triton-depthwise"], "--fuse-stem and --triton-depthwise add fast-path rows"),
     (["--tuning", "/nonexistent/tuning.json"], "tuning file /nonexistent/tuning.json not found"),
+    # Zero is a mistake, not "the default" (batch 0 used to run the default batch of 32).
+    (["--batch-size", "0"], "batch size must be at least 1, got 0"),
+    (["--image-size", "4"], "image size must be at least 8, got 4"),
+    (["--repeats", "0"], "repeats must be at least 1, got 0"),
+    (["--iterations", "-1"], "iterations must be at least 1, got -1"),
 ])
 def test_bench_bad_input_is_one_line(capsys, args, message):
     if args[0] == "--device":

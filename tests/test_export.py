@@ -108,6 +108,9 @@ def test_bad_requests_are_typed_errors(main, tmp_path: Path, capsys) -> None:
         export_model(model, "tflite", tmp_path / "m.tflite")
     with pytest.raises(ExportError, match=".pt2"):
         export_model(model, "torch-export", tmp_path / "m.pt")
+    with pytest.raises(ExportError, match="tolerance must be positive, got -1"):
+        export_model(model, "onnx", tmp_path / "m.onnx", tolerance=-1)
+    assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(ExportError, match="opset only applies"):
         export_model(model, "torchscript", tmp_path / "m.pt", opset=18)
     with pytest.raises(ExportError, match="one size only"):

@@ -114,3 +114,13 @@ def test_curves_trains_each_strategy_at_matched_macs(tmp_path):
     assert all(row["macs_ratio"] > 1.3 for row in rows[1:])  # each strategy really scaled up
     for name in ("curves.csv", "curves.json", "curves.png"):
         assert (output / name).is_file()
+
+
+@pytest.mark.parametrize("multiple", ["1", "-2"])
+def test_curves_rejects_multiples_that_do_not_scale_up_in_one_line(tmp_path, capsys, multiple):
+    from effnet.cli import main
+
+    assert main(["curves", "--output", str(tmp_path / "c"), "--multiples", "2", multiple]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"effnet curves: error: MACs multiples must be above 1 (the curves scale the base up), got {multiple}"
+    assert not (tmp_path / "c" / "runs").exists()  # nothing trained

@@ -163,6 +163,20 @@ def test_mistakes_give_one_clear_line(tmp_path, argv, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("lr", -1, "lr must be positive, got -1"), ("weight_decay", -0.1, "weight_decay must be >= 0"),
+    ("momentum", 1.0, "momentum must be in [0, 1)"), ("decay_rate", 0, "decay_rate must be in (0, 1]"),
+    ("drop_path_rate", 1.5, "drop_path_rate must be in [0, 1)"), ("keep_last", 0, "keep_last must be at least 1"),
+    ("clip_grad_norm", 0, "clip_grad_norm must be positive"), ("bn_momentum", 0, "bn_momentum must be in (0, 1]"),
+])
+def test_optimizer_and_schedule_mistakes_are_config_errors(tmp_path, capsys, option, value, message):
+    """Caught before any setup: PyTorch's own checks (a negative lr, say) raised a traceback mid-setup."""
+    assert main(["train", "--output", str(tmp_path / "o"), *TINY, f"--{option.replace('_', '-')}", str(value)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("effnet train: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_resume_with_another_model_is_refused(tmp_path):
     out = tmp_path / "run"
     run_cli("--output", str(out), *TINY, "--epochs", "1")

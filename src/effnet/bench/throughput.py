@@ -57,7 +57,17 @@ class BenchResult:
         return {"config": self.config, "environment": self.environment, "rows": [asdict(r) for r in self.rows]}
 
 
+def _check_counts(config: BenchConfig) -> None:
+    """Sizes and counts the user gave: zero or negative is a mistake, never a request for the default."""
+    for name, value, least in (("batch size", config.batch_size, 1), ("image size", config.image_size, 8),
+                               ("warm-up", config.warmup, 0), ("repeats", config.repeats, 1),
+                               ("iterations", config.iterations, 1)):
+        if value is not None and value < least:
+            raise BenchError(f"{name} must be at least {least}, got {value}")
+
+
 def resolve_settings(config: BenchConfig) -> tuple[torch.device, int, torch.dtype, torch.memory_format]:
+    _check_counts(config)
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -65,7 +75,7 @@ def resolve_settings(config: BenchConfig) -> tuple[torch.device, int, torch.dtyp
         if device.type == "cuda" and not torch.cuda.is_available():
             raise BenchError("--device cuda: no CUDA device is available here")
     gpu = device.type == "cuda"
-    batch = config.batch_size or (256 if gpu else 32)
+    batch = config.batch_size if config.batch_size is not None else (256 if gpu else 32)
     precision = config.precision if config.precision != "auto" else ("bf16" if gpu else "fp32")
     if precision not in PRECISIONS:
         raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -107,7 +117,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     candidates = build_candidates(config.model, config.libraries, fast=config.fast,
                                   memory_savers=config.memory_savers, fuse_expansion=config.fuse_expansion,
                                   fuse_stem=config.fuse_stem, triton_depthwise=config.triton_depthwise)
-    image_size = config.image_size or candidates.resolution
+    image_size = config.image_size if config.image_size is not None else candidates.resolution
     timer = Timer(device, config.warmup, config.repeats, config.iterations)
     tolerance = config.check_tolerance or (1e-4 if dtype == torch.float32 else 5e-2)
     for task in config.tasks:

@@ -152,13 +152,15 @@ def _export_torch_export(model: nn.Module, example: torch.Tensor, output: Path, 
 
 
 def _check_options(model: nn.Module, format: str, batch_sizes: Sequence[int], opset: int | None,
-                   dynamo: bool) -> None:
+                   dynamo: bool, tolerance: float) -> None:
     if format not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if not isinstance(model, nn.Module):
         raise ExportError(f"export_model needs a torch.nn.Module, got {type(model).__name__}")
     if not batch_sizes or any(not 1 <= size <= MAX_BATCH_SIZE for size in batch_sizes):
         raise ExportError(f"batch_sizes must be 1..{MAX_BATCH_SIZE}, got {list(batch_sizes)}")
+    if not tolerance > 0:  # checked before exporting, which takes a while
+        raise ExportError(f"tolerance must be positive, got {tolerance:g}")
     if format != "onnx" and opset is not None:
         raise ExportError(f"opset only applies to onnx, not {format}")
     if opset is not None and not 9 <= opset <= 23:
@@ -196,7 +198,7 @@ def export_model(model: nn.Module, format: str, output: str | Path, *, batch_siz
     verbose: print the one-line summary (max relative error) on stderr.
     Raises `ExportError` for bad options or a failing exporter, `ParityError` above `tolerance`.
     """
-    _check_options(model, format, batch_sizes, opset, dynamo)
+    _check_options(model, format, batch_sizes, opset, dynamo, tolerance)
     sizes = _normalise_sizes(model, image_sizes, dynamic_hw)
     opset_used = (opset or DEFAULT_OPSET) if format == "onnx" else None
     output = Path(output).expanduser()

@@ -75,6 +75,9 @@ def matched_specs(base: NetworkSpec, multiple: float, coefficients: Sequence[flo
 
 
 def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
+    below = [multiple for multiple in config.multiples if not multiple > 1]
+    if below:  # each strategy's multiplier is searched upwards from the base
+        raise SpecError(f"MACs multiples must be above 1 (the curves scale the base up), got {below[0]:g}")
     base_macs = _trunk_macs(config.base)
     points = [("base", 1.0, 1.0, config.base)]
     for multiple in config.multiples:
