@@ -1,4 +1,6 @@
 """The model contract every variant shares."""
+import re
+
 import pytest
 import torch
 from torchvision.ops import StochasticDepth
@@ -152,3 +154,15 @@ def test_pretrained_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("EFFNET_CACHE", str(tmp_path / "cache"))  # published weights: an empty cache, offline
     with pytest.raises(DownloadError, match="downloads are off"):
         effnet.create_model("efficientnet_b0", pretrained=True)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"num_classes": -1}, "num_classes must be a whole number >= 0, got -1"),
+    ({"num_classes": 2.5}, "num_classes must be a whole number >= 0, got 2.5"),
+    ({"in_chans": 0}, "in_chans must be a whole number >= 1, got 0"),
+])
+def test_impossible_sizes_are_spec_errors(options, message):
+    with pytest.raises(effnet.SpecError, match=re.escape(message)):
+        effnet.create_model("efficientnet_b0", **options)
+    with pytest.raises(effnet.SpecError, match="num_classes must be"):
+        effnet.create_model("efficientnet_b0").reset_classifier(-3)

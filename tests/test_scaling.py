@@ -112,3 +112,17 @@ def test_spec_from_dict_names_bad_field():
     data["stem"]["colour"] = 1
     with pytest.raises(SpecError, match="stem: unknown field"):
         spec_from_dict(data)
+
+
+def test_absurd_scaling_is_an_error_not_hours_of_resolving(capsys):
+    """phi 100 is depth 8e7: refused when the spec is made, before any block is resolved or counted."""
+    from effnet.cli import main
+
+    with pytest.raises(SpecError, match="width must be at most 100"):
+        effnet.scale_by_phi(EFFICIENTNET_B0, 100)
+    with pytest.raises(SpecError, match="depth must be at most 100, got 120"):
+        effnet.scale_by_multipliers(EFFICIENTNET_B0, depth=120)
+    with pytest.raises(SpecError, match="resolution must be at most 16384"):
+        effnet.scale_by_multipliers(EFFICIENTNET_B0, resolution=100)
+    assert main(["scale", "--phi", "100"]) == 2
+    assert capsys.readouterr().err.strip() == "effnet scale: error: width must be at most 100, got 1.378e+04"

@@ -15,6 +15,7 @@ from effnet.models.blocks import BLOCK_TYPES
 from effnet.models.layers import make_activation, make_conv
 from effnet.scaling.plan import NetworkPlan, resolve
 from effnet.spec.data import DataConfig, default_data_config
+from effnet.errors import SpecError
 from effnet.spec.types import NetworkSpec
 
 
@@ -43,11 +44,17 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def _whole_number(name: str, value: object, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise SpecError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
 class _Trunk(nn.Module):
     """Stem and stages, shared by the classifier and the feature extractor."""
 
     def __init__(self, spec: NetworkSpec, plan: NetworkPlan, in_channels: int) -> None:
         super().__init__()
+        _whole_number("in_chans", in_channels, 1)
         self.spec = spec
         self.conv_stem = make_conv(in_channels, plan.stem_channels, plan.stem_kernel_size,
                                    plan.stem_stride, padding=spec.padding)
@@ -110,6 +117,7 @@ class EfficientNet(_Trunk):
 
     def __init__(self, spec: NetworkSpec, num_classes: int = 1000, in_channels: int = 3,
                  data_config: DataConfig | None = None) -> None:
+        _whole_number("num_classes", num_classes, 0)
         plan = resolve(spec)
         super().__init__(spec, plan, in_channels)
         self.plan = plan
@@ -152,6 +160,7 @@ class EfficientNet(_Trunk):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised classifier for `num_classes` (0: return pooled features)."""
+        _whole_number("num_classes", num_classes, 0)
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         _init_weights(self.classifier)

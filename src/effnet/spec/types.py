@@ -14,6 +14,10 @@ PADDINGS = ("symmetric", "same")
 # (MobileNetV1); bottleneck: ResNet's 1x1 reduce, kxk, 1x1 expand with a shortcut on every block.
 BLOCKS = ("mbconv", "dsconv", "bottleneck")
 STEM_POOLS = ("none", "max")
+# Far beyond any published member (L2: depth 5.3, width 4.3, 800 px), low enough that a typo such as
+# phi 100 (depth 8e7) is an error line instead of hours and gigabytes spent resolving the network.
+MAX_MULTIPLIER = 100.0
+MAX_RESOLUTION = 16384
 
 
 def _check(condition: bool, message: str) -> None:
@@ -127,7 +131,11 @@ class NetworkSpec:
         _check(len(self.stages) > 0, "stages must not be empty")
         _check(self.width > 0, f"width must be positive, got {self.width}")
         _check(self.depth > 0, f"depth must be positive, got {self.depth}")
+        _check(self.width <= MAX_MULTIPLIER, f"width must be at most {MAX_MULTIPLIER:g}, got {self.width:.4g}")
+        _check(self.depth <= MAX_MULTIPLIER, f"depth must be at most {MAX_MULTIPLIER:g}, got {self.depth:.4g}")
         _check(self.resolution >= 8, f"resolution must be at least 8, got {self.resolution}")
+        _check(self.resolution <= MAX_RESOLUTION,
+               f"resolution must be at most {MAX_RESOLUTION}, got {self.resolution}")
         _check(self.activation in ACTIVATIONS,
                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         _check(self.padding in PADDINGS,
