@@ -244,6 +244,12 @@ def test_a_truncated_checkpoint_is_refused(tmp_path: Path, b0_state_dicts) -> No
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_a_file_that_is_no_checkpoint_is_called_so_not_refused_as_code(tmp_path: Path) -> None:
+    (tmp_path / "notes.pth").write_text("# not a checkpoint\n")
+    with pytest.raises(WeightsError, match=r"notes.pth: not a PyTorch checkpoint \(torch.load cannot unpickle"):
+        read_checkpoint(tmp_path / "notes.pth")
+
+
 def test_an_unknown_source_fails_before_reading(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="unknown source 'caffe'"):
         convert_checkpoint(tmp_path / "absent.pth", "caffe", "efficientnet_b0", tmp_path / "out.safetensors")
@@ -258,7 +264,7 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path) -> No
 
     marker = tmp_path / "marker"
     hostile = write_hostile_checkpoint(tmp_path / "hostile.pth", marker)
-    with pytest.raises(WeightsError, match="refused"):
+    with pytest.raises(WeightsError, match="refused, loading it would run code .*GLOBAL"):
         read_checkpoint(hostile)
     with pytest.raises(WeightsError, match="refused"):
         convert_checkpoint(hostile, "timm", "efficientnet_b0", tmp_path / "out.safetensors")

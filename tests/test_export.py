@@ -111,6 +111,8 @@ def test_bad_requests_are_typed_errors(main, tmp_path: Path, capsys) -> None:
     with pytest.raises(ExportError, match="tolerance must be positive, got -1"):
         export_model(model, "onnx", tmp_path / "m.onnx", tolerance=-1)
     assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(ExportError, match=f"output {tmp_path} is a folder; name the file to write, e.g. .*model.onnx"):
+        export_model(model, "onnx", tmp_path)
     with pytest.raises(ExportError, match="opset only applies"):
         export_model(model, "torchscript", tmp_path / "m.pt", opset=18)
     with pytest.raises(ExportError, match="one size only"):

@@ -38,6 +38,7 @@ from effnet.export.fold import fold_batchnorm
 from effnet.export.parity import DEFAULT_TOLERANCE, ParityCheck, check_parity, load_runner
 
 FORMATS = ("onnx", "torchscript", "torch-export")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}  # what each format's files are called
 DEFAULT_OPSET = 18
 # EfficientNet downsamples by 32: from 33 px on, the last feature map is at least 2x2. torch.export
 # treats sizes 0 and 1 as special (it specialises on them), so a range down to a 1x1 map fails.
@@ -202,7 +203,10 @@ def export_model(model: nn.Module, format: str, output: str | Path, *, batch_siz
     sizes = _normalise_sizes(model, image_sizes, dynamic_hw)
     opset_used = (opset or DEFAULT_OPSET) if format == "onnx" else None
     output = Path(output).expanduser()
-    if format == "torch-export" and output.suffix != ".pt2":
+    if output.is_dir():
+        raise ExportError(f"output {output} is a folder; name the file to write, e.g. {output / 'model'}"
+                          f"{SUFFIXES.get(format, '')}")
+    if format == "torch-export" and output.suffix != SUFFIXES[format]:
         raise ExportError(f"torch.export files must end in .pt2 (torch.export.load refuses others), got {output}")
     output.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training

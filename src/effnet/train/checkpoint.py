@@ -6,7 +6,6 @@ A checkpoint holds only tensors and plain containers, so it loads with
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 import shutil
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from effnet.errors import WeightsError
+from effnet.weights.io import torch_load_safely
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
@@ -67,13 +67,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise WeightsError(f"{path}: refused, loading it would run code from the file "
-                           f"({str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise WeightsError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
+    return torch_load_safely(path)
 
 
 class CheckpointManager:

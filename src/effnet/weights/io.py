@@ -113,6 +113,21 @@ def load_weights_file(path: str | os.PathLike) -> WeightsFile:
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 
 
+def torch_load_safely(path: Path) -> Any:
+    """`torch.load` without unpickling code: a file that names code to run is refused, one that is no
+    pickle at all (a text file, say) is called what it is; both as one WeightsError line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if named:  # the pickle asks for a function or class outside tensors and plain containers
+            raise WeightsError(f"{path}: refused, loading it would run code from the file "
+                               f"(only tensors and plain containers are accepted): {named[0]}") from None
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (torch.load cannot unpickle it)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a `.safetensors` file or a PyTorch checkpoint, loaded without unpickling code.
 
@@ -127,13 +142,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as error:
             raise WeightsError(f"{path}: cannot read safetensors ({error})") from None
     else:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise WeightsError(f"{path}: refused, loading it would run code from the file "
-                               f"(only tensors and plain containers are accepted): {str(error).splitlines()[0]}") from None
-        except (RuntimeError, EOFError, OSError, ValueError) as error:
-            raise WeightsError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
+        data = torch_load_safely(path)
     for key in _CONTAINER_KEYS:
         if isinstance(data, dict) and key in data and isinstance(data[key], dict):
             data = data[key]
