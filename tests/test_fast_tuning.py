@@ -161,3 +161,19 @@ def test_bad_tuning_files_are_one_clear_error(tmp_path, content, message):
         path.write_text(content)
     with pytest.raises(tuning.TuningError, match=message):
         tuning.use(path)
+
+
+def test_a_file_measured_on_another_gpu_is_taken_with_a_warning(tmp_path, monkeypatch):
+    """No GPU here, so CUDA's answers are stood in for: the file's device against the machine's."""
+    path = tmp_path / "t.json"
+    key = dict(kernel_size=3, stride=1, channels=32, height=112, width=112)
+    tuning.record(path, "depthwise", key, "tiled", (4, 16, 32, 1, 4), device="NVIDIA H100 80GB HBM3", seconds=1,
+                  default_seconds=2)
+    assert tuning.other_gpu(path) is None  # no GPU: the file's choices are never used on CPU anyway
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    with pytest.warns(UserWarning, match="measured on NVIDIA H100 80GB HBM3, this machine has NVIDIA A100"):
+        tuning.use(path)
+    assert tuning.lookup("depthwise", **key)["tiles"] == [4, 16, 32, 1, 4]  # taken all the same
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert tuning.other_gpu(path) is None

@@ -6,7 +6,7 @@ kernel variant on every layer shape of a model and, with `--tuning FILE`, write 
 shape when it beats the default. `EFFNET_TUNING=FILE` in the environment, or `use(FILE)`, makes
 the fast paths take those choices: the same function, other tiles or another kernel of this package.
 A shape the file does not name keeps the default. A file holds the choices of the GPU it was measured
-on (its `device`); on another, the defaults are the safer start.
+on (its `device`); on another, the defaults are the safer start, and taking the file there warns.
 
 The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {...}, "kernel": ...,
 "tiles": [...], "seconds": ..., "default_seconds": ...}, ...]}`. Ops and their keys:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,34 @@ def load(path: str | Path) -> Table:
     return table
 
 
+def other_gpu(path: str | Path) -> str | None:
+    """Why the tuning file at `path` may not suit this machine: measured on another GPU than CUDA device 0
+    (None when it names this one, names none, or there is no GPU here: CPU runs use no tuned kernels)."""
+    import torch
+
+    measured = json.loads(Path(path).read_text()).get("device")
+    if not measured or not torch.cuda.is_available():
+        return None
+    here = torch.cuda.get_device_name(0)
+    if measured == here:
+        return None
+    return (f"tuning file {path} was measured on {measured}, this machine has {here}: its choices compute the "
+            "same function, but may be slower here than the defaults; run the sweeps here for a file of its own")
+
+
+def _take(path: str | Path) -> Table:
+    table = load(path)
+    mismatch = other_gpu(path)
+    if mismatch:
+        warnings.warn(mismatch, stacklevel=3)
+    return table
+
+
 def use(path: str | Path | None) -> None:
-    """Take kernel choices from the tuning file at `path` from now on (None: the defaults only)."""
+    """Take kernel choices from the tuning file at `path` from now on (None: the defaults only). A file
+    measured on another GPU is taken with a warning."""
     global _active, _active_source
-    _active = load(path) if path is not None else {}
+    _active = _take(path) if path is not None else {}
     _active_source = str(path) if path is not None else None
 
 
@@ -104,7 +129,7 @@ def active() -> Table:
     global _active, _active_source
     if _active is None:
         path = os.environ.get(ENV)
-        _active, _active_source = (load(path), path) if path else ({}, None)
+        _active, _active_source = (_take(path), path) if path else ({}, None)
     return _active
 
 
