@@ -43,11 +43,13 @@ def test_compiled_fast_model_is_one_graph_of_the_fused_operators(models):
 
 
 @needs_triton
-def test_exported_fast_model_runs_the_fused_operators(models):
+def test_exported_fast_model_runs_the_fused_operators_at_any_batch_size(models):
     fast_model, reference = models
-    exported = torch.export.export(fast_model, (torch.randn(1, 3, 16, 16, device=DEVICE),))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(fast_model, (torch.randn(2, 3, 16, 16, device=DEVICE),),
+                                   dynamic_shapes=({0: batch},))
     assert OPERATORS <= _called(exported.graph)
-    x = torch.randn(1, 3, 16, 16, device=DEVICE)  # other data than the traced example
+    x = torch.randn(1, 3, 16, 16, device=DEVICE)  # another batch size and other data than the traced example
     with torch.inference_mode():
         assert relative_error(exported.module()(x), reference(x)) <= 1e-5
 

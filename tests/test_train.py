@@ -164,7 +164,7 @@ def test_mistakes_give_one_clear_line(tmp_path, argv, message):
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("lr", -1, "lr must be positive, got -1"), ("weight_decay", -0.1, "weight_decay must be >= 0"),
+    ("lr", -1, "lr must be >= 0, got -1"), ("weight_decay", -0.1, "weight_decay must be >= 0"),
     ("momentum", 1.0, "momentum must be in [0, 1)"), ("decay_rate", 0, "decay_rate must be in (0, 1]"),
     ("drop_path_rate", 1.5, "drop_path_rate must be in [0, 1)"), ("keep_last", 0, "keep_last must be at least 1"),
     ("clip_grad_norm", 0, "clip_grad_norm must be positive"), ("bn_momentum", 0, "bn_momentum must be in (0, 1]"),

@@ -183,8 +183,9 @@ def validate(config: TrainConfig) -> None:
         (0 < config.crop_scale_min <= 1, f"crop_scale_min must be in (0, 1], got {config.crop_scale_min}"),
         (config.workers >= 0, f"workers must be >= 0, got {config.workers}"),
         # The optimizer and schedule: PyTorch's own checks would raise a traceback mid-setup.
-        (config.lr is None or config.lr > 0, f"lr must be positive, got {config.lr}"),
-        (config.lr_per_256 > 0, f"lr_per_256 must be positive, got {config.lr_per_256}"),
+        # lr 0 is allowed: a run that keeps its initial weights (a baseline, or the tests' reference).
+        (config.lr is None or config.lr >= 0, f"lr must be >= 0, got {config.lr}"),
+        (config.lr_per_256 >= 0, f"lr_per_256 must be >= 0, got {config.lr_per_256}"),
         (config.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.warmup_epochs}"),
         (0 < config.decay_rate <= 1, f"decay_rate must be in (0, 1], got {config.decay_rate}"),
         (config.decay_epochs > 0, f"decay_epochs must be positive, got {config.decay_epochs}"),
