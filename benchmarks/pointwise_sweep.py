@@ -75,6 +75,7 @@ def main() -> int:
     parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
     parser.add_argument("--stream-configs", type=int, default=len(STREAM_SWEEP),
                         help="how many streaming-kernel configurations to try on the layers without a gate")
+    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
     parser.add_argument("--out", type=Path, help="write pointwise_sweep.json here")
     parser.add_argument("--tuning", type=Path, help="record each layer's winner (>= 3%% faster than the default) "
                                                      "in this tuning file (effnet.fast.tuning)")
@@ -87,7 +88,10 @@ def main() -> int:
     rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'cudnn us':>9} | "
           f"{'default us':>10} {'GB/s':>6} | {'gate-rows':>9} | {'best us':>8} {'GB/s':>6} best", flush=True)
-    for (cin, cout, height, width, act, gated, skip), count in sorted(layer_shapes(args.model, args.size).items()):
+    for index, ((cin, cout, height, width, act, gated, skip), count) in enumerate(
+            sorted(layer_shapes(args.model, args.size).items())):
+        if args.layers is not None and index not in args.layers:
+            continue
         torch.manual_seed(0)
         shape = (args.batch, cin, height, width)
         x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)

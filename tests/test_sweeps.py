@@ -1,0 +1,45 @@
+"""The GPU lease's kernel sweeps, run on CPU under Triton's interpreter on one small layer each: every
+variant is checked against PyTorch, the JSON is written, and the winners go into a tuning file the fast
+paths accept. A sweep that broke (a renamed kernel argument, say) would otherwise first fail on a GPU
+lease, where minutes are scarce."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnet.fast import tuning
+from kernel_helpers import needs_triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+# (script, its options for one layer shape and one configuration of each kernel, the tuning ops it may write)
+SWEEPS = [
+    ("depthwise_sweep", ["--configs", "1", "--rolling-configs", "1"], {"depthwise"}),
+    ("pointwise_sweep", ["--configs", "1", "--stream-configs", "1"], {"pointwise"}),
+    ("depthwise_train_sweep", ["--configs", "1"], {"depthwise_input_grad", "depthwise_weight_grad"}),
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_tuning_left_behind():
+    yield
+    tuning.use(None)
+
+
+@needs_triton
+@pytest.mark.parametrize("script, options, ops", SWEEPS, ids=[s[0] for s in SWEEPS])
+def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take(tmp_path, monkeypatch, script,
+                                                                                  options, ops):
+    sweep = importlib.import_module(script)
+    path = tmp_path / "tuning.json"
+    monkeypatch.setattr(sys, "argv", [script, "--device", "cpu", "--batch", "1", "--size", "16", "--layers", "0",
+                                      "--out", str(tmp_path), "--tuning", str(path), *options])
+    assert sweep.main() == 0  # 1 would mean a variant's result strayed from PyTorch's
+    rows = json.loads((tmp_path / f"{script}.json").read_text())["rows"]
+    assert len(rows) == 1 and len(rows[0]["errors"]) >= 3  # the default and at least two variants, all checked
+    if path.exists():  # a variant beat the default by 3% (under the interpreter the default's tiles are slow)
+        table = tuning.load(path)
+        assert {key[0] for key in table} <= ops
+        tuning.use(path)
