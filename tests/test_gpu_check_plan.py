@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from effnet.bench.candidates import build_candidates
-from effnet.bench.throughput import MODES, TASKS
+from effnet.bench import MODES, TASKS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 gpu_check = pytest.importorskip("gpu_check")

@@ -1,1 +1,8 @@
-"""Measurements on the device: latency and throughput of models."""
+"""Measurements on the device: latency and throughput of models.
+
+The names below are what `effnet bench` offers; they load without torch, so the command line builds
+its options without importing it.
+"""
+TASKS = ("inference", "latency", "training")
+MODES = ("eager", "compile", "cudagraphs")
+PRECISIONS = ("fp32", "bf16", "fp16")

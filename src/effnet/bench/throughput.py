@@ -12,13 +12,12 @@ from typing import Any, Callable
 
 import torch
 
+from effnet.bench import MODES, PRECISIONS, TASKS
 from effnet.bench.candidates import build_candidates
 from effnet.bench.measure import BenchRow, Timer, measure
 from effnet.errors import EffnetError
 
-TASKS = ("inference", "latency", "training")
-MODES = ("eager", "compile", "cudagraphs")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))  # by name, as PRECISIONS orders them
 
 
 class BenchError(EffnetError, ValueError):
@@ -83,7 +82,7 @@ def resolve_settings(config: BenchConfig) -> tuple[torch.device, int, torch.dtyp
     formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
     if fmt not in formats:
         raise BenchError(f"memory format must be channels_last or contiguous, got {fmt!r}")
-    return device, batch, PRECISIONS[precision], formats[fmt]
+    return device, batch, DTYPES[precision], formats[fmt]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
             raise BenchError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     device, batch, dtype, fmt = resolve_settings(config)
     settings = {**asdict(config), "device": str(device), "batch_size": batch,
-                "precision": {v: k for k, v in PRECISIONS.items()}[dtype],
+                "precision": {v: k for k, v in DTYPES.items()}[dtype],
                 "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous"}
     result = BenchResult(config=settings, environment=environment(device))
     candidates = build_candidates(config.model, config.libraries, fast=config.fast,

@@ -5,11 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
-from effnet.bench.throughput import MODES, PRECISIONS, TASKS, BenchConfig, format_table, run_benchmark
+from effnet.bench import MODES, PRECISIONS, TASKS
 from effnet.cli.output import print_json
 from effnet.errors import EffnetError
-from effnet.fast import tuning
-from effnet.fast.memory import MEMORY_SAVERS
+from effnet.fast import MEMORY_SAVERS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -57,6 +56,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.bench.throughput import BenchConfig, format_table, run_benchmark
+    from effnet.fast import tuning
+
     if not args.fast:
         asked = [flag for flag, on in (("--fuse-expansion", args.fuse_expansion), ("--fuse-stem", args.fuse_stem),
                                        ("--triton-depthwise", args.triton_depthwise)) if on]

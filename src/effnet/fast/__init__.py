@@ -5,8 +5,19 @@
   `torch.export` take it in one graph, each Triton pass a custom operator (`custom_ops`).
 - `CudaGraphModule`: a fixed-shape forward captured once and replayed.
 - `enable_memory_saving`: recompute BN + activation in the backward pass instead of storing them,
-  and/or checkpoint whole stages.
-"""
-from effnet.fast.fused import FusedMBConv, optimize_for_inference
+  and/or checkpoint whole stages (one of `MEMORY_SAVERS`).
 
-__all__ = ["FusedMBConv", "optimize_for_inference"]
+The package itself loads without torch (the command line builds its options from these names);
+`FusedMBConv` and `optimize_for_inference` import it on first use.
+"""
+from __future__ import annotations
+
+from effnet import lazy
+
+MEMORY_SAVERS = ("none", "activations", "stages", "both")  # enable_memory_saving's modes
+
+_LAZY = {"FusedMBConv": "effnet.fast.fused", "optimize_for_inference": "effnet.fast.fused"}
+
+__all__ = ["FusedMBConv", "MEMORY_SAVERS", "optimize_for_inference"]
+
+__getattr__, __dir__ = lazy.exports(__name__, _LAZY, globals())

@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from effnet.fast import MEMORY_SAVERS
 from effnet.models.network import _Trunk
-
-MEMORY_SAVERS = ("none", "activations", "stages", "both")
 
 
 def _normalize_silu(x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor,

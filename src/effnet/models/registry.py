@@ -6,12 +6,9 @@ import difflib
 import fnmatch
 import os
 from dataclasses import dataclass, replace
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from effnet.errors import SpecError, UnknownModelError
-from effnet.models.network import EfficientNet, EfficientNetFeatures
 from effnet.spec.classic import CLASSIC_BASES
 from effnet.spec.data import INCEPTION_MEAN, INCEPTION_STD, DataConfig, default_data_config
 from effnet.spec.efficientnet import (
@@ -23,6 +20,9 @@ from effnet.spec.efficientnet import (
     apply_row,
 )
 from effnet.spec.types import NetworkSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,7 @@ def create_model(
     features_only: return the multi-scale trunk (`out_indices` picks levels).
     overrides: spec fields such as `bn_eps`, `bn_momentum`, `padding`, `activation`, `resolution`.
     """
+    from effnet.models.network import EfficientNet, EfficientNetFeatures
     from effnet.weights.io import load_weights_file
     from effnet.weights.loading import load_into
     from effnet.weights.published import is_reference
