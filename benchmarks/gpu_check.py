@@ -304,7 +304,7 @@ def goals(models: dict) -> list[dict]:
     return verdicts
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check_out"))
     parser.add_argument("--budget-s", type=float, default=450.0,
@@ -319,7 +319,57 @@ def main() -> int:
     parser.add_argument("--tuning", type=Path, help="per-layer kernel choices from the sweeps (effnet.fast.tuning)")
     parser.add_argument("--sweep", action="store_true",
                         help="then run depthwise_sweep.py (B0's depthwise layers against PyTorch and a tile sweep)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def time_rows(args: argparse.Namespace, start: float, document: dict) -> None:
+    """The plan's rows for the models in `--only`, each written to OUT/gpu_check.json as it ends; a row that
+    would end after the budget is listed under `skipped` instead."""
+    timer = Timer(torch.device("cuda"), warmup=3, repeats=10, iterations=5)
+    results: dict[str, BenchResult] = {}
+    for model_name, size, batch, train_batch, rows in PLAN:
+        if args.only and model_name not in args.only:
+            continue
+        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
+                                      memory_savers=("activations", "stages"), fuse_stem=True, triton_depthwise=True)
+        by_name = {c.name: c for c in candidates.items}
+        result = results.setdefault(model_name, BenchResult(
+            config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,
+                    "precision": "bf16", "memory_format": "channels_last"}, environment=document["environment"]))
+        for task, mode, name in rows:
+            if args.tasks and task not in args.tasks:
+                continue
+            if time.time() - start + ROW_SECONDS.get((model_name, task, mode), EAGER_ROW_SECONDS) > args.budget_s:
+                document["skipped"].append(f"{model_name} {task} {mode} {name}")
+                continue
+            row = measure(by_name[name], task, mode, device=torch.device("cuda"), dtype=torch.bfloat16,
+                          memory_format=torch.channels_last,
+                          batch_size={"latency": 1, "training": train_batch}.get(task, batch), image_size=size,
+                          timer=timer, reference=candidates.reference, tolerance=ROW_BOUND)
+            result.rows.append(row)
+            print(f"[{time.time() - start:5.0f} s] {model_name} {format_row(row)}", flush=True)
+            document["models"][model_name] = result.to_json()
+            (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
+
+
+def report(document: dict) -> None:
+    """Each model's table, then each goal's verdict (also stored in the document)."""
+    for model_name, result in document["models"].items():
+        table = BenchResult(result["config"], document["environment"])
+        table.rows = [BenchRow(**row) for row in result["rows"]]
+        print(f"\n{model_name} ({result['config']['image_size']} px, bf16, channels_last; inference batch "
+              f"{result['config']['batch_size']}, training batch {result['config']['training_batch_size']})")
+        print(format_table(table))
+    document["goals"] = goals(document["models"])
+    print("\nissue 6's goals, this run:")
+    for goal in document["goals"]:
+        print(f"  {goal['goal']:55} {goal['measured']:>32}  {goal['verdict']}")
+    if document["skipped"]:
+        print("\nskipped (budget):", "; ".join(document["skipped"]))
+
+
+def main() -> int:
+    args = parse_args()
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment(torch.device("cuda"))
@@ -341,31 +391,7 @@ def main() -> int:
     print(f"checks done in {time.time() - start:.0f} s: {len(check_rows) - len(failed)}/{len(check_rows)} ok", flush=True)
     document = {"environment": env, "checks": [dict(zip(("what", "error", "bound"), c)) for c in check_rows],
                 "models": {}, "skipped": []}
-    timer = Timer(torch.device("cuda"), warmup=3, repeats=10, iterations=5)
-    results: dict[str, BenchResult] = {}
-    for model_name, size, batch, train_batch, rows in PLAN:
-        if args.only and model_name not in args.only:
-            continue
-        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
-                                      memory_savers=("activations", "stages"), fuse_stem=True, triton_depthwise=True)
-        by_name = {c.name: c for c in candidates.items}
-        result = results.setdefault(model_name, BenchResult(
-            config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,
-                    "precision": "bf16", "memory_format": "channels_last"}, environment=env))
-        for task, mode, name in rows:
-            if args.tasks and task not in args.tasks:
-                continue
-            if time.time() - start + ROW_SECONDS.get((model_name, task, mode), EAGER_ROW_SECONDS) > args.budget_s:
-                document["skipped"].append(f"{model_name} {task} {mode} {name}")
-                continue
-            row = measure(by_name[name], task, mode, device=torch.device("cuda"), dtype=torch.bfloat16,
-                          memory_format=torch.channels_last,
-                          batch_size={"latency": 1, "training": train_batch}.get(task, batch), image_size=size,
-                          timer=timer, reference=candidates.reference, tolerance=ROW_BOUND)
-            result.rows.append(row)
-            print(f"[{time.time() - start:5.0f} s] {model_name} {format_row(row)}", flush=True)
-            document["models"][model_name] = result.to_json()
-            (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
+    time_rows(args, start, document)
     for wanted, what, show, batch in ((args.profile, "fused forward", profile, 256),
                                       (args.profile_training, "training step", profile_training, 128)):
         if wanted:
@@ -375,19 +401,8 @@ def main() -> int:
                 print(f"\nprofile of the {what} failed: {type(error).__name__}: {error}", flush=True)
     if args.sweep:
         subprocess.run([sys.executable, str(Path(__file__).with_name("depthwise_sweep.py")), "--out", str(args.out)])
-    for model_name, result in document["models"].items():
-        table = BenchResult(result["config"], env)
-        table.rows = [BenchRow(**row) for row in result["rows"]]
-        print(f"\n{model_name} ({result['config']['image_size']} px, bf16, channels_last; inference batch "
-              f"{result['config']['batch_size']}, training batch {result['config']['training_batch_size']})")
-        print(format_table(table))
-    document["goals"] = goals(document["models"])
+    report(document)
     (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2))
-    print("\nissue 6's goals, this run:")
-    for goal in document["goals"]:
-        print(f"  {goal['goal']:55} {goal['measured']:>32}  {goal['verdict']}")
-    if document["skipped"]:
-        print("\nskipped (budget):", "; ".join(document["skipped"]))
     print(f"\nchecks: {len(check_rows) - len(failed)}/{len(check_rows)} ok; total {time.time() - start:.0f} s")
     return 1 if failed else 0
 

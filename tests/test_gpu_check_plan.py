@@ -1,12 +1,13 @@
 """The GPU check script's plan and goal verdicts, on CPU: a GPU lease is short, so a typo in a row or a
 wrong ratio must be caught here, not there."""
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from effnet.bench.candidates import build_candidates
 from effnet.bench import MODES, TASKS
+from effnet.bench.candidates import build_candidates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 gpu_check = pytest.importorskip("gpu_check")
@@ -60,3 +61,19 @@ def test_a_check_group_that_raises_is_a_failed_check_and_the_run_goes_on():
     assert all(len(row[0].split(": ")) >= 3 for row in rows)  # group: ErrorType: message
     # A second call for B4 alone checks only its fused model: the rest ran on B0's layers in the first.
     assert [row[0].split(":")[0] for row in gpu_check.checks((("tf_efficientnet_b4", 32),))] == ["fused models"]
+
+
+def test_report_of_run_4_prints_its_tables_and_the_verdicts_recorded_in_results(capsys):
+    """The report that ends a lease, on run 4's saved document (benchmarks/results/): the same verdicts
+    as RESULTS.md gives for that run."""
+    document = json.loads((Path(gpu_check.__file__).parent / "results" / "2026-11-26_h100_run4.json").read_text())
+    gpu_check.report(document)
+    out = capsys.readouterr().out
+    assert "efficientnet_b0 (224 px, bf16, channels_last; inference batch 256, training batch 256)" in out
+    assert "31,724" in out or "31724" in out  # the fused model with a CUDA graph
+    verdicts = {g["goal"]: g for g in document["goals"]}
+    assert verdicts["B0 inference >= 1.5x timm compiled"]["verdict"] == "missed"
+    assert verdicts["B0 inference >= 1.5x timm compiled"]["ratio"] == pytest.approx(31724 / 25668, rel=1e-3)
+    assert verdicts["B4 inference >= 1.2x timm compiled"]["verdict"] == "met"
+    assert verdicts["B4 inference >= 1.2x timm compiled"]["ratio"] == pytest.approx(4057 / 3365, rel=1e-3)
+    assert verdicts["B0 training >= 1.3x timm compiled"]["verdict"] == "not measured"  # run 4 timed no compiled training
