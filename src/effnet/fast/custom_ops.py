@@ -7,8 +7,8 @@ fast model compiles in one graph: each pass is one opaque node (`effnet::fused_d
 `effnet::fused_pointwise`, `effnet::fused_stem`) whose implementation is the eager Triton path,
 tuning file included, and whose fake implementation gives the output's shape, dtype and
 channels-last strides. Inductor compiles what lies between them (the SE's small products, the head,
-the input cast) and `mode="reduce-overhead"` captures the whole forward in a CUDA graph. Inference
-only: the operators have no autograd formula (the training kernels are `effnet.fast.depthwise_train`).
+the input cast); tested on CPU under the interpreter, not yet timed on a GPU. Inference only: the
+operators have no autograd formula (the training kernels are `effnet.fast.depthwise_train`).
 """
 from __future__ import annotations
 
