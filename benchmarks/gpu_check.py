@@ -372,15 +372,14 @@ def main() -> int:
     args = parse_args()
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    env = environment(torch.device("cuda"))
+    if args.tuning:
+        tuning.use(args.tuning)
+    env = environment(torch.device("cuda"))  # records the tuning file too
     try:
         env["nvidia-smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,power.limit",
                                             "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
-    if args.tuning:
-        tuning.use(args.tuning)
-        env["tuning"] = f"{args.tuning} ({len(tuning.active())} layer shapes)"
     print("environment:", json.dumps(env), flush=True)
     check_models = (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380))
     check_rows = [] if args.no_checks else checks(

@@ -4,16 +4,20 @@ import json
 import pytest
 
 from effnet.cli import main
+from effnet.fast import tuning
 
 FAST_ARGS = ["--batch-size", "2", "--image-size", "32", "--warmup", "1", "--repeats", "1", "--iterations", "1"]
 
 
 def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
-    output = tmp_path / "bench.json"
+    output, choices = tmp_path / "bench.json", tmp_path / "tuning.json"
+    choices.write_text(json.dumps({"format": 1, "device": "cpu", "entries": []}))
     assert main(["bench", "--model", "efficientnet_b0", *FAST_ARGS, "--fuse-expansion", "--json",
-                 "--output", str(output)]) == 0
+                 "--output", str(output), "--tuning", str(choices)]) == 0
+    tuning.use(None)
     document = json.loads(capsys.readouterr().out)
     assert json.loads(output.read_text()) == document
+    assert document["environment"]["tuning"] == f"{choices} (0 layer shapes)"  # what shaped the fast rows
     assert document["config"]["device"] == "cpu" and document["config"]["precision"] == "fp32"
     rows = {(r["task"], r["candidate"]): r for r in document["rows"]}
     for task in ("inference", "latency", "training"):

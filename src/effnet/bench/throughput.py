@@ -16,6 +16,7 @@ from effnet.bench import MODES, PRECISIONS, TASKS
 from effnet.bench.candidates import build_candidates
 from effnet.bench.measure import BenchRow, Timer, measure
 from effnet.errors import EffnetError
+from effnet.fast import tuning
 
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))  # by name, as PRECISIONS orders them
 
@@ -97,6 +98,8 @@ def environment(device: torch.device) -> dict[str, Any]:
             env[name] = __import__(name).__version__
         except ImportError:
             env[name] = None
+    if tuning.source():  # the per-layer kernel choices the fast rows ran with
+        env["tuning"] = f"{tuning.source()} ({len(tuning.active())} layer shapes)"
     return env
 
 

@@ -133,6 +133,13 @@ def active() -> Table:
     return _active
 
 
+def source() -> str | None:
+    """The tuning file in use (`use`'s or $EFFNET_TUNING's), None when only the defaults are: benchmark
+    reports record it beside the numbers it shaped."""
+    active()
+    return _active_source
+
+
 def lookup(op: str, **key: Any) -> dict[str, Any] | None:
     """The tuned choice for one layer shape ({'kernel', 'tiles', ...}), or None for the default."""
     table = active()
