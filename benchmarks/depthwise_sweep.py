@@ -78,6 +78,57 @@ def torch_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s
     return y, y.mean((2, 3))  # what eager runs: conv, SiLU, then the SE's global average pool
 
 
+def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, x: torch.Tensor, weight: torch.Tensor,
+                timer, bound: float) -> dict:
+    """One depthwise layer shape: PyTorch, the kernel's default tiles and every variant (other tiles, rolling rows
+    at stride 1), each checked and timed; prints the layer's line and returns its row (the winner recorded in the
+    tuning file if it beats the default)."""
+    channels, height, width, k, stride, same = shape
+    device, dtype = x.device, x.dtype
+    sweep = SWEEP[:args.configs]
+    bias = torch.randn(channels, device=device, dtype=dtype)
+    taps = weight.flatten(1).t().contiguous()
+    (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
+    moved = (x.numel() + args.batch * channels * out_h * out_w) * x.element_size()
+    expected = torch_reference(x, weight, bias, stride, same)
+
+    def run(tiles=None):
+        return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
+                                 output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
+
+    def rolling(tiles):
+        return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
+                                 act=True, pool=True, tiles=tiles)
+
+    choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
+    if stride == 1:
+        choices.update({f"rolling {t}": ("rolling", t, {}) for t in ROLLING[:args.rolling_configs]})
+    variants = {"default": run, **{name: partial(run if kernel == "tiled" else rolling, tiles)
+                                   for name, (kernel, tiles, _) in choices.items()}}
+    times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
+    errors = {}
+    for name, variant in variants.items():
+        y, sums = variant()
+        errors[name] = max(relative_error(y, expected[0]),
+                           relative_error(sums / (out_h * out_w), expected[1].float()))
+        times[name] = timer.median(variant)
+    swept = {name: t for name, t in times.items() if name != "torch"}
+    best = min(swept, key=swept.get)
+    promoted = promote(args.tuning, "depthwise", dict(kernel_size=k, stride=stride, channels=channels,
+                                                      height=height, width=width), choices, times, errors,
+                       bound, device)
+
+    def rate(seconds: float) -> float:
+        return moved / seconds / 1e9
+
+    print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
+          f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
+          f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})"
+          f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
+    return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
+            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "best": best, "tuned": promoted}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_b0")
@@ -96,57 +147,16 @@ def main() -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     timer = sweep_timer(device)
     bound = 1e-2 if dtype == torch.bfloat16 else 1e-4
-    sweep = SWEEP[:args.configs]
     rows, totals = [], Counter()
     print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
           f" | {'best us':>8} {'GB/s':>6} best tiles", flush=True)
-    for index, (channels, height, width, k, stride, same), count, x, weight in layer_inputs(args, device, dtype):
-        bias = torch.randn(channels, device=device, dtype=dtype)
-        taps = weight.flatten(1).t().contiguous()
-        (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
-        moved = (x.numel() + args.batch * channels * out_h * out_w) * x.element_size()
-        expected = torch_reference(x, weight, bias, stride, same)
-
-        def run(tiles=None):
-            return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
-                                     output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
-
-        def rolling(tiles):
-            return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
-                                     act=True, pool=True, tiles=tiles)
-
-        choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
-        if stride == 1:
-            choices.update({f"rolling {t}": ("rolling", t, {}) for t in ROLLING[:args.rolling_configs]})
-        variants = {"default": run, **{name: partial(run if kernel == "tiled" else rolling, tiles)
-                                       for name, (kernel, tiles, _) in choices.items()}}
-        times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
-        errors = {}
-        for name, variant in variants.items():
-            y, sums = variant()
-            errors[name] = max(relative_error(y, expected[0]),
-                               relative_error(sums / (out_h * out_w), expected[1].float()))
-            times[name] = timer.median(variant)
-        swept = {name: t for name, t in times.items() if name != "torch"}
-        best = min(swept, key=swept.get)
-        promoted = promote(args.tuning, "depthwise", dict(kernel_size=k, stride=stride, channels=channels,
-                                                          height=height, width=width), choices, times, errors,
-                           bound, device)
-
-        def rate(seconds: float) -> float:
-            return moved / seconds / 1e9
-
-        print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
-              f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
-              f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})"
-              f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
-        rows.append({"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
-                     "layers": count, "bytes": moved, "seconds": times, "errors": errors, "best": best,
-                     "tuned": promoted})
+    for index, shape, count, x, weight in layer_inputs(args, device, dtype):
+        row = sweep_layer(args, index, shape, count, x, weight, timer, bound)
+        rows.append(row)
         for name in ("torch", "default"):
-            totals[name] += count * times[name]
-        totals["best tiles"] += count * swept[best]
-        totals["floor bytes"] += count * moved
+            totals[name] += count * row["seconds"][name]
+        totals["best tiles"] += count * row["seconds"][row["best"]]
+        totals["floor bytes"] += count * row["bytes"]
     print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, default tiles "
           f"{totals['default'] * 1e3:.2f} ms, best tiles per layer {totals['best tiles'] * 1e3:.2f} ms; "
           f"{totals['floor bytes'] / 1e9:.2f} GB moved at the floor")

@@ -45,6 +45,63 @@ WEIGHT_SWEEP = [(8, 2, 16, 64, 4), (8, 2, 16, 32, 4, 1), (16, 4, 16, 32, 4), (16
                 (32, 8, 8, 32, 8)]
 
 
+def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, x: torch.Tensor, weight: torch.Tensor,
+                timer, bound: float) -> dict:
+    """One depthwise layer shape: PyTorch's backward and each gradient kernel's default and variants, each
+    checked and timed; prints the layer's line and returns its row (winners recorded in the tuning file)."""
+    channels, height, width, k, stride, same = shape
+    device, dtype = x.device, x.dtype
+    weight = weight.contiguous(memory_format=torch.channels_last)  # as a channels-last model holds it
+    taps = weight.flatten(1).t().contiguous()
+    (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
+    dy = torch.randn(args.batch, channels, out_h, out_w, device=device, dtype=dtype)
+    dy = dy.contiguous(memory_format=torch.channels_last)
+    # Eager pads a TF-"same" conv's input first (its backward only slices) and convolves unpadded.
+    x_torch = ops.pad_for_conv(x, k, stride, same=True) if same else x
+    torch_padding = [0, 0] if same else list(padding)
+
+    def torch_backward(mask):
+        return torch.ops.aten.convolution_backward(dy, x_torch, weight, None, [stride, stride], torch_padding,
+                                                   [1, 1], False, [0, 0], channels, mask)
+
+    expected_dx, expected_dw, _ = torch_backward([True, True, False])
+    if same:
+        expected_dx = expected_dx[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]
+    times = {"torch": timer.median(partial(torch_backward, [True, True, False])),
+             "torch dx": timer.median(partial(torch_backward, [True, False, False])),
+             "torch dw": timer.median(partial(torch_backward, [False, True, False]))}
+    geometry = dict(kernel_size=k, stride=stride, padding=padding)
+    grads = {"dx": (partial(input_grad, dy, taps, (height, width), **geometry), expected_dx, INPUT_SWEEP,
+                    "depthwise_input_grad"),
+             "dw": (partial(weight_grad, x, dy, **geometry), expected_dw, WEIGHT_SWEEP, "depthwise_weight_grad")}
+    key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
+    errors, skipped, best, tuned = {}, [], {}, {}
+    for grad, (run, expected, sweep, op) in grads.items():
+        # This kernel's variants by their own names ("default", "(8, 2, 16, 32, 4)"), for the tuning file.
+        choices = {str(t): ("tiled", t, {}) for t in sweep[:args.configs]
+                   if not (grad == "dx" and len(t) == 5 and stride != 2)}  # parity: stride 2 only
+        own_times, own_errors = {}, {}
+        for name, tiles in [("default", None), *((name, choice[1]) for name, choice in choices.items())]:
+            try:
+                own_errors[name] = relative_error(run(tiles=tiles), expected)
+            except OutOfResources:
+                skipped.append(f"{grad} {name}")
+                continue
+            own_times[name] = timer.median(partial(run, tiles=tiles))
+        best[grad] = f"{grad} {min(own_times, key=own_times.get)}"
+        tuned[grad] = promote(args.tuning, op, key, choices, own_times, own_errors, bound, device)
+        times.update({f"{grad} {name}": t for name, t in own_times.items()})
+        errors.update({f"{grad} {name}": e for name, e in own_errors.items()})
+    print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:8.1f} "
+          f"{times['torch dx'] * 1e6:7.1f} {times['torch dw'] * 1e6:7.1f} | "
+          + " | ".join(f"{times[f'{grad} default'] * 1e6:7.1f} {times[best[grad]] * 1e6:7.1f} "
+                       f"{best[grad][3:]:<20}" for grad in grads)
+          + f" | {max(errors.values()):.1e}" + (f"; out of resources: {', '.join(skipped)}" if skipped else ""),
+          flush=True)
+    return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "same": same,
+            "layers": count, "seconds": times, "errors": errors, "skipped": skipped, "best": best, "tuned": tuned}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_b0")
@@ -65,61 +122,14 @@ def main() -> int:
     rows, totals = [], Counter()
     print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>8} {'dx':>7} {'dw':>7} | "
           f"{'dx dflt':>7} {'best':>7} {'tiles':<20} | {'dw dflt':>7} {'best':>7} {'tiles':<20} | error", flush=True)
-    for index, (channels, height, width, k, stride, same), count, x, weight in layer_inputs(args, device, dtype):
-        weight = weight.contiguous(memory_format=torch.channels_last)  # as a channels-last model holds it
-        taps = weight.flatten(1).t().contiguous()
-        (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
-        dy = torch.randn(args.batch, channels, out_h, out_w, device=device, dtype=dtype)
-        dy = dy.contiguous(memory_format=torch.channels_last)
-        # Eager pads a TF-"same" conv's input first (its backward only slices) and convolves unpadded.
-        x_torch = ops.pad_for_conv(x, k, stride, same=True) if same else x
-        torch_padding = [0, 0] if same else list(padding)
-
-        def torch_backward(mask):
-            return torch.ops.aten.convolution_backward(dy, x_torch, weight, None, [stride, stride], torch_padding,
-                                                       [1, 1], False, [0, 0], channels, mask)
-
-        expected_dx, expected_dw, _ = torch_backward([True, True, False])
-        if same:
-            expected_dx = expected_dx[:, :, padding[0]:padding[0] + height, padding[1]:padding[1] + width]
-        times = {"torch": timer.median(partial(torch_backward, [True, True, False])),
-                 "torch dx": timer.median(partial(torch_backward, [True, False, False])),
-                 "torch dw": timer.median(partial(torch_backward, [False, True, False]))}
-        geometry = dict(kernel_size=k, stride=stride, padding=padding)
-        grads = {"dx": (partial(input_grad, dy, taps, (height, width), **geometry), expected_dx, INPUT_SWEEP,
-                        "depthwise_input_grad"),
-                 "dw": (partial(weight_grad, x, dy, **geometry), expected_dw, WEIGHT_SWEEP, "depthwise_weight_grad")}
-        key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
-        errors, skipped, best, tuned = {}, [], {}, {}
-        for grad, (run, expected, sweep, op) in grads.items():
-            # This kernel's variants by their own names ("default", "(8, 2, 16, 32, 4)"), for the tuning file.
-            choices = {str(t): ("tiled", t, {}) for t in sweep[:args.configs]
-                       if not (grad == "dx" and len(t) == 5 and stride != 2)}  # parity: stride 2 only
-            own_times, own_errors = {}, {}
-            for name, tiles in [("default", None), *((name, choice[1]) for name, choice in choices.items())]:
-                try:
-                    own_errors[name] = relative_error(run(tiles=tiles), expected)
-                except OutOfResources:
-                    skipped.append(f"{grad} {name}")
-                    continue
-                own_times[name] = timer.median(partial(run, tiles=tiles))
-            best[grad] = f"{grad} {min(own_times, key=own_times.get)}"
-            tuned[grad] = promote(args.tuning, op, key, choices, own_times, own_errors, bound, device)
-            times.update({f"{grad} {name}": t for name, t in own_times.items()})
-            errors.update({f"{grad} {name}": e for name, e in own_errors.items()})
-        print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:8.1f} "
-              f"{times['torch dx'] * 1e6:7.1f} {times['torch dw'] * 1e6:7.1f} | "
-              + " | ".join(f"{times[f'{grad} default'] * 1e6:7.1f} {times[best[grad]] * 1e6:7.1f} "
-                           f"{best[grad][3:]:<20}" for grad in grads)
-              + f" | {max(errors.values()):.1e}" + (f"; out of resources: {', '.join(skipped)}" if skipped else ""),
-              flush=True)
-        rows.append({"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
-                     "same": same, "layers": count, "seconds": times, "errors": errors, "skipped": skipped,
-                     "best": best, "tuned": tuned})
+    for index, shape, count, x, weight in layer_inputs(args, device, dtype):
+        row = sweep_layer(args, index, shape, count, x, weight, timer, bound)
+        rows.append(row)
+        times = row["seconds"]
         for name in ("torch", "torch dx", "torch dw", "dx default", "dw default"):
             totals[name] += count * times[name]
-        for grad in grads:
-            totals[f"{grad} best"] += count * times[best[grad]]
+        for grad in ("dx", "dw"):
+            totals[f"{grad} best"] += count * times[row["best"][grad]]
 
     def ms(dx: str, dw: str) -> str:
         return f"{(totals[dx] + totals[dw]) * 1e3:.2f} ms (dx {totals[dx] * 1e3:.2f}, dw {totals[dw] * 1e3:.2f})"

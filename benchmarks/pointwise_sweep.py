@@ -66,6 +66,73 @@ def layer_shapes(model_name: str, size: int) -> Counter:
     return shapes
 
 
+def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, device: torch.device, dtype: torch.dtype,
+                bound: float) -> dict:
+    """One 1x1 layer shape: PyTorch, bare cuDNN, the kernel's default and every variant, each checked and timed;
+    prints the layer's line and returns its row (the winner recorded in the tuning file if it beats the default)."""
+    cin, cout, height, width, act, gated, skip = shape
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, cin, height, width, device=device, dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    weight = (torch.randn(cout, cin, 1, 1, device=device, dtype=dtype) / cin ** 0.5)
+    weight_t, bias = weight.flatten(1).t().contiguous(), torch.randn(cout, device=device, dtype=dtype)
+    gate = torch.rand(args.batch, cin, device=device) if gated else None
+    residual = (torch.randn(args.batch, cout, height, width, device=device, dtype=dtype)
+                .contiguous(memory_format=torch.channels_last) if skip else None)
+    moved = (x.numel() + args.batch * cout * height * width * (2 if skip else 1)) * x.element_size()
+    expected = ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate, residual=residual,
+                             use_triton=False)
+
+    def run(tiles=None, gate_weights=True):  # the kernel's default: the gate on the weights
+        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
+                                 gate_weights=gate_weights)
+
+    def stream(tiles):
+        return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual, tiles=tiles)
+
+    times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
+                                                         residual=residual, use_triton=False)),
+             "cudnn": timer.median(lambda: F.conv2d(x, weight))}
+    # name -> (kernel, tiles, extra) for the tuning file; "gate-rows" keeps the default tiles.
+    sweep = SWEEP[:args.configs]
+    choices = {str(t): ("tiled", t, {"gate_weights": False}) for t in sweep}
+    if gated:
+        choices.update({f"{t} gate-w": ("tiled", t, {"gate_weights": True}) for t in sweep})
+    elif cin <= streaming.MAX_K:
+        choices.update({f"stream {t}": ("streaming", t, {}) for t in STREAM_SWEEP[:args.stream_configs]})
+    variants = {"default": partial(run), **({"gate-rows": partial(run, None, False)} if gated else {}),
+                **{name: partial(run, tiles, extra["gate_weights"]) if kernel == "tiled" else partial(stream, tiles)
+                   for name, (kernel, tiles, extra) in choices.items()}}
+    errors, skipped = {}, []
+    for name, variant in variants.items():
+        try:
+            output = variant()
+        except OutOfResources:  # e.g. a deep pipeline of streaming tiles 256 channels wide
+            skipped.append(name)
+            continue
+        errors[name] = relative_error(output, expected)
+        times[name] = timer.median(variant)
+    swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn")}
+    best = min(swept, key=swept.get)
+    promoted = promote(args.tuning, "pointwise", dict(in_channels=cin, out_channels=cout, height=height,
+                                                      width=width, gated=gated, residual=skip),
+                       choices, times, errors, bound, device)
+
+    def rate(seconds: float) -> float:
+        return moved / seconds / 1e9
+
+    role = "expand" if act else ("proj+res" if skip else "project")
+    gate_rows = f"{times['gate-rows'] * 1e6:9.1f}" if gated else f"{'-':>9}"
+    note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + (
+        f"; tuned: {promoted}" if promoted else "")
+    print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
+          f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
+          f"{gate_rows} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
+          f"(max error {max(errors.values()):.1e}{note})", flush=True)
+    return {"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
+            "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best, "tuned": promoted}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_b0")
@@ -84,78 +151,19 @@ def main() -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     timer = sweep_timer(device)
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
-    sweep, stream_sweep = SWEEP[:args.configs], STREAM_SWEEP[:args.stream_configs]
     rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'cudnn us':>9} | "
           f"{'default us':>10} {'GB/s':>6} | {'gate-rows':>9} | {'best us':>8} {'GB/s':>6} best", flush=True)
-    for index, ((cin, cout, height, width, act, gated, skip), count) in enumerate(
-            sorted(layer_shapes(args.model, args.size).items())):
+    for index, (shape, count) in enumerate(sorted(layer_shapes(args.model, args.size).items())):
         if args.layers is not None and index not in args.layers:
             continue
-        torch.manual_seed(0)
-        shape = (args.batch, cin, height, width)
-        x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        weight = (torch.randn(cout, cin, 1, 1, device=device, dtype=dtype) / cin ** 0.5)
-        weight_t, bias = weight.flatten(1).t().contiguous(), torch.randn(cout, device=device, dtype=dtype)
-        gate = torch.rand(args.batch, cin, device=device) if gated else None
-        residual = (torch.randn(args.batch, cout, height, width, device=device, dtype=dtype)
-                    .contiguous(memory_format=torch.channels_last) if skip else None)
-        moved = (x.numel() + args.batch * cout * height * width * (2 if skip else 1)) * x.element_size()
-        expected = ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate, residual=residual,
-                                 use_triton=False)
-
-        def run(tiles=None, gate_weights=True):  # the kernel's default: the gate on the weights
-            return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
-                                     gate_weights=gate_weights)
-
-        def stream(tiles):
-            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual, tiles=tiles)
-
-        times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
-                                                             residual=residual, use_triton=False)),
-                 "cudnn": timer.median(lambda: F.conv2d(x, weight))}
-        # name -> (kernel, tiles, extra) for the tuning file; "gate-rows" keeps the default tiles.
-        choices = {str(t): ("tiled", t, {"gate_weights": False}) for t in sweep}
-        if gated:
-            choices.update({f"{t} gate-w": ("tiled", t, {"gate_weights": True}) for t in sweep})
-        elif cin <= streaming.MAX_K:
-            choices.update({f"stream {t}": ("streaming", t, {}) for t in stream_sweep})
-        variants = {"default": partial(run), **({"gate-rows": partial(run, None, False)} if gated else {}),
-                    **{name: partial(run, tiles, extra["gate_weights"]) if kernel == "tiled" else partial(stream, tiles)
-                       for name, (kernel, tiles, extra) in choices.items()}}
-        errors, skipped = {}, []
-        for name, variant in variants.items():
-            try:
-                output = variant()
-            except OutOfResources:  # e.g. a deep pipeline of streaming tiles 256 channels wide
-                skipped.append(name)
-                continue
-            errors[name] = relative_error(output, expected)
-            times[name] = timer.median(variant)
-        swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn")}
-        best = min(swept, key=swept.get)
-        promoted = promote(args.tuning, "pointwise", dict(in_channels=cin, out_channels=cout, height=height,
-                                                          width=width, gated=gated, residual=skip),
-                           choices, times, errors, bound, device)
-
-        def rate(seconds: float) -> float:
-            return moved / seconds / 1e9
-
-        role = "expand" if act else ("proj+res" if skip else "project")
-        gate_rows = f"{times['gate-rows'] * 1e6:9.1f}" if gated else f"{'-':>9}"
-        note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + (
-            f"; tuned: {promoted}" if promoted else "")
-        print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
-              f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
-              f"{gate_rows} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
-              f"(max error {max(errors.values()):.1e}{note})", flush=True)
-        rows.append({"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
-                     "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best,
-                     "tuned": promoted})
+        row = sweep_layer(args, shape, count, timer, device, dtype, bound)
+        rows.append(row)
+        times = row["seconds"]
         for name in ("torch", "cudnn", "default"):
             totals[name] += count * times[name]
-        totals["best"] += count * swept[best]
-        totals["floor bytes"] += count * moved
+        totals["best"] += count * times[row["best"]]
+        totals["floor bytes"] += count * row["bytes"]
     print(f"\nper forward of batch {args.batch}: torch {totals['torch'] * 1e3:.2f} ms, bare cuDNN conv "
           f"{totals['cudnn'] * 1e3:.2f} ms, default tiles {totals['default'] * 1e3:.2f} ms, best per layer "
           f"{totals['best'] * 1e3:.2f} ms; {totals['floor bytes'] / 1e9:.2f} GB moved at the floor")
