@@ -5,18 +5,17 @@ import torch
 from torch import nn
 
 import effnet
+from effnet.bench.measure import relative_error  # the tests' yardstick is the benchmarks' own
 from effnet.fast import kernels
 from effnet.models import get_entry
 from effnet.scaling import scale_by_multipliers
+
+__all__ = ["DEVICE", "needs_triton", "randomise_batchnorm", "relative_error", "tiny"]
 
 needs_triton = pytest.mark.skipif(
     not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
     reason="Triton is not installed, or no GPU and TRITON_INTERPRET is not 1")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((output.float() - expected.float()).norm() / expected.float().norm()).item()
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:
