@@ -29,7 +29,7 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
-from sweep_common import finish, promote, sweep_timer  # noqa: E402
+from sweep_common import finish, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): first the four that won a layer in run 3 (benchmarks/RESULTS.md),
 # so `--configs 4` is a short sweep, then more one-row and two-dimensional tiles of 32 to 128 pixels.
@@ -130,18 +130,9 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet_b0")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser = sweep_parser(__doc__, "depthwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
     parser.add_argument("--rolling-configs", type=int, default=len(ROLLING),
                         help="how many configurations of the rolling-row kernel to try (stride-1 layers)")
-    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
-    parser.add_argument("--out", type=Path, help="write depthwise_sweep.json here")
-    parser.add_argument("--tuning", type=Path, help="record each layer's winner (>= 3%% faster than the default) "
-                                                     "in this tuning file (effnet.fast.tuning)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -31,7 +31,7 @@ from depthwise_sweep import layer_inputs  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from effnet.fast.depthwise_train import input_grad, weight_grad  # noqa: E402
-from sweep_common import finish, promote, sweep_timer  # noqa: E402
+from sweep_common import finish, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # input_grad's (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, parity]); the default is (8, 8, 32, 4) on a GPU. Parity
 # configurations (one parity of input pixels per program) run on stride-2 layers only.
@@ -103,16 +103,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet_b0")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--configs", type=int, default=max(len(INPUT_SWEEP), len(WEIGHT_SWEEP)),
-                        help="how many sweep configurations of each kernel to try")
-    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
-    parser.add_argument("--out", type=Path, help="write depthwise_train_sweep.json here")
-    parser.add_argument("--tuning", type=Path, help="record each layer's winning tiles in this tuning file")
+    parser = sweep_parser(__doc__, "depthwise_train_sweep.json", max(len(INPUT_SWEEP), len(WEIGHT_SWEEP)),
+                          "how many sweep configurations of each kernel to try")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -33,7 +33,7 @@ import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
-from sweep_common import finish, promote, sweep_timer  # noqa: E402
+from sweep_common import finish, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
 SWEEP = [(128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
@@ -134,18 +134,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet_b0")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--configs", type=int, default=len(SWEEP), help="how many sweep configurations to try")
+    parser = sweep_parser(__doc__, "pointwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
     parser.add_argument("--stream-configs", type=int, default=len(STREAM_SWEEP),
                         help="how many streaming-kernel configurations to try on the layers without a gate")
-    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
-    parser.add_argument("--out", type=Path, help="write pointwise_sweep.json here")
-    parser.add_argument("--tuning", type=Path, help="record each layer's winner (>= 3%% faster than the default) "
-                                                     "in this tuning file (effnet.fast.tuning)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

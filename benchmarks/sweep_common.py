@@ -1,7 +1,8 @@
 """What the layer sweeps (depthwise_sweep.py, pointwise_sweep.py, depthwise_train_sweep.py) share: their
-timer, the promotion of a layer's winner into a tuning file, and their end."""
+options, timer, the promotion of a layer's winner into a tuning file, and their end."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,6 +10,22 @@ import torch
 
 from effnet.bench.measure import Timer
 from effnet.fast import tuning
+
+
+def sweep_parser(doc: str, filename: str, configs: int, configs_help: str) -> argparse.ArgumentParser:
+    """The options every sweep takes (the model and its layers, batch, device, how many configurations,
+    where to write); a sweep adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet_b0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--configs", type=int, default=configs, help=configs_help)
+    parser.add_argument("--layers", type=int, nargs="*", help="indices of the layer shapes to run (default: all)")
+    parser.add_argument("--out", type=Path, help=f"write {filename} here")
+    parser.add_argument("--tuning", type=Path, help="record each layer's winner (>= 3%% faster than the default) "
+                                                     "in this tuning file (effnet.fast.tuning)")
+    return parser
 
 
 def sweep_timer(device: torch.device) -> Timer:

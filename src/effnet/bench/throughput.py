@@ -98,8 +98,9 @@ def environment(device: torch.device) -> dict[str, Any]:
             env[name] = __import__(name).__version__
         except ImportError:
             env[name] = None
-    if tuning.source():  # the per-layer kernel choices the fast rows ran with
-        env["tuning"] = f"{tuning.source()} ({len(tuning.active())} layer shapes)"
+    source = tuning.source()
+    if source:  # the per-layer kernel choices the fast rows ran with
+        env["tuning"] = f"{source} ({len(tuning.active())} layer shapes)"
     return env
 
 

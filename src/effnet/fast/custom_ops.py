@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 
 
-def _channels_last(like: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    return like.new_empty(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+def channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised channels-last tensor on `like`'s device (its dtype by default): what the kernels
+    allocate, so what the fake functions (these and `depthwise_train`'s) must give."""
+    return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("effnet::fused_depthwise", mutates_args=())
@@ -35,7 +37,7 @@ def fused_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
 def _(x, weight_taps, bias, kernel_size, stride, padding, output_size, act, pool):
     batch, channels = x.shape[:2]
     sums = x.new_empty((batch, channels) if pool else (0,), dtype=torch.float32)
-    return _channels_last(x, (batch, channels, *output_size), x.dtype), sums
+    return channels_last_empty(x, (batch, channels, *output_size)), sums
 
 
 @torch.library.custom_op("effnet::fused_pointwise", mutates_args=())
@@ -50,7 +52,7 @@ def fused_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor,
 @fused_pointwise.register_fake
 def _(x, weight_t, bias, act, gate, residual):
     batch, _, height, width = x.shape
-    return _channels_last(x, (batch, weight_t.shape[1], height, width), x.dtype)
+    return channels_last_empty(x, (batch, weight_t.shape[1], height, width))
 
 
 @torch.library.custom_op("effnet::fused_stem", mutates_args=())
@@ -65,4 +67,4 @@ def fused_stem(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, k
 
 @fused_stem.register_fake
 def _(x, weight_cols, bias, kernel_size, stride, padding, output_size):
-    return _channels_last(x, (x.shape[0], weight_cols.shape[1], *output_size), weight_cols.dtype)
+    return channels_last_empty(x, (x.shape[0], weight_cols.shape[1], *output_size), weight_cols.dtype)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from effnet.fast import kernels, ops, tuning
+from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, _pow2, triton
 from effnet.models.layers import SameConv2d
 
@@ -256,10 +257,6 @@ def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size
 # them without a graph break (each is one opaque call in the graph, shapes from the fake functions),
 # and autograd takes the forward's gradient from the other two.
 
-def _channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
-
-
 def _forward(x: torch.Tensor, taps: torch.Tensor, *, kernel_size: int, stride: int, padding: tuple[int, int],
              output_size: tuple[int, int]) -> torch.Tensor:
     """The inference depthwise pass without bias, SiLU or SE sums, on the tuned choice for x's shape
@@ -279,7 +276,7 @@ def _depthwise_conv_op(x: torch.Tensor, taps: torch.Tensor, kernel_size: int, st
 
 @_depthwise_conv_op.register_fake
 def _(x, taps, kernel_size, stride, padding, output_size):
-    return _channels_last_empty(x, (x.shape[0], x.shape[1], *output_size))
+    return channels_last_empty(x, (x.shape[0], x.shape[1], *output_size))
 
 
 @torch.library.custom_op("effnet::depthwise_conv_input_grad", mutates_args=())
@@ -291,7 +288,7 @@ def _input_grad_op(grad_output: torch.Tensor, taps: torch.Tensor, kernel_size: i
 
 @_input_grad_op.register_fake
 def _(grad_output, taps, kernel_size, stride, padding, input_size):
-    return _channels_last_empty(grad_output, (grad_output.shape[0], grad_output.shape[1], *input_size))
+    return channels_last_empty(grad_output, (grad_output.shape[0], grad_output.shape[1], *input_size))
 
 
 @torch.library.custom_op("effnet::depthwise_conv_weight_grad", mutates_args=())

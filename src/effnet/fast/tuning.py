@@ -63,7 +63,11 @@ def _key(op: str, fields: dict[str, Any]) -> tuple:
 
 def load(path: str | Path) -> Table:
     """The entries of a tuning file by (op, *key values); TuningError if it is not one."""
-    path = Path(path)
+    return _entries(Path(path), _read(Path(path)))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The tuning file's JSON document, checked to be one (format and an entry list)."""
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
@@ -73,6 +77,10 @@ def load(path: str | Path) -> Table:
     if not isinstance(document, dict) or document.get("format") != FORMAT or not isinstance(
             document.get("entries"), list):
         raise TuningError(f"tuning file {path} is not an effnet tuning file (format {FORMAT} with 'entries')")
+    return document
+
+
+def _entries(path: Path, document: dict[str, Any]) -> Table:
     table: Table = {}
     for entry in document["entries"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
@@ -96,9 +104,12 @@ def load(path: str | Path) -> Table:
 def other_gpu(path: str | Path) -> str | None:
     """Why the tuning file at `path` may not suit this machine: measured on another GPU than CUDA device 0
     (None when it names this one, names none, or there is no GPU here: CPU runs use no tuned kernels)."""
+    return _mismatch(path, _read(Path(path)).get("device"))
+
+
+def _mismatch(path: str | Path, measured: str | None) -> str | None:
     import torch
 
-    measured = json.loads(Path(path).read_text()).get("device")
     if not measured or not torch.cuda.is_available():
         return None
     here = torch.cuda.get_device_name(0)
@@ -109,8 +120,10 @@ def other_gpu(path: str | Path) -> str | None:
 
 
 def _take(path: str | Path) -> Table:
-    table = load(path)
-    mismatch = other_gpu(path)
+    """The file's table, read once, with a warning if it was measured on another GPU."""
+    document = _read(Path(path))
+    table = _entries(Path(path), document)
+    mismatch = _mismatch(path, document.get("device"))
     if mismatch:
         warnings.warn(mismatch, stacklevel=3)
     return table
