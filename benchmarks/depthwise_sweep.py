@@ -29,7 +29,7 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
-from sweep_common import finish, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): first the four that won a layer in run 3 (benchmarks/RESULTS.md),
 # so `--configs 4` is a short sweep, then more one-row and two-dimensional tiles of 32 to 128 pixels.
@@ -112,7 +112,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         errors[name] = max(relative_error(y, expected[0]),
                            relative_error(sums / (out_h * out_w), expected[1].float()))
         times[name] = timer.median(variant)
-    swept = {name: t for name, t in times.items() if name != "torch"}
+    times[AGAIN] = timer.median(run)
+    swept = {name: t for name, t in times.items() if name not in ("torch", AGAIN)}
     best = min(swept, key=swept.get)
     promoted = promote(args.tuning, "depthwise", dict(kernel_size=k, stride=stride, channels=channels,
                                                       height=height, width=width), choices, times, errors,
@@ -123,10 +124,10 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
 
     print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
           f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
-          f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e})"
+          f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e}, noise {noise(times):.0%})"
           f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
-            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "best": best, "tuned": promoted}
+            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times), "best": best, "tuned": promoted}
 
 
 def main() -> int:

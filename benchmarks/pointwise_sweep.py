@@ -33,7 +33,7 @@ import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
-from sweep_common import finish, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
 SWEEP = [(128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
@@ -112,7 +112,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             continue
         errors[name] = relative_error(output, expected)
         times[name] = timer.median(variant)
-    swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn")}
+    times[AGAIN] = timer.median(variants["default"])
+    swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn", AGAIN)}
     best = min(swept, key=swept.get)
     promoted = promote(args.tuning, "pointwise", dict(in_channels=cin, out_channels=cout, height=height,
                                                       width=width, gated=gated, residual=skip),
@@ -128,9 +129,10 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
           f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
           f"{gate_rows} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "
-          f"(max error {max(errors.values()):.1e}{note})", flush=True)
+          f"(max error {max(errors.values()):.1e}, noise {noise(times):.0%}{note})", flush=True)
     return {"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count,
-            "bytes": moved, "seconds": times, "errors": errors, "skipped": skipped, "best": best, "tuned": promoted}
+            "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times), "skipped": skipped, "best": best,
+            "tuned": promoted}
 
 
 def main() -> int:

@@ -55,12 +55,13 @@ def _torchvision_builder(name: str) -> Callable | None:
 
 def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool = True,
                      memory_savers: tuple[str, ...] = ("activations",), fuse_expansion: bool = False,
-                     fuse_stem: bool = False, triton_depthwise: bool = False) -> Candidates:
+                     unfused_stem: bool = False, triton_depthwise: bool = False) -> Candidates:
     """effnet's candidates (plain; fused inference; memory-saving training) and the named peers'.
 
     `fuse_expansion` adds `effnet-fast-expand`: the fused model with the experimental
-    expansion-in-depthwise kernel (`effnet.fast.expansion`). `fuse_stem` adds `effnet-fast-stem`:
-    the fused model whose stem kernel reads the raw input (`effnet.fast.stem`). `triton_depthwise`
+    expansion-in-depthwise kernel (`effnet.fast.expansion`). `unfused_stem` adds `effnet-fast-unfused-stem`:
+    the fused model with the input cast, stem conv and SiLU as PyTorch passes instead of one stem kernel
+    (`effnet.fast.stem`), which shows what that kernel gains. `triton_depthwise`
     adds `effnet-tdw` (training): the plain model with its depthwise convs' forward and backward
     as Triton kernels (`effnet.fast.depthwise_train`)."""
     import effnet
@@ -78,7 +79,7 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
         if fast:
             # (name, optimize_for_inference options, wanted)
             variants = (("effnet-fast", {}, True), ("effnet-fast-expand", {"fuse_expansion": True}, fuse_expansion),
-                        ("effnet-fast-stem", {"fuse_stem": True}, fuse_stem))
+                        ("effnet-fast-unfused-stem", {"fuse_stem": False}, unfused_stem))
             for name, options, wanted in variants:
                 if wanted:
                     items.append(Candidate(name, ("inference", "latency"), autocast=False, checked=True,

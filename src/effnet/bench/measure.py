@@ -28,6 +28,12 @@ class BenchRow:
     note: str = ""
 
 
+# Before each timed repeat on CUDA the GPU spins this many cycles (about a millisecond), so that the host
+# queues the repeat's launches while it waits: the start event then times the GPU's work, not the latency
+# of the first launch (tens of microseconds: a tenth of a 1x1 layer's time in the sweeps).
+HEAD_START_CYCLES = 2_000_000
+
+
 class Timer:
     """Median seconds per call of `step`, with device events on CUDA."""
 
@@ -41,6 +47,7 @@ class Timer:
         for _ in range(self.repeats):
             if self.device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda._sleep(HEAD_START_CYCLES)
                 start.record()
                 for _ in range(self.iterations):
                     step()

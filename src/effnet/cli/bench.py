@@ -38,9 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--fuse-expansion", action="store_true",
                         help="add effnet-fast-expand: the fused model with each expansion recomputed inside the "
                              "depthwise pass (experimental; measured 3-6x slower on an H100)")
-    parser.add_argument("--fuse-stem", action="store_true",
-                        help="add effnet-fast-stem: the fused model whose stem (input cast, conv, SiLU) is one "
-                             "Triton pass (experimental)")
+    parser.add_argument("--unfused-stem", action="store_true",
+                        help="add effnet-fast-unfused-stem: the fused model with the input cast, stem conv and "
+                             "SiLU as PyTorch passes instead of its one stem kernel")
     parser.add_argument("--triton-depthwise", action="store_true",
                         help="add effnet-tdw: training with the depthwise convs' forward and backward as Triton "
                              "kernels (experimental)")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from effnet.fast import tuning
 
     if not args.fast:
-        asked = [flag for flag, on in (("--fuse-expansion", args.fuse_expansion), ("--fuse-stem", args.fuse_stem),
+        asked = [flag for flag, on in (("--fuse-expansion", args.fuse_expansion), ("--unfused-stem", args.unfused_stem),
                                        ("--triton-depthwise", args.triton_depthwise)) if on]
         if asked:
             raise EffnetError(f"{' and '.join(asked)} add fast-path rows, which --no-fast leaves out")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),
                          fast=args.fast, memory_savers=tuple(args.memory_saver),
-                         fuse_expansion=args.fuse_expansion, fuse_stem=args.fuse_stem,
+                         fuse_expansion=args.fuse_expansion, unfused_stem=args.unfused_stem,
                          triton_depthwise=args.triton_depthwise, warmup=args.warmup,
                          repeats=args.repeats, iterations=args.iterations)
     result = run_benchmark(config)

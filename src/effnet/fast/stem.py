@@ -11,7 +11,8 @@ It is a direct convolution: a program computes a tile of output pixels x out-cha
 each (in-channel, kh, kw) loads one input value per pixel and adds its outer product with that
 tap's weights. The stem's few in-channels (3) leave no reduction worth the matrix units. Each
 input value is rounded to the model's dtype as it is loaded, as the unfused cast rounds it, so both
-paths compute the same function. Opt-in through `optimize_for_inference(..., fuse_stem=True)`.
+paths compute the same function. `optimize_for_inference` fuses the stem by default (`fuse_stem=False`: the
+three PyTorch passes).
 """
 from __future__ import annotations
 

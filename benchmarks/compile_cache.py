@@ -1,0 +1,144 @@
+"""Carry the compilers' caches from one GPU lease to the next, so that a lease spends its minutes timing.
+
+Run 5 spent about half of its first call compiling: Triton kernels for the sweeps and the checks,
+Inductor's graphs for the compiled rows (30-90 s each at B0, about 4 minutes for a compiled B4 training
+step). Both compilers keep a disk cache keyed by what they compiled, the compiler versions and the
+GPU: the lease scripts point TRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR under one folder, and this
+script packs that folder into the call's OUT and unpacks it at the start of the next call.
+
+    python3 benchmarks/compile_cache.py unpack .compile_cache /tmp/effnet_cache    # parts -> folder
+    python3 benchmarks/compile_cache.py pack /tmp/effnet_cache $OUT                # folder -> parts
+
+A pack is one gzip-compressed tar, split into parts of at most PART_BYTES (the device tool returns
+files of up to 16 MiB, eight in all). The newest folders go in first, each whole (a Triton kernel's
+folder, an Inductor graph's), until MAX_PARTS parts are full: a cache too big to
+carry keeps what the last call compiled. An entry left out is compiled again next time, as it would be
+without this script.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+PART_BYTES = 15 * 2**20
+MAX_PARTS = 3
+PREFIX = "compile_cache.part"
+MARGIN = 2 * 2**20  # compressed bytes the compressor may still hold back when the budget is checked
+
+
+class _Parts(io.RawIOBase):
+    """A write-only stream that gzip-compresses into numbered files of at most `part_bytes` each."""
+
+    def __init__(self, out: Path, part_bytes: int) -> None:
+        self.out, self.part_bytes = out, part_bytes
+        self.compressor = zlib.compressobj(4, zlib.DEFLATED, 31)  # 31: gzip framing
+        self.written, self.paths = 0, []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._emit(self.compressor.compress(bytes(data)))
+        return len(data)
+
+    def finish(self) -> list[Path]:
+        self._emit(self.compressor.flush())
+        return self.paths
+
+    def _emit(self, data: bytes) -> None:
+        while data:
+            room = self.part_bytes - self.written % self.part_bytes
+            if self.written % self.part_bytes == 0:
+                self.paths.append(self.out / f"{PREFIX}{len(self.paths):02d}")
+            with open(self.paths[-1], "ab") as part:
+                part.write(data[:room])
+            self.written += len(data[:room])
+            data = data[room:]
+
+
+def entries(root: Path) -> list[list[Path]]:
+    """The cache's units, newest first: the files of each folder together (a Triton kernel's folder holds its
+    binary and the metadata that names it; one is no use without the other)."""
+    folders: dict[Path, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            folders.setdefault(path.parent, []).append(path)
+    return sorted(folders.values(), key=lambda files: max(f.stat().st_mtime for f in files), reverse=True)
+
+
+def pack(root: Path, out: Path, part_bytes: int = PART_BYTES, max_parts: int = MAX_PARTS) -> tuple[int, int]:
+    """Write `root`'s cache to out/compile_cache.partNN; returns (folders packed, folders left out)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(f"{PREFIX}*"):
+        old.unlink()
+    units = entries(root) if root.is_dir() else []
+    sink = _Parts(out, part_bytes)
+    packed = 0
+    with tarfile.open(fileobj=sink, mode="w|") as tar:
+        for unit in units:
+            if sink.written + MARGIN > part_bytes * max_parts:
+                break
+            for path in unit:
+                tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+            packed += 1
+    sink.finish()
+    return packed, len(units) - packed
+
+
+class _Joined(io.RawIOBase):
+    """The parts read back as one stream, decompressed."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths, self.decompressor, self.buffer = list(paths), zlib.decompressobj(31), b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self.buffer and self.paths:
+            self.buffer = self.decompressor.decompress(self.paths.pop(0).read_bytes())
+        if not self.buffer:
+            self.buffer = self.decompressor.flush()
+        size = min(len(target), len(self.buffer))
+        target[:size], self.buffer = self.buffer[:size], self.buffer[size:]
+        return size
+
+
+def unpack(parts: Path, root: Path) -> int:
+    """Restore the cache packed in parts/compile_cache.partNN under `root`; returns how many files (0 if none)."""
+    paths = sorted(parts.glob(f"{PREFIX}*")) if parts.is_dir() else []
+    if not paths:
+        return 0
+    root.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with tarfile.open(fileobj=io.BufferedReader(_Joined(paths)), mode="r|") as tar:
+        for member in tar:
+            if not member.isfile() or member.name.startswith(("/", "..")) or "/../" in member.name:
+                continue  # only plain files inside root
+            tar.extract(member, root, filter="data")
+            count += 1
+    return count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("pack", "unpack"))
+    parser.add_argument("source", type=Path, help="pack: the cache folder; unpack: the folder of parts")
+    parser.add_argument("target", type=Path, help="pack: where the parts go; unpack: the cache folder")
+    args = parser.parse_args()
+    if args.action == "pack":
+        packed, left = pack(args.source, args.target)
+        parts = sorted(args.target.glob(f"{PREFIX}*"))
+        print(f"compile cache: {packed} folders packed in {len(parts)} parts "
+              f"({sum(p.stat().st_size for p in parts) / 2**20:.1f} MiB), {left} left out")
+    else:
+        print(f"compile cache: {unpack(args.source, args.target)} files restored")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
