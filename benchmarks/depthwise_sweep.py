@@ -127,7 +127,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
           f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e}, noise {noise(times):.0%})"
           f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
-            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times), "best": best, "tuned": promoted}
+            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times), "best": best,
+            "tuned": promoted}
 
 
 def main() -> int:

@@ -47,7 +47,8 @@ class Timer:
         for _ in range(self.repeats):
             if self.device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda._sleep(HEAD_START_CYCLES)
+                if hasattr(torch.cuda, "_sleep"):  # private; in every release since 1.x
+                    torch.cuda._sleep(HEAD_START_CYCLES)
                 start.record()
                 for _ in range(self.iterations):
                     step()
