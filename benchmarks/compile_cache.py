@@ -36,7 +36,7 @@ class _Parts(io.RawIOBase):
     def __init__(self, out: Path, part_bytes: int) -> None:
         self.out, self.part_bytes = out, part_bytes
         self.compressor = zlib.compressobj(4, zlib.DEFLATED, 31)  # 31: gzip framing
-        self.written, self.paths = 0, []
+        self.written, self.paths, self.part = 0, [], None
 
     def writable(self) -> bool:
         return True
@@ -47,17 +47,21 @@ class _Parts(io.RawIOBase):
 
     def finish(self) -> list[Path]:
         self._emit(self.compressor.flush())
+        if self.part is not None:
+            self.part.close()
         return self.paths
 
     def _emit(self, data: bytes) -> None:
         while data:
-            room = self.part_bytes - self.written % self.part_bytes
-            if self.written % self.part_bytes == 0:
+            if self.written % self.part_bytes == 0:  # the current part is full (or there is none yet)
+                if self.part is not None:
+                    self.part.close()
                 self.paths.append(self.out / f"{PREFIX}{len(self.paths):02d}")
-            with open(self.paths[-1], "ab") as part:
-                part.write(data[:room])
-            self.written += len(data[:room])
-            data = data[room:]
+                self.part = open(self.paths[-1], "wb")
+            chunk = data[:self.part_bytes - self.written % self.part_bytes]
+            self.part.write(chunk)
+            self.written += len(chunk)
+            data = data[len(chunk):]
 
 
 def entries(root: Path) -> list[list[Path]]:
