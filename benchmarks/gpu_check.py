@@ -5,8 +5,9 @@ and torchvision (B0 and B4, inference and training, eager / compiled / CUDA grap
 
 Checks first (a minute or two, mostly compiling): Triton kernels against PyTorch in float32 (TF32 off)
 and bf16, the fused B0/B4 against the plain model (with the PyTorch stem too), CUDA-graph replay against
-eager, the Triton training depthwise's gradients (float32, bf16, compiled), the memory savers'
-gradients. With `--tuning FILE` the fused paths take the sweeps' per-layer choices, checks included.
+eager, the training paths' gradients (the Triton depthwise and the fused 1x1 + batch norm; float32,
+bf16, compiled), the memory savers' gradients. With `--tuning FILE` the fused paths take the sweeps'
+per-layer choices, checks included.
 A check group that raises (a compile error, say) is one failed check naming the error; the rows still run.
 Without B0 in `--only` (a second call for B4) only the fused-model checks run. Then the timing rows in
 priority order; a row that would not end inside `--budget-s` (counted at what it took on an H100,
@@ -44,6 +45,9 @@ ROW_SECONDS = {("efficientnet_b0", "inference", "compile"): 45, ("efficientnet_b
                ("efficientnet_b4", "inference", "compile"): 130, ("efficientnet_b4", "training", "compile"): 240}
 EAGER_ROW_SECONDS = 15  # eager and CUDA-graph rows take 1-10 s (new Triton kernels compile in the first)
 ROW_BOUND = 5e-2  # a timing row's sanity check: autocast models round more than the fused path
+# build_candidates' options: every row the plan names (the tests build the same set)
+CANDIDATE_OPTIONS = dict(memory_savers=("activations", "stages"), unfused_stem=True, triton_depthwise=True,
+                         fused_training=True)
 
 # (model, image size, inference batch, training batch, [(task, mode, candidate), ...]) by priority: first the rows
 # each goal is judged on (effnet's best against timm compiled, B0 then B4), then what explains them. A model may
@@ -53,8 +57,9 @@ PLAN = [
     (*B0, [
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast"),
         ("inference", "compile", "effnet-fast"),  # Inductor around the fused operators (effnet.fast.custom_ops)
-        ("training", "compile", "timm"), ("training", "compile", "effnet"), ("training", "eager", "timm"),
-        ("training", "eager", "effnet-stages"),
+        ("training", "compile", "timm"), ("training", "compile", "effnet"),
+        ("training", "compile", "effnet-ftrain"),  # the 1x1 convs with their batch norms fused (never timed yet)
+        ("training", "eager", "timm"), ("training", "eager", "effnet-stages"),
     ]),
     (*B4, [
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast"),
@@ -65,15 +70,16 @@ PLAN = [
         ("inference", "cudagraphs", "effnet-fast-unfused-stem"),
         ("inference", "eager", "timm"), ("inference", "eager", "effnet-fast"),
         ("latency", "cudagraphs", "effnet-fast"), ("latency", "cudagraphs", "timm"),
-        ("training", "eager", "effnet-tdw"), ("training", "eager", "effnet"),
+        ("training", "eager", "effnet-ftrain"), ("training", "eager", "effnet-tdw"), ("training", "eager", "effnet"),
         ("inference", "eager", "torchvision"), ("inference", "eager", "effnet"), ("latency", "eager", "timm"),
         ("training", "eager", "torchvision"), ("training", "eager", "effnet-activations"),
         ("training", "compile", "effnet-tdw"),
     ]),
     (*B4, [
         ("inference", "cudagraphs", "effnet-fast-unfused-stem"), ("inference", "eager", "timm"),
-        ("inference", "eager", "effnet-fast"), ("training", "eager", "effnet"), ("training", "eager", "effnet-tdw"),
-        ("training", "eager", "effnet-activations"),
+        ("inference", "eager", "effnet-fast"), ("training", "eager", "effnet"), ("training", "eager", "effnet-ftrain"),
+        ("training", "eager", "effnet-tdw"), ("training", "eager", "effnet-activations"),
+        ("training", "compile", "effnet-ftrain"),
     ]),
 ]
 
@@ -101,13 +107,15 @@ def profile(model_name: str, size: int, batch: int) -> None:
 
 
 def profile_training(model_name: str, size: int, batch: int) -> None:
-    """The kernels of one eager bf16 training step of the plain model and of `effnet-tdw`: where training
-    time goes (cuDNN's depthwise gradients against the Triton ones)."""
+    """The kernels of one eager bf16 training step of the plain model, `effnet-ftrain` and `effnet-tdw`: where
+    training time goes (the batch norms' passes; cuDNN's depthwise gradients against the Triton ones)."""
     from effnet.fast.depthwise_train import use_triton_depthwise
+    from effnet.fast.fused_training import use_fused_training
 
     x = torch.randn(batch, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device="cuda")
-    for name, convert in (("effnet", lambda m: m), ("effnet-tdw", use_triton_depthwise)):
+    for name, convert in (("effnet", lambda m: m), ("effnet-ftrain", use_fused_training),
+                          ("effnet-tdw", use_triton_depthwise)):
         model = convert(effnet.create_model(model_name)).cuda().to(memory_format=torch.channels_last).train()
 
         def step() -> None:
@@ -140,8 +148,13 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
     group of checks that raises is one failed row naming the error, and the others still run: a broken
     check must not cost a lease its timing rows."""
     results = []
+    from effnet.fast.depthwise_train import use_triton_depthwise
+    from effnet.fast.fused_training import use_fused_training
+
     groups = [("kernels", kernel_checks), ("fused models", lambda: model_checks(models)),
-              ("training depthwise", training_depthwise_checks), ("memory savers", memory_saver_checks)]
+              ("training depthwise", lambda: training_checks("training depthwise", use_triton_depthwise)),
+              ("fused training", lambda: training_checks("fused training", use_fused_training)),
+              ("memory savers", memory_saver_checks)]
     if "efficientnet_b0" not in dict(models):  # a second call for B4 alone: the rest was checked with B0 in the first
         groups = [(name, group) for name, group in groups if name == "fused models"]
     for name, group in groups:
@@ -221,11 +234,10 @@ def memory_saver_checks() -> list[tuple[str, float, float]]:
     return results
 
 
-def training_depthwise_checks() -> list[tuple[str, float, float]]:
-    """The Triton training depthwise (`effnet-tdw`): B0's loss gradients against the plain model in float32
-    (TF32 off) and under bf16 autocast, eager and through torch.compile (its custom operators in the graph)."""
-    from effnet.fast.depthwise_train import use_triton_depthwise
-
+def training_checks(what: str, convert) -> list[tuple[str, float, float]]:
+    """A training path (`convert` makes it from the plain model: `effnet-tdw`'s Triton depthwise, `effnet-ftrain`'s
+    fused 1x1 + batch norm): B0's loss gradients against the plain model in float32 (TF32 off) and under bf16
+    autocast, eager and through torch.compile (its custom operators in the graph)."""
     results = []
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -242,14 +254,14 @@ def training_depthwise_checks() -> list[tuple[str, float, float]]:
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 
     expected = gradients(reference)
-    triton_model = use_triton_depthwise(copy.deepcopy(reference))
-    results.append(("training depthwise gradients fp32", relative_error(gradients(triton_model), expected), 1e-4))
+    triton_model = convert(copy.deepcopy(reference))
+    results.append((f"{what} gradients fp32", relative_error(gradients(triton_model), expected), 1e-4))
     # bf16 gradients stray from float32 ones by a few percent whoever computes them: the bound is twice
     # what the plain model's bf16 gradients stray (printed as a row of its own, held to nothing).
     yardstick = relative_error(gradients(reference, torch.bfloat16), expected)
     results.append(("plain model gradients bf16 (the yardstick)", yardstick, float("inf")))
-    results.append(("training depthwise gradients bf16", relative_error(gradients(triton_model, torch.bfloat16),
-                                                                        expected), max(2 * yardstick, 1e-2)))
+    results.append((f"{what} gradients bf16", relative_error(gradients(triton_model, torch.bfloat16), expected),
+                    max(2 * yardstick, 1e-2)))
     # Compiled: a narrow, shallow B0 (every block kind) compiles in seconds; the timing rows compile the real one.
     from effnet.models import get_entry
     from effnet.scaling import scale_by_multipliers
@@ -259,8 +271,8 @@ def training_depthwise_checks() -> list[tuple[str, float, float]]:
     reference = effnet.create_model(small, drop_rate=0.0, drop_path_rate=0.0).cuda().train()
     reference = reference.to(memory_format=torch.channels_last)
     expected = gradients(reference)
-    compiled = torch.compile(use_triton_depthwise(copy.deepcopy(reference)))
-    results.append(("training depthwise gradients fp32, compiled (small B0)",
+    compiled = torch.compile(convert(copy.deepcopy(reference)))
+    results.append((f"{what} gradients fp32, compiled (small B0)",
                     relative_error(gradients(compiled), expected), 1e-4))
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -335,7 +347,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="*", help="tasks to time (default: all in the plan)")
     parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
     parser.add_argument("--profile-training", action="store_true",
-                        help="print the top kernels of a B0 eager training step, plain and with the Triton depthwise")
+                        help="print the top kernels of a B0 eager training step: plain, effnet-ftrain, effnet-tdw")
     parser.add_argument("--no-checks", action="store_true",
                         help="time only: for a second call on the same machine, after the checks passed in the first")
     parser.add_argument("--tuning", type=Path, help="per-layer kernel choices from the sweeps (effnet.fast.tuning)")
@@ -352,8 +364,7 @@ def time_rows(args: argparse.Namespace, start: float, document: dict) -> None:
     for model_name, size, batch, train_batch, rows in PLAN:
         if args.only and model_name not in args.only:
             continue
-        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
-                                      memory_savers=("activations", "stages"), unfused_stem=True, triton_depthwise=True)
+        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"), **CANDIDATE_OPTIONS)
         by_name = {c.name: c for c in candidates.items}
         result = results.setdefault(model_name, BenchResult(
             config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,

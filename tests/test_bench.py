@@ -44,6 +44,7 @@ def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
     (["--device", "cuda"], "no CUDA device is available"),
     (["--model", "efficientnet_b99"], "efficientnet_b99"),
     (["--no-fast", "--unfused-stem", "--triton-depthwise"], "--unfused-stem and --triton-depthwise add fast-path rows"),
+    (["--no-fast", "--fused-training"], "--fused-training add fast-path rows"),
     (["--tuning", "/nonexistent/tuning.json"], "tuning file /nonexistent/tuning.json not found"),
     # Zero is a mistake, not "the default" (batch 0 used to run the default batch of 32).
     (["--batch-size", "0"], "batch size must be at least 1, got 0"),

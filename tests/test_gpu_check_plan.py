@@ -16,8 +16,7 @@ gpu_check = pytest.importorskip("gpu_check")
 def test_every_planned_row_names_a_candidate_that_offers_its_task():
     for model_name, size, batch, train_batch, rows in gpu_check.PLAN:
         # The same options gpu_check builds its candidates with.
-        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"),
-                                      memory_savers=("activations", "stages"), unfused_stem=True, triton_depthwise=True)
+        candidates = build_candidates(model_name, ("effnet", "timm", "torchvision"), **gpu_check.CANDIDATE_OPTIONS)
         offered = {c.name: c.tasks for c in candidates.items}
         for task, mode, name in rows:
             assert task in TASKS and mode in MODES, (task, mode)
@@ -56,7 +55,7 @@ def test_a_check_group_that_raises_is_a_failed_check_and_the_run_goes_on():
     """Here every group's first CUDA call raises: each becomes one failed row naming the error."""
     rows = gpu_check.checks((("efficientnet_b0", 32),))
     assert [row[0].split(":")[0] for row in rows] == ["kernels", "fused models", "training depthwise",
-                                                      "memory savers"]
+                                                      "fused training", "memory savers"]
     assert all(row[1] == float("inf") and not row[1] <= row[2] for row in rows)
     assert all(len(row[0].split(": ")) >= 3 for row in rows)  # group: ErrorType: message
     # A second call for B4 alone checks only its fused model: the rest ran on B0's layers in the first.

@@ -19,6 +19,8 @@ SWEEPS = [
     ("depthwise_sweep", ["--configs", "1", "--rolling-configs", "1"], {"depthwise"}),
     ("pointwise_sweep", ["--configs", "1", "--stream-configs", "1"], {"pointwise"}),
     ("depthwise_train_sweep", ["--configs", "1"], {"depthwise_input_grad", "depthwise_weight_grad"}),
+    # layer 2 is a projection: the input's batch norm, SiLU and gate applied as it loads
+    ("bn_pointwise_sweep", ["--configs", "2", "--layers", "2"], {"bn_pointwise", "bn_pointwise_backward"}),
 ]
 
 

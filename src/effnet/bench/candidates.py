@@ -55,7 +55,8 @@ def _torchvision_builder(name: str) -> Callable | None:
 
 def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool = True,
                      memory_savers: tuple[str, ...] = ("activations",), fuse_expansion: bool = False,
-                     unfused_stem: bool = False, triton_depthwise: bool = False) -> Candidates:
+                     unfused_stem: bool = False, triton_depthwise: bool = False,
+                     fused_training: bool = False) -> Candidates:
     """effnet's candidates (plain; fused inference; memory-saving training) and the named peers'.
 
     `fuse_expansion` adds `effnet-fast-expand`: the fused model with the experimental
@@ -63,10 +64,12 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
     the fused model with the input cast, stem conv and SiLU as PyTorch passes instead of one stem kernel
     (`effnet.fast.stem`), which shows what that kernel gains. `triton_depthwise`
     adds `effnet-tdw` (training): the plain model with its depthwise convs' forward and backward
-    as Triton kernels (`effnet.fast.depthwise_train`)."""
+    as Triton kernels (`effnet.fast.depthwise_train`). `fused_training` adds `effnet-ftrain` (training): the
+    plain model with each MBConv's 1x1 convs carrying their batch norms (`effnet.fast.fused_training`)."""
     import effnet
     from effnet.fast import optimize_for_inference
     from effnet.fast.depthwise_train import use_triton_depthwise
+    from effnet.fast.fused_training import use_fused_training
     from effnet.fast.memory import enable_memory_saving
 
     torch.manual_seed(0)
@@ -92,6 +95,9 @@ def build_candidates(model_name: str, libraries: tuple[str, ...], *, fast: bool 
             if triton_depthwise:
                 items.append(Candidate("effnet-tdw", ("training",), lambda d, t, f: _place(
                     use_triton_depthwise(copy.deepcopy(reference)), d, f)))
+            if fused_training:
+                items.append(Candidate("effnet-ftrain", ("training",), lambda d, t, f: _place(
+                    use_fused_training(copy.deepcopy(reference)), d, f)))
     for library, builder in (("timm", _timm_builder), ("torchvision", _torchvision_builder)):
         if library in libraries:
             build = builder(model_name)

@@ -41,6 +41,7 @@ class BenchConfig:
     fuse_expansion: bool = False  # add the experimental effnet-fast-expand inference row
     unfused_stem: bool = False  # add effnet-fast-unfused-stem: effnet-fast with the PyTorch stem
     triton_depthwise: bool = False  # add the experimental effnet-tdw training row
+    fused_training: bool = False  # add the experimental effnet-ftrain training row
     warmup: int = 3
     repeats: int = 10
     iterations: int = 5  # timed iterations per repeat
@@ -119,7 +120,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda line:
     result = BenchResult(config=settings, environment=environment(device))
     candidates = build_candidates(config.model, config.libraries, fast=config.fast,
                                   memory_savers=config.memory_savers, fuse_expansion=config.fuse_expansion,
-                                  unfused_stem=config.unfused_stem, triton_depthwise=config.triton_depthwise)
+                                  unfused_stem=config.unfused_stem, triton_depthwise=config.triton_depthwise,
+                                  fused_training=config.fused_training)
     image_size = config.image_size if config.image_size is not None else candidates.resolution
     timer = Timer(device, config.warmup, config.repeats, config.iterations)
     tolerance = config.check_tolerance or (1e-4 if dtype == torch.float32 else 5e-2)

@@ -44,6 +44,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--triton-depthwise", action="store_true",
                         help="add effnet-tdw: training with the depthwise convs' forward and backward as Triton "
                              "kernels (experimental)")
+    parser.add_argument("--fused-training", action="store_true",
+                        help="add effnet-ftrain: training with each MBConv's 1x1 convs applying the batch norm "
+                             "of their input as they load it and gathering their output's statistics "
+                             "(experimental)")
     parser.add_argument("--tuning", type=Path,
                         help="per-layer kernel choices measured on this GPU by the sweeps under benchmarks/ "
                              "(default: the file $EFFNET_TUNING names, if any)")
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.fast:
         asked = [flag for flag, on in (("--fuse-expansion", args.fuse_expansion), ("--unfused-stem", args.unfused_stem),
-                                       ("--triton-depthwise", args.triton_depthwise)) if on]
+                                       ("--triton-depthwise", args.triton_depthwise),
+                                       ("--fused-training", args.fused_training)) if on]
         if asked:
             raise EffnetError(f"{' and '.join(asked)} add fast-path rows, which --no-fast leaves out")
     if args.tuning:
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),
                          fast=args.fast, memory_savers=tuple(args.memory_saver),
                          fuse_expansion=args.fuse_expansion, unfused_stem=args.unfused_stem,
-                         triton_depthwise=args.triton_depthwise, warmup=args.warmup,
+                         triton_depthwise=args.triton_depthwise, fused_training=args.fused_training,
+                         warmup=args.warmup,
                          repeats=args.repeats, iterations=args.iterations)
     result = run_benchmark(config)
     document = result.to_json()

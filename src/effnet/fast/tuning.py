@@ -16,6 +16,9 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   (`kernels.depthwise`'s tiles) or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or, ungated only, `streaming`.
+- `bn_pointwise` / `bn_pointwise_backward` (training, `effnet.fast.bn_pointwise`): `in_channels`,
+  `out_channels`, `height`, `width`, `normalized` (the input's batch norm, SiLU and gate applied as it
+  loads). Kernel `tiled`.
 """
 from __future__ import annotations
 
@@ -34,13 +37,17 @@ KEYS = {
     "depthwise_input_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "pointwise": ("in_channels", "out_channels", "height", "width", "gated", "residual"),
+    "bn_pointwise": ("in_channels", "out_channels", "height", "width", "normalized"),
+    "bn_pointwise_backward": ("in_channels", "out_channels", "height", "width", "normalized"),
 }
 KERNELS = {"depthwise": ("tiled", "rolling"), "depthwise_input_grad": ("tiled",),
-           "depthwise_weight_grad": ("tiled",), "pointwise": ("tiled", "streaming")}
+           "depthwise_weight_grad": ("tiled",), "pointwise": ("tiled", "streaming"), "bn_pointwise": ("tiled",),
+           "bn_pointwise_backward": ("tiled",)}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5,), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
-                ("depthwise_weight_grad", "tiled"): (5, 6)}
+                ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
+                ("bn_pointwise_backward", "tiled"): (5,)}
 
 
 class TuningError(EffnetError, ValueError):

@@ -1,0 +1,197 @@
+"""Where the training 1x1 conv with fused batch norms stands against PyTorch, layer by layer.
+
+    PYTHONPATH=src python benchmarks/bn_pointwise_sweep.py --out results/        # on a GPU, ~2 minutes
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/bn_pointwise_sweep.py --device cpu --batch 1 \\
+        --size 16 --configs 1 --layers 2
+
+For every distinct 1x1 convolution of an MBConv block (B0 at 224 px, training batch 128 by default)
+it times a training step of that layer, forward and backward, on channels-last activations:
+
+- `bn_pointwise` (effnet.fast.bn_pointwise) with its default tiles and each sweep configuration,
+  forward and backward timed apart. An expansion takes the block's input as it is and gathers its
+  output's statistics; a projection applies the depthwise output's batch norm, SiLU and SE gate as it
+  loads, and gathers its own output's statistics.
+- `bn_pointwise_reference`, the same function in PyTorch (affine map, SiLU, gate, `F.conv2d`, float32
+  batch statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the element-wise
+  work fused around cuDNN's convolution, as compiled timm trains).
+- the bare convolution's forward and backward (cuDNN; a bound on what the library matrix products give).
+
+The backward's inputs are dy and the gradients of y's batch mean and variance (what the next batch
+norm hands back). Each row
+reports the fused pass's effective bandwidth, counting the bytes it must move at the least: forward
+x + y, backward dy, y and x twice (the input gradient and the weight gradient each read them) + dx.
+With `--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is recorded
+for the forward (`bn_pointwise`) or the backward (`bn_pointwise_backward`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from triton.runtime.errors import OutOfResources
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from effnet.bench.measure import relative_error  # noqa: E402
+from effnet.fast import bn_pointwise as bnp  # noqa: E402
+from pointwise_sweep import layer_shapes  # noqa: E402
+from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the default comes from bn_pointwise._tiles.
+SWEEP = [(128, 64, 64, 4, 3), (64, 64, 32, 4, 3), (128, 128, 32, 8, 3), (64, 32, 64, 4, 4), (128, 64, 32, 4, 4),
+         (256, 64, 32, 8, 3)]
+
+
+def _inputs(args, shape, device, dtype):
+    """x, weight, (scale, shift, gate) for a projection, and the backward's dy, dmean, dvar."""
+    cin, cout, height, width, act, gated = shape
+    normalized = not act  # the projection (its conv has no SiLU after it) reads a raw depthwise output
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, cin, height, width, device=device).to(dtype).contiguous(
+        memory_format=torch.channels_last)
+    weight = (torch.randn(cout, cin, device=device) / cin ** 0.5).to(dtype)
+    scale = torch.rand(cin, device=device) + 0.5 if normalized else None
+    shift = torch.randn(cin, device=device) * 0.3 if normalized else None
+    gate = torch.rand(args.batch, cin, device=device) if normalized and gated else None
+    dy = torch.randn(args.batch, cout, height, width, device=device).to(dtype).contiguous(
+        memory_format=torch.channels_last)
+    dmean, dvar = torch.randn(cout, device=device), torch.randn(cout, device=device)
+    return x, weight, scale, shift, gate, normalized, dy, dmean, dvar
+
+
+def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, device: torch.device,
+                dtype: torch.dtype, bound: float, compiled_reference) -> dict:
+    """One 1x1 layer shape: the fused forward and backward with each configuration, and PyTorch's step,
+    each checked and timed; prints the layer's line and returns its row."""
+    cin, cout, height, width = shape[:4]
+    x, weight, scale, shift, gate, normalized, dy, dmean, dvar = _inputs(args, shape, device, dtype)
+    act = normalized  # the SiLU belongs to the input's batch norm
+    leaves = [t for t in (x, weight, scale, shift, gate) if t is not None]
+
+    def pytorch_step(function):
+        inputs = [t.detach().requires_grad_() for t in leaves]
+        it = iter(inputs)
+        xx, ww = next(it), next(it)
+        sc, sh = (next(it), next(it)) if normalized else (None, None)
+        gg = next(it) if gate is not None else None
+        y, mean, var = function(xx, ww, sc, sh, gg, act)
+        return [y, mean, var, *torch.autograd.grad([y, mean, var], inputs, [dy, dmean, dvar])]
+
+    expected = pytorch_step(bnp.bn_pointwise_reference)
+    if dtype != torch.float32:  # the yardstick in float32 from the same rounded inputs
+        expected = [t.float() for t in _float32_step(leaves, normalized, gate, act, dy, dmean, dvar)]
+
+    def forward(tiles=None):
+        return bnp._forward(x, weight, scale, shift, gate, act, tiles)
+
+    y, mean, _ = forward()
+    count = y.numel() // cout
+    stats = torch.stack([dmean / count, 2.0 * dvar / count, mean])  # as the operator's autograd formula builds it
+
+    def backward(tiles=None):
+        return bnp._backward(dy, stats, x, y, weight, scale, shift, gate, act, True, True, tiles)
+
+    def check(tiles) -> float:
+        outputs = [*forward(tiles), *backward(tiles)]
+        dx, dw, dscale, dshift, dgate = outputs[3:]
+        fused = [*outputs[:3], dx, dw] + ([dscale, dshift] if normalized else [])
+        fused += [dgate] if gate is not None else []
+        return max(relative_error(a.float(), b.float()) for a, b in zip(fused, expected, strict=True))
+
+    times = {"torch": timer.median(partial(pytorch_step, bnp.bn_pointwise_reference)),
+             "cudnn": timer.median(partial(_conv_step, x, weight, dy))}
+    if compiled_reference is not None:
+        times["compiled"] = timer.median(partial(pytorch_step, compiled_reference))
+    configs = {"default": None, **{str(t): t for t in SWEEP[:args.configs]}}
+    errors, forward_times, backward_times, skipped = {}, {}, {}, []
+    for name, tiles in configs.items():
+        try:
+            errors[name] = check(tiles)
+        except OutOfResources:
+            skipped.append(name)
+            continue
+        forward_times[name] = timer.median(partial(forward, tiles))
+        backward_times[name] = timer.median(partial(backward, tiles))
+    forward_times[AGAIN] = timer.median(forward)
+    backward_times[AGAIN] = timer.median(backward)
+    key = dict(in_channels=cin, out_channels=cout, height=height, width=width, normalized=normalized)
+    choices = {name: ("tiled", tiles, {}) for name, tiles in configs.items() if tiles is not None}
+    promoted = [promote(args.tuning, op, key, choices, op_times, errors, bound, device)
+                for op, op_times in (("bn_pointwise", forward_times), ("bn_pointwise_backward", backward_times))]
+    step = {name: forward_times[name] + backward_times[name] for name in forward_times}
+    best_forward = min((n for n in forward_times if n != AGAIN), key=forward_times.get)
+    best_backward = min((n for n in backward_times if n != AGAIN), key=backward_times.get)
+    times.update({"fused": step["default"], "fused forward": forward_times["default"],
+                  "fused backward": backward_times["default"],
+                  "fused best": forward_times[best_forward] + backward_times[best_backward]})
+    element = x.element_size()
+    moved = element * args.batch * height * width * (cin + cout + 2 * cout + 2 * cin + cin)
+    layer_noise = max(noise(forward_times), noise(backward_times))
+    compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
+    note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
+        f"; tuned {op}: {name}" for op, name in zip(("forward", "backward"), promoted) if name)
+    role = "project" if normalized else "expand"
+    print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} {compiled} "
+          f"{times['cudnn'] * 1e6:9.1f} | {times['fused forward'] * 1e6:8.1f} {times['fused backward'] * 1e6:8.1f} "
+          f"{moved / times['fused'] / 1e9:6.0f} | {times['fused best'] * 1e6:8.1f} "
+          f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
+    return {"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count, "bytes": moved,
+            "seconds": times, "forward_seconds": forward_times, "backward_seconds": backward_times, "errors": errors,
+            "noise": layer_noise, "skipped": skipped, "best": [best_forward, best_backward], "tuned": promoted}
+
+
+def _float32_step(leaves, normalized, gate, act, dy, dmean, dvar):
+    inputs = [t.detach().float().requires_grad_() for t in leaves]
+    it = iter(inputs)
+    xx, ww = next(it), next(it)
+    sc, sh = (next(it), next(it)) if normalized else (None, None)
+    gg = next(it) if gate is not None else None
+    y, mean, var = bnp.bn_pointwise_reference(xx, ww, sc, sh, gg, act)
+    return [y, mean, var, *torch.autograd.grad([y, mean, var], inputs, [dy.float(), dmean, dvar])]
+
+
+def _conv_step(x, weight, dy):
+    inputs = [x.detach().requires_grad_(), weight.detach()[:, :, None, None].requires_grad_()]
+    return torch.autograd.grad(F.conv2d(*inputs), inputs, dy)
+
+
+def main() -> int:
+    parser = sweep_parser(__doc__, "bn_pointwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
+    parser.set_defaults(batch=128)
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    timer = sweep_timer(device)
+    bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    # One compiled function for every shape (dynamic), so the sweep compiles a handful of graphs, not one per layer.
+    compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnp.bn_pointwise_reference,
+                                                                                    dynamic=True)
+    rows, totals = [], Counter()
+    print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
+          f"{'fwd us':>8} {'bwd us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)
+    shapes: Counter = Counter()
+    for shape, count in layer_shapes(args.model, args.size).items():
+        shapes[shape[:6]] += count  # with or without the block's residual: the same layer here (added outside)
+    for index, (shape, count) in enumerate(sorted(shapes.items())):
+        if args.layers is not None and index not in args.layers:
+            continue
+        row = sweep_layer(args, shape, count, timer, device, dtype, bound, compiled)
+        rows.append(row)
+        for name, seconds in row["seconds"].items():
+            totals[name] += count * seconds
+    summary = ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in totals.items())
+    print(f"\nper training step of batch {args.batch}, all MBConv 1x1 layers, forward + backward: {summary}")
+    if totals.get("compiled"):
+        print(f"fused / compiled PyTorch: {totals['fused'] / totals['compiled']:.2f}x the time "
+              f"(best tiles {totals['fused best'] / totals['compiled']:.2f}x)")
+    return finish(args.out, "bn_pointwise_sweep.json", device, rows, bound)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

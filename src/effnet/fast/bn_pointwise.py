@@ -1,0 +1,409 @@
+"""A 1x1 convolution for training with the batch norms fused at both ends (experimental).
+
+The first piece of a fused *training* MBConv (benchmarks/RESULTS.md, run 5): in a training step
+every full-size tensor is written by a convolution, read again for its batch-norm statistics, read
+and written by the normalisation + SiLU, and read by the next convolution; the backward does the
+same in reverse. Here the convolution takes its input *raw* (the previous convolution's output,
+before its batch norm) and applies that norm, the SiLU and the squeeze-excitation gate as it loads
+each tile, and it returns its own output raw with the float32 per-channel batch mean and (biased)
+variance that the next batch norm needs, gathered in the epilogue:
+
+    a = act(x * scale + shift) * gate[image]        (scale, shift: the previous BN as an affine map)
+    y = a @ weight.T                                 (stored in x's dtype; `a` is never written)
+    mean[c], var[c] over y[:, c]                     (of the stored, rounded y)
+
+Each program block keeps its rows' sum and sum of squared deviations from its own mean; PyTorch
+merges the blocks (Chan et al.'s pairwise update), so the variance does not suffer the cancellation
+of E[y^2] - E[y]^2. The backward takes dy and the gradients of mean and var (which autograd brings
+back from whatever the next layer made of them: `batch_norm_affine`), so the gradient reaching y is
+dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. With `a` recomputed from x as it
+is loaded, it computes dweight in one split-K pass over the pixels and dx in another whose epilogue
+applies the SiLU's and the affine map's derivatives and sums dscale, dshift and dgate, so the wide
+`da` is never written either. Sums are per program block, added up by PyTorch afterwards (exact
+order, deterministic), except dweight's, which programs add atomically (last-bit nondeterminism).
+
+`bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
+(PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
+or CPU tensors under TRITON_INTERPRET=1, and the same function in plain PyTorch elsewhere
+(`bn_pointwise_reference`). Not yet timed on a GPU: `benchmarks/bn_pointwise_sweep.py` times it
+per layer against the PyTorch composite it replaces.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from effnet.fast import kernels, tuning
+from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.kernels import INTERPRET, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    @triton.jit
+    def _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K,
+                  AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr):
+        """a = act(x * scale + shift) * gate for a (rows, BK) tile of raw input at columns k (BK,),
+        in float32, with the sigmoid and the pre-gate activation s for the backward."""
+        z = x.to(tl.float32)
+        if AFFINE:
+            z = z * tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :] + \
+                tl.load(shift_ptr + k, mask=k_ok, other=0.0)[None, :]
+        sig = tl.sigmoid(z)
+        s = z * sig if ACT else z
+        a = s
+        if GATE:
+            a = a * tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)[None, :]
+        return a, s, z, sig
+
+    @triton.jit
+    def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N):
+        """g = dy + dmean / n + (2 dvar / n) (y - mean) for a (rows, cols) tile: the gradient reaching
+        the raw output y, float32, 0 where masked. `stats_ptr` holds the rows dmean / n, 2 dvar / n
+        and mean, N each."""
+        offsets = rows[:, None] * s_m + cols[None, :] * s_n
+        dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        dmean = tl.load(stats_ptr + cols, mask=cols_ok, other=0.0)
+        dvar = tl.load(stats_ptr + N + cols, mask=cols_ok, other=0.0)
+        mean = tl.load(stats_ptr + 2 * N + cols, mask=cols_ok, other=0.0)
+        return tl.where(ok, dy + dmean[None, :] + dvar[None, :] * (y - mean[None, :]), 0.0)
+
+    @triton.jit
+    def _forward_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, gate_ptr, y_ptr, sums_ptr, m2_ptr,
+                        M, N, K, pixels, s_xm, s_xk, s_wn, s_wk, s_ym, s_yn,
+                        AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_N output channels. Its column sums
+        # and sums of squared deviations from its own column means go to row pid_m of the
+        # (blocks_m, N) buffers.
+        pid = tl.program_id(0)
+        blocks_n = tl.cdiv(N, BLOCK_N)
+        pid_m = pid // blocks_n
+        blocks_per_image = tl.cdiv(pixels, BLOCK_M)
+        image = pid_m // blocks_per_image
+        rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+        m_ok = (rm < (image + 1) * pixels) & (rm < M)
+        rn = (pid % blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
+        n_ok = rn < N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = k < K
+            ok = m_ok[:, None] & k_ok[None, :]
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+            a, _, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
+            # Masked entries are 0 again (the shift moved them); rounded to the operand type, as the
+            # normalised input would be stored in it.
+            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
+            w = tl.load(w_ptr + rn[None, :] * s_wn + k[:, None] * s_wk, mask=k_ok[:, None] & n_ok[None, :],
+                        other=0.0)  # (BK, BN)
+            if IEEE:
+                acc += tl.dot(a, w, input_precision="ieee")
+            else:
+                acc += tl.dot(a, w)
+        out_ok = m_ok[:, None] & n_ok[None, :]
+        y = acc.to(y_ptr.dtype.element_ty)
+        tl.store(y_ptr + rm[:, None] * s_ym + rn[None, :] * s_yn, y, mask=out_ok)
+        y = tl.where(out_ok, y.to(tl.float32), 0.0)
+        total = tl.sum(y, axis=0)  # (BN,)
+        deviation = tl.where(out_ok, y - (total / tl.maximum(tl.sum(m_ok.to(tl.float32), axis=0), 1.0))[None, :], 0.0)
+        tl.store(sums_ptr + pid_m * N + rn, total, mask=n_ok)
+        tl.store(m2_ptr + pid_m * N + rn, tl.sum(deviation * deviation, axis=0), mask=n_ok)
+
+    @triton.jit
+    def _input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr,
+                           dx_ptr, dscale_ptr, dshift_ptr, dgate_ptr,
+                           M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
+                           AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+        # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_K input channels; da = g @ weight
+        # over all N output channels, then the prologue's derivatives in the epilogue. dy and y share
+        # strides (both are (M, N) channels-last views), as do x and dx.
+        pid = tl.program_id(0)
+        blocks_k = tl.cdiv(K, BLOCK_K)
+        pid_m = pid // blocks_k
+        blocks_per_image = tl.cdiv(pixels, BLOCK_M)
+        image = pid_m // blocks_per_image
+        rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
+        m_ok = (rm < (image + 1) * pixels) & (rm < M)
+        k = (pid % blocks_k) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BK,)
+        k_ok = k < K
+        da = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            rn = n0 + tl.arange(0, BLOCK_N)
+            n_ok = rn < N
+            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                           s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
+            w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
+                        other=0.0)  # (BN, BK)
+            if IEEE:
+                da += tl.dot(g, w, input_precision="ieee")
+            else:
+                da += tl.dot(g, w)
+        ok = m_ok[:, None] & k_ok[None, :]
+        x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+        _, s, z, sig = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
+        ds = da
+        if GATE:
+            tl.store(dgate_ptr + pid_m * K + k, tl.sum(tl.where(ok, da * s, 0.0), axis=0), mask=k_ok)
+            ds = da * tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)[None, :]
+        dz = ds * (sig * (1.0 + z * (1.0 - sig))) if ACT else ds
+        dz = tl.where(ok, dz, 0.0)
+        dx = dz
+        if AFFINE:
+            dx = dz * tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :]
+            tl.store(dscale_ptr + pid_m * K + k, tl.sum(dz * x.to(tl.float32), axis=0), mask=k_ok)
+            tl.store(dshift_ptr + pid_m * K + k, tl.sum(dz, axis=0), mask=k_ok)
+        tl.store(dx_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, dw_ptr,
+                            M, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk,
+                            AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
+        # dweight (N, K) = g.T @ a, split over the pixels: one program takes `rows_per_program` rows (a
+        # multiple of BLOCK_M) for a BLOCK_N x BLOCK_K tile of dweight and adds its share atomically.
+        pid = tl.program_id(0)
+        blocks_k = tl.cdiv(K, BLOCK_K)
+        rn = (pid // blocks_k) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
+        k = (pid % blocks_k) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BK,)
+        n_ok = rn < N
+        k_ok = k < K
+        start = tl.program_id(1) * rows_per_program
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for m0 in range(start, start + rows_per_program, BLOCK_M):
+            rm = m0 + tl.arange(0, BLOCK_M)
+            m_ok = rm < M
+            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                           s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
+            ok = m_ok[:, None] & k_ok[None, :]
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+            z = x.to(tl.float32)
+            if AFFINE:
+                z = z * tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :] + \
+                    tl.load(shift_ptr + k, mask=k_ok, other=0.0)[None, :]
+            a = z * tl.sigmoid(z) if ACT else z
+            if GATE:  # a block of rows may span two images here
+                a = a * tl.load(gate_ptr + (rm // pixels)[:, None] * K + k[None, :], mask=ok, other=0.0)
+            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
+            if IEEE:
+                acc += tl.dot(tl.trans(g), a, input_precision="ieee")
+            else:
+                acc += tl.dot(tl.trans(g), a)
+        tl.atomic_add(dw_ptr + rn[:, None] * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
+
+
+# Tiles: first guesses (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the interpreter's are small
+# so the tests run quickly, and still leave several programs and K steps on the tests' shapes.
+_INTERPRET_TILES = (16, 16, 16, 4, 1)
+
+
+def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None) -> tuple[int, int, int, int, int]:
+    """The tuning file's tiles for this layer shape and pass (`op`: "bn_pointwise" or
+    "bn_pointwise_backward"), else the defaults (first guesses, not yet timed on a GPU)."""
+    _, channels, height, width = x.shape
+    choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
+                           normalized=scale is not None)
+    if choice is not None:
+        return tuple(choice["tiles"])
+    if INTERPRET:
+        return _INTERPRET_TILES
+    return (128 if height * width >= 128 else 64), 64, 32, 4, 3
+
+
+def _matrix(t: torch.Tensor) -> torch.Tensor:
+    """The (pixels, channels) view of a channels-last (N, C, H, W) tensor."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _launch_options(warps: int, stages: int) -> dict:
+    return {} if INTERPRET else {"num_warps": warps, "num_stages": stages}
+
+
+def _flags(x: torch.Tensor, scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) -> dict:
+    return dict(AFFINE=scale is not None, ACT=act, GATE=gate is not None, IEEE=x.dtype == torch.float32)
+
+
+def _forward(x, weight, scale, shift, gate, act, tiles=None):
+    """The forward pass; `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) overrides the
+    tile choice (for the sweep)."""
+    batch, channels, height, width = x.shape
+    out_channels = weight.shape[0]
+    pixels, rows = height * width, batch * height * width
+    block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise", x, out_channels, scale)
+    y = channels_last_empty(x, (batch, out_channels, height, width))
+    blocks_m = batch * triton.cdiv(pixels, block_m)
+    sums = torch.empty((blocks_m, out_channels), device=x.device, dtype=torch.float32)
+    m2 = torch.empty_like(sums)
+    a, o = _matrix(x), y.permute(0, 2, 3, 1).view(rows, out_channels)
+    unused = sums  # the pointer passed where a flag leaves an operand out
+    grid = (blocks_m * triton.cdiv(out_channels, block_n),)
+    _forward_kernel[grid](a, weight, scale if scale is not None else unused, shift if shift is not None else unused,
+                          gate if gate is not None else unused, o, sums, m2,
+                          rows, out_channels, channels, pixels, a.stride(0), a.stride(1),
+                          weight.stride(0), weight.stride(1), o.stride(0), o.stride(1),
+                          **_flags(x, scale, gate, act), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                          **_launch_options(warps, stages))
+    # Merge the blocks' (count, sum, M2): each image has the same blocks, all full but its last.
+    counts = torch.full((triton.cdiv(pixels, block_m),), block_m, device=x.device, dtype=torch.float32)
+    counts[-1] = pixels - block_m * (counts.numel() - 1)
+    counts = counts.repeat(batch)[:, None]  # (blocks_m, 1)
+    mean = sums.sum(0) / rows
+    var = (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / rows
+    return y, mean, var
+
+
+def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None):
+    """(dx, dweight, dscale, dshift, dgate), each empty where not asked for or not an input. `stats`
+    (3, out) float32 holds dmean / n, 2 dvar / n and mean (the gradients of y's batch mean and
+    variance, n values per channel); `tiles` as in `_forward` (BLOCK_N tiles the output channels,
+    BLOCK_K the input channels)."""
+    batch, channels, height, width = x.shape
+    out_channels = weight.shape[0]
+    pixels, rows = height * width, batch * height * width
+    block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise_backward", x, out_channels, scale)
+    g, yv, a = _matrix(dy), _matrix(y), _matrix(x)
+    if g.stride() != yv.stride():  # autograd may hand over any layout
+        g = _matrix(dy.contiguous(memory_format=torch.channels_last))
+    options = dict(**_flags(x, scale, gate, act), **_launch_options(warps, stages))
+    dx, dw, dscale, dshift, dgate = (x.new_empty((0,), dtype=torch.float32) for _ in range(5))
+    scale_or = scale if scale is not None else stats
+    shift_or = shift if shift is not None else stats
+    gate_or = gate if gate is not None else stats
+    if need_dx:
+        blocks_m = batch * triton.cdiv(pixels, block_m)
+        dx = channels_last_empty(x, tuple(x.shape))
+        parts = torch.empty((3, blocks_m, channels), device=x.device, dtype=torch.float32)
+        dxv = _matrix(dx)
+        grid = (blocks_m * triton.cdiv(channels, block_k),)
+        _input_grad_kernel[grid](g, yv, stats, weight, a, scale_or, shift_or, gate_or,
+                                 dxv, parts[0], parts[1], parts[2],
+                                 rows, out_channels, channels, pixels, g.stride(0), g.stride(1),
+                                 weight.stride(0), weight.stride(1), a.stride(0), a.stride(1),
+                                 BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n, **options)
+        if scale is not None:
+            dscale, dshift = parts[0].sum(0), parts[1].sum(0)
+        if gate is not None:
+            dgate = parts[2].view(batch, -1, channels).sum(1)
+    if need_dw:
+        dw = torch.zeros((out_channels, channels), device=x.device, dtype=torch.float32)
+        splits = max(1, min(triton.cdiv(rows, block_m), 4 if INTERPRET else 512))
+        rows_per_program = triton.cdiv(triton.cdiv(rows, splits), block_m) * block_m
+        grid = (triton.cdiv(out_channels, block_n) * triton.cdiv(channels, block_k),
+                triton.cdiv(rows, rows_per_program))
+        _weight_grad_kernel[grid](g, yv, stats, a, scale_or, shift_or, gate_or, dw,
+                                  rows, out_channels, channels, pixels, rows_per_program,
+                                  g.stride(0), g.stride(1), a.stride(0), a.stride(1),
+                                  BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, **options)
+    return dx, dw, dscale, dshift, dgate
+
+
+# As PyTorch custom operators, so `torch.compile` traces a model through them (one opaque node each)
+# and autograd takes the forward's gradient from the backward operator.
+
+@torch.library.custom_op("effnet::bn_pointwise", mutates_args=())
+def _forward_op(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
+                gate: torch.Tensor | None, act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(x, weight, scale, shift, gate, act)
+
+
+@_forward_op.register_fake
+def _(x, weight, scale, shift, gate, act):
+    mean = x.new_empty((weight.shape[0],), dtype=torch.float32)
+    return channels_last_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:])), mean, torch.empty_like(mean)
+
+
+@torch.library.custom_op("effnet::bn_pointwise_backward", mutates_args=())
+def _backward_op(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                 weight: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
+                 gate: torch.Tensor | None, act: bool, need_dx: bool, need_dw: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw)
+
+
+@_backward_op.register_fake
+def _(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw):
+    batch, channels = x.shape[:2]
+
+    def empty(shape: tuple, present: bool) -> torch.Tensor:
+        return x.new_empty(shape if present else (0,), dtype=torch.float32)
+
+    return (channels_last_empty(x, tuple(x.shape)) if need_dx else empty((0,), False),
+            empty(tuple(weight.shape), need_dw), empty((channels,), need_dx and scale is not None),
+            empty((channels,), need_dx and scale is not None), empty((batch, channels), need_dx and gate is not None))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, scale, shift, gate, act = inputs
+    ctx.save_for_backward(x, output[0], output[1], weight, scale, shift, gate)
+    ctx.act = act
+
+
+def _autograd_backward(ctx, dy, dmean, dvar):
+    x, y, mean, weight, scale, shift, gate = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    count = y.numel() // y.shape[1]
+    zeros = torch.zeros(weight.shape[0], device=x.device, dtype=torch.float32)
+    dmean = dmean.float() if dmean is not None else zeros
+    dvar = dvar.float() if dvar is not None else zeros
+    # d mean / dy = 1 / n and d var / dy = 2 (y - mean) / n, for every value y of the channel.
+    stats = torch.stack([dmean / count, 2.0 * dvar / count, mean])
+    dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
+    need_dx = needs[0] or any(needs[2:5])
+    dx, dw, dscale, dshift, dgate = _backward_op(dy, stats, x, y, weight, scale, shift, gate, ctx.act,
+                                                 need_dx, needs[1])
+    return (dx if needs[0] else None, dw.to(weight.dtype) if needs[1] else None,
+            dscale if needs[2] else None, dshift if needs[3] else None, dgate if needs[4] else None, None)
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def bn_pointwise_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+                           shift: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+                           act: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`bn_pointwise` in plain PyTorch (and what it falls back to): the normalised input rounded to
+    x's dtype, an `F.conv2d`, and the float32 mean and biased variance of the rounded output."""
+    a = x.float()
+    if scale is not None:
+        a = a * scale[None, :, None, None] + shift[None, :, None, None]
+    if act:
+        a = F.silu(a)
+    if gate is not None:
+        a = a * gate[:, :, None, None]
+    y = F.conv2d(a.to(x.dtype), weight.to(x.dtype)[:, :, None, None])
+    var, mean = torch.var_mean(y.float(), dim=(0, 2, 3), correction=0)
+    return y, mean, var
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether `bn_pointwise` takes the Triton kernels for `x`."""
+    return (kernels.usable(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def bn_pointwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+                 shift: torch.Tensor | None = None, gate: torch.Tensor | None = None,
+                 act: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, var): the 1x1 conv of act(x * scale + shift) * gate by `weight` (out, in), with the
+    float32 per-channel batch mean and biased variance of y. `x` is channels-last (N, in, H, W); `scale` and
+    `shift` (in,) float32 are the previous batch norm as an affine map (both or neither); `gate`
+    (N, in) float32 scales each image's channels after the activation. Differentiable in all tensors."""
+    if (scale is None) != (shift is None):
+        raise ValueError("bn_pointwise takes scale and shift together (the batch norm's affine map) or neither")
+    if weight.dim() == 4:
+        weight = weight.flatten(1)
+    if not usable(x):
+        return bn_pointwise_reference(x, weight, scale, shift, gate, act)
+    return _forward_op(x, weight.to(x.dtype).contiguous(), scale, shift, gate, act)
+
+
+def batch_norm_affine(mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch norm as the affine map (scale, shift), float32, from the batch's mean and biased
+    variance (as `bn_pointwise` returns them): normalising y is then y * scale + shift. Differentiable,
+    so autograd carries the gradients of scale and shift back to mean and var (and from there into
+    the producer's backward)."""
+    scale = weight.float() * torch.rsqrt(var + eps)
+    return scale, bias.float() - mean * scale

@@ -1,0 +1,162 @@
+"""The training 1x1 conv with the batch norms fused at both ends (`effnet.fast.bn_pointwise`) computes
+its PyTorch composite's function and gradients (the output, its batch mean and variance), and
+chained through `batch_norm_affine` it trains as conv -> BatchNorm2d -> SiLU -> conv -> BatchNorm2d.
+
+Float32 under Triton's interpreter when there is no GPU (its matrix products have no bfloat16; the
+GPU check covers bf16), on tiny shapes: channels off the tiles (masked tails), several K steps,
+maps whose pixel count is ragged against the row tiles, and the weight gradient split over rows.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.fast import bn_pointwise as bnp
+from kernel_helpers import DEVICE, needs_triton, relative_error
+
+
+def _inputs(dtype: torch.dtype, affine: bool, gate: bool, shape=(2, 20, 5, 6), out_channels: int = 24):
+    torch.manual_seed(21)
+    batch, channels = shape[:2]
+    x = torch.randn(shape, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, channels, device=DEVICE) / channels ** 0.5
+    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
+    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
+    gates = torch.rand(batch, channels, device=DEVICE) if gate else None
+    return x, weight, scale, shift, gates
+
+
+def _run(function, inputs, act: bool):
+    """Outputs and the gradients of every tensor input for a loss that weighs y, its mean and variance."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
+    y, mean, var = function(*leaves, act=act)
+    generator = torch.Generator(device=DEVICE).manual_seed(22)
+    weights = [torch.randn(t.shape, device=DEVICE, generator=generator) for t in (y, mean, var)]
+    loss = (y.float() * weights[0]).sum() + (mean * weights[1]).sum() + (var * weights[2]).sum()
+    present = [t for t in leaves if t is not None]
+    return [y, mean, var, *torch.autograd.grad(loss, present)]
+
+
+@needs_triton
+@pytest.mark.parametrize("affine, act, gate", [(True, True, True), (False, False, False), (True, False, False),
+                                               (False, True, True), (False, False, True)])
+def test_bn_pointwise_equals_its_pytorch_composite(affine, act, gate):
+    inputs = _inputs(torch.float32, affine, gate)
+    assert bnp.usable(inputs[0])
+    fused, reference = _run(bnp.bn_pointwise, inputs, act), _run(bnp.bn_pointwise_reference, inputs, act)
+    names = ["y", "mean", "var", "dx", "dweight"] + ["dscale", "dshift"] * affine + ["dgate"] * gate
+    for name, value, expected in zip(names, fused, reference, strict=True):
+        assert value.shape == expected.shape, name
+        assert relative_error(value, expected) <= 1e-5, (name, relative_error(value, expected))
+    assert fused[0].is_contiguous(memory_format=torch.channels_last)
+    assert fused[3].is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_triton
+def test_bn_pointwise_half_precision_and_larger_maps():
+    """float16 (the interpreter's half type) within rounding of the composite, on a map of 81 pixels
+    per image: several row tiles per image, the last one ragged, and the weight gradient's row split."""
+    inputs = _inputs(torch.float16, affine=True, gate=True, shape=(3, 36, 9, 9), out_channels=40)
+    fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)
+    for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
+        assert value.dtype == expected.dtype and relative_error(value.float(), expected.float()) <= 2e-3, index
+
+
+class _Composite(nn.Module):
+    """conv1x1 -> BN -> SiLU -> conv1x1 -> BN, as the training MBConv chains its 1x1 convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(12, 20, 1, bias=False), nn.BatchNorm2d(20)
+        self.conv2, self.bn2 = nn.Conv2d(20, 16, 1, bias=False), nn.BatchNorm2d(16)
+        for bn in (self.bn1, self.bn2):
+            nn.init.uniform_(bn.weight, 0.5, 1.5)
+            nn.init.uniform_(bn.bias, -0.3, 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(F.silu(self.bn1(self.conv1(x)))))
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        y1, mean1, var1 = bnp.bn_pointwise(x, self.conv1.weight)
+        scale1, shift1 = bnp.batch_norm_affine(mean1, var1, self.bn1.weight, self.bn1.bias, self.bn1.eps)
+        y2, mean2, var2 = bnp.bn_pointwise(y1, self.conv2.weight, scale1, shift1, act=True)
+        scale2, shift2 = bnp.batch_norm_affine(mean2, var2, self.bn2.weight, self.bn2.bias, self.bn2.eps)
+        return y2 * scale2[None, :, None, None] + shift2[None, :, None, None]
+
+
+@needs_triton
+def test_chained_through_batch_norm_affine_it_trains_as_batchnorm2d():
+    """The statistics' gradients carry the batch norms' backward: output and every gradient match the
+    nn.BatchNorm2d model in training mode."""
+    torch.manual_seed(23)
+    model = _Composite().to(DEVICE).train()
+    x = torch.randn(2, 12, 5, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(2, 16, 5, 7, device=DEVICE)
+    y_ref = model(x.clone().requires_grad_())
+    grads_ref = torch.autograd.grad((y_ref * upstream).sum(), list(model.parameters()))
+    x_fused = x.clone().requires_grad_()
+    y = model.fused(x_fused)
+    grads = torch.autograd.grad((y * upstream).sum(), [x_fused, *model.parameters()])
+    assert relative_error(y, y_ref) <= 1e-5
+    names = [name for name, _ in model.named_parameters()]
+    for name, grad, expected in zip(names, grads[1:], grads_ref, strict=True):
+        assert relative_error(grad, expected) <= 1e-4, (name, relative_error(grad, expected))
+    # And the input's gradient, against the reference's.
+    x_ref = x.clone().requires_grad_()
+    (dx_ref,) = torch.autograd.grad((model(x_ref) * upstream).sum(), [x_ref])
+    assert relative_error(grads[0], dx_ref) <= 1e-4
+
+
+def test_bn_pointwise_falls_back_to_pytorch_off_channels_last():
+    inputs = _inputs(torch.float32, affine=True, gate=True)
+    x = inputs[0].contiguous()  # NCHW memory: not what the kernels take
+    assert not bnp.usable(x)
+    fused = bnp.bn_pointwise(x, *inputs[1:], act=True)
+    reference = bnp.bn_pointwise_reference(x, *inputs[1:], act=True)
+    for value, expected in zip(fused, reference, strict=True):
+        assert torch.equal(value, expected)
+
+
+def test_bn_pointwise_wants_scale_and_shift_together():
+    x, weight, scale, _, _ = _inputs(torch.float32, affine=True, gate=False)
+    with pytest.raises(ValueError, match="scale and shift together"):
+        bnp.bn_pointwise(x, weight, scale, None)
+
+
+@needs_triton
+def test_bn_pointwise_operators_pass_pytorchs_operator_checks():
+    """Schema, fake functions, autograd registration and AOT dispatch, as `torch.compile` relies on."""
+    x, weight, scale, shift, gate = _inputs(torch.float32, affine=True, gate=True, shape=(2, 12, 3, 5),
+                                            out_channels=8)
+    results = torch.library.opcheck(bnp._forward_op, (x, weight.requires_grad_(), scale, shift, gate, True))
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+@needs_triton
+def test_compiled_chain_traces_the_operators_in_one_graph():
+    """`torch.compile(fullgraph=True)` traces the chained layers through the forward operator and its
+    backward operator, and gives the eager gradients."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def recorder(kind):
+        def compile_graph(graph_module, example_inputs):
+            graphs[kind] = graph_module.code
+            return make_boxed_func(graph_module.forward)
+        return compile_graph
+
+    torch.manual_seed(24)
+    model = _Composite().to(DEVICE).train()
+    x = torch.randn(2, 12, 3, 5, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    torch._dynamo.reset()
+    compiled = torch.compile(model.fused, fullgraph=True,
+                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    y = compiled(x)
+    grads = torch.autograd.grad(y.square().sum(), list(model.parameters()))
+    expected = torch.autograd.grad(model.fused(x).square().sum(), list(model.parameters()))
+    assert "effnet.bn_pointwise.default" in graphs["forward"]
+    assert "effnet.bn_pointwise_backward.default" in graphs["backward"]
+    for grad, reference in zip(grads, expected, strict=True):
+        assert relative_error(grad, reference) <= 1e-5

@@ -1,0 +1,138 @@
+"""MBConv training with the 1x1 convs' batch norms fused into them (`effnet.fast.fused_training`) trains
+the same model: output, every parameter's gradient and the running statistics after a training step.
+
+Float32 under Triton's interpreter when there is no GPU, on a seven-block tiny B0. Its last blocks
+see 2 x 2 and 1 x 1 maps of two images, where a batch norm over 8 or 2 values is badly conditioned
+and PyTorch's own float32 gradients stray ~1e-4 from float64; so both float32 paths are held to a
+float64 run of the plain model, the fused one to as close as PyTorch gets (or 1e-5).
+"""
+import copy
+
+import pytest
+import torch
+
+from effnet.fast import bn_pointwise as bnp
+from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
+from effnet.models.blocks import MBConv
+from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+
+
+def _step(model, x):
+    """Output, each parameter's gradient and each buffer after one training forward + backward."""
+    torch.manual_seed(31)  # the same drop-path draws in every model
+    y = model(x)
+    upstream = torch.randn(y.shape, generator=torch.Generator().manual_seed(32), dtype=torch.float64).to(y)
+    grads = torch.autograd.grad((y * upstream).sum(), list(model.parameters()))
+    return [y, *grads, *[b.float() for b in model.buffers() if b.is_floating_point()]]
+
+
+@needs_triton
+def test_fused_training_trains_as_the_plain_model(monkeypatch):
+    plain = tiny().to(DEVICE).train()
+    fused = use_fused_training(copy.deepcopy(plain))
+    exact = copy.deepcopy(plain).double()
+    blocks = sum(type(m) is MBConv for m in plain.modules())
+    assert sum(isinstance(m, FusedTrainingMBConv) for m in fused.modules()) == blocks == 7
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    launches = []
+    real_forward = bnp._forward
+    monkeypatch.setattr(bnp, "_forward", lambda *args: launches.append(args[0].shape) or real_forward(*args))
+    x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    reference, plain_values = _step(exact, x.double()), _step(plain, x)
+    fused_values = _step(fused, x)
+    assert len(launches) == 2 * blocks - 1  # both 1x1 convs of each block ran fused; the first block has no expansion
+    names = ["output"] + [n for n, _ in plain.named_parameters()] + [
+        n for n, b in plain.named_buffers() if b.is_floating_point()]
+    for name, value, torch_value, expected in zip(names, fused_values, plain_values, reference, strict=True):
+        bound = max(4 * relative_error(torch_value.double(), expected), 1e-5)
+        assert relative_error(value.double(), expected) <= bound, (name, relative_error(value.double(), expected))
+
+
+@needs_triton
+def test_fused_training_under_autocast_rounds_as_pytorchs_autocast_does():
+    """Mixed precision (float16 autocast here: the interpreter's matrix products have no bfloat16): the
+    half-precision output, no further from the float32 model than PyTorch's own autocast model is."""
+    plain = tiny().to(DEVICE).train()
+    fused = use_fused_training(copy.deepcopy(plain))
+    x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(35)
+    expected = copy.deepcopy(plain)(x)
+    halves = []
+    for model in (plain, fused):
+        torch.manual_seed(35)
+        with torch.autocast(torch.device(DEVICE).type, dtype=torch.float16):
+            halves.append(model(x))
+    plain_half, fused_half = halves
+    assert fused_half.dtype == plain_half.dtype == torch.float16
+    assert relative_error(fused_half.float(), expected) <= 1.5 * relative_error(plain_half.float(), expected)
+
+
+@needs_triton
+def test_fused_training_evaluates_and_falls_back_as_the_block_itself():
+    """Eval mode, `no_grad` and channels-first input run MBConv's own forward: bit for bit the same."""
+    plain = tiny().to(DEVICE)
+    fused = use_fused_training(copy.deepcopy(plain))
+    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    assert torch.equal(fused.eval()(x), plain.eval()(x))
+    plain.train(), fused.train()
+    with torch.no_grad():
+        torch.manual_seed(33)
+        expected = plain(x)
+        torch.manual_seed(33)
+        assert torch.equal(fused(x), expected)
+    # Channels-first memory: not what the kernels take (at 64 px no map shrinks to the 1 x 1 that is
+    # both layouts at once).
+    x = torch.randn(2, 3, 64, 64, device=DEVICE)
+    torch.manual_seed(34)
+    expected = plain(x)
+    torch.manual_seed(34)
+    assert torch.equal(fused(x), expected)
+
+
+def test_bench_offers_the_fused_training_candidate_only_when_asked():
+    from effnet.bench.candidates import build_candidates
+
+    assert "effnet-ftrain" not in [c.name for c in build_candidates("efficientnet_b0", ("effnet",)).items]
+    candidates = build_candidates("efficientnet_b0", ("effnet",), fused_training=True)
+    (candidate,) = [c for c in candidates.items if c.name == "effnet-ftrain"]
+    assert candidate.tasks == ("training",)
+    model = candidate.build(torch.device("cpu"), torch.float32, torch.channels_last)
+    assert sum(isinstance(m, FusedTrainingMBConv) for m in model.modules()) == 16  # every block of B0
+    assert not any(isinstance(m, FusedTrainingMBConv) for m in candidates.reference.modules())
+
+
+def test_use_fused_training_rejects_non_modules():
+    with pytest.raises(ValueError, match="needs an nn.Module"):
+        use_fused_training("efficientnet_b0")
+
+
+@needs_triton
+def test_compiled_fused_block_is_one_graph_through_the_operators():
+    """`torch.compile(fullgraph=True)` traces a fused training block (batch-norm bookkeeping, SE and
+    all) through the forward and backward operators, with the eager block's gradients."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def recorder(kind):
+        def compile_graph(graph_module, example_inputs):
+            graphs[kind] = graph_module.code
+            return make_boxed_func(graph_module.forward)
+        return compile_graph
+
+    block = next(m for m in tiny().to(DEVICE).modules() if type(m) is MBConv and m.expands).train()
+    use_fused_training(block)
+    eager = copy.deepcopy(block)
+    x = torch.randn(2, block.conv_pw.in_channels, 6, 6, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True,
+                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    grads = torch.autograd.grad(compiled(x).square().sum(), list(block.parameters()))
+    expected = torch.autograd.grad(eager(x).square().sum(), list(eager.parameters()))
+    assert graphs["forward"].count("effnet.bn_pointwise.default") == 2
+    assert graphs["backward"].count("effnet.bn_pointwise_backward.default") == 2
+    for grad, reference in zip(grads, expected, strict=True):
+        assert relative_error(grad, reference) <= 1e-5
+    for buffer, reference in zip(block.buffers(), eager.buffers(), strict=True):  # updated once each, as eager did
+        assert torch.allclose(buffer.float(), reference.float(), rtol=1e-5, atol=1e-6)
