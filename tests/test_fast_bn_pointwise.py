@@ -15,6 +15,12 @@ from effnet.fast import bn_pointwise as bnp
 from kernel_helpers import DEVICE, needs_triton, relative_error
 
 
+@pytest.fixture(autouse=True)
+def _small_tiles(monkeypatch):
+    """Tiles smaller than the tests' shapes (the interpreter's defaults are large, for whole models)."""
+    monkeypatch.setattr(bnp, "_INTERPRET_TILES", (16, 16, 16, 4, 1))
+
+
 def _inputs(dtype: torch.dtype, affine: bool, gate: bool, shape=(2, 20, 5, 6), out_channels: int = 24):
     torch.manual_seed(21)
     batch, channels = shape[:2]

@@ -1,5 +1,5 @@
-"""MBConv training with the 1x1 convs' batch norms fused into them (`effnet.fast.fused_training`) trains
-the same model: output, every parameter's gradient and the running statistics after a training step.
+"""MBConv training with every conv's batch norms fused into it (`effnet.fast.fused_training`) trains the
+same model: output, every parameter's gradient and the running statistics after a training step.
 
 Float32 under Triton's interpreter when there is no GPU, on a seven-block tiny B0. Its last blocks
 see 2 x 2 and 1 x 1 maps of two images, where a batch norm over 8 or 2 values is badly conditioned
@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 
+from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
 from effnet.models.blocks import MBConv
@@ -34,13 +35,15 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
     blocks = sum(type(m) is MBConv for m in plain.modules())
     assert sum(isinstance(m, FusedTrainingMBConv) for m in fused.modules()) == blocks == 7
     assert list(fused.state_dict()) == list(plain.state_dict())
-    launches = []
-    real_forward = bnp._forward
-    monkeypatch.setattr(bnp, "_forward", lambda *args: launches.append(args[0].shape) or real_forward(*args))
+    launches = []  # which fused passes ran: the real ones, counted on the way through
+    for module in (bnp, bnd):
+        monkeypatch.setattr(module, "_forward", lambda *args, real=module._forward, name=module.__name__:
+                            launches.append(name) or real(*args))
     x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
     reference, plain_values = _step(exact, x.double()), _step(plain, x)
     fused_values = _step(fused, x)
-    assert len(launches) == 2 * blocks - 1  # both 1x1 convs of each block ran fused; the first block has no expansion
+    # Every depthwise and 1x1 conv ran fused (the first block has no expansion).
+    assert launches.count(bnd.__name__) == blocks and launches.count(bnp.__name__) == 2 * blocks - 1
     names = ["output"] + [n for n, _ in plain.named_parameters()] + [
         n for n, b in plain.named_buffers() if b.is_floating_point()]
     for name, value, torch_value, expected in zip(names, fused_values, plain_values, reference, strict=True):
@@ -131,7 +134,9 @@ def test_compiled_fused_block_is_one_graph_through_the_operators():
     grads = torch.autograd.grad(compiled(x).square().sum(), list(block.parameters()))
     expected = torch.autograd.grad(eager(x).square().sum(), list(eager.parameters()))
     assert graphs["forward"].count("effnet.bn_pointwise.default") == 2
+    assert graphs["forward"].count("effnet.bn_depthwise.default") == 1
     assert graphs["backward"].count("effnet.bn_pointwise_backward.default") == 2
+    assert graphs["backward"].count("effnet.bn_depthwise_backward.default") == 1
     for grad, reference in zip(grads, expected, strict=True):
         assert relative_error(grad, reference) <= 1e-5
     for buffer, reference in zip(block.buffers(), eager.buffers(), strict=True):  # updated once each, as eager did

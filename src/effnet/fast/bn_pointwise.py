@@ -194,9 +194,10 @@ if triton is not None:
         tl.atomic_add(dw_ptr + rn[:, None] * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
 
 
-# Tiles: first guesses (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the interpreter's are small
-# so the tests run quickly, and still leave several programs and K steps on the tests' shapes.
-_INTERPRET_TILES = (16, 16, 16, 4, 1)
+# Tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) under the interpreter, whose time goes by the
+# number of programs and loop steps: large ones for whole models; the kernel tests take smaller ones, so
+# that their small shapes still span several programs and K steps.
+_INTERPRET_TILES = (64, 64, 64, 4, 1)
 
 
 def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None) -> tuple[int, int, int, int, int]:

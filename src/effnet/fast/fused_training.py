@@ -1,25 +1,27 @@
-"""MBConv training with the 1x1 convolutions' batch norms fused into them (experimental, opt-in).
+"""MBConv training with every convolution's batch norms fused into it (experimental, opt-in).
 
 `use_fused_training(model)` switches every MBConv block of a model (in place) to
 `FusedTrainingMBConv`, which keeps the block's parameters, buffers and state-dict keys and, in a
-training forward with autograd on, computes the same function with `effnet.fast.bn_pointwise` for
-both 1x1 convolutions:
+training forward with autograd on, computes the same function with `effnet.fast.bn_pointwise` (both
+1x1 convolutions) and `effnet.fast.bn_depthwise`:
 
-- the expansion writes its raw output with that output's per-channel sums (so `bn1`'s statistics
-  cost no extra read); the normalisation and SiLU are one PyTorch element-wise step before the
-  depthwise conv;
-- the depthwise conv stays PyTorch's (cuDNN); its output's statistics and the squeeze-excitation's
-  pool are PyTorch reductions over the raw output;
+- the expansion writes its raw output and gathers that output's batch statistics in its epilogue
+  (`bn1`'s statistics cost no extra read);
+- the depthwise pass applies `bn1` and the SiLU in one element-wise pass (kept for its weight
+  gradient), convolves, and gathers `bn2`'s statistics in its epilogue; its backward applies the
+  SiLU's and `bn1`'s derivatives as it writes the input gradient, so that gradient of the widest
+  activation is never written before them;
+- the squeeze-excitation's pool is a PyTorch reduction over the raw depthwise output;
 - the projection takes that raw output and applies `bn2`, the SiLU and the SE gate as it loads it, so
-  the widest activation after the depthwise conv is neither written nor read back (nor its gradient,
-  in the backward), and gathers `bn3`'s statistics in its epilogue.
+  the activation after the depthwise conv is neither written nor read back (nor its gradient, in the
+  backward), and gathers `bn3`'s statistics in its epilogue. `bn3` and the residual are one
+  element-wise step on the narrow output.
 
 Each batch norm's running statistics are updated once per forward as `nn.BatchNorm2d` updates them
-(momentum, unbiased variance). Evaluation, `no_grad` and inputs the kernels do not take (not
-channels-last, float64, no GPU and no TRITON_INTERPRET) run the block's own forward. A fused
-depthwise pass (its input's batch norm applied as it loads, its own statistics in the epilogue) is
-the next step; until it exists the depthwise side runs as PyTorch does. Not yet timed on a GPU:
-`effnet bench --fused-training` adds the `effnet-ftrain` training row.
+(momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
+channels-last, float64, no GPU and no TRITON_INTERPRET) and blocks with other layers (another
+activation, a biased or differently padded conv) run the block's own forward. Not yet timed on a
+GPU: `effnet bench --fused-training` adds the `effnet-ftrain` training row.
 """
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
+from effnet.fast import ops
 from effnet.models.blocks import MBConv
+from effnet.models.layers import SameConv2d
 
 
 def _statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
@@ -61,13 +66,15 @@ class FusedTrainingMBConv(MBConv):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         shortcut = x
         count = x.shape[0] * x.shape[2] * x.shape[3]
+        scale = shift = None
         if self.expands:
-            y1, mean, var = bnp.bn_pointwise(x, self.conv_pw.weight)
+            x, mean, var = bnp.bn_pointwise(x, self.conv_pw.weight)  # raw: bn1 and its SiLU apply in the next pass
             scale, shift = _statistics(self.bn1, mean, var, count)
-            x = F.silu(_normalize(y1, scale, shift))
-        y2 = self.conv_dw(x).contiguous(memory_format=torch.channels_last)  # cuDNN keeps channels-last
+        kernel_size, stride = self.conv_dw.kernel_size[0], self.conv_dw.stride[0]
+        output_size, padding = ops.conv_geometry(x, kernel_size, stride, same=isinstance(self.conv_dw, SameConv2d))
+        y2, mean, var = bnd.bn_depthwise(x, self.conv_dw.weight, scale, shift, stride=stride, padding=padding,
+                                         output_size=output_size, act=True)
         count = y2.shape[0] * y2.shape[2] * y2.shape[3]
-        var, mean = torch.var_mean(y2.float(), dim=(0, 2, 3), correction=0)
         scale, shift = _statistics(self.bn2, mean, var, count)
         gate = None
         if self.has_se:
@@ -88,7 +95,18 @@ class FusedTrainingMBConv(MBConv):
         return (self.training and torch.is_grad_enabled() and bnp.usable(x) and isinstance(self.act2, nn.SiLU)
                 and (not self.expands or isinstance(self.act1, nn.SiLU))
                 and all(type(bn) is nn.BatchNorm2d and bn.affine for bn in bns)
-                and all(conv.bias is None and conv.kernel_size == (1, 1) and conv.stride == (1, 1) for conv in convs))
+                and all(conv.bias is None and conv.kernel_size == (1, 1) and conv.stride == (1, 1) for conv in convs)
+                and _plain_depthwise(self.conv_dw))
+
+
+def _plain_depthwise(conv: nn.Module) -> bool:
+    """A depthwise conv padded as `ops.conv_geometry` says (TF "same", or k // 2 on each side), square,
+    without bias or dilation: what `bn_depthwise` computes."""
+    k = conv.kernel_size[0]
+    padding = (0, 0) if type(conv) is SameConv2d else (k // 2, k // 2)
+    return (type(conv) in (nn.Conv2d, SameConv2d) and conv.groups == conv.in_channels == conv.out_channels
+            and conv.kernel_size == (k, k) and conv.stride[0] == conv.stride[1] and conv.dilation == (1, 1)
+            and conv.bias is None and conv.padding == padding and conv.padding_mode == "zeros")
 
 
 def use_fused_training(model: nn.Module) -> nn.Module:

@@ -1,0 +1,370 @@
+"""A depthwise convolution for training with the batch norms fused at both ends (experimental).
+
+The depthwise half of the fused training MBConv (`bn_pointwise` is the 1x1 half). Its input is the
+expansion's *raw* output x with that output's batch norm as an affine map (scale, shift):
+
+    a = act(x * scale + shift)                        (one element-wise pass; kept for the backward)
+    y = depthwise(a, weight)                          (stored in x's dtype)
+    mean[c], var[c] over y[:, c]                      (of the stored y, gathered in the conv's epilogue)
+
+Without scale and shift, a is x itself (a block without expansion). The backward takes dy and the
+gradients of mean and var, so the gradient reaching y is g = dy + dmean / n + (2 dvar / n)(y - mean),
+formed as each tile loads (never written). The input gradient gathers g over the taps and, in its
+epilogue, applies the SiLU's and the affine map's derivatives and sums dscale and dshift: da, the
+gradient of the widest tensor of the block, is never written. The weight gradient walks each
+program's band of output rows once, loading every tap's input for a tile as one (taps, pixels,
+channels) block and accumulating g * a elementwise; it reduces over the pixels once per program (no
+per-tile reductions or selects, the cost of `depthwise_train`'s weight gradient). Per-program sums are
+added up by PyTorch (deterministic).
+
+`bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
+(so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
+tensors under TRITON_INTERPRET=1, and the same function in plain PyTorch elsewhere
+(`bn_depthwise_reference`). Not yet timed on a GPU.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from effnet.fast import kernels
+from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.kernels import INTERPRET, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.kernels import _load_pixels, _store_pixels, _tap, _tap_weight
+
+    @triton.jit
+    def _activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        # a = act(x * scale + shift) over the (M, C) channels-last matrix, in x's dtype.
+        rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        ok = (rm < M)[:, None] & c_ok[None, :]
+        x = tl.load(x_ptr + rm[:, None] * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        z = x * tl.load(scale_ptr + c, mask=c_ok, other=0.0)[None, :] + tl.load(shift_ptr + c, mask=c_ok,
+                                                                                other=0.0)[None, :]
+        if ACT:
+            z = z * tl.sigmoid(z)
+        tl.store(a_ptr + rm[:, None] * C + c[None, :], z.to(a_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, h, w, c, ok, c_ok, s_n, s_h, s_w, s_c, C):
+        """g = dy + dmean / n + (2 dvar / n)(y - mean) at image n's pixels (h, w) (P,), channels c: float32,
+        0 where masked. `stats_ptr` holds the rows dmean / n, 2 dvar / n and mean, C each."""
+        dy = _load_pixels(dy_ptr, n, h, w, c, ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
+        y = _load_pixels(y_ptr, n, h, w, c, ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
+        dmean = tl.load(stats_ptr + c, mask=c_ok, other=0.0)
+        dvar = tl.load(stats_ptr + C + c, mask=c_ok, other=0.0)
+        mean = tl.load(stats_ptr + 2 * C + c, mask=c_ok, other=0.0)
+        return tl.where(ok[:, None] & c_ok[None, :], dy + dmean[None, :] + dvar[None, :] * (y - mean[None, :]), 0.0)
+
+    @triton.jit
+    def _forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                        s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                        K: tl.constexpr, STRIDE: tl.constexpr,
+                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels. Its column
+        # sums and sums of squared deviations from its own column means go to row `pid` of the buffers.
+        pid = tl.program_id(0)
+        blocks_w = tl.cdiv(WO, BLOCK_W)
+        blocks_h = tl.cdiv(HO, BLOCK_H)
+        p = tl.arange(0, BLOCK_H * BLOCK_W)
+        wo = (pid % blocks_w) * BLOCK_W + p % BLOCK_W  # (P,)
+        ho = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W  # (P,)
+        n = pid // (blocks_w * blocks_h)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        out_ok = (ho < HO) & (wo < WO)
+        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for kh in tl.static_range(K):
+            for kw in tl.static_range(K):
+                hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)
+                a = _load_pixels(a_ptr, n, hi, wi, c, ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
+                acc += a * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+        y = acc.to(y_ptr.dtype.element_ty)
+        _store_pixels(y_ptr, y, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c)
+        ok = out_ok[:, None] & c_ok[None, :]
+        y = tl.where(ok, y.to(tl.float32), 0.0)
+        total = tl.sum(y, axis=0)
+        count = tl.maximum(tl.sum(out_ok.to(tl.float32), axis=0), 1.0)
+        deviation = tl.where(ok, y - (total / count)[None, :], 0.0)
+        tl.store(sums_ptr + pid * C + c, total, mask=c_ok)
+        tl.store(m2_ptr + pid * C + c, tl.sum(deviation * deviation, axis=0), mask=c_ok)
+
+    @triton.jit
+    def _input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, dx_ptr,
+                           dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                           s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                           K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
+                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels. da gathers g from every
+        # output pixel whose window covers them; then dx = da * act'(z) * scale, with z = x * scale + shift.
+        # (s_*: the input's strides, shared by x and dx; o_*: the output's, shared by dy and y.)
+        pid = tl.program_id(0)
+        blocks_w = tl.cdiv(W, BLOCK_W)
+        blocks_h = tl.cdiv(H, BLOCK_H)
+        p = tl.arange(0, BLOCK_H * BLOCK_W)
+        wi = (pid % blocks_w) * BLOCK_W + p % BLOCK_W
+        hi = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W
+        n = pid // (blocks_w * blocks_h)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        in_ok = (hi < H) & (wi < W)
+        da = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for kh in tl.static_range(K):
+            th = hi + pad_h - kh  # = ho * STRIDE where the tap lines up
+            ho = th // STRIDE
+            h_ok = (th >= 0) & (ho * STRIDE == th) & (ho < HO)
+            for kw in tl.static_range(K):
+                tw = wi + pad_w - kw
+                wo = tw // STRIDE
+                ok = in_ok & h_ok & (tw >= 0) & (wo * STRIDE == tw) & (wo < WO)
+                g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c, C)
+                da += g * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+        dz = da
+        if AFFINE:
+            x = _load_pixels(x_ptr, n, hi, wi, c, in_ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
+            scale = tl.load(scale_ptr + c, mask=c_ok, other=0.0)
+            if ACT:
+                z = x * scale[None, :] + tl.load(shift_ptr + c, mask=c_ok, other=0.0)[None, :]
+                sig = tl.sigmoid(z)
+                dz = da * (sig * (1.0 + z * (1.0 - sig)))
+            dz = tl.where(in_ok[:, None] & c_ok[None, :], dz, 0.0)
+            tl.store(dscale_ptr + pid * C + c, tl.sum(dz * x, axis=0), mask=c_ok)
+            tl.store(dshift_ptr + pid * C + c, tl.sum(dz, axis=0), mask=c_ok)
+            dz = dz * scale[None, :]
+        _store_pixels(dx_ptr, dz, n, hi, wi, c, in_ok, c_ok, s_n, s_h, s_w, s_c)
+
+    @triton.jit
+    def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
+                            s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                            K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr,
+                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W tiles.
+        # Per tile, g is loaded once and every tap's input as one (KK, P, BC) block; products accumulate
+        # elementwise and are summed over the pixels once, into row `pid` of the (programs, KK, C) buffer.
+        pid = tl.program_id(0)
+        bands = tl.cdiv(HO, BAND)
+        n = pid // bands
+        band_start = (pid % bands) * BAND
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        p = tl.arange(0, BLOCK_H * BLOCK_W)
+        taps = tl.arange(0, KK)
+        kh, kw = taps // K, taps % K  # (KK,)
+        tap_ok = taps < K * K
+        acc = tl.zeros([KK, BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
+            for w0 in range(0, WO, BLOCK_W):
+                ho, wo = h0 + p // BLOCK_W, w0 + p % BLOCK_W  # (P,)
+                out_ok = (ho < HO) & (wo < WO)
+                g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c, C)
+                hi = ho[None, :] * STRIDE - pad_h + kh[:, None]  # (KK, P)
+                wi = wo[None, :] * STRIDE - pad_w + kw[:, None]
+                ok = tap_ok[:, None] & out_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+                a = tl.load(a_ptr + n * s_n + (hi * s_h + wi * s_w)[:, :, None] + (c * s_c)[None, None, :],
+                            mask=ok[:, :, None] & c_ok[None, None, :], other=0.0)  # (KK, P, BC)
+                acc += a.to(tl.float32) * g[None, :, :]
+        tl.store(dw_ptr + (pid * KK + taps[:, None]) * C + c[None, :], tl.sum(acc, axis=1),
+                 mask=tap_ok[:, None] & c_ok[None, :])
+
+
+# Tiles under the interpreter, whose time goes by the number of programs and loop steps: large ones for
+# whole models; the kernel tests take smaller ones, so that their small maps span several programs.
+_INTERPRET_TILES = (16, 16, 64, 4)  # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps)
+_INTERPRET_WEIGHT_TILES = (16, 8, 16, 64, 4)  # (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps)
+
+
+def _tiles(channels: int) -> tuple[int, int, int, int]:
+    """(BLOCK_H, BLOCK_W, BLOCK_C, num_warps) of the forward and input-gradient kernels: first guesses
+    (the inference kernel's 3 x 3 tiles), untimed."""
+    return _INTERPRET_TILES if INTERPRET else (8, 8, kernels._pow2(channels, 16, 32), 4)
+
+
+def _weight_tiles(kernel_size: int, out_h: int) -> tuple[int, int, int, int, int]:
+    """(BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps): the (taps, pixels, channels) accumulator holds
+    KK x P x BC floats, so 5 x 5 kernels (KK = 32) take half the channels of 3 x 3 (KK = 16). Untimed."""
+    if INTERPRET:
+        return _INTERPRET_WEIGHT_TILES
+    return min(out_h, 16), 2, 8, (32 if kernel_size <= 3 else 16), 4
+
+
+def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bool) -> torch.Tensor:
+    a = channels_last_empty(x, tuple(x.shape))
+    rows, channels = x.numel() // x.shape[1], x.shape[1]
+    block_m, block_c = (256, 64) if INTERPRET else (64, kernels._pow2(channels, 16, 64))
+    _activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
+        x, scale, shift, a, rows, channels, ACT=act, BLOCK_M=block_m, BLOCK_C=block_c)
+    return a
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
+
+
+def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, act, tiles=None):
+    """(y, mean, var, a): a is act(x * scale + shift) (empty without scale: x is the conv's input)."""
+    batch, channels, height, width = x.shape
+    out_h, out_w = output_size
+    a = _activate(x, scale, shift, act) if scale is not None else x
+    y = channels_last_empty(x, (batch, channels, out_h, out_w))
+    block_h, block_w, block_c, warps = tiles or _tiles(channels)
+    blocks_h, blocks_w = triton.cdiv(out_h, block_h), triton.cdiv(out_w, block_w)
+    programs = batch * blocks_h * blocks_w
+    sums = torch.empty((programs, channels), device=x.device, dtype=torch.float32)
+    m2 = torch.empty_like(sums)
+    _forward_kernel[(programs, triton.cdiv(channels, block_c))](
+        a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
+        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w,
+        BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+    # Merge the tiles' (count, sum, M2): tile (i, j) of every image holds rows(i) x columns(j) pixels.
+    rows = (out_h - torch.arange(blocks_h, device=x.device) * block_h).clamp(max=block_h)
+    columns = (out_w - torch.arange(blocks_w, device=x.device) * block_w).clamp(max=block_w)
+    counts = (rows[:, None] * columns[None, :]).flatten().repeat(batch).float()[:, None]  # (programs, 1)
+    total = batch * out_h * out_w
+    mean = sums.sum(0) / total
+    var = (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / total
+    return y, mean, var, (a if scale is not None else x.new_empty((0,)))
+
+
+def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act, need_dx, need_dw,
+              tiles=None, weight_tiles=None):
+    """(dx, dtaps (k*k, C) float32, dscale, dshift), each empty where not asked for or not an input.
+    `stats` (3, C): dmean / n, 2 dvar / n and mean of y."""
+    batch, channels, height, width = x.shape
+    out_h, out_w = y.shape[2:]
+    dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
+    if need_dx:
+        block_h, block_w, block_c, warps = tiles or _tiles(channels)
+        programs = batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
+        dx = channels_last_empty(x, tuple(x.shape))
+        parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
+        _input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+            dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
+            dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
+            *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
+            BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+        if scale is not None:
+            dscale, dshift = parts[0].sum(0), parts[1].sum(0)
+    if need_dw:
+        conv_input = a if scale is not None else x
+        band, block_h, block_w, block_c, warps = weight_tiles or _weight_tiles(kernel_size, out_h)
+        kk = triton.next_power_of_2(kernel_size * kernel_size)
+        programs = batch * triton.cdiv(out_h, band)
+        parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
+        _weight_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+            dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
+            *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk, BLOCK_H=block_h,
+            BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+        dtaps = parts.sum(0)[:kernel_size * kernel_size]
+    return dx, dtaps, dscale, dshift
+
+
+@torch.library.custom_op("effnet::bn_depthwise", mutates_args=())
+def _forward_op(x: torch.Tensor, taps: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
+                kernel_size: int, stride: int, padding: list[int], output_size: list[int],
+                act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(x, taps, scale, shift, kernel_size, stride, tuple(padding), tuple(output_size), act)
+
+
+@_forward_op.register_fake
+def _(x, taps, scale, shift, kernel_size, stride, padding, output_size, act):
+    mean = x.new_empty((x.shape[1],), dtype=torch.float32)
+    a = channels_last_empty(x, tuple(x.shape)) if scale is not None else x.new_empty((0,))
+    return channels_last_empty(x, (x.shape[0], x.shape[1], *output_size)), mean, torch.empty_like(mean), a
+
+
+@torch.library.custom_op("effnet::bn_depthwise_backward", mutates_args=())
+def _backward_op(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, a: torch.Tensor, y: torch.Tensor,
+                 taps: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None, kernel_size: int,
+                 stride: int, padding: list[int], act: bool, need_dx: bool,
+                 need_dw: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, tuple(padding), act, need_dx,
+                     need_dw)
+
+
+@_backward_op.register_fake
+def _(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act, need_dx, need_dw):
+    channels = x.shape[1]
+
+    def empty(shape: tuple, present: bool) -> torch.Tensor:
+        return x.new_empty(shape if present else (0,), dtype=torch.float32)
+
+    return (channels_last_empty(x, tuple(x.shape)) if need_dx else empty((0,), False),
+            empty((kernel_size * kernel_size, channels), need_dw), empty((channels,), need_dx and scale is not None),
+            empty((channels,), need_dx and scale is not None))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, taps, scale, shift, kernel_size, stride, padding, _, act = inputs
+    ctx.save_for_backward(x, output[3], output[0], output[1], taps, scale, shift)
+    ctx.geometry = (kernel_size, stride, padding, act)
+
+
+def _autograd_backward(ctx, dy, dmean, dvar, _):
+    x, a, y, mean, taps, scale, shift = ctx.saved_tensors
+    kernel_size, stride, padding, act = ctx.geometry
+    needs = ctx.needs_input_grad
+    count = y.numel() // y.shape[1]
+    zeros = torch.zeros_like(mean)
+    stats = torch.stack([(dmean.float() if dmean is not None else zeros) / count,
+                         2.0 * (dvar.float() if dvar is not None else zeros) / count, mean])
+    dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous(memory_format=torch.channels_last)
+    need_dx = needs[0] or needs[2] or needs[3]
+    dx, dtaps, dscale, dshift = _backward_op(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding,
+                                             act, need_dx, needs[1])
+    return (dx if needs[0] else None, dtaps.to(taps.dtype) if needs[1] else None,
+            dscale if needs[2] else None, dshift if needs[3] else None, None, None, None, None, None)
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def bn_depthwise_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+                           shift: torch.Tensor | None = None, *, stride: int, padding: tuple[int, int],
+                           output_size: tuple[int, int], act: bool = True
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`bn_depthwise` in plain PyTorch (and what it falls back to): the activation rounded to x's
+    dtype, an `F.conv2d` over it padded as the kernels pad, and the float32 mean and biased variance
+    of the rounded output."""
+    a = x
+    if scale is not None:
+        z = x.float() * scale[None, :, None, None] + shift[None, :, None, None]
+        a = (F.silu(z) if act else z).to(x.dtype)
+    k = weight.shape[-1]
+    out_h, out_w = output_size
+    pad_b = (out_h - 1) * stride + k - x.shape[2] - padding[0]
+    pad_r = (out_w - 1) * stride + k - x.shape[3] - padding[1]
+    a = F.pad(a, [padding[1], max(pad_r, 0), padding[0], max(pad_b, 0)])
+    y = F.conv2d(a, weight.to(x.dtype), stride=stride, groups=x.shape[1])[:, :, :out_h, :out_w]
+    var, mean = torch.var_mean(y.float(), dim=(0, 2, 3), correction=0)
+    return y, mean, var
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether `bn_depthwise` takes the Triton kernels for `x`."""
+    return (kernels.usable(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def bn_depthwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+                 shift: torch.Tensor | None = None, *, stride: int, padding: tuple[int, int],
+                 output_size: tuple[int, int], act: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, var): the depthwise conv by `weight` (C, 1, k, k) of act(x * scale + shift) (of x
+    itself without scale and shift), with the float32 per-channel batch mean and biased variance of y.
+    `x` is channels-last (N, C, H, W); `padding` is (top, left), bottom and right follow from
+    `output_size` (as `ops.conv_geometry` gives them). Differentiable in x, weight, scale and shift."""
+    if (scale is None) != (shift is None):
+        raise ValueError("bn_depthwise takes scale and shift together (the batch norm's affine map) or neither")
+    if not usable(x):
+        return bn_depthwise_reference(x, weight, scale, shift, stride=stride, padding=padding,
+                                      output_size=output_size, act=act)
+    taps = weight.to(x.dtype).flatten(1).t().contiguous()  # (k*k, C)
+    y, mean, var, _ = _forward_op(x, taps, scale, shift, weight.shape[-1], stride, list(padding), list(output_size),
+                                  act)
+    return y, mean, var
+

@@ -1,0 +1,89 @@
+"""The training depthwise conv with the batch norms fused at both ends (`effnet.fast.bn_depthwise`)
+computes its PyTorch composite's function and gradients: the output, its batch mean and variance,
+and the gradients of the input, the weight and the input's batch-norm affine map.
+
+Float32 under Triton's interpreter when there is no GPU, with tiles smaller than the shapes: channels
+off the channel block, maps ragged against the pixel tiles and the weight gradient's row bands,
+stride 2 and TF "same" padding (uneven).
+"""
+import pytest
+import torch
+
+from effnet.fast import bn_depthwise as bnd
+from effnet.fast import ops
+from kernel_helpers import DEVICE, needs_triton, relative_error
+
+
+@pytest.fixture(autouse=True)
+def _small_tiles(monkeypatch):
+    monkeypatch.setattr(bnd, "_INTERPRET_TILES", (4, 8, 16, 4))
+    monkeypatch.setattr(bnd, "_INTERPRET_WEIGHT_TILES", (4, 2, 4, 16, 4))
+
+
+def _case(dtype, affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):
+    torch.manual_seed(41)
+    channels = shape[1]
+    x = torch.randn(shape, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE) / kernel_size
+    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
+    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
+    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+    return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+
+
+def _run(function, tensors, options):
+    """Outputs and every input's gradient for a loss weighing y, its batch mean and variance."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in tensors]
+    y, mean, var = function(*leaves, **options)
+    generator = torch.Generator(device=DEVICE).manual_seed(42)
+    weights = [torch.randn(t.shape, device=DEVICE, generator=generator) for t in (y, mean, var)]
+    loss = (y.float() * weights[0]).sum() + (mean * weights[1]).sum() + (var * weights[2]).sum()
+    present = [t for t in leaves if t is not None]
+    return [y, mean, var, *torch.autograd.grad(loss, present)]
+
+
+@needs_triton
+@pytest.mark.parametrize("affine, kernel_size, stride, same", [(True, 3, 1, False), (True, 5, 2, True),
+                                                               (False, 3, 2, False)])
+def test_bn_depthwise_equals_its_pytorch_composite(affine, kernel_size, stride, same):
+    tensors, options = _case(torch.float32, affine, kernel_size, stride, same)
+    assert bnd.usable(tensors[0])
+    fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)
+    names = ["y", "mean", "var", "dx", "dweight"] + ["dscale", "dshift"] * affine
+    for name, value, expected in zip(names, fused, reference, strict=True):
+        assert value.shape == expected.shape, name
+        assert relative_error(value, expected) <= 1e-5, (name, relative_error(value, expected))
+    assert fused[0].is_contiguous(memory_format=torch.channels_last)
+    assert fused[3].is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_triton
+def test_bn_depthwise_half_precision():
+    tensors, options = _case(torch.float16, True, 3, 2, True)
+    fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)
+    for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
+        assert value.dtype == expected.dtype and relative_error(value.float(), expected.float()) <= 2e-3, index
+
+
+def test_bn_depthwise_falls_back_to_pytorch_off_channels_last():
+    (x, weight, scale, shift), options = _case(torch.float32, True, 3, 1, False)
+    x = x.contiguous()
+    assert not bnd.usable(x)
+    for value, expected in zip(bnd.bn_depthwise(x, weight, scale, shift, **options),
+                               bnd.bn_depthwise_reference(x, weight, scale, shift, **options), strict=True):
+        assert torch.equal(value, expected)
+
+
+def test_bn_depthwise_wants_scale_and_shift_together():
+    (x, weight, scale, _), options = _case(torch.float32, True, 3, 1, False)
+    with pytest.raises(ValueError, match="scale and shift together"):
+        bnd.bn_depthwise(x, weight, scale, None, **options)
+
+
+@needs_triton
+def test_bn_depthwise_operator_passes_pytorchs_operator_checks():
+    (x, weight, scale, shift), options = _case(torch.float32, True, 3, 2, True, shape=(1, 12, 5, 6))
+    taps = weight.flatten(1).t().contiguous().requires_grad_()
+    args = (x.requires_grad_(), taps, scale, shift, 3, 2, list(options["padding"]), list(options["output_size"]), True)
+    results = torch.library.opcheck(bnd._forward_op, args)
+    assert set(results.values()) == {"SUCCESS"}, results
