@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import kernels
+from effnet.fast import kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -179,18 +179,22 @@ _INTERPRET_TILES = (16, 16, 64, 4)  # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps)
 _INTERPRET_WEIGHT_TILES = (16, 8, 16, 64, 4)  # (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps)
 
 
-def _tiles(channels: int) -> tuple[int, int, int, int]:
-    """(BLOCK_H, BLOCK_W, BLOCK_C, num_warps) of the forward and input-gradient kernels: first guesses
-    (the inference kernel's 3 x 3 tiles), untimed."""
+def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
+    """The tuning file's tiles for this layer shape and pass, else the defaults (first guesses, untimed):
+    `bn_depthwise` and `bn_depthwise_input_grad` take (BLOCK_H, BLOCK_W, BLOCK_C, num_warps), the
+    inference kernel's 3 x 3 tiles by default; `bn_depthwise_weight_grad` takes (BAND, BLOCK_H, BLOCK_W,
+    BLOCK_C, num_warps), where the (taps, pixels, channels) accumulator holds KK x P x BC floats, so
+    5 x 5 kernels (KK = 32) take half the channels of 3 x 3 (KK = 16)."""
+    _, channels, height, width = x.shape
+    choice = tuning.lookup(op, kernel_size=kernel_size, stride=stride, channels=channels, height=height,
+                           width=width)
+    if choice is not None:
+        return tuple(choice["tiles"])
+    if op == "bn_depthwise_weight_grad":
+        if INTERPRET:
+            return _INTERPRET_WEIGHT_TILES
+        return min(triton.cdiv(height, stride), 16), 2, 8, (32 if kernel_size <= 3 else 16), 4
     return _INTERPRET_TILES if INTERPRET else (8, 8, kernels._pow2(channels, 16, 32), 4)
-
-
-def _weight_tiles(kernel_size: int, out_h: int) -> tuple[int, int, int, int, int]:
-    """(BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps): the (taps, pixels, channels) accumulator holds
-    KK x P x BC floats, so 5 x 5 kernels (KK = 32) take half the channels of 3 x 3 (KK = 16). Untimed."""
-    if INTERPRET:
-        return _INTERPRET_WEIGHT_TILES
-    return min(out_h, 16), 2, 8, (32 if kernel_size <= 3 else 16), 4
 
 
 def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bool) -> torch.Tensor:
@@ -207,12 +211,13 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, act, tiles=None):
-    """(y, mean, var, a): a is act(x * scale + shift) (empty without scale: x is the conv's input)."""
+    """(y, mean, var, a): a is act(x * scale + shift) (empty without scale: x is the conv's input).
+    `tiles` overrides the tile choice (for the sweep)."""
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
     a = _activate(x, scale, shift, act) if scale is not None else x
     y = channels_last_empty(x, (batch, channels, out_h, out_w))
-    block_h, block_w, block_c, warps = tiles or _tiles(channels)
+    block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
     blocks_h, blocks_w = triton.cdiv(out_h, block_h), triton.cdiv(out_w, block_w)
     programs = batch * blocks_h * blocks_w
     sums = torch.empty((programs, channels), device=x.device, dtype=torch.float32)
@@ -234,12 +239,13 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
 def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act, need_dx, need_dw,
               tiles=None, weight_tiles=None):
     """(dx, dtaps (k*k, C) float32, dscale, dshift), each empty where not asked for or not an input.
-    `stats` (3, C): dmean / n, 2 dvar / n and mean of y."""
+    `stats` (3, C): dmean / n, 2 dvar / n and mean of y. `tiles` and `weight_tiles` override the input
+    and weight gradients' tiles (for the sweep)."""
     batch, channels, height, width = x.shape
     out_h, out_w = y.shape[2:]
     dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
     if need_dx:
-        block_h, block_w, block_c, warps = tiles or _tiles(channels)
+        block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
         programs = batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
         dx = channels_last_empty(x, tuple(x.shape))
         parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
@@ -252,7 +258,8 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
             dscale, dshift = parts[0].sum(0), parts[1].sum(0)
     if need_dw:
         conv_input = a if scale is not None else x
-        band, block_h, block_w, block_c, warps = weight_tiles or _weight_tiles(kernel_size, out_h)
+        band, block_h, block_w, block_c, warps = weight_tiles or _tiles("bn_depthwise_weight_grad", x, kernel_size,
+                                                                        stride)
         kk = triton.next_power_of_2(kernel_size * kernel_size)
         programs = batch * triton.cdiv(out_h, band)
         parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)

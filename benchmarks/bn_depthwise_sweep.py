@@ -1,0 +1,179 @@
+"""Where the training depthwise conv with fused batch norms stands against PyTorch, layer by layer.
+
+    PYTHONPATH=src python benchmarks/bn_depthwise_sweep.py --out results/        # on a GPU, ~2 minutes
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/bn_depthwise_sweep.py --device cpu --batch 1 \\
+        --size 16 --configs 2 --layers 0
+
+For every distinct depthwise conv of an MBConv block (B0 at 224 px, training batch 128 by default) it
+times a training step of that layer on channels-last activations, its input the expansion's raw
+output with that output's batch norm and SiLU to apply:
+
+- `bn_depthwise` (effnet.fast.bn_depthwise): its forward (the activation pass and the conv with the
+  output's statistics), input gradient (with the activation's backward) and weight gradient, each with
+  its default tiles and each sweep configuration, timed apart.
+- `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
+  statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
+  element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
+- cuDNN's bare depthwise conv, forward and both gradients ("cudnn").
+
+Each row reports the fused step's effective bandwidth at the least bytes it must move: forward x + a
++ a + y (the activation written and read back), input gradient dy + y + x + dx, weight gradient dy +
+y + a. With `--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is
+recorded per pass (`bn_depthwise`, `bn_depthwise_input_grad`, `bn_depthwise_weight_grad`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from triton.runtime.errors import OutOfResources
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from effnet.bench.measure import relative_error  # noqa: E402
+from effnet.fast import bn_depthwise as bnd  # noqa: E402
+from effnet.fast import ops  # noqa: E402
+from depthwise_sweep import layer_shapes  # noqa: E402
+from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+
+# (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for the forward and the input gradient
+SWEEP = [(4, 16, 32, 4), (8, 8, 64, 4), (1, 16, 64, 4), (8, 16, 32, 8)]
+# (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for the weight gradient
+WEIGHT_SWEEP = [(8, 2, 8, 32, 4), (16, 1, 16, 32, 4), (16, 2, 8, 16, 4), (32, 2, 8, 32, 8)]
+
+
+def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, device: torch.device,
+                dtype: torch.dtype, bound: float, compiled_reference) -> dict:
+    """One depthwise layer shape: the three fused passes with each configuration, and PyTorch's step, each
+    checked and timed; prints the layer's line and returns its row."""
+    channels, height, width, k, stride, same = shape
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, channels, height, width, device=device).to(dtype).contiguous(
+        memory_format=torch.channels_last)
+    weight = (torch.randn(channels, 1, k, k, device=device) / k).to(dtype)
+    scale, shift = torch.rand(channels, device=device) + 0.5, torch.randn(channels, device=device) * 0.3
+    output_size, padding = ops.conv_geometry(x, k, stride, same)
+    options = dict(stride=stride, padding=padding, output_size=output_size, act=True)
+    dy = torch.randn(args.batch, channels, *output_size, device=device).to(dtype).contiguous(
+        memory_format=torch.channels_last)
+    dmean, dvar = torch.randn(channels, device=device), torch.randn(channels, device=device)
+
+    def pytorch_step(function, precision=None):
+        inputs = [t.detach().to(precision or t.dtype).requires_grad_() for t in (x, weight, scale, shift)]
+        y, mean, var = function(*inputs, **options)
+        upstream = [dy.to(precision or dy.dtype), dmean, dvar]
+        return [y, mean, var, *torch.autograd.grad([y, mean, var], inputs, upstream)]
+
+    expected = [t.float() for t in pytorch_step(bnd.bn_depthwise_reference, torch.float32)]
+    taps = weight.flatten(1).t().contiguous()
+
+    def forward(tiles=None):
+        return bnd._forward(x, taps, scale, shift, k, stride, padding, output_size, True, tiles)
+
+    y, mean, _, a = forward()
+    values = y.numel() // channels
+    stats = torch.stack([dmean / values, 2.0 * dvar / values, mean])  # as the operator's autograd formula builds it
+
+    def input_grad(tiles=None):
+        return bnd._backward(dy, stats, x, a, y, taps, scale, shift, k, stride, padding, True, True, False, tiles)
+
+    def weight_grad(tiles=None):
+        return bnd._backward(dy, stats, x, a, y, taps, scale, shift, k, stride, padding, True, False, True, None,
+                             tiles)
+
+    def check(tiles, weight_tiles) -> float:
+        y_, mean_, var_, _ = forward(tiles)
+        dx, _, dscale, dshift = input_grad(tiles)
+        dtaps = weight_grad(weight_tiles)[1]
+        dweight = dtaps.t().reshape(channels, 1, k, k)
+        fused = [y_, mean_, var_, dx, dweight, dscale, dshift]
+        return max(relative_error(a_.float(), b_) for a_, b_ in zip(fused, expected, strict=True))
+
+    times = {"torch": timer.median(partial(pytorch_step, bnd.bn_depthwise_reference)),
+             "cudnn": timer.median(partial(_conv_step, x, weight, stride, same, dy))}
+    if compiled_reference is not None:
+        times["compiled"] = timer.median(partial(pytorch_step, compiled_reference))
+    configs = {"default": (None, None), **{f"{t} / {w}": (t, w) for t, w in zip(SWEEP[:args.configs],
+                                                                               WEIGHT_SWEEP[:args.configs])}}
+    errors, skipped = {}, []
+    passes = {"bn_depthwise": {}, "bn_depthwise_input_grad": {}, "bn_depthwise_weight_grad": {}}
+    for name, (tiles, weight_tiles) in configs.items():
+        try:
+            errors[name] = check(tiles, weight_tiles)
+        except OutOfResources:
+            skipped.append(name)
+            continue
+        passes["bn_depthwise"][name] = timer.median(partial(forward, tiles))
+        passes["bn_depthwise_input_grad"][name] = timer.median(partial(input_grad, tiles))
+        passes["bn_depthwise_weight_grad"][name] = timer.median(partial(weight_grad, weight_tiles))
+    for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
+                         ("bn_depthwise_weight_grad", weight_grad)):
+        passes[op][AGAIN] = timer.median(function)
+    key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
+    promoted = {}
+    for op, op_times in passes.items():
+        index = 1 if op == "bn_depthwise_weight_grad" else 0
+        choices = {name: ("tiled", pair[index], {}) for name, pair in configs.items() if pair[index] is not None}
+        promoted[op] = promote(args.tuning, op, key, choices, op_times, errors, bound, device)
+    times["fused"] = sum(op_times["default"] for op_times in passes.values())
+    times["fused best"] = sum(min(t for n, t in op_times.items() if n != AGAIN) for op_times in passes.values())
+    element = x.element_size()
+    size_in, size_out = args.batch * height * width * channels, y.numel()
+    moved = element * (size_in * 3 + size_out + (2 * size_out + 2 * size_in) + (2 * size_out + size_in))
+    layer_noise = max(noise(op_times) for op_times in passes.values())
+    compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
+    note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
+        f"; tuned {op}: {name}" for op, name in promoted.items() if name)
+    print(f"{channels:5} {height:4} {k}x{k} s{stride} {count:2} | {times['torch'] * 1e6:9.1f} {compiled} "
+          f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
+                                                       passes.values())
+          + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused best'] * 1e6:8.1f} "
+          f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
+    return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
+            "bytes": moved, "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise,
+            "skipped": skipped, "tuned": promoted}
+
+
+def _conv_step(x, weight, stride, same, dy):
+    inputs = [x.detach().requires_grad_(), weight.detach().requires_grad_()]
+    padded = ops.pad_for_conv(inputs[0], weight.shape[-1], stride, same)
+    return torch.autograd.grad(F.conv2d(padded, inputs[1], stride=stride, groups=x.shape[1]), inputs, dy)
+
+
+def main() -> int:
+    parser = sweep_parser(__doc__, "bn_depthwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
+    parser.set_defaults(batch=128)
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    timer = sweep_timer(device)
+    bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    # One compiled function for every shape (dynamic), so the sweep compiles a handful of graphs, not one per layer.
+    compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnd.bn_depthwise_reference,
+                                                                                    dynamic=True)
+    rows, totals = [], Counter()
+    print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
+          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)
+    for index, (shape, count) in enumerate(sorted(layer_shapes(args.model, args.size).items())):
+        if args.layers is not None and index not in args.layers:
+            continue
+        row = sweep_layer(args, shape, count, timer, device, dtype, bound, compiled)
+        rows.append(row)
+        for name, seconds in row["seconds"].items():
+            totals[name] += count * seconds
+    summary = ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in totals.items())
+    print(f"\nper training step of batch {args.batch}, all depthwise layers, forward + backward: {summary}")
+    if totals.get("compiled"):
+        print(f"fused / compiled PyTorch: {totals['fused'] / totals['compiled']:.2f}x the time "
+              f"(best tiles {totals['fused best'] / totals['compiled']:.2f}x)")
+    return finish(args.out, "bn_depthwise_sweep.json", device, rows, bound)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
