@@ -123,6 +123,17 @@ def test_bn_pointwise_falls_back_to_pytorch_off_channels_last():
         assert torch.equal(value, expected)
 
 
+def test_bn_pointwise_keeps_to_pytorch_under_deterministic_algorithms():
+    """The weight gradient's atomic adds are not deterministic: with deterministic algorithms asked for,
+    the kernels stand aside (and so does every fused training block)."""
+    x = _inputs(torch.float32, affine=False, gate=False)[0]
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not bnp.usable(x)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_bn_pointwise_wants_scale_and_shift_together():
     x, weight, scale, _, _ = _inputs(torch.float32, affine=True, gate=False)
     with pytest.raises(ValueError, match="scale and shift together"):

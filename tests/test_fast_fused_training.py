@@ -104,6 +104,21 @@ def test_bench_offers_the_fused_training_candidate_only_when_asked():
     assert not any(isinstance(m, FusedTrainingMBConv) for m in candidates.reference.modules())
 
 
+def test_effnet_bench_times_the_fused_training_row(capsys):
+    """`effnet bench --fused-training` adds the row (on CPU with channels-first memory, the blocks run
+    their own forward; at 64 px no map shrinks to the 1 x 1 that is both layouts at once. The kernels'
+    check is the tests above, their timing a GPU's)."""
+    import json
+
+    from effnet.cli import main
+
+    assert main(["bench", "--model", "efficientnet_b0", "--batch-size", "2", "--image-size", "64", "--warmup", "1",
+                 "--repeats", "1", "--iterations", "1", "--task", "training", "--libraries", "effnet",
+                 "--memory-saver", "none", "--fused-training", "--json"]) == 0
+    rows = {row["candidate"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"effnet", "effnet-ftrain"} and rows["effnet-ftrain"]["images_per_second"] > 0
+
+
 def test_use_fused_training_rejects_non_modules():
     with pytest.raises(ValueError, match="needs an nn.Module"):
         use_fused_training("efficientnet_b0")

@@ -115,11 +115,13 @@ if triton is not None:
         c_ok = c < C
         in_ok = (hi < H) & (wi < W)
         da = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
-        for kh in tl.static_range(K):
+        # Loops the compiler does not unroll: unrolled, it hoists every tap's two loads and runs out of
+        # registers (255 and 1.4 kB spilled for 5 x 5 taps, compile_check.py).
+        for kh in range(K):
             th = hi + pad_h - kh  # = ho * STRIDE where the tap lines up
             ho = th // STRIDE
             h_ok = (th >= 0) & (ho * STRIDE == th) & (ho < HO)
-            for kw in tl.static_range(K):
+            for kw in range(K):
                 tw = wi + pad_w - kw
                 wo = tw // STRIDE
                 ok = in_ok & h_ok & (tw >= 0) & (wo * STRIDE == tw) & (wo < WO)
@@ -182,7 +184,8 @@ _INTERPRET_WEIGHT_TILES = (16, 8, 16, 64, 4)  # (BAND, BLOCK_H, BLOCK_W, BLOCK_C
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
     """The tuning file's tiles for this layer shape and pass, else the defaults (first guesses, untimed):
     `bn_depthwise` and `bn_depthwise_input_grad` take (BLOCK_H, BLOCK_W, BLOCK_C, num_warps), the
-    inference kernel's 3 x 3 tiles by default; `bn_depthwise_weight_grad` takes (BAND, BLOCK_H, BLOCK_W,
+    inference kernel's tiles by default (8 x 8 pixels for 3 x 3, one row of 16 for 5 x 5, where 8 x 8
+    spills registers in the input gradient); `bn_depthwise_weight_grad` takes (BAND, BLOCK_H, BLOCK_W,
     BLOCK_C, num_warps), where the (taps, pixels, channels) accumulator holds KK x P x BC floats, so
     5 x 5 kernels (KK = 32) take half the channels of 3 x 3 (KK = 16)."""
     _, channels, height, width = x.shape
@@ -194,7 +197,11 @@ def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int
         if INTERPRET:
             return _INTERPRET_WEIGHT_TILES
         return min(triton.cdiv(height, stride), 16), 2, 8, (32 if kernel_size <= 3 else 16), 4
-    return _INTERPRET_TILES if INTERPRET else (8, 8, kernels._pow2(channels, 16, 32), 4)
+    if INTERPRET:
+        return _INTERPRET_TILES
+    if kernel_size <= 3:
+        return 8, 8, kernels._pow2(channels, 16, 32), 4
+    return 1, 16, kernels._pow2(channels, 16, 64), 4
 
 
 def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bool) -> torch.Tensor:

@@ -210,7 +210,7 @@ def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | No
         return tuple(choice["tiles"])
     if INTERPRET:
         return _INTERPRET_TILES
-    return (128 if height * width >= 128 else 64), 64, 32, 4, 3
+    return (128 if height * width >= 128 else 64), 64, 32, 8, 3
 
 
 def _matrix(t: torch.Tensor) -> torch.Tensor:
@@ -379,9 +379,11 @@ def bn_pointwise_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.T
 
 
 def usable(x: torch.Tensor) -> bool:
-    """Whether `bn_pointwise` takes the Triton kernels for `x`."""
+    """Whether `bn_pointwise` takes the Triton kernels for `x` (not under deterministic algorithms: the
+    weight gradient's atomic adds are not)."""
     return (kernels.usable(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and x.is_contiguous(memory_format=torch.channels_last))
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.are_deterministic_algorithms_enabled())
 
 
 def bn_pointwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,

@@ -19,9 +19,10 @@ training forward with autograd on, computes the same function with `effnet.fast.
 
 Each batch norm's running statistics are updated once per forward as `nn.BatchNorm2d` updates them
 (momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
-channels-last, float64, no GPU and no TRITON_INTERPRET) and blocks with other layers (another
-activation, a biased or differently padded conv) run the block's own forward. Not yet timed on a
-GPU: `effnet bench --fused-training` adds the `effnet-ftrain` training row.
+channels-last, float64, no GPU and no TRITON_INTERPRET), deterministic algorithms (the 1x1 weight
+gradient adds atomically) and blocks with other layers (another activation, a biased or differently
+padded conv) run the block's own forward. Not yet timed on a GPU: `effnet bench --fused-training`
+adds the `effnet-ftrain` training row.
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def _normalize(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> tor
 
 
 class FusedTrainingMBConv(MBConv):
-    """An MBConv whose training forward runs its 1x1 convs with the batch norms fused into them
-    (module docstring). Made from an MBConv by `use_fused_training`; the same parameters and keys."""
+    """An MBConv whose training forward runs every conv with its batch norms fused into it (module
+    docstring). Made from an MBConv by `use_fused_training`; the same parameters and keys."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._fused(x):
