@@ -5,8 +5,8 @@ and torchvision (B0 and B4, inference and training, eager / compiled / CUDA grap
 
 Checks first (a minute or two, mostly compiling): Triton kernels against PyTorch in float32 (TF32 off)
 and bf16, the fused B0/B4 against the plain model (with the PyTorch stem too), CUDA-graph replay against
-eager, the training paths' gradients (the Triton depthwise and the fused 1x1 + batch norm; float32,
-bf16, compiled), the memory savers' gradients. With `--tuning FILE` the fused paths take the sweeps'
+eager, the training paths' gradients (the Triton depthwise; every conv with its batch norms fused;
+float32, bf16, compiled), the memory savers' gradients. With `--tuning FILE` the fused paths take the sweeps'
 per-layer choices, checks included.
 A check group that raises (a compile error, say) is one failed check naming the error; the rows still run.
 Without B0 in `--only` (a second call for B4) only the fused-model checks run. Then the timing rows in
@@ -148,10 +148,10 @@ def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]
     among them the kernels, the training depthwise and the memory savers (all checked on B0's layers). A
     group of checks that raises is one failed row naming the error, and the others still run: a broken
     check must not cost a lease its timing rows."""
-    results = []
     from effnet.fast.depthwise_train import use_triton_depthwise
     from effnet.fast.fused_training import use_fused_training
 
+    results = []
     groups = [("kernels", kernel_checks), ("fused models", lambda: model_checks(models)),
               ("training depthwise", lambda: training_checks("training depthwise", use_triton_depthwise)),
               ("fused training", lambda: training_checks("fused training", use_fused_training)),
@@ -237,7 +237,7 @@ def memory_saver_checks() -> list[tuple[str, float, float]]:
 
 def training_checks(what: str, convert) -> list[tuple[str, float, float]]:
     """A training path (`convert` makes it from the plain model: `effnet-tdw`'s Triton depthwise, `effnet-ftrain`'s
-    fused 1x1 + batch norm): B0's loss gradients against the plain model in float32 (TF32 off) and under bf16
+    convs with their batch norms fused): B0's loss gradients against the plain model in float32 (TF32 off) and under bf16
     autocast, eager and through torch.compile (its custom operators in the graph)."""
     results = []
     torch.backends.cudnn.allow_tf32 = False
