@@ -143,21 +143,27 @@ def print_profile(title: str, step, rows: int) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60), flush=True)
 
 
-def checks(models: tuple[tuple[str, int], ...]) -> list[tuple[str, float, float]]:
+# The check groups (`--checks` picks among them by key): (key, name in the report).
+CHECK_GROUPS = (("kernels", "kernels"), ("models", "fused models"), ("tdw", "training depthwise"),
+                ("ftrain", "fused training"), ("savers", "memory savers"))
+
+
+def checks(models: tuple[tuple[str, int], ...], keys: tuple[str, ...] | None = None) -> list[tuple[str, float, float]]:
     """(what, error, bound) for every fast path on this GPU: the fused `models` (name, size), and with B0
-    among them the kernels, the training depthwise and the memory savers (all checked on B0's layers). A
-    group of checks that raises is one failed row naming the error, and the others still run: a broken
-    check must not cost a lease its timing rows."""
+    among them the kernels, the two training paths and the memory savers (all checked on B0's layers);
+    `keys` (of CHECK_GROUPS) runs only those groups. A group of checks that raises is one failed row naming
+    the error, and the others still run: a broken check must not cost a lease its timing rows."""
     from effnet.fast.depthwise_train import use_triton_depthwise
     from effnet.fast.fused_training import use_fused_training
 
-    results = []
-    groups = [("kernels", kernel_checks), ("fused models", lambda: model_checks(models)),
-              ("training depthwise", lambda: training_checks("training depthwise", use_triton_depthwise)),
-              ("fused training", lambda: training_checks("fused training", use_fused_training)),
-              ("memory savers", memory_saver_checks)]
+    functions = {"kernels": kernel_checks, "models": lambda: model_checks(models),
+                 "tdw": lambda: training_checks("training depthwise", use_triton_depthwise),
+                 "ftrain": lambda: training_checks("fused training", use_fused_training),
+                 "savers": memory_saver_checks}
+    groups = [(name, functions[key]) for key, name in CHECK_GROUPS if keys is None or key in keys]
     if "efficientnet_b0" not in dict(models):  # a second call for B4 alone: the rest was checked with B0 in the first
         groups = [(name, group) for name, group in groups if name == "fused models"]
+    results = []
     for name, group in groups:
         try:
             results += group()
@@ -236,9 +242,10 @@ def memory_saver_checks() -> list[tuple[str, float, float]]:
 
 
 def training_checks(what: str, convert) -> list[tuple[str, float, float]]:
-    """A training path (`convert` makes it from the plain model: `effnet-tdw`'s Triton depthwise, `effnet-ftrain`'s
-    convs with their batch norms fused): B0's loss gradients against the plain model in float32 (TF32 off) and under bf16
-    autocast, eager and through torch.compile (its custom operators in the graph)."""
+    """A training path (`convert` makes it from the plain model: `effnet-tdw`'s Triton depthwise,
+    `effnet-ftrain`'s convs with their batch norms fused): B0's loss gradients against the plain model in
+    float32 (TF32 off) and under bf16 autocast, eager and through torch.compile (its custom operators in the
+    graph)."""
     results = []
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -349,6 +356,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
     parser.add_argument("--profile-training", action="store_true",
                         help="print the top kernels of a B0 eager training step: plain, effnet-ftrain, effnet-tdw")
+    parser.add_argument("--checks", nargs="+", choices=[key for key, _ in CHECK_GROUPS],
+                        help="the check groups to run (default: all)")
     parser.add_argument("--no-checks", action="store_true",
                         help="time only: for a second call on the same machine, after the checks passed in the first")
     parser.add_argument("--tuning", type=Path, help="per-layer kernel choices from the sweeps (effnet.fast.tuning)")
@@ -422,7 +431,8 @@ def main() -> int:
     print("environment:", json.dumps(env), flush=True)
     check_models = (("efficientnet_b0", 224), ("tf_efficientnet_b4", 380))
     check_rows = [] if args.no_checks else checks(
-        tuple(m for m in check_models if not args.only or m[0].removeprefix("tf_") in args.only))
+        tuple(m for m in check_models if not args.only or m[0].removeprefix("tf_") in args.only),
+        tuple(args.checks) if args.checks else None)
     failed = [c for c in check_rows if not c[1] <= c[2]]
     for what, error, bound in check_rows:
         print(f"check {what:45} error {error:.2e} bound {bound:.0e} {'ok' if error <= bound else 'FAIL'}", flush=True)

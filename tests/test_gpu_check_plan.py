@@ -60,6 +60,9 @@ def test_a_check_group_that_raises_is_a_failed_check_and_the_run_goes_on():
     assert all(len(row[0].split(": ")) >= 3 for row in rows)  # group: ErrorType: message
     # A second call for B4 alone checks only its fused model: the rest ran on B0's layers in the first.
     assert [row[0].split(":")[0] for row in gpu_check.checks((("tf_efficientnet_b4", 32),))] == ["fused models"]
+    # --checks picks groups by key (the lease leaves out the ones whose code did not change).
+    picked = gpu_check.checks((("efficientnet_b0", 32),), ("kernels", "ftrain"))
+    assert [row[0].split(":")[0] for row in picked] == ["kernels", "fused training"]
 
 
 def test_report_of_run_4_prints_its_tables_and_the_verdicts_recorded_in_results(capsys):
