@@ -1,4 +1,4 @@
-"""Compile the fused training kernels for a GPU without one: every kernel with its default tiles, bf16.
+"""Compile the Triton kernels for a GPU without one: fused training's and the inference path's, bf16.
 
     PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), about a minute
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
@@ -6,8 +6,9 @@
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
 and above all registers. This script lowers each kernel of `effnet.fast.bn_pointwise` and
-`effnet.fast.bn_depthwise` through Triton's CUDA backend to a cubin (ptxas ships with Triton) and prints
-what each program needs: registers per thread, spilled bytes (local memory), shared memory. A kernel
+`effnet.fast.bn_depthwise`, and the inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`,
+timed on H100s since run 1), with their default tiles through Triton's CUDA backend to a cubin (ptxas
+ships with Triton) and prints what each program needs: registers per thread, spilled bytes (local memory), shared memory. A kernel
 that fails to compile is one failed line and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
@@ -31,10 +32,11 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
+from effnet.fast import kernels  # noqa: E402
 
 # Pointers to activations and weights are bf16 (as training under bf16 autocast hands them over); the
 # statistics, affine maps, gates and partial sums are float32.
-HALF_POINTERS = {"x_ptr", "w_ptr", "y_ptr", "dy_ptr", "dx_ptr", "a_ptr"}
+HALF_POINTERS = {"x_ptr", "w_ptr", "y_ptr", "dy_ptr", "dx_ptr", "a_ptr", "b_ptr", "bias_ptr", "res_ptr", "out_ptr"}
 
 
 def _variants() -> list[tuple[str, object, dict, dict]]:
@@ -48,10 +50,10 @@ def _variants() -> list[tuple[str, object, dict, dict]]:
                                    ("projection", 240, 40, dict(AFFINE=True, ACT=True, GATE=True))):
         x = torch.empty((128, cin, 28, 28), device="meta")
         scale = torch.empty(cin, device="meta") if flags["AFFINE"] else None
-        for op, kernels in (("bn_pointwise", (bnp._forward_kernel,)),
-                            ("bn_pointwise_backward", (bnp._input_grad_kernel, bnp._weight_grad_kernel))):
+        for op, op_kernels in (("bn_pointwise", (bnp._forward_kernel,)),
+                               ("bn_pointwise_backward", (bnp._input_grad_kernel, bnp._weight_grad_kernel))):
             block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
-            for kernel in kernels:
+            for kernel in op_kernels:
                 variants.append((f"bn_pointwise {kernel.fn.__name__} ({role})", kernel,
                                  {**flags, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
                                  {"num_warps": warps, "num_stages": stages}))
@@ -70,6 +72,17 @@ def _variants() -> list[tuple[str, object, dict, dict]]:
                           "BLOCK_C": block_c}, {"num_warps": warps}))
     variants.append(("bn_depthwise _activate_kernel", bnd._activate_kernel, dict(ACT=True, BLOCK_M=64, BLOCK_C=64),
                      {"num_warps": 4}))
+    # The inference path (effnet-fast) on the same layers: depthwise + SiLU + SE sums, and the projection with
+    # the gate on its weight tile and the residual.
+    for k in (3, 5):
+        block_h, block_w, block_c, rows, warps = kernels._depthwise_tiles(k, 28, 240)
+        variants.append((f"kernels _depthwise_kernel (k{k})", kernels._depthwise_kernel,
+                         dict(K=k, ACT=True, POOL=True, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows),
+                         {"num_warps": warps}))
+    block_m, block_n, block_k, warps, stages = kernels._pointwise_tiles(28 * 28, 240, 40, 2)
+    variants.append(("kernels _pointwise_kernel (projection)", kernels._pointwise_kernel,
+                     dict(GATE=2, ACT=False, RESIDUAL=True, IEEE=False, BLOCK_M=block_m, BLOCK_N=block_n,
+                          BLOCK_K=block_k), {"num_warps": warps, "num_stages": stages}))
     return variants
 
 
