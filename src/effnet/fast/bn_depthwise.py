@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import kernels, tuning
+from effnet.fast.bn_pointwise import merge_moments
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -237,9 +238,7 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     rows = (out_h - torch.arange(blocks_h, device=x.device) * block_h).clamp(max=block_h)
     columns = (out_w - torch.arange(blocks_w, device=x.device) * block_w).clamp(max=block_w)
     counts = (rows[:, None] * columns[None, :]).flatten().repeat(batch).float()[:, None]  # (programs, 1)
-    total = batch * out_h * out_w
-    mean = sums.sum(0) / total
-    var = (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / total
+    mean, var = merge_moments(sums, m2, counts)
     return y, mean, var, (a if scale is not None else x.new_empty((0,)))
 
 

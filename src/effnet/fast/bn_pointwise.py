@@ -249,10 +249,16 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
     # Merge the blocks' (count, sum, M2): each image has the same blocks, all full but its last.
     counts = torch.full((triton.cdiv(pixels, block_m),), block_m, device=x.device, dtype=torch.float32)
     counts[-1] = pixels - block_m * (counts.numel() - 1)
-    counts = counts.repeat(batch)[:, None]  # (blocks_m, 1)
-    mean = sums.sum(0) / rows
-    var = (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / rows
-    return y, mean, var
+    return (y, *merge_moments(sums, m2, counts.repeat(batch)[:, None]))
+
+
+def merge_moments(sums: torch.Tensor, m2: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and biased variance per channel of values gathered in blocks: `sums` and `m2` (blocks, C) hold
+    each block's sum and sum of squared deviations from its own mean, `counts` (blocks, 1) its number of
+    values (Chan et al.'s pairwise update, all blocks at once)."""
+    total = counts.sum()
+    mean = sums.sum(0) / total
+    return mean, (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / total
 
 
 def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None):
