@@ -51,9 +51,9 @@ def _statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
     return scale, shift
 
 
-def _normalize(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """y * scale + shift per channel, in y's dtype."""
-    return (y * scale[None, :, None, None] + shift[None, :, None, None]).to(y.dtype)
+def _affine(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """y * scale + shift per channel, in float32 (one pass: eager writes one temporary, not three)."""
+    return torch.addcmul(shift[None, :, None, None], y, scale[None, :, None, None])
 
 
 class FusedTrainingMBConv(MBConv):
@@ -79,13 +79,13 @@ class FusedTrainingMBConv(MBConv):
         scale, shift = _statistics(self.bn2, mean, var, count)
         gate = None
         if self.has_se:
-            pooled = F.silu(y2.float() * scale[None, :, None, None] + shift[None, :, None, None]).mean((2, 3))
+            pooled = F.silu(_affine(y2, scale, shift)).mean((2, 3))
             se = self.se
             hidden = se.act(F.linear(pooled, se.conv_reduce.weight.flatten(1), se.conv_reduce.bias))
             gate = torch.sigmoid(F.linear(hidden, se.conv_expand.weight.flatten(1), se.conv_expand.bias)).float()
         y3, mean, var = bnp.bn_pointwise(y2, self.conv_pwl.weight, scale, shift, gate, act=True)
         scale, shift = _statistics(self.bn3, mean, var, count)
-        out = _normalize(y3, scale, shift)
+        out = _affine(y3, scale, shift).to(y3.dtype)
         if self.has_skip:
             out = self.drop_path(out) + shortcut
         return out
