@@ -39,7 +39,7 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import ops  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, noise, print_step_totals, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for the forward and the input gradient
 SWEEP = [(4, 16, 32, 4), (1, 16, 64, 4), (8, 16, 32, 8), (8, 8, 64, 4)]
@@ -168,11 +168,7 @@ def main() -> int:
         rows.append(row)
         for name, seconds in row["seconds"].items():
             totals[name] += count * seconds
-    summary = ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in totals.items())
-    print(f"\nper training step of batch {args.batch}, all depthwise layers, forward + backward: {summary}")
-    if totals.get("compiled"):
-        print(f"fused / compiled PyTorch: {totals['fused'] / totals['compiled']:.2f}x the time "
-              f"(best tiles {totals['fused best'] / totals['compiled']:.2f}x)")
+    print_step_totals(totals, args.batch, "all depthwise layers")
     return finish(args.out, "bn_depthwise_sweep.json", device, rows, bound)
 
 

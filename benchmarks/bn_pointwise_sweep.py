@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, noise, print_step_totals, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the default comes from bn_pointwise._tiles. None of these
 # spills registers on sm_90 (benchmarks/compile_check.py); 4 warps on 128-row tiles, or 64-wide K steps, do.
@@ -71,20 +71,16 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     cin, cout, height, width = shape[:4]
     x, weight, scale, shift, gate, normalized, dy, dmean, dvar = _inputs(args, shape, device, dtype)
     act = normalized  # the SiLU belongs to the input's batch norm
-    leaves = [t for t in (x, weight, scale, shift, gate) if t is not None]
 
-    def pytorch_step(function):
-        inputs = [t.detach().requires_grad_() for t in leaves]
-        it = iter(inputs)
-        xx, ww = next(it), next(it)
-        sc, sh = (next(it), next(it)) if normalized else (None, None)
-        gg = next(it) if gate is not None else None
-        y, mean, var = function(xx, ww, sc, sh, gg, act)
-        return [y, mean, var, *torch.autograd.grad([y, mean, var], inputs, [dy, dmean, dvar])]
+    def pytorch_step(function, precision=None):
+        inputs = [t.detach().to(precision or t.dtype).requires_grad_() if t is not None else None
+                  for t in (x, weight, scale, shift, gate)]
+        y, mean, var = function(*inputs, act)
+        upstream = [dy.to(precision or dy.dtype), dmean, dvar]
+        return [y, mean, var, *torch.autograd.grad([y, mean, var], [t for t in inputs if t is not None], upstream)]
 
-    expected = pytorch_step(bnp.bn_pointwise_reference)
-    if dtype != torch.float32:  # the yardstick in float32 from the same rounded inputs
-        expected = [t.float() for t in _float32_step(leaves, normalized, gate, act, dy, dmean, dvar)]
+    # The yardstick in float32 from the same rounded inputs.
+    expected = [t.float() for t in pytorch_step(bnp.bn_pointwise_reference, torch.float32)]
 
     def forward(tiles=None):
         return bnp._forward(x, weight, scale, shift, gate, act, tiles)
@@ -145,16 +141,6 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             "noise": layer_noise, "skipped": skipped, "best": [best_forward, best_backward], "tuned": promoted}
 
 
-def _float32_step(leaves, normalized, gate, act, dy, dmean, dvar):
-    inputs = [t.detach().float().requires_grad_() for t in leaves]
-    it = iter(inputs)
-    xx, ww = next(it), next(it)
-    sc, sh = (next(it), next(it)) if normalized else (None, None)
-    gg = next(it) if gate is not None else None
-    y, mean, var = bnp.bn_pointwise_reference(xx, ww, sc, sh, gg, act)
-    return [y, mean, var, *torch.autograd.grad([y, mean, var], inputs, [dy.float(), dmean, dvar])]
-
-
 def _conv_step(x, weight, dy):
     inputs = [x.detach().requires_grad_(), weight.detach()[:, :, None, None].requires_grad_()]
     return torch.autograd.grad(F.conv2d(*inputs), inputs, dy)
@@ -185,11 +171,7 @@ def main() -> int:
         rows.append(row)
         for name, seconds in row["seconds"].items():
             totals[name] += count * seconds
-    summary = ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in totals.items())
-    print(f"\nper training step of batch {args.batch}, all MBConv 1x1 layers, forward + backward: {summary}")
-    if totals.get("compiled"):
-        print(f"fused / compiled PyTorch: {totals['fused'] / totals['compiled']:.2f}x the time "
-              f"(best tiles {totals['fused best'] / totals['compiled']:.2f}x)")
+    print_step_totals(totals, args.batch, "all MBConv 1x1 layers")
     return finish(args.out, "bn_pointwise_sweep.json", device, rows, bound)
 
 

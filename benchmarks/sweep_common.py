@@ -1,5 +1,5 @@
-"""What the layer sweeps (depthwise_sweep.py, pointwise_sweep.py, depthwise_train_sweep.py) share: their
-options, timer, the promotion of a layer's winner into a tuning file, and their end."""
+"""What the layer sweeps (depthwise_sweep.py, pointwise_sweep.py, depthwise_train_sweep.py, bn_*_sweep.py)
+share: their options, timer, the promotion of a layer's winner into a tuning file, and their end."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,16 @@ def finish(out: Path | None, filename: str, device: torch.device, rows: list[dic
         (out / filename).write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     worst = max(max(row["errors"].values()) for row in rows)
     return 0 if worst <= bound else 1
+
+
+def print_step_totals(totals: dict[str, float], batch: int, layers: str) -> None:
+    """The fused training sweeps' last lines: each timed step summed over the layers (weighted by how many
+    there are), and the fused step against compiled PyTorch's where that was timed."""
+    summary = ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in totals.items())
+    print(f"\nper training step of batch {batch}, {layers}, forward + backward: {summary}")
+    if totals.get("compiled"):
+        print(f"fused / compiled PyTorch: {totals['fused'] / totals['compiled']:.2f}x the time "
+              f"(best tiles {totals['fused best'] / totals['compiled']:.2f}x)")
 
 
 MARGIN = 0.03  # a variant must beat the default by 3% plus the layer's noise to be written to the tuning file

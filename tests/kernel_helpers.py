@@ -10,12 +10,43 @@ from effnet.fast import kernels
 from effnet.models import get_entry
 from effnet.scaling import scale_by_multipliers
 
-__all__ = ["DEVICE", "needs_triton", "randomise_batchnorm", "relative_error", "tiny"]
+__all__ = ["DEVICE", "graph_recorder", "needs_triton", "outputs_and_gradients", "randomise_batchnorm",
+           "relative_error", "tiny"]
 
 needs_triton = pytest.mark.skipif(
     not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
     reason="Triton is not installed, or no GPU and TRITON_INTERPRET is not 1")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def graph_recorder():
+    """(backend, graphs): a `torch.compile` backend that runs AOT autograd's forward and backward graphs as
+    they are and keeps each one's code in `graphs["forward"]` / `graphs["backward"]`, for tests that look
+    for the custom operators in them."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def recorder(kind):
+        def compile_graph(graph_module, example_inputs):
+            graphs[kind] = graph_module.code
+            return make_boxed_func(graph_module.forward)
+        return compile_graph
+
+    return aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")), graphs
+
+
+def outputs_and_gradients(function, tensors, seed: int, **options) -> list[torch.Tensor]:
+    """(y, mean, var) of a fused training pass (`bn_pointwise`, `bn_depthwise` or their references) on copies
+    of `tensors` (None where absent), then every present tensor's gradient for a loss weighing y, its batch
+    mean and its variance with random weights drawn from `seed`."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in tensors]
+    y, mean, var = function(*leaves, **options)
+    generator = torch.Generator(device=DEVICE).manual_seed(seed)
+    weights = [torch.randn(t.shape, device=DEVICE, generator=generator) for t in (y, mean, var)]
+    loss = (y.float() * weights[0]).sum() + (mean * weights[1]).sum() + (var * weights[2]).sum()
+    return [y, mean, var, *torch.autograd.grad(loss, [t for t in leaves if t is not None])]
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:

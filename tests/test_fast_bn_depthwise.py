@@ -11,7 +11,7 @@ import torch
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import ops
-from kernel_helpers import DEVICE, needs_triton, relative_error
+from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
 
 
 @pytest.fixture(autouse=True)
@@ -32,14 +32,7 @@ def _case(dtype, affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):
 
 
 def _run(function, tensors, options):
-    """Outputs and every input's gradient for a loss weighing y, its batch mean and variance."""
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in tensors]
-    y, mean, var = function(*leaves, **options)
-    generator = torch.Generator(device=DEVICE).manual_seed(42)
-    weights = [torch.randn(t.shape, device=DEVICE, generator=generator) for t in (y, mean, var)]
-    loss = (y.float() * weights[0]).sum() + (mean * weights[1]).sum() + (var * weights[2]).sum()
-    present = [t for t in leaves if t is not None]
-    return [y, mean, var, *torch.autograd.grad(loss, present)]
+    return outputs_and_gradients(function, tensors, 42, **options)
 
 
 @needs_triton

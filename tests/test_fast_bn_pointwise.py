@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.fast import bn_pointwise as bnp
-from kernel_helpers import DEVICE, needs_triton, relative_error
+from kernel_helpers import DEVICE, graph_recorder, needs_triton, outputs_and_gradients, relative_error
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +33,7 @@ def _inputs(dtype: torch.dtype, affine: bool, gate: bool, shape=(2, 20, 5, 6), o
 
 
 def _run(function, inputs, act: bool):
-    """Outputs and the gradients of every tensor input for a loss that weighs y, its mean and variance."""
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
-    y, mean, var = function(*leaves, act=act)
-    generator = torch.Generator(device=DEVICE).manual_seed(22)
-    weights = [torch.randn(t.shape, device=DEVICE, generator=generator) for t in (y, mean, var)]
-    loss = (y.float() * weights[0]).sum() + (mean * weights[1]).sum() + (var * weights[2]).sum()
-    present = [t for t in leaves if t is not None]
-    return [y, mean, var, *torch.autograd.grad(loss, present)]
+    return outputs_and_gradients(function, inputs, 22, act=act)
 
 
 @needs_triton
@@ -153,23 +146,12 @@ def test_bn_pointwise_operators_pass_pytorchs_operator_checks():
 def test_compiled_chain_traces_the_operators_in_one_graph():
     """`torch.compile(fullgraph=True)` traces the chained layers through the forward operator and its
     backward operator, and gives the eager gradients."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = {}
-
-    def recorder(kind):
-        def compile_graph(graph_module, example_inputs):
-            graphs[kind] = graph_module.code
-            return make_boxed_func(graph_module.forward)
-        return compile_graph
-
+    backend, graphs = graph_recorder()
     torch.manual_seed(24)
     model = _Composite().to(DEVICE).train()
     x = torch.randn(2, 12, 3, 5, device=DEVICE).contiguous(memory_format=torch.channels_last)
     torch._dynamo.reset()
-    compiled = torch.compile(model.fused, fullgraph=True,
-                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    compiled = torch.compile(model.fused, fullgraph=True, backend=backend)
     y = compiled(x)
     grads = torch.autograd.grad(y.square().sum(), list(model.parameters()))
     expected = torch.autograd.grad(model.fused(x).square().sum(), list(model.parameters()))

@@ -13,7 +13,7 @@ from torch import nn
 
 from effnet.fast.depthwise_train import TritonDepthwiseConv2d, input_grad, use_triton_depthwise, weight_grad
 from effnet.models.layers import SameConv2d
-from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+from kernel_helpers import DEVICE, graph_recorder, needs_triton, relative_error, tiny
 
 
 def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
@@ -183,25 +183,14 @@ def test_compiled_training_runs_the_kernels_in_one_graph():
     """`torch.compile(fullgraph=True)` traces a depthwise + BN + SiLU stack (3x3 and TF-"same" 5x5
     stride 2) without a graph break: the forward graph calls the Triton forward operator, the backward
     graph both gradient operators, and the compiled gradients equal the plain PyTorch ones."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = {}
-
-    def recorder(kind):
-        def compile_graph(graph_module, example_inputs):
-            graphs[kind] = graph_module.code
-            return make_boxed_func(graph_module.forward)
-        return compile_graph
-
+    backend, graphs = graph_recorder()
     torch.manual_seed(15)
     reference = nn.Sequential(nn.Conv2d(12, 12, 3, 1, 1, groups=12, bias=False), nn.BatchNorm2d(12), nn.SiLU(),
                               SameConv2d(12, 12, 5, 2, 0, groups=12, bias=False), nn.BatchNorm2d(12),
                               nn.SiLU()).to(DEVICE)
     model = use_triton_depthwise(copy.deepcopy(reference))
     torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True,
-                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
     x = _channels_last(torch.randn(2, 12, 7, 9, device=DEVICE))
     x_ref, x_compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_ref, y = reference(x_ref), compiled(x_compiled)
@@ -217,8 +206,7 @@ def test_compiled_training_runs_the_kernels_in_one_graph():
     # Under bf16 autocast, as mixed-precision training runs it: still one graph through the kernels.
     graphs.clear()
     torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True,
-                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
     with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
         y = compiled(x.clone().requires_grad_())
     assert y.dtype == torch.bfloat16 and "effnet.depthwise_conv.default" in graphs["forward"]

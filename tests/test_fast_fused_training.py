@@ -15,7 +15,7 @@ from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
 from effnet.models.blocks import MBConv
-from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+from kernel_helpers import DEVICE, graph_recorder, needs_triton, relative_error, tiny
 
 
 def _step(model, x):
@@ -128,24 +128,13 @@ def test_use_fused_training_rejects_non_modules():
 def test_compiled_fused_block_is_one_graph_through_the_operators():
     """`torch.compile(fullgraph=True)` traces a fused training block (batch-norm bookkeeping, SE and
     all) through the forward and backward operators, with the eager block's gradients."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = {}
-
-    def recorder(kind):
-        def compile_graph(graph_module, example_inputs):
-            graphs[kind] = graph_module.code
-            return make_boxed_func(graph_module.forward)
-        return compile_graph
-
+    backend, graphs = graph_recorder()
     block = next(m for m in tiny().to(DEVICE).modules() if type(m) is MBConv and m.expands).train()
     use_fused_training(block)
     eager = copy.deepcopy(block)
     x = torch.randn(2, block.conv_pw.in_channels, 6, 6, device=DEVICE).contiguous(memory_format=torch.channels_last)
     torch._dynamo.reset()
-    compiled = torch.compile(block, fullgraph=True,
-                             backend=aot_autograd(fw_compiler=recorder("forward"), bw_compiler=recorder("backward")))
+    compiled = torch.compile(block, fullgraph=True, backend=backend)
     grads = torch.autograd.grad(compiled(x).square().sum(), list(block.parameters()))
     expected = torch.autograd.grad(eager(x).square().sum(), list(eager.parameters()))
     assert graphs["forward"].count("effnet.bn_pointwise.default") == 2

@@ -57,6 +57,15 @@ if triton is not None:
         return a, s, z, sig
 
     @triton.jit
+    def _image_rows(pid_m, pixels, M, BLOCK_M: tl.constexpr):
+        """Row block pid_m of the (M, channels) matrix when no block spans two images (each image has
+        cdiv(pixels, BLOCK_M) blocks, its last one short): its image, rows (BM,) and which are real."""
+        blocks_per_image = tl.cdiv(pixels, BLOCK_M)
+        image = pid_m // blocks_per_image
+        rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
+        return image, rm, (rm < (image + 1) * pixels) & (rm < M)
+
+    @triton.jit
     def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N):
         """g = dy + dmean / n + (2 dvar / n) (y - mean) for a (rows, cols) tile: the gradient reaching
         the raw output y, float32, 0 where masked. `stats_ptr` holds the rows dmean / n, 2 dvar / n
@@ -80,10 +89,7 @@ if triton is not None:
         pid = tl.program_id(0)
         blocks_n = tl.cdiv(N, BLOCK_N)
         pid_m = pid // blocks_n
-        blocks_per_image = tl.cdiv(pixels, BLOCK_M)
-        image = pid_m // blocks_per_image
-        rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
-        m_ok = (rm < (image + 1) * pixels) & (rm < M)
+        image, rm, m_ok = _image_rows(pid_m, pixels, M, BLOCK_M)
         rn = (pid % blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
         n_ok = rn < N
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -123,10 +129,7 @@ if triton is not None:
         pid = tl.program_id(0)
         blocks_k = tl.cdiv(K, BLOCK_K)
         pid_m = pid // blocks_k
-        blocks_per_image = tl.cdiv(pixels, BLOCK_M)
-        image = pid_m // blocks_per_image
-        rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
-        m_ok = (rm < (image + 1) * pixels) & (rm < M)
+        image, rm, m_ok = _image_rows(pid_m, pixels, M, BLOCK_M)
         k = (pid % blocks_k) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BK,)
         k_ok = k < K
         da = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
