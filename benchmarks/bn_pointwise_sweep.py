@@ -7,19 +7,23 @@
 For every distinct 1x1 convolution of an MBConv block (B0 at 224 px, training batch 128 by default)
 it times a training step of that layer, forward and backward, on channels-last activations:
 
-- `bn_pointwise` (effnet.fast.bn_pointwise) with its default tiles and each sweep configuration,
-  forward and backward timed apart. An expansion takes the block's input as it is and gathers its
-  output's statistics; a projection applies the depthwise output's batch norm, SiLU and SE gate as it
-  loads, and gathers its own output's statistics.
-- `bn_pointwise_reference`, the same function in PyTorch (affine map, SiLU, gate, `F.conv2d`, float32
-  batch statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the element-wise
-  work fused around cuDNN's convolution, as compiled timm trains).
+- the fused pass with its default tiles and each sweep configuration, forward and backward timed
+  apart. An expansion is `bn_pointwise` (effnet.fast.bn_pointwise): it takes the block's input as it
+  is and gathers its output's statistics. A projection is `se_projection` (effnet.fast.se_projection),
+  as the fused training MBConv runs it: the squeeze-excitation's pool and MLP, then the 1x1 conv applying
+  the depthwise output's batch norm, SiLU and the SE gate as it loads, gathering its own output's
+  statistics (`bn_pointwise` with the normalisation alone in a block without SE).
+- the same function in PyTorch (`bn_pointwise_reference`, `se_projection_reference`: affine map,
+  SiLU, pool and SE, gate, `F.conv2d`, float32 batch statistics), eager ("torch") and, unless
+  `--no-compile`, compiled by Inductor ("compiled": the element-wise work fused around cuDNN's
+  convolution, as compiled timm trains).
 - the bare convolution's forward and backward (cuDNN; a bound on what the library matrix products give).
 
 The backward's inputs are dy and the gradients of y's batch mean and variance (what the next batch
 norm hands back). Each row
 reports the fused pass's effective bandwidth, counting the bytes it must move at the least: forward
-x + y, backward dy, y and x twice (the input gradient and the weight gradient each read them) + dx.
+x (twice with an SE: its pool reads x first) + y, backward dy, y and x twice (the input gradient and
+the weight gradient each read them) + dx.
 With `--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is recorded
 for the forward (`bn_pointwise`) or the backward (`bn_pointwise_backward`).
 """
@@ -39,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
+from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import AGAIN, finish, noise, print_step_totals, promote, sweep_parser, sweep_timer  # noqa: E402
 
@@ -48,61 +53,70 @@ SWEEP = [(64, 64, 32, 4, 2), (128, 64, 32, 8, 1), (128, 64, 32, 8, 2), (64, 64, 
 
 
 def _inputs(args, shape, device, dtype):
-    """x, weight, (scale, shift, gate) for a projection, and the backward's dy, dmean, dvar."""
+    """The layer's tensors (x, weight; then scale and shift for a projection; then, for one with a
+    squeeze-excitation, its reduce and expand weights and biases) and the backward's dy, dmean, dvar."""
     cin, cout, height, width, act, gated = shape
     normalized = not act  # the projection (its conv has no SiLU after it) reads a raw depthwise output
     torch.manual_seed(0)
     x = torch.randn(args.batch, cin, height, width, device=device).to(dtype).contiguous(
         memory_format=torch.channels_last)
-    weight = (torch.randn(cout, cin, device=device) / cin ** 0.5).to(dtype)
-    scale = torch.rand(cin, device=device) + 0.5 if normalized else None
-    shift = torch.randn(cin, device=device) * 0.3 if normalized else None
-    gate = torch.rand(args.batch, cin, device=device) if normalized and gated else None
+    tensors = [x, (torch.randn(cout, cin, device=device) / cin ** 0.5).to(dtype)]
+    if normalized:
+        tensors += [torch.rand(cin, device=device) + 0.5, torch.randn(cin, device=device) * 0.3]
+    if normalized and gated:
+        reduced = max(1, cin // 24)  # an MBConv's SE: a quarter of the block's input, a sixth of cin
+        tensors += [torch.randn(reduced, cin, device=device) / cin ** 0.5, torch.randn(reduced, device=device) * 0.1,
+                    torch.randn(cin, reduced, device=device) / reduced ** 0.5, torch.randn(cin, device=device) * 0.1]
     dy = torch.randn(args.batch, cout, height, width, device=device).to(dtype).contiguous(
         memory_format=torch.channels_last)
-    dmean, dvar = torch.randn(cout, device=device), torch.randn(cout, device=device)
-    return x, weight, scale, shift, gate, normalized, dy, dmean, dvar
+    return tensors, normalized, dy, torch.randn(cout, device=device), torch.randn(cout, device=device)
 
 
 def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, device: torch.device,
-                dtype: torch.dtype, bound: float, compiled_reference) -> dict:
+                dtype: torch.dtype, bound: float, compiled_references: dict | None) -> dict:
     """One 1x1 layer shape: the fused forward and backward with each configuration, and PyTorch's step,
     each checked and timed; prints the layer's line and returns its row."""
     cin, cout, height, width = shape[:4]
-    x, weight, scale, shift, gate, normalized, dy, dmean, dvar = _inputs(args, shape, device, dtype)
+    tensors, normalized, dy, dmean, dvar = _inputs(args, shape, device, dtype)
     act = normalized  # the SiLU belongs to the input's batch norm
+    se = len(tensors) > 4  # the model's gated projections run as se_projection
+    reference = sep.se_projection_reference if se else partial(bnp.bn_pointwise_reference, act=act)
 
     def pytorch_step(function, precision=None):
-        inputs = [t.detach().to(precision or t.dtype).requires_grad_() if t is not None else None
-                  for t in (x, weight, scale, shift, gate)]
-        y, mean, var = function(*inputs, act)
+        inputs = [t.detach().to(precision or t.dtype).requires_grad_() for t in tensors]
+        y, mean, var = function(*inputs)
         upstream = [dy.to(precision or dy.dtype), dmean, dvar]
-        return [y, mean, var, *torch.autograd.grad([y, mean, var], [t for t in inputs if t is not None], upstream)]
+        return [y, mean, var, *torch.autograd.grad([y, mean, var], inputs, upstream)]
 
     # The yardstick in float32 from the same rounded inputs.
-    expected = [t.float() for t in pytorch_step(bnp.bn_pointwise_reference, torch.float32)]
+    expected = [t.float() for t in pytorch_step(reference, torch.float32)]
 
     def forward(tiles=None):
-        return bnp._forward(x, weight, scale, shift, gate, act, tiles)
+        if se:
+            return sep._forward(*tensors, tiles=tiles)
+        return bnp._forward(*tensors, *[None] * (4 - len(tensors)), None, act, tiles)
 
-    y, mean, _ = forward()
-    count = y.numel() // cout
-    stats = torch.stack([dmean / count, 2.0 * dvar / count, mean])  # as the operator's autograd formula builds it
+    outputs = forward()
+    stats = bnp.gradient_stats(dmean, dvar, outputs[1], outputs[0])  # as the operator's autograd formula builds it
 
-    def backward(tiles=None):
-        return bnp._backward(dy, stats, x, y, weight, scale, shift, gate, act, True, True, tiles)
+    def backward(tiles=None, outputs=outputs):
+        if se:  # (dx, dweight, dscale, dshift, and the SE's four)
+            return sep._backward(dy, stats, tensors[0], outputs[0], tensors[1], *tensors[2:4], *outputs[3:],
+                                 *tensors[4:7], True, tiles)
+        grads = bnp._backward(dy, stats, tensors[0], outputs[0], *tensors[1:4],
+                              *[None] * (4 - len(tensors)), None, act, True, True, tiles)
+        return grads[:len(tensors)]  # (dx, dweight, then dscale, dshift for a projection)
 
     def check(tiles) -> float:
-        outputs = [*forward(tiles), *backward(tiles)]
-        dx, dw, dscale, dshift, dgate = outputs[3:]
-        fused = [*outputs[:3], dx, dw] + ([dscale, dshift] if normalized else [])
-        fused += [dgate] if gate is not None else []
+        outputs = forward(tiles)
+        fused = [*outputs[:3], *backward(tiles, outputs)]
         return max(relative_error(a.float(), b.float()) for a, b in zip(fused, expected, strict=True))
 
-    times = {"torch": timer.median(partial(pytorch_step, bnp.bn_pointwise_reference)),
-             "cudnn": timer.median(partial(_conv_step, x, weight, dy))}
-    if compiled_reference is not None:
-        times["compiled"] = timer.median(partial(pytorch_step, compiled_reference))
+    times = {"torch": timer.median(partial(pytorch_step, reference)),
+             "cudnn": timer.median(partial(_conv_step, *tensors[:2], dy))}
+    if compiled_references is not None:  # one compiled function per kind of layer, for every shape (dynamic)
+        compiled = compiled_references.setdefault((se, act), torch.compile(reference, dynamic=True))
+        times["compiled"] = timer.median(partial(pytorch_step, compiled))
     configs = {"default": None, **{str(t): t for t in SWEEP[:args.configs]}}
     errors, forward_times, backward_times, skipped = {}, {}, {}, []
     for name, tiles in configs.items():
@@ -125,8 +139,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     times.update({"fused": step["default"], "fused forward": forward_times["default"],
                   "fused backward": backward_times["default"],
                   "fused best": forward_times[best_forward] + backward_times[best_backward]})
-    element = x.element_size()
-    moved = element * args.batch * height * width * (cin + cout + 2 * cout + 2 * cin + cin)
+    # Forward x (and again for the SE's pool) + y; backward dy, y, and x twice + dx.
+    moved = tensors[0].element_size() * args.batch * height * width * (cin * (1 + se) + cout + 2 * cout + 3 * cin)
     layer_noise = max(noise(forward_times), noise(backward_times))
     compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
     note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
@@ -155,9 +169,8 @@ def main() -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     timer = sweep_timer(device)
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
-    # One compiled function for every shape (dynamic), so the sweep compiles a handful of graphs, not one per layer.
-    compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnp.bn_pointwise_reference,
-                                                                                    dynamic=True)
+    # Compiled functions by kind of layer, each for every shape (dynamic): a handful of graphs, not one per layer.
+    compiled = None if args.no_compile or device.type != "cuda" else {}
     rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
           f"{'fwd us':>8} {'bwd us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)

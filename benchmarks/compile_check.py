@@ -5,11 +5,12 @@
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
-and above all registers. This script lowers each kernel of `effnet.fast.bn_pointwise` and
-`effnet.fast.bn_depthwise`, and the inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`,
-timed on H100s since run 1), with their default tiles through Triton's CUDA backend to a cubin (ptxas
-ships with Triton) and prints what each program needs: registers per thread, spilled bytes (local memory), shared memory. A kernel
-that fails to compile is one failed line and exit status 1; a spill is a warning (slow, not wrong).
+and above all registers. This script lowers each kernel of `effnet.fast.bn_pointwise`,
+`effnet.fast.se_projection` and `effnet.fast.bn_depthwise`, and the inference path's depthwise and 1x1
+kernels (`effnet.fast.kernels`, timed on H100s since run 1), with their default tiles through Triton's
+CUDA backend to a cubin (ptxas ships with Triton) and prints what each program needs: registers per
+thread, spilled bytes (local memory), shared memory. A kernel that fails to compile is one failed line
+and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import kernels  # noqa: E402
+from effnet.fast import se_projection as sep  # noqa: E402
 
 # Pointers to activations and weights are bf16 (as training under bf16 autocast hands them over); the
 # statistics, affine maps, gates and partial sums are float32.
@@ -54,9 +56,14 @@ def _variants() -> list[tuple[str, object, dict, dict]]:
                                ("bn_pointwise_backward", (bnp._input_grad_kernel, bnp._weight_grad_kernel))):
             block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
             for kernel in op_kernels:
+                # The projection's input gradient adds the SE pool's gradient (se_projection).
+                pool = {"POOL": flags["GATE"]} if kernel is bnp._input_grad_kernel else {}
                 variants.append((f"bn_pointwise {kernel.fn.__name__} ({role})", kernel,
-                                 {**flags, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
-                                 {"num_warps": warps, "num_stages": stages}))
+                                 {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                                  "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
+    block_m, block_k, warps = sep._POOL_TILES
+    variants.append(("se_projection _pool_kernel", sep._pool_kernel, {"BLOCK_M": block_m, "BLOCK_K": block_k},
+                     {"num_warps": warps}))
     x = torch.empty((128, 240, 28, 28), device="meta")
     for k, stride in ((3, 1), (5, 2)):
         geometry = dict(K=k, STRIDE=stride)

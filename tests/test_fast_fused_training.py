@@ -54,10 +54,15 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
 @needs_triton
 def test_fused_training_under_autocast_rounds_as_pytorchs_autocast_does():
     """Mixed precision (float16 autocast here: the interpreter's matrix products have no bfloat16): the
-    half-precision output, no further from the float32 model than PyTorch's own autocast model is."""
+    half-precision output, no further from the float32 model than PyTorch's own autocast model is.
+
+    At 64 px, where the last batch norms see 2 x 2 maps of two images: at 32 px they normalise two
+    values per channel, and any rounding can flip the output (both paths then stray 10-90% on some
+    inputs); here both stray 4-9e-3 over several inputs."""
     plain = tiny().to(DEVICE).train()
     fused = use_fused_training(copy.deepcopy(plain))
-    x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 64, device=DEVICE, generator=torch.Generator(device=DEVICE).manual_seed(36))
+    x = x.contiguous(memory_format=torch.channels_last)
     torch.manual_seed(35)
     expected = copy.deepcopy(plain)(x)
     halves = []
@@ -137,10 +142,9 @@ def test_compiled_fused_block_is_one_graph_through_the_operators():
     compiled = torch.compile(block, fullgraph=True, backend=backend)
     grads = torch.autograd.grad(compiled(x).square().sum(), list(block.parameters()))
     expected = torch.autograd.grad(eager(x).square().sum(), list(eager.parameters()))
-    assert graphs["forward"].count("effnet.bn_pointwise.default") == 2
-    assert graphs["forward"].count("effnet.bn_depthwise.default") == 1
-    assert graphs["backward"].count("effnet.bn_pointwise_backward.default") == 2
-    assert graphs["backward"].count("effnet.bn_depthwise_backward.default") == 1
+    for name in ("bn_pointwise", "bn_depthwise", "se_projection"):  # the expansion, depthwise, SE + projection
+        assert graphs["forward"].count(f"effnet.{name}.default") == 1, name
+        assert graphs["backward"].count(f"effnet.{name}_backward.default") == 1, name
     for grad, reference in zip(grads, expected, strict=True):
         assert relative_error(grad, reference) <= 1e-5
     for buffer, reference in zip(block.buffers(), eager.buffers(), strict=True):  # updated once each, as eager did

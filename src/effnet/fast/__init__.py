@@ -7,7 +7,8 @@
 - `enable_memory_saving`: recompute BN + activation in the backward pass instead of storing them,
   and/or checkpoint whole stages (one of `MEMORY_SAVERS`).
 - `fused_training.use_fused_training` (experimental): MBConv training with every convolution
-  carrying its batch norms (`bn_pointwise`, `bn_depthwise`: Triton kernels as custom operators).
+  carrying its batch norms (`bn_pointwise`, `bn_depthwise`, `se_projection`: Triton kernels as custom
+  operators).
 
 The package itself loads without torch (the command line builds its options from these names);
 `FusedMBConv` and `optimize_for_inference` import it on first use.

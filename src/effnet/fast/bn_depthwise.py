@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import kernels, tuning
-from effnet.fast.bn_pointwise import merge_moments
+from effnet.fast.bn_pointwise import gradient_stats, merge_moments
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -322,10 +322,7 @@ def _autograd_backward(ctx, dy, dmean, dvar, _):
     x, a, y, mean, taps, scale, shift = ctx.saved_tensors
     kernel_size, stride, padding, act = ctx.geometry
     needs = ctx.needs_input_grad
-    count = y.numel() // y.shape[1]
-    zeros = torch.zeros_like(mean)
-    stats = torch.stack([(dmean.float() if dmean is not None else zeros) / count,
-                         2.0 * (dvar.float() if dvar is not None else zeros) / count, mean])
+    stats = gradient_stats(dmean, dvar, mean, y)
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous(memory_format=torch.channels_last)
     need_dx = needs[0] or needs[2] or needs[3]
     dx, dtaps, dscale, dshift = _backward_op(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding,

@@ -17,10 +17,12 @@ merges the blocks (Chan et al.'s pairwise update), so the variance does not suff
 of E[y^2] - E[y]^2. The backward takes dy and the gradients of mean and var (which autograd brings
 back from whatever the next layer made of them: `batch_norm_affine`), so the gradient reaching y is
 dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. With `a` recomputed from x as it
-is loaded, it computes dweight in one split-K pass over the pixels and dx in another whose epilogue
-applies the SiLU's and the affine map's derivatives and sums dscale, dshift and dgate, so the wide
-`da` is never written either. Sums are per program block, added up by PyTorch afterwards (exact
-order, deterministic), except dweight's, which programs add atomically (last-bit nondeterminism).
+is loaded, it computes dweight in one split-K pass over each image's pixels (which gives dgate too:
+per image, the sum over the output channels of weight * (g.T @ s), with s the activation before the
+gate) and dx in another whose epilogue applies the SiLU's and the affine map's derivatives and sums
+dscale and dshift, so the wide `da` is never written either. Sums are per program block, added up by
+PyTorch afterwards (exact order, deterministic), except dweight's, which programs add atomically
+(last-bit nondeterminism).
 
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
@@ -64,6 +66,15 @@ if triton is not None:
         image = pid_m // blocks_per_image
         rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
         return image, rm, (rm < (image + 1) * pixels) & (rm < M)
+
+    @triton.jit
+    def _image_chunk(chunk, pixels, rows_per_program):
+        """Chunk `chunk` of the pixel rows when each image's `pixels` rows are cut into chunks of
+        `rows_per_program` (its last one short): its image and its rows [start, end)."""
+        chunks = tl.cdiv(pixels, rows_per_program)
+        image = chunk // chunks
+        start = image * pixels + (chunk % chunks) * rows_per_program
+        return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
 
     @triton.jit
     def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N):
@@ -118,14 +129,15 @@ if triton is not None:
         tl.store(m2_ptr + pid_m * N + rn, tl.sum(deviation * deviation, axis=0), mask=n_ok)
 
     @triton.jit
-    def _input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr,
-                           dx_ptr, dscale_ptr, dshift_ptr, dgate_ptr,
+    def _input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, pool_ptr,
+                           dx_ptr, dscale_ptr, dshift_ptr,
                            M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
-                           AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+                           AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
+                           IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
         # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_K input channels; da = g @ weight
         # over all N output channels, then the prologue's derivatives in the epilogue. dy and y share
-        # strides (both are (M, N) channels-last views), as do x and dx.
+        # strides (both are (M, N) channels-last views), as do x and dx. With POOL, `pool_ptr` (images, K)
+        # holds the gradient that an average pool of the activation s passes to each of its pixels.
         pid = tl.program_id(0)
         blocks_k = tl.cdiv(K, BLOCK_K)
         pid_m = pid // blocks_k
@@ -146,11 +158,12 @@ if triton is not None:
                 da += tl.dot(g, w)
         ok = m_ok[:, None] & k_ok[None, :]
         x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
-        _, s, z, sig = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
+        _, _, z, sig = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
         ds = da
         if GATE:
-            tl.store(dgate_ptr + pid_m * K + k, tl.sum(tl.where(ok, da * s, 0.0), axis=0), mask=k_ok)
             ds = da * tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)[None, :]
+        if POOL:
+            ds += tl.load(pool_ptr + image * K + k, mask=k_ok, other=0.0)[None, :]
         dz = ds * (sig * (1.0 + z * (1.0 - sig))) if ACT else ds
         dz = tl.where(ok, dz, 0.0)
         dx = dz
@@ -161,39 +174,43 @@ if triton is not None:
         tl.store(dx_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, dw_ptr,
-                            M, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk,
+    def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dw_ptr,
+                            dgate_ptr, M, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
                             AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
-        # dweight (N, K) = g.T @ a, split over the pixels: one program takes `rows_per_program` rows (a
-        # multiple of BLOCK_M) for a BLOCK_N x BLOCK_K tile of dweight and adds its share atomically.
+        # dweight (N, K) = g.T @ a, split over the pixels: one program takes `rows_per_program` rows of ONE
+        # image (`_image_chunk`) for a BLOCK_N x BLOCK_K tile of dweight and adds its share atomically.
+        # With GATE, a = s * gate[image] and the program's product P = g.T @ s (ungated) gives both
+        # dweight's share, P * gate, and dgate's, the sum over its output channels of weight * P (the
+        # gate's gradient, sum over the pixels of da * s, without da): row (pid_n, chunk) of dgate_ptr.
         pid = tl.program_id(0)
         blocks_k = tl.cdiv(K, BLOCK_K)
-        rn = (pid // blocks_k) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
+        pid_n = pid // blocks_k
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
         k = (pid % blocks_k) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BK,)
         n_ok = rn < N
         k_ok = k < K
-        start = tl.program_id(1) * rows_per_program
+        chunk = tl.program_id(1)
+        image, start, end = _image_chunk(chunk, pixels, rows_per_program)
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-        for m0 in range(start, start + rows_per_program, BLOCK_M):
+        for m0 in range(start, end, BLOCK_M):
             rm = m0 + tl.arange(0, BLOCK_M)
-            m_ok = rm < M
+            m_ok = rm < end
             g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
                            s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
             ok = m_ok[:, None] & k_ok[None, :]
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
-            z = x.to(tl.float32)
-            if AFFINE:
-                z = z * tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :] + \
-                    tl.load(shift_ptr + k, mask=k_ok, other=0.0)[None, :]
-            a = z * tl.sigmoid(z) if ACT else z
-            if GATE:  # a block of rows may span two images here
-                a = a * tl.load(gate_ptr + (rm // pixels)[:, None] * K + k[None, :], mask=ok, other=0.0)
-            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
+            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
+            s = tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty)
             if IEEE:
-                acc += tl.dot(tl.trans(g), a, input_precision="ieee")
+                acc += tl.dot(tl.trans(g), s, input_precision="ieee")
             else:
-                acc += tl.dot(tl.trans(g), a)
+                acc += tl.dot(tl.trans(g), s)
+        if GATE:
+            w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
+                        other=0.0).to(tl.float32)  # (BN, BK)
+            tl.store(dgate_ptr + (pid_n * tl.num_programs(1) + chunk) * K + k, tl.sum(w * acc, axis=0), mask=k_ok)
+            acc = acc * tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)[None, :]
         tl.atomic_add(dw_ptr + rn[:, None] * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
 
 
@@ -264,49 +281,83 @@ def merge_moments(sums: torch.Tensor, m2: torch.Tensor, counts: torch.Tensor) ->
     return mean, (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / total
 
 
-def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None):
-    """(dx, dweight, dscale, dshift, dgate), each empty where not asked for or not an input. `stats`
-    (3, out) float32 holds dmean / n, 2 dvar / n and mean (the gradients of y's batch mean and
-    variance, n values per channel); `tiles` as in `_forward` (BLOCK_N tiles the output channels,
-    BLOCK_K the input channels)."""
-    batch, channels, height, width = x.shape
-    out_channels = weight.shape[0]
-    pixels, rows = height * width, batch * height * width
-    block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise_backward", x, out_channels, scale)
+def image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
+    """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
+    about `programs` chunks in all (at least one per image): what `_image_chunk` walks."""
+    per_image = max(1, min(triton.cdiv(pixels, block_m), triton.cdiv(programs, batch)))
+    return triton.cdiv(triton.cdiv(pixels, per_image), block_m) * block_m
+
+
+def _backward_setup(dy, x, y, weight, scale, tiles):
+    """The backward's (M, channels) views of dy, y and x, its tiles and its launch options (less flags)."""
+    block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise_backward", x, weight.shape[0], scale)
     g, yv, a = _matrix(dy), _matrix(y), _matrix(x)
     if g.stride() != yv.stride():  # autograd may hand over any layout
         g = _matrix(dy.contiguous(memory_format=torch.channels_last))
-    options = dict(**_flags(x, scale, gate, act), **_launch_options(warps, stages))
+    return g, yv, a, (block_m, block_n, block_k), _launch_options(warps, stages)
+
+
+def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
+    """(dweight (out, in) float32, dgate (N, in) float32 or empty without a gate): one split-K pass over
+    each image's pixels. `stats` and `tiles` as in `_backward`."""
+    batch, channels, height, width = x.shape
+    out_channels, pixels = weight.shape[0], height * width
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, tiles)
+    rows_per_program = image_chunks(batch, pixels, block_m, 4 if INTERPRET else 512)
+    chunks = batch * triton.cdiv(pixels, rows_per_program)
+    blocks_n = triton.cdiv(out_channels, block_n)
+    dw = torch.zeros((out_channels, channels), device=x.device, dtype=torch.float32)
+    dgate = torch.empty((blocks_n, chunks, channels) if gate is not None else (0,), device=x.device,
+                        dtype=torch.float32)
+    _weight_grad_kernel[(blocks_n * triton.cdiv(channels, block_k), chunks)](
+        g, yv, stats, a, scale if scale is not None else stats, shift if shift is not None else stats,
+        gate if gate is not None else stats, weight, dw, dgate, batch * pixels, out_channels, channels, pixels,
+        rows_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1), weight.stride(0), weight.stride(1),
+        **_flags(x, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, **options)
+    if gate is not None:
+        dgate = dgate.sum(0).view(batch, -1, channels).sum(1)
+    return dw, dgate
+
+
+def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None):
+    """(dx, dscale, dshift float32, empty without scale). `pool` (N, in) float32, if given, is added to
+    the gradient of the (gated) activation's input s at every pixel of its image: the gradient an average
+    pool of s passes on (`se_projection`). `stats` and `tiles` as in `_backward`."""
+    batch, channels, height, width = x.shape
+    out_channels, pixels = weight.shape[0], height * width
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, tiles)
+    blocks_m = batch * triton.cdiv(pixels, block_m)
+    dx = channels_last_empty(x, tuple(x.shape))
+    parts = torch.empty((2, blocks_m, channels), device=x.device, dtype=torch.float32)
+    dxv = _matrix(dx)
+
+    def or_stats(t):  # the pointer passed where a flag leaves an operand out
+        return t if t is not None else stats
+
+    _input_grad_kernel[(blocks_m * triton.cdiv(channels, block_k),)](
+        g, yv, stats, weight, a, or_stats(scale), or_stats(shift), or_stats(gate), or_stats(pool),
+        dxv, parts[0], parts[1], batch * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
+        weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, scale, gate, act),
+        POOL=pool is not None, BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n, **options)
+    if scale is None:
+        return dx, stats.new_empty((0,)), stats.new_empty((0,))
+    return dx, parts[0].sum(0), parts[1].sum(0)
+
+
+def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None):
+    """(dx, dweight, dscale, dshift, dgate), each empty where not asked for or not an input. `stats`
+    (3, out) float32 holds dmean / n, 2 dvar / n and mean (the gradients of y's batch mean and
+    variance, n values per channel); `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) as
+    in `_forward` (BLOCK_N tiles the output channels, BLOCK_K the input channels). `need_dx` asks for
+    dx, dscale, dshift and dgate (dgate comes with the weight gradient's pass)."""
     dx, dw, dscale, dshift, dgate = (x.new_empty((0,), dtype=torch.float32) for _ in range(5))
-    scale_or = scale if scale is not None else stats
-    shift_or = shift if shift is not None else stats
-    gate_or = gate if gate is not None else stats
+    if need_dw or (need_dx and gate is not None):
+        dw, dgate = _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles)
+        if not need_dx:
+            dgate = dgate.new_empty((0,))
     if need_dx:
-        blocks_m = batch * triton.cdiv(pixels, block_m)
-        dx = channels_last_empty(x, tuple(x.shape))
-        parts = torch.empty((3, blocks_m, channels), device=x.device, dtype=torch.float32)
-        dxv = _matrix(dx)
-        grid = (blocks_m * triton.cdiv(channels, block_k),)
-        _input_grad_kernel[grid](g, yv, stats, weight, a, scale_or, shift_or, gate_or,
-                                 dxv, parts[0], parts[1], parts[2],
-                                 rows, out_channels, channels, pixels, g.stride(0), g.stride(1),
-                                 weight.stride(0), weight.stride(1), a.stride(0), a.stride(1),
-                                 BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n, **options)
-        if scale is not None:
-            dscale, dshift = parts[0].sum(0), parts[1].sum(0)
-        if gate is not None:
-            dgate = parts[2].view(batch, -1, channels).sum(1)
-    if need_dw:
-        dw = torch.zeros((out_channels, channels), device=x.device, dtype=torch.float32)
-        splits = max(1, min(triton.cdiv(rows, block_m), 4 if INTERPRET else 512))
-        rows_per_program = triton.cdiv(triton.cdiv(rows, splits), block_m) * block_m
-        grid = (triton.cdiv(out_channels, block_n) * triton.cdiv(channels, block_k),
-                triton.cdiv(rows, rows_per_program))
-        _weight_grad_kernel[grid](g, yv, stats, a, scale_or, shift_or, gate_or, dw,
-                                  rows, out_channels, channels, pixels, rows_per_program,
-                                  g.stride(0), g.stride(1), a.stride(0), a.stride(1),
-                                  BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, **options)
-    return dx, dw, dscale, dshift, dgate
+        dx, dscale, dshift = _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=tiles)
+    return dx, dw if need_dw else dw.new_empty((0,)), dscale, dshift, dgate
 
 
 # As PyTorch custom operators, so `torch.compile` traces a model through them (one opaque node each)
@@ -350,15 +401,21 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.act = act
 
 
+def gradient_stats(dmean: torch.Tensor | None, dvar: torch.Tensor | None, mean: torch.Tensor,
+                   y: torch.Tensor) -> torch.Tensor:
+    """(3, C) float32: dmean / n, 2 dvar / n and mean, what the backward kernels need to form the gradient
+    reaching y (n values per channel) from the gradients of its batch mean and variance (None: zero):
+    d mean / dy = 1 / n and d var / dy = 2 (y - mean) / n, for every value y of the channel."""
+    count = y.numel() // y.shape[1]
+    zeros = torch.zeros_like(mean)
+    return torch.stack([(dmean.float() if dmean is not None else zeros) / count,
+                        2.0 * (dvar.float() if dvar is not None else zeros) / count, mean])
+
+
 def _autograd_backward(ctx, dy, dmean, dvar):
     x, y, mean, weight, scale, shift, gate = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    count = y.numel() // y.shape[1]
-    zeros = torch.zeros(weight.shape[0], device=x.device, dtype=torch.float32)
-    dmean = dmean.float() if dmean is not None else zeros
-    dvar = dvar.float() if dvar is not None else zeros
-    # d mean / dy = 1 / n and d var / dy = 2 (y - mean) / n, for every value y of the channel.
-    stats = torch.stack([dmean / count, 2.0 * dvar / count, mean])
+    stats = gradient_stats(dmean, dvar, mean, y)
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
     need_dx = needs[0] or any(needs[2:5])
     dx, dw, dscale, dshift, dgate = _backward_op(dy, stats, x, y, weight, scale, shift, gate, ctx.act,

@@ -11,28 +11,29 @@ training forward with autograd on, computes the same function with `effnet.fast.
   gradient), convolves, and gathers `bn2`'s statistics in its epilogue; its backward applies the
   SiLU's and `bn1`'s derivatives as it writes the input gradient, so that gradient of the widest
   activation is never written before them;
-- the squeeze-excitation's pool is a PyTorch reduction over the raw depthwise output;
-- the projection takes that raw output and applies `bn2`, the SiLU and the SE gate as it loads it, so
-  the activation after the depthwise conv is neither written nor read back (nor its gradient, in the
-  backward), and gathers `bn3`'s statistics in its epilogue. `bn3` and the residual are one
+- the squeeze-excitation and the projection are one operator (`effnet.fast.se_projection`): the pool
+  reads the raw depthwise output once, and the projection applies `bn2`, the SiLU and the SE gate as it
+  loads it, so the activation after the depthwise conv is neither written nor read back (nor its
+  gradient, in the backward, where the pool's gradient joins the projection's input gradient in its
+  epilogue), and gathers `bn3`'s statistics in its epilogue. `bn3` and the residual are one
   element-wise step on the narrow output.
 
 Each batch norm's running statistics are updated once per forward as `nn.BatchNorm2d` updates them
 (momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
 channels-last, float64, no GPU and no TRITON_INTERPRET), deterministic algorithms (the 1x1 weight
 gradient adds atomically) and blocks with other layers (another activation, a biased or differently
-padded conv) run the block's own forward. Not yet timed on a GPU: `effnet bench --fused-training`
-adds the `effnet-ftrain` training row.
+padded conv, an SE other than EfficientNet's) run the block's own forward. Not yet timed on a GPU:
+`effnet bench --fused-training` adds the `effnet-ftrain` training row.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import ops
+from effnet.fast.se_projection import se_projection
 from effnet.models.blocks import MBConv
 from effnet.models.layers import SameConv2d
 
@@ -77,13 +78,12 @@ class FusedTrainingMBConv(MBConv):
                                          output_size=output_size, act=True)
         count = y2.shape[0] * y2.shape[2] * y2.shape[3]
         scale, shift = _statistics(self.bn2, mean, var, count)
-        gate = None
         if self.has_se:
-            pooled = F.silu(_affine(y2, scale, shift)).mean((2, 3))
             se = self.se
-            hidden = se.act(F.linear(pooled, se.conv_reduce.weight.flatten(1), se.conv_reduce.bias))
-            gate = torch.sigmoid(F.linear(hidden, se.conv_expand.weight.flatten(1), se.conv_expand.bias)).float()
-        y3, mean, var = bnp.bn_pointwise(y2, self.conv_pwl.weight, scale, shift, gate, act=True)
+            y3, mean, var = se_projection(y2, self.conv_pwl.weight, scale, shift, se.conv_reduce.weight,
+                                          se.conv_reduce.bias, se.conv_expand.weight, se.conv_expand.bias)
+        else:
+            y3, mean, var = bnp.bn_pointwise(y2, self.conv_pwl.weight, scale, shift, act=True)
         scale, shift = _statistics(self.bn3, mean, var, count)
         out = _affine(y3, scale, shift).to(y3.dtype)
         if self.has_skip:
@@ -95,6 +95,7 @@ class FusedTrainingMBConv(MBConv):
         convs = (self.conv_pwl, *([self.conv_pw] * self.expands))
         return (self.training and torch.is_grad_enabled() and bnp.usable(x) and isinstance(self.act2, nn.SiLU)
                 and (not self.expands or isinstance(self.act1, nn.SiLU))
+                and (not self.has_se or (isinstance(self.se.act, nn.SiLU) and isinstance(self.se.gate, nn.Sigmoid)))
                 and all(type(bn) is nn.BatchNorm2d and bn.affine for bn in bns)
                 and all(conv.bias is None and conv.kernel_size == (1, 1) and conv.stride == (1, 1) for conv in convs)
                 and _plain_depthwise(self.conv_dw))

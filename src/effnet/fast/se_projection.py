@@ -1,0 +1,200 @@
+"""An MBConv's squeeze-excitation and projection as one training operator (experimental).
+
+In the fused training MBConv the depthwise conv's raw output x (before `bn2`) has two consumers:
+the squeeze-excitation, which pools s = silu(x * scale + shift) over each image, and the projection,
+which convolves s * gate (`bn_pointwise` applies bn2, the SiLU and the gate as it loads x). As two
+autograd nodes their gradients for x would be two full-size tensors for autograd to add, and the
+pool's own backward (the SiLU's derivative at every pixel) a third pass; in eager PyTorch the pool is
+five passes more, in float32. One operator takes both:
+
+    pooled = mean over pixels of s                    (one read of x: `_pool_kernel`)
+    gate = sigmoid(expand(silu(reduce(pooled))))      ((N, C), float32: PyTorch, its linear layers in x's dtype)
+    y, mean, var = bn_pointwise(x, weight, scale, shift, gate, act=True)
+
+and its backward needs no pass of its own for the pool: the 1x1 weight gradient's pass also gives
+dgate (per image, the product g.T @ s it makes anyway, summed against the weight), the SE's backward
+turns dgate into dpooled on (N, C) values, and the 1x1 input gradient adds dpooled / pixels to the
+activation's gradient as it applies the SiLU's derivative in its epilogue, summing dscale and dshift
+with the pool's share included. The pool's gradient is never written.
+
+`se_projection` is differentiable in every tensor, through PyTorch custom operators (so
+`torch.compile` traces it). It runs the Triton kernels where `bn_pointwise` does, and the same
+function in plain PyTorch elsewhere (`se_projection_reference`). The squeeze-excitation is
+EfficientNet's: a SiLU between its two biased 1x1 convs, a sigmoid gate. Not yet timed on a GPU.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from effnet.fast import bn_pointwise as bnp
+from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.kernels import INTERPRET, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.bn_pointwise import _image_chunk, _prologue
+
+    @triton.jit
+    def _pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+        # One program: rows_per_program pixels of one image (`_image_chunk`) x BLOCK_K channels; the sum of
+        # silu(x * scale + shift) over them goes to row `chunk` of the (chunks, K) buffer.
+        chunk = tl.program_id(0)
+        k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = k < K
+        image, start, end = _image_chunk(chunk, pixels, rows_per_program)
+        acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+        for m0 in range(start, end, BLOCK_M):
+            rm = m0 + tl.arange(0, BLOCK_M)
+            ok = (rm < end)[:, None] & k_ok[None, :]
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)
+            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, scale_ptr, image, K, True, True, False)
+            acc += tl.where(ok, s, 0.0)
+        tl.store(sums_ptr + chunk * K + k, tl.sum(acc, axis=0), mask=k_ok)
+
+
+_POOL_TILES = (32, 64, 4)  # (BLOCK_M, BLOCK_K, num_warps): first guesses, untimed
+
+
+def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(N, C) float32: the mean over each image's pixels of silu(x * scale + shift)."""
+    batch, channels, height, width = x.shape
+    pixels = height * width
+    block_m, block_k, warps = _POOL_TILES
+    rows_per_program = bnp.image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
+    chunks = batch * triton.cdiv(pixels, rows_per_program)
+    sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
+    a = bnp._matrix(x)
+    _pool_kernel[(chunks, triton.cdiv(channels, block_k))](
+        a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1),
+        BLOCK_M=block_m, BLOCK_K=block_k, **({} if INTERPRET else {"num_warps": warps}))
+    return sums.view(batch, -1, channels).sum(1) / pixels
+
+
+def _linear(t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A linear layer of the SE run in `dtype` (the activations' dtype: as autocast runs the plain block's
+    SE), its result in float32."""
+    return F.linear(t.to(dtype), weight.to(dtype), bias.to(dtype)).float()
+
+
+def _excite(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, dtype: torch.dtype) -> torch.Tensor:
+    """The gate (N, C) float32: EfficientNet's squeeze-excitation of pooled (N, C)."""
+    hidden = _linear(pooled, reduce_weight, reduce_bias, dtype)
+    return torch.sigmoid(_linear(F.silu(hidden), expand_weight, expand_bias, dtype))
+
+
+def _excite_backward(dgate, gate, pooled, hidden, reduce_weight, expand_weight):
+    """(dpooled, dreduce_weight, dreduce_bias, dexpand_weight, dexpand_bias) of `_excite`, in float32."""
+    dlogit = dgate * gate * (1.0 - gate)
+    sig = torch.sigmoid(hidden)
+    dhidden = (dlogit @ expand_weight.float()) * (sig * (1.0 + hidden * (1.0 - sig)))
+    return (dhidden @ reduce_weight.float(), dhidden.t() @ pooled, dhidden.sum(0),
+            dlogit.t() @ (hidden * sig), dlogit.sum(0))
+
+
+def _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias, tiles=None):
+    """(y, mean, var, pooled, gate). `tiles` overrides the 1x1 kernels' tiles (for the sweep)."""
+    with torch.autocast(x.device.type, enabled=False):  # the dtypes chosen here, whatever the caller's autocast
+        pooled = _pool(x, scale, shift)
+        gate = _excite(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, x.dtype)
+        return (*bnp._forward(x, weight, scale, shift, gate, True, tiles), pooled, gate)
+
+
+def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias, expand_weight,
+              need_dx: bool, tiles=None):
+    """(dx, dweight, dscale, dshift, dreduce_weight, dreduce_bias, dexpand_weight, dexpand_bias); dx,
+    dscale and dshift empty without `need_dx`. `stats` and `tiles` as in `bn_pointwise._backward`."""
+    with torch.autocast(x.device.type, enabled=False):
+        dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, tiles)
+        hidden = _linear(pooled, reduce_weight, reduce_bias, x.dtype)
+        dpooled, *dse = _excite_backward(dgate, gate, pooled, hidden, reduce_weight, expand_weight)
+        dx, dscale, dshift = (dw.new_empty((0,)) for _ in range(3))
+        if need_dx:
+            dx, dscale, dshift = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True,
+                                                 pool=dpooled / (x.shape[2] * x.shape[3]), tiles=tiles)
+        return (dx, dw, dscale, dshift, *dse)
+
+
+@torch.library.custom_op("effnet::se_projection", mutates_args=())
+def _forward_op(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                reduce_weight: torch.Tensor, reduce_bias: torch.Tensor, expand_weight: torch.Tensor,
+                expand_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    torch.Tensor]:
+    return _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias)
+
+
+@_forward_op.register_fake
+def _(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias):
+    mean = x.new_empty((weight.shape[0],), dtype=torch.float32)
+    pooled = x.new_empty(tuple(x.shape[:2]), dtype=torch.float32)
+    return (channels_last_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:])), mean, torch.empty_like(mean),
+            pooled, torch.empty_like(pooled))
+
+
+@torch.library.custom_op("effnet::se_projection_backward", mutates_args=())
+def _backward_op(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                 scale: torch.Tensor, shift: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor,
+                 reduce_weight: torch.Tensor, reduce_bias: torch.Tensor, expand_weight: torch.Tensor,
+                 need_dx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                         torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias,
+                     expand_weight, need_dx)
+
+
+@_backward_op.register_fake
+def _(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias, expand_weight, need_dx):
+    def empty(shape: tuple) -> torch.Tensor:
+        return x.new_empty(shape, dtype=torch.float32)
+
+    channels = x.shape[1]
+    dx = channels_last_empty(x, tuple(x.shape)) if need_dx else empty((0,))
+    dscale = empty((channels,) if need_dx else (0,))
+    return (dx, empty(tuple(weight.shape)), dscale, torch.empty_like(dscale), empty(tuple(reduce_weight.shape)),
+            empty((reduce_weight.shape[0],)), empty(tuple(expand_weight.shape)), empty((channels,)))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias = inputs
+    y, mean, _, pooled, gate = output
+    ctx.save_for_backward(x, y, mean, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias,
+                          expand_weight, expand_bias)
+
+
+def _autograd_backward(ctx, dy, dmean, dvar, _, __):
+    x, y, mean, weight, scale, shift, pooled, gate, *se = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
+    dx, dw, dscale, dshift, *dse = _backward_op(dy, bnp.gradient_stats(dmean, dvar, mean, y), x, y, weight,
+                                                scale, shift, pooled, gate, *se[:3], needs[0] or needs[2] or needs[3])
+    grads = (dx, dw.to(weight.dtype), dscale, dshift, *(grad.to(p.dtype) for grad, p in zip(dse, se, strict=True)))
+    return tuple(grad if need else None for grad, need in zip(grads, needs, strict=True))
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def se_projection_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                            reduce_weight: torch.Tensor, reduce_bias: torch.Tensor, expand_weight: torch.Tensor,
+                            expand_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`se_projection` in plain PyTorch (and what it falls back to): the float32 pool, the SE's linear
+    layers in x's dtype, then `bn_pointwise_reference`."""
+    pooled = F.silu(x.float() * scale[None, :, None, None] + shift[None, :, None, None]).mean((2, 3))
+    gate = _excite(pooled, reduce_weight.flatten(1), reduce_bias, expand_weight.flatten(1), expand_bias, x.dtype)
+    return bnp.bn_pointwise_reference(x, weight.flatten(1), scale, shift, gate, act=True)
+
+
+def se_projection(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                  reduce_weight: torch.Tensor, reduce_bias: torch.Tensor, expand_weight: torch.Tensor,
+                  expand_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, var): `bn_pointwise(x, weight, scale, shift, gate, act=True)` with the gate of EfficientNet's
+    squeeze-excitation of s = silu(x * scale + shift) (its 1x1 convs' weights, 2-d or 4-d, and biases), the
+    float32 per-channel batch mean and biased variance of y. `x` is the raw channels-last (N, C, H, W)
+    input, (`scale`, `shift`) its batch norm as an affine map. Differentiable in every tensor."""
+    if not bnp.usable(x):
+        return se_projection_reference(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight,
+                                       expand_bias)
+    y, mean, var, _, _ = _forward_op(x, weight.flatten(1).to(x.dtype).contiguous(), scale, shift,
+                                     reduce_weight.flatten(1), reduce_bias, expand_weight.flatten(1), expand_bias)
+    return y, mean, var
