@@ -1,16 +1,17 @@
 """Compile the Triton kernels for a GPU without one: fused training's and the inference path's, bf16.
 
-    PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), about a minute
+    PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), 30 kernels, about a minute
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
 and above all registers. This script lowers each kernel of `effnet.fast.bn_pointwise`,
-`effnet.fast.se_projection` and `effnet.fast.bn_depthwise`, and the inference path's depthwise and 1x1
-kernels (`effnet.fast.kernels`, timed on H100s since run 1), with their default tiles through Triton's
-CUDA backend to a cubin (ptxas ships with Triton) and prints what each program needs: registers per
-thread, spilled bytes (local memory), shared memory. A kernel that fails to compile is one failed line
-and exit status 1; a spill is a warning (slow, not wrong).
+`effnet.fast.se_projection` and `effnet.fast.bn_depthwise` as a training step of B0 and of B4 (batch
+128) launches it, every distinct compilation once (named by the first layer that needs it), and the
+inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`, timed on H100s since run 1), with
+their default tiles through Triton's CUDA backend to a cubin (ptxas ships with Triton), and prints
+what each program needs: registers per thread, spilled bytes (local memory), shared memory. A kernel
+that fails to compile is one failed line and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ os.environ.pop("TRITON_INTERPRET", None)  # the kernels must be JIT functions, n
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
@@ -41,46 +43,91 @@ from effnet.fast import se_projection as sep  # noqa: E402
 HALF_POINTERS = {"x_ptr", "w_ptr", "y_ptr", "dy_ptr", "dx_ptr", "a_ptr", "b_ptr", "bias_ptr", "res_ptr", "out_ptr"}
 
 
-def _variants() -> list[tuple[str, object, dict, dict]]:
-    """(name, kernel, constexprs, launch options) for each kernel and flag combination training uses, with the
-    modules' own default tiles for two mid-sized B0 layers at batch 128: the 1x1 convs of a block at 28 px
-    (40 -> 240 expansion, 240 -> 40 projection) and its depthwise conv (3 x 3 stride 1, 5 x 5 stride 2)."""
-    import torch
+# The models whose training layers the check walks, each at its own resolution, batch 128.
+MODELS = ("efficientnet_b0", "efficientnet_b4")
 
+
+def _blocks(model_name: str) -> list[tuple[object, torch.Size, torch.Size]]:
+    """(block, depthwise input shape, depthwise output shape) of each MBConv of the model at its resolution,
+    batch 128: the shapes the fused training passes see."""
+    import effnet
+    from effnet.models.blocks import MBConv
+
+    model = effnet.create_model(model_name).eval()
+    shapes = {}
+    hooks = [block.conv_dw.register_forward_hook(
+        lambda module, inputs, output, block=block: shapes.__setitem__(block, (inputs[0].shape, output.shape)))
+        for block in model.modules() if isinstance(block, MBConv)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, model.spec.resolution, model.spec.resolution))
+    for hook in hooks:
+        hook.remove()
+    return [(block, torch.Size((128, *i[1:])), torch.Size((128, *o[1:]))) for block, (i, o) in shapes.items()]
+
+
+def _training_variants(model_name: str) -> list[tuple[str, object, dict, dict]]:
+    """(name, kernel, constexprs, launch options) of every fused-training kernel launch a training step of the
+    model makes with the modules' default tiles, one per distinct compilation (named by its first layer)."""
     variants = []
-    for role, cin, cout, flags in (("expansion", 40, 240, dict(AFFINE=False, ACT=False, GATE=False)),
-                                   ("projection", 240, 40, dict(AFFINE=True, ACT=True, GATE=True))):
-        x = torch.empty((128, cin, 28, 28), device="meta")
-        scale = torch.empty(cin, device="meta") if flags["AFFINE"] else None
-        for op, op_kernels in (("bn_pointwise", (bnp._forward_kernel,)),
-                               ("bn_pointwise_backward", (bnp._input_grad_kernel, bnp._weight_grad_kernel))):
-            block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
-            for kernel in op_kernels:
-                # The projection's input gradient adds the SE pool's gradient (se_projection).
-                pool = {"POOL": flags["GATE"]} if kernel is bnp._input_grad_kernel else {}
-                variants.append((f"bn_pointwise {kernel.fn.__name__} ({role})", kernel,
-                                 {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
-                                  "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
-    block_m, block_k, warps = sep._POOL_TILES
-    variants.append(("se_projection _pool_kernel", sep._pool_kernel, {"BLOCK_M": block_m, "BLOCK_K": block_k},
-                     {"num_warps": warps}))
-    x = torch.empty((128, 240, 28, 28), device="meta")
-    for k, stride in ((3, 1), (5, 2)):
+    for index, (block, dw_in, dw_out) in enumerate(_blocks(model_name)):
+        where = f"{model_name} block {index}"
+        dw_x = torch.empty(dw_in, device="meta")
+        layers = []  # (role, 1x1 input (meta), out channels, flags)
+        if block.expands:
+            cin = block.conv_pw.in_channels
+            layers.append(("expansion", torch.empty((128, cin, *dw_in[2:]), device="meta"), dw_in[1],
+                           dict(AFFINE=False, ACT=False, GATE=False)))
+        layers.append(("projection", torch.empty(dw_out, device="meta"), block.conv_pwl.out_channels,
+                       dict(AFFINE=True, ACT=True, GATE=block.has_se)))
+        for role, x, cout, flags in layers:
+            scale = torch.empty(x.shape[1], device="meta") if flags["AFFINE"] else None
+            for op, op_kernels in (("bn_pointwise", (bnp._forward_kernel,)),
+                                   ("bn_pointwise_backward", (bnp._input_grad_kernel, bnp._weight_grad_kernel))):
+                block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
+                for kernel in op_kernels:
+                    # The projection's input gradient adds the SE pool's gradient (se_projection).
+                    pool = {"POOL": flags["GATE"]} if kernel is bnp._input_grad_kernel else {}
+                    variants.append((f"bn_pointwise {kernel.fn.__name__} ({where} {role})", kernel,
+                                     {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                                      "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
+        if block.has_se:
+            block_m, block_k, warps = sep._POOL_TILES
+            variants.append((f"se_projection _pool_kernel ({where})", sep._pool_kernel,
+                             {"BLOCK_M": block_m, "BLOCK_K": block_k}, {"num_warps": warps}))
+        k, stride = block.conv_dw.kernel_size[0], block.conv_dw.stride[0]
         geometry = dict(K=k, STRIDE=stride)
         for op, kernel, flags in (("bn_depthwise", bnd._forward_kernel, {}),
-                                  ("bn_depthwise_input_grad", bnd._input_grad_kernel, dict(AFFINE=True, ACT=True))):
-            block_h, block_w, block_c, warps = bnd._tiles(op, x, k, stride)
-            variants.append((f"bn_depthwise {kernel.fn.__name__} (k{k} s{stride})", kernel,
+                                  ("bn_depthwise_input_grad", bnd._input_grad_kernel,
+                                   dict(AFFINE=block.expands, ACT=True))):
+            block_h, block_w, block_c, warps = bnd._tiles(op, dw_x, k, stride)
+            variants.append((f"bn_depthwise {kernel.fn.__name__} ({where}, k{k} s{stride})", kernel,
                              {**geometry, **flags, "BLOCK_H": block_h, "BLOCK_W": block_w, "BLOCK_C": block_c},
                              {"num_warps": warps}))
-        _, block_h, block_w, block_c, warps = bnd._tiles("bn_depthwise_weight_grad", x, k, stride)
-        variants.append((f"bn_depthwise _weight_grad_kernel (k{k} s{stride})", bnd._weight_grad_kernel,
+        _, block_h, block_w, block_c, warps = bnd._tiles("bn_depthwise_weight_grad", dw_x, k, stride)
+        variants.append((f"bn_depthwise _weight_grad_kernel ({where}, k{k} s{stride})", bnd._weight_grad_kernel,
                          {**geometry, "KK": triton.next_power_of_2(k * k), "BLOCK_H": block_h, "BLOCK_W": block_w,
                           "BLOCK_C": block_c}, {"num_warps": warps}))
-    variants.append(("bn_depthwise _activate_kernel", bnd._activate_kernel, dict(ACT=True, BLOCK_M=64, BLOCK_C=64),
-                     {"num_warps": 4}))
-    # The inference path (effnet-fast) on the same layers: depthwise + SiLU + SE sums, and the projection with
-    # the gate on its weight tile and the residual.
+        if block.expands:
+            block_m, block_c = bnd._activate_tiles(dw_in[1])
+            variants.append((f"bn_depthwise _activate_kernel ({where})", bnd._activate_kernel,
+                             dict(ACT=True, BLOCK_M=block_m, BLOCK_C=block_c), {"num_warps": 4}))
+    return variants
+
+
+def _variants(models: tuple[str, ...] = MODELS) -> list[tuple[str, object, dict, dict]]:
+    """(name, kernel, constexprs, launch options): each distinct compilation of the fused training kernels
+    for the models' layers (batch 128), then the inference path's kernels on a mid-sized B0 layer (28 px,
+    240 channels; these have run on H100s since run 1)."""
+    variants, seen = [], set()
+    for model_name in models:
+        for name, kernel, constexprs, options in _training_variants(model_name):
+            key = (kernel.fn.__module__, kernel.fn.__name__, tuple(sorted(constexprs.items())),
+                   tuple(sorted(options.items())))
+            if key not in seen:
+                seen.add(key)
+                variants.append((name, kernel, constexprs, options))
+    # The inference path (effnet-fast): depthwise + SiLU + SE sums, and the projection with the gate on its
+    # weight tile and the residual.
     for k in (3, 5):
         block_h, block_w, block_c, rows, warps = kernels._depthwise_tiles(k, 28, 240)
         variants.append((f"kernels _depthwise_kernel (k{k})", kernels._depthwise_kernel,

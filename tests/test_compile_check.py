@@ -23,4 +23,8 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 17 and all(line.startswith("ok ") and "registers" in line for line in lines), lines
+    assert all(line.startswith("ok ") and "registers" in line for line in lines), lines
+    # Every depthwise geometry B0 and B4 train with, the SE pool, both 1x1 roles and the inference kernels.
+    for part in ("k3 s1", "k3 s2", "k5 s1", "k5 s2", "_pool_kernel", "_activate_kernel", "expansion)",
+                 "projection)", "kernels _depthwise_kernel (k5)", "kernels _pointwise_kernel"):
+        assert any(part in line for line in lines), part

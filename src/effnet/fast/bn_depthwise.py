@@ -205,10 +205,15 @@ def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int
     return 1, 16, kernels._pow2(channels, 16, 64), 4
 
 
+def _activate_tiles(channels: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_C) of the activation pass."""
+    return (256, 64) if INTERPRET else (64, kernels._pow2(channels, 16, 64))
+
+
 def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bool) -> torch.Tensor:
     a = channels_last_empty(x, tuple(x.shape))
     rows, channels = x.numel() // x.shape[1], x.shape[1]
-    block_m, block_c = (256, 64) if INTERPRET else (64, kernels._pow2(channels, 16, 64))
+    block_m, block_c = _activate_tiles(channels)
     _activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
         x, scale, shift, a, rows, channels, ACT=act, BLOCK_M=block_m, BLOCK_C=block_c)
     return a
