@@ -3,12 +3,12 @@
 In the fused training MBConv the depthwise conv's raw output x (before `bn2`) has two consumers:
 the squeeze-excitation, which pools s = silu(x * scale + shift) over each image, and the projection,
 which convolves s * gate (`bn_pointwise` applies bn2, the SiLU and the gate as it loads x). As two
-autograd nodes their gradients for x would be two full-size tensors for autograd to add, and the
-pool's own backward (the SiLU's derivative at every pixel) a third pass; in eager PyTorch the pool is
-five passes more, in float32. One operator takes both:
+autograd nodes, the pool's backward would write a full-size gradient for x (the SiLU's derivative at
+every pixel) and autograd would read it again to add it to the projection's; eager PyTorch also
+pools through float32 temporaries. One operator takes both:
 
     pooled = mean over pixels of s                    (one read of x: `_pool_kernel`)
-    gate = sigmoid(expand(silu(reduce(pooled))))      ((N, C), float32: PyTorch, its linear layers in x's dtype)
+    gate = sigmoid(expand(silu(reduce(pooled))))      ((N, C) float32; the linear layers in x's dtype)
     y, mean, var = bn_pointwise(x, weight, scale, shift, gate, act=True)
 
 and its backward needs no pass of its own for the pool: the 1x1 weight gradient's pass also gives
