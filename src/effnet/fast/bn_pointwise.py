@@ -175,7 +175,7 @@ if triton is not None:
 
     @triton.jit
     def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dw_ptr,
-                            dgate_ptr, M, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
+                            dgate_ptr, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
                             AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
         # dweight (N, K) = g.T @ a, split over the pixels: one program takes `rows_per_program` rows of ONE
@@ -311,7 +311,7 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
                         dtype=torch.float32)
     _weight_grad_kernel[(blocks_n * triton.cdiv(channels, block_k), chunks)](
         g, yv, stats, a, scale if scale is not None else stats, shift if shift is not None else stats,
-        gate if gate is not None else stats, weight, dw, dgate, batch * pixels, out_channels, channels, pixels,
+        gate if gate is not None else stats, weight, dw, dgate, out_channels, channels, pixels,
         rows_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1), weight.stride(0), weight.stride(1),
         **_flags(x, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, **options)
     if gate is not None:
