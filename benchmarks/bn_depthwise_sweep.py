@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -39,7 +38,8 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import ops  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
-from sweep_common import AGAIN, finish, noise, print_step_totals, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
+                          sweep_parser, sweep_timer)
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for the forward and the input gradient
 SWEEP = [(4, 16, 32, 4), (1, 16, 64, 4), (8, 16, 32, 8), (8, 8, 64, 4)]
@@ -158,16 +158,10 @@ def main() -> int:
     # One compiled function for every shape (dynamic), so the sweep compiles a handful of graphs, not one per layer.
     compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnd.bn_depthwise_reference,
                                                                                     dynamic=True)
-    rows, totals = [], Counter()
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
           f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)
-    for index, (shape, count) in enumerate(sorted(layer_shapes(args.model, args.size).items())):
-        if args.layers is not None and index not in args.layers:
-            continue
-        row = sweep_layer(args, shape, count, timer, device, dtype, bound, compiled)
-        rows.append(row)
-        for name, seconds in row["seconds"].items():
-            totals[name] += count * seconds
+    rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
+        args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")
     return finish(args.out, "bn_depthwise_sweep.json", device, rows, bound)
 

@@ -45,7 +45,8 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
-from sweep_common import AGAIN, finish, noise, print_step_totals, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
+                          sweep_parser, sweep_timer)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the default comes from bn_pointwise._tiles. None of these
 # spills registers on sm_90 (benchmarks/compile_check.py); 4 warps on 128-row tiles, or 64-wide K steps, do.
@@ -171,19 +172,13 @@ def main() -> int:
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
     # Compiled functions by kind of layer, each for every shape (dynamic): a handful of graphs, not one per layer.
     compiled = None if args.no_compile or device.type != "cuda" else {}
-    rows, totals = [], Counter()
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
           f"{'fwd us':>8} {'bwd us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)
     shapes: Counter = Counter()
     for shape, count in layer_shapes(args.model, args.size).items():
         shapes[shape[:6]] += count  # with or without the block's residual: the same layer here (added outside)
-    for index, (shape, count) in enumerate(sorted(shapes.items())):
-        if args.layers is not None and index not in args.layers:
-            continue
-        row = sweep_layer(args, shape, count, timer, device, dtype, bound, compiled)
-        rows.append(row)
-        for name, seconds in row["seconds"].items():
-            totals[name] += count * seconds
+    rows, totals = sweep_layers(shapes, args.layers, lambda shape, count: sweep_layer(
+        args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all MBConv 1x1 layers")
     return finish(args.out, "bn_pointwise_sweep.json", device, rows, bound)
 

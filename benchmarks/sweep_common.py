@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -42,6 +43,19 @@ def finish(out: Path | None, filename: str, device: torch.device, rows: list[dic
         (out / filename).write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     worst = max(max(row["errors"].values()) for row in rows)
     return 0 if worst <= bound else 1
+
+
+def sweep_layers(shapes: Counter, layers: list[int] | None, sweep) -> tuple[list[dict], Counter]:
+    """The fused training sweeps' loop: `sweep(shape, count)` for each layer shape (sorted; only the indices
+    in `layers` if given), its rows, and each timed step summed over the layers, weighted by their count."""
+    rows, totals = [], Counter()
+    for index, (shape, count) in enumerate(sorted(shapes.items())):
+        if layers is not None and index not in layers:
+            continue
+        rows.append(sweep(shape, count))
+        for name, seconds in rows[-1]["seconds"].items():
+            totals[name] += count * seconds
+    return rows, totals
 
 
 def print_step_totals(totals: dict[str, float], batch: int, layers: str) -> None:

@@ -35,7 +35,7 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _load_pixels, _store_pixels, _tap, _tap_weight
+    from effnet.fast.kernels import _load_pixels, _pixel_tile, _store_pixels, _tap, _tap_weight
 
     @triton.jit
     def _activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr,
@@ -71,12 +71,7 @@ if triton is not None:
         # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels. Its column
         # sums and sums of squared deviations from its own column means go to row `pid` of the buffers.
         pid = tl.program_id(0)
-        blocks_w = tl.cdiv(WO, BLOCK_W)
-        blocks_h = tl.cdiv(HO, BLOCK_H)
-        p = tl.arange(0, BLOCK_H * BLOCK_W)
-        wo = (pid % blocks_w) * BLOCK_W + p % BLOCK_W  # (P,)
-        ho = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W  # (P,)
-        n = pid // (blocks_w * blocks_h)
+        n, ho, wo = _pixel_tile(pid, HO, WO, BLOCK_H, BLOCK_W)  # wo, ho: (P,)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
         out_ok = (ho < HO) & (wo < WO)
@@ -106,12 +101,7 @@ if triton is not None:
         # output pixel whose window covers them; then dx = da * act'(z) * scale, with z = x * scale + shift.
         # (s_*: the input's strides, shared by x and dx; o_*: the output's, shared by dy and y.)
         pid = tl.program_id(0)
-        blocks_w = tl.cdiv(W, BLOCK_W)
-        blocks_h = tl.cdiv(H, BLOCK_H)
-        p = tl.arange(0, BLOCK_H * BLOCK_W)
-        wi = (pid % blocks_w) * BLOCK_W + p % BLOCK_W
-        hi = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W
-        n = pid // (blocks_w * blocks_h)
+        n, hi, wi = _pixel_tile(pid, H, W, BLOCK_H, BLOCK_W)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
         in_ok = (hi < H) & (wi < W)

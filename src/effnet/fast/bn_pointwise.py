@@ -42,6 +42,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
+    from effnet.fast.kernels import _dot
+
     @triton.jit
     def _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K,
                   AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr):
@@ -115,10 +117,7 @@ if triton is not None:
             a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
             w = tl.load(w_ptr + rn[None, :] * s_wn + k[:, None] * s_wk, mask=k_ok[:, None] & n_ok[None, :],
                         other=0.0)  # (BK, BN)
-            if IEEE:
-                acc += tl.dot(a, w, input_precision="ieee")
-            else:
-                acc += tl.dot(a, w)
+            acc += _dot(a, w, IEEE)
         out_ok = m_ok[:, None] & n_ok[None, :]
         y = acc.to(y_ptr.dtype.element_ty)
         tl.store(y_ptr + rm[:, None] * s_ym + rn[None, :] * s_yn, y, mask=out_ok)
@@ -152,10 +151,7 @@ if triton is not None:
                            s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
             w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
                         other=0.0)  # (BN, BK)
-            if IEEE:
-                da += tl.dot(g, w, input_precision="ieee")
-            else:
-                da += tl.dot(g, w)
+            da += _dot(g, w, IEEE)
         ok = m_ok[:, None] & k_ok[None, :]
         x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
         _, _, z, sig = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
@@ -202,10 +198,7 @@ if triton is not None:
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
             _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
             s = tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty)
-            if IEEE:
-                acc += tl.dot(tl.trans(g), s, input_precision="ieee")
-            else:
-                acc += tl.dot(tl.trans(g), s)
+            acc += _dot(tl.trans(g), s, IEEE)
         if GATE:
             w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
                         other=0.0).to(tl.float32)  # (BN, BK)

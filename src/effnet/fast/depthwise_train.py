@@ -38,7 +38,7 @@ from effnet.models.layers import SameConv2d
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _load_pixels, _store_pixels, _tap, _tap_weight
+    from effnet.fast.kernels import _load_pixels, _pixel_tile, _store_pixels, _tap, _tap_weight
 
     @triton.jit
     def _input_grad_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
@@ -48,12 +48,7 @@ if triton is not None:
         # One program: BLOCK_H x BLOCK_W input pixels x BLOCK_C channels, gathering from dy every
         # output pixel whose window covers them.
         pid = tl.program_id(0)
-        blocks_w = tl.cdiv(W, BLOCK_W)
-        blocks_h = tl.cdiv(H, BLOCK_H)
-        p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,) pixels of the tile, row-major
-        wi = (pid % blocks_w) * BLOCK_W + p % BLOCK_W  # (P,)
-        hi = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W  # (P,)
-        n = pid // (blocks_w * blocks_h)
+        n, hi, wi = _pixel_tile(pid, H, W, BLOCK_H, BLOCK_W)  # hi, wi: (P,)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
         in_ok = (hi < H) & (wi < W)

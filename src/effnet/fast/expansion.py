@@ -26,7 +26,7 @@ MAX_RECOMPUTE = 9
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _tap
+    from effnet.fast.kernels import _dot, _tap
 
     @triton.jit
     def _expand_depthwise_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, y_ptr, pool_ptr,
@@ -56,10 +56,7 @@ if triton is not None:
                                 mask=ok[:, None] & k_ok[None, :], other=0.0)  # (BP, BK)
                     b = tl.load(we_ptr + k[:, None] * C + c[None, :], mask=k_ok[:, None] & c_ok[None, :],
                                 other=0.0)  # (BK, BC)
-                    if IEEE:
-                        expanded += tl.dot(a, b, input_precision="ieee")
-                    else:
-                        expanded += tl.dot(a, b)
+                    expanded += _dot(a, b, IEEE)
                 expanded += expand_bias[None, :]
                 expanded = expanded * tl.sigmoid(expanded)
                 # Rounded as the stored activation would be; zero where the tap falls in the padding.

@@ -40,6 +40,24 @@ def usable(tensor: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _dot(a, b, IEEE: tl.constexpr):
+        """a @ b accumulated in float32; IEEE keeps float32 operands exact (no TF32)."""
+        if IEEE:
+            return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a, b)
+
+    @triton.jit
+    def _pixel_tile(pid, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+        """Program `pid`'s BLOCK_H x BLOCK_W tile of an (N, H, W) pixel grid, tiles of one image in row-major
+        order: its image and the tile's rows and columns (P,), pixels row-major (some past H or W)."""
+        blocks_w = tl.cdiv(W, BLOCK_W)
+        blocks_h = tl.cdiv(H, BLOCK_H)
+        p = tl.arange(0, BLOCK_H * BLOCK_W)
+        w = (pid % blocks_w) * BLOCK_W + p % BLOCK_W
+        h = ((pid // blocks_w) % blocks_h) * BLOCK_H + p // BLOCK_W
+        return pid // (blocks_w * blocks_h), h, w
+
+    @triton.jit
     def _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W):
         """Input row and columns that tap (kh, kw) reads for output row `ho`, columns `wo`, and
         which of them lie inside the image (the rest are the conv's zero padding)."""
@@ -150,10 +168,7 @@ if triton is not None:
             if GATE == 2:
                 gate = tl.load(gate_ptr + image0 * K + k, mask=k_ok, other=0.0)  # (BK,)
                 b = (b.to(tl.float32) * gate[:, None]).to(b_ptr.dtype.element_ty)
-            if IEEE:
-                acc += tl.dot(a, b, input_precision="ieee")
-            else:
-                acc += tl.dot(a, b)
+            acc += _dot(a, b, IEEE)
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if ACT:
             acc = acc * tl.sigmoid(acc)

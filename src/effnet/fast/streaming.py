@@ -27,6 +27,8 @@ INTERPRET_PROGRAMS = 2
 if triton is not None:
     import triton.language as tl
 
+    from effnet.fast.kernels import _dot
+
     @triton.jit
     def _streaming_kernel(a_ptr, b_ptr, bias_ptr, res_ptr, out_ptr, M, N, K,
                           s_am, s_ak, s_bk, s_bn, s_om, s_on, s_rm, s_rn,
@@ -48,10 +50,7 @@ if triton is not None:
             m_ok = rm < M
             a = tl.load(a_ptr + rm[:, None] * s_am + rk[None, :] * s_ak, mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0)  # (BM, BK)
-            if IEEE:
-                acc = tl.dot(a, b, input_precision="ieee")  # (BM, BN)
-            else:
-                acc = tl.dot(a, b)
+            acc = _dot(a, b, IEEE)  # (BM, BN)
             acc += bias[None, :]
             if ACT:
                 acc = acc * tl.sigmoid(acc)
