@@ -44,6 +44,19 @@ def test_a_cache_too_big_keeps_its_newest_folders_whole(tmp_path, monkeypatch):
     assert all(len(list((tmp_path / "restored" / "triton" / k).iterdir())) == 2 for k in kept)  # each whole
 
 
+def test_a_cache_that_compresses_well_comes_back_whole(tmp_path):
+    # Inductor's generated sources compress tenfold and more: one small part holds many megabytes (the reader
+    # streams them; session 10's sliced each part's whole decompressed text, minutes for a 45 MiB cache).
+    text = b"".join(b"def kernel_%d(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):\n" % i for i in range(200_000))
+    (tmp_path / "cache" / "inductor" / "ab").mkdir(parents=True)
+    (tmp_path / "cache" / "inductor" / "ab" / "graph.py").write_bytes(text)
+    compile_cache.pack(tmp_path / "cache", tmp_path / "out")
+    parts = sorted((tmp_path / "out").glob("compile_cache.part*"))
+    assert len(parts) == 1 and parts[0].stat().st_size < len(text) / 10
+    assert compile_cache.unpack(tmp_path / "out", tmp_path / "restored") == 1
+    assert (tmp_path / "restored" / "inductor" / "ab" / "graph.py").read_bytes() == text
+
+
 def test_nothing_to_unpack_is_not_an_error(tmp_path):
     assert compile_cache.unpack(tmp_path / "absent", tmp_path / "cache") == 0
     assert compile_cache.pack(tmp_path / "absent", tmp_path / "out") == (0, 0)
