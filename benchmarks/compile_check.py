@@ -81,35 +81,35 @@ def _training_variants(model_name: str) -> list[tuple[str, object, dict, dict]]:
                        dict(AFFINE=True, ACT=True, GATE=block.has_se)))
         for role, x, cout, flags in layers:
             scale = torch.empty(x.shape[1], device="meta") if flags["AFFINE"] else None
-            for op, op_kernels in (("bn_pointwise", (bnp._forward_kernel,)),
-                                   ("bn_pointwise_backward", (bnp._input_grad_kernel, bnp._weight_grad_kernel))):
+            for op, op_kernels in (("bn_pointwise", (bnp._pw_forward_kernel,)),
+                                   ("bn_pointwise_backward", (bnp._pw_input_grad_kernel, bnp._pw_weight_grad_kernel))):
                 block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
                 for kernel in op_kernels:
                     # The projection's input gradient adds the SE pool's gradient (se_projection).
-                    pool = {"POOL": flags["GATE"]} if kernel is bnp._input_grad_kernel else {}
+                    pool = {"POOL": flags["GATE"]} if kernel is bnp._pw_input_grad_kernel else {}
                     variants.append((f"bn_pointwise {kernel.fn.__name__} ({where} {role})", kernel,
                                      {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
                                       "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
         if block.has_se:
             block_m, block_k, warps = sep._POOL_TILES
-            variants.append((f"se_projection _pool_kernel ({where})", sep._pool_kernel,
+            variants.append((f"se_projection _se_pool_kernel ({where})", sep._se_pool_kernel,
                              {"BLOCK_M": block_m, "BLOCK_K": block_k}, {"num_warps": warps}))
         k, stride = block.conv_dw.kernel_size[0], block.conv_dw.stride[0]
         geometry = dict(K=k, STRIDE=stride)
-        for op, kernel, flags in (("bn_depthwise", bnd._forward_kernel, {}),
-                                  ("bn_depthwise_input_grad", bnd._input_grad_kernel,
+        for op, kernel, flags in (("bn_depthwise", bnd._dw_forward_kernel, {}),
+                                  ("bn_depthwise_input_grad", bnd._dw_input_grad_kernel,
                                    dict(AFFINE=block.expands, ACT=True))):
             block_h, block_w, block_c, warps = bnd._tiles(op, dw_x, k, stride)
             variants.append((f"bn_depthwise {kernel.fn.__name__} ({where}, k{k} s{stride})", kernel,
                              {**geometry, **flags, "BLOCK_H": block_h, "BLOCK_W": block_w, "BLOCK_C": block_c},
                              {"num_warps": warps}))
         _, block_h, block_w, block_c, warps = bnd._tiles("bn_depthwise_weight_grad", dw_x, k, stride)
-        variants.append((f"bn_depthwise _weight_grad_kernel ({where}, k{k} s{stride})", bnd._weight_grad_kernel,
+        variants.append((f"bn_depthwise _dw_weight_grad_kernel ({where}, k{k} s{stride})", bnd._dw_weight_grad_kernel,
                          {**geometry, "KK": triton.next_power_of_2(k * k), "BLOCK_H": block_h, "BLOCK_W": block_w,
                           "BLOCK_C": block_c}, {"num_warps": warps}))
         if block.expands:
             block_m, block_c = bnd._activate_tiles(dw_in[1])
-            variants.append((f"bn_depthwise _activate_kernel ({where})", bnd._activate_kernel,
+            variants.append((f"bn_depthwise _dw_activate_kernel ({where})", bnd._dw_activate_kernel,
                              dict(ACT=True, BLOCK_M=block_m, BLOCK_C=block_c), {"num_warps": 4}))
     return variants
 

@@ -25,6 +25,6 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     lines = result.stdout.splitlines()
     assert all(line.startswith("ok ") and "registers" in line for line in lines), lines
     # Every depthwise geometry B0 and B4 train with, the SE pool, both 1x1 roles and the inference kernels.
-    for part in ("k3 s1", "k3 s2", "k5 s1", "k5 s2", "_pool_kernel", "_activate_kernel", "expansion)",
+    for part in ("k3 s1", "k3 s2", "k5 s1", "k5 s2", "_se_pool_kernel", "_dw_activate_kernel", "expansion)",
                  "projection)", "kernels _depthwise_kernel (k5)", "kernels _pointwise_kernel"):
         assert any(part in line for line in lines), part

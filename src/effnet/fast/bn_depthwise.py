@@ -38,7 +38,7 @@ if triton is not None:
     from effnet.fast.kernels import _load_pixels, _pixel_tile, _store_pixels, _tap, _tap_weight
 
     @triton.jit
-    def _activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr,
+    def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         # a = act(x * scale + shift) over the (M, C) channels-last matrix, in x's dtype.
         rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -64,7 +64,7 @@ if triton is not None:
         return tl.where(ok[:, None] & c_ok[None, :], dy + dmean[None, :] + dvar[None, :] * (y - mean[None, :]), 0.0)
 
     @triton.jit
-    def _forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
+    def _dw_forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
                         s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                         K: tl.constexpr, STRIDE: tl.constexpr,
                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -92,7 +92,7 @@ if triton is not None:
         tl.store(m2_ptr + pid * C + c, tl.sum(deviation * deviation, axis=0), mask=c_ok)
 
     @triton.jit
-    def _input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, dx_ptr,
+    def _dw_input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, dx_ptr,
                            dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
                            s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                            K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
@@ -133,7 +133,7 @@ if triton is not None:
         _store_pixels(dx_ptr, dz, n, hi, wi, c, in_ok, c_ok, s_n, s_h, s_w, s_c)
 
     @triton.jit
-    def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
+    def _dw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
                             s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                             K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr,
                             BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -204,7 +204,7 @@ def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bo
     a = channels_last_empty(x, tuple(x.shape))
     rows, channels = x.numel() // x.shape[1], x.shape[1]
     block_m, block_c = _activate_tiles(channels)
-    _activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
+    _dw_activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
         x, scale, shift, a, rows, channels, ACT=act, BLOCK_M=block_m, BLOCK_C=block_c)
     return a
 
@@ -225,7 +225,7 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     programs = batch * blocks_h * blocks_w
     sums = torch.empty((programs, channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
-    _forward_kernel[(programs, triton.cdiv(channels, block_c))](
+    _dw_forward_kernel[(programs, triton.cdiv(channels, block_c))](
         a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
         *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w,
         BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
@@ -250,7 +250,7 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         programs = batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
         dx = channels_last_empty(x, tuple(x.shape))
         parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
-        _input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+        _dw_input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
             dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
             dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
             *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
@@ -264,7 +264,7 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         kk = triton.next_power_of_2(kernel_size * kernel_size)
         programs = batch * triton.cdiv(out_h, band)
         parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
-        _weight_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+        _dw_weight_grad_kernel[(programs, triton.cdiv(channels, block_c))](
             dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
             *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk, BLOCK_H=block_h,
             BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))

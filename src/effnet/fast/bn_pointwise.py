@@ -92,7 +92,7 @@ if triton is not None:
         return tl.where(ok, dy + dmean[None, :] + dvar[None, :] * (y - mean[None, :]), 0.0)
 
     @triton.jit
-    def _forward_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, gate_ptr, y_ptr, sums_ptr, m2_ptr,
+    def _pw_forward_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, gate_ptr, y_ptr, sums_ptr, m2_ptr,
                         M, N, K, pixels, s_xm, s_xk, s_wn, s_wk, s_ym, s_yn,
                         AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -128,7 +128,7 @@ if triton is not None:
         tl.store(m2_ptr + pid_m * N + rn, tl.sum(deviation * deviation, axis=0), mask=n_ok)
 
     @triton.jit
-    def _input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, pool_ptr,
+    def _pw_input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, pool_ptr,
                            dx_ptr, dscale_ptr, dshift_ptr,
                            M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
                            AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
@@ -170,7 +170,7 @@ if triton is not None:
         tl.store(dx_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dw_ptr,
+    def _pw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dw_ptr,
                             dgate_ptr, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
                             AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
@@ -253,7 +253,7 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
     a, o = _matrix(x), y.permute(0, 2, 3, 1).view(rows, out_channels)
     unused = sums  # the pointer passed where a flag leaves an operand out
     grid = (blocks_m * triton.cdiv(out_channels, block_n),)
-    _forward_kernel[grid](a, weight, scale if scale is not None else unused, shift if shift is not None else unused,
+    _pw_forward_kernel[grid](a, weight, scale if scale is not None else unused, shift if shift is not None else unused,
                           gate if gate is not None else unused, o, sums, m2,
                           rows, out_channels, channels, pixels, a.stride(0), a.stride(1),
                           weight.stride(0), weight.stride(1), o.stride(0), o.stride(1),
@@ -302,7 +302,7 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
     dw = torch.zeros((out_channels, channels), device=x.device, dtype=torch.float32)
     dgate = torch.empty((blocks_n, chunks, channels) if gate is not None else (0,), device=x.device,
                         dtype=torch.float32)
-    _weight_grad_kernel[(blocks_n * triton.cdiv(channels, block_k), chunks)](
+    _pw_weight_grad_kernel[(blocks_n * triton.cdiv(channels, block_k), chunks)](
         g, yv, stats, a, scale if scale is not None else stats, shift if shift is not None else stats,
         gate if gate is not None else stats, weight, dw, dgate, out_channels, channels, pixels,
         rows_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1), weight.stride(0), weight.stride(1),
@@ -327,7 +327,7 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     def or_stats(t):  # the pointer passed where a flag leaves an operand out
         return t if t is not None else stats
 
-    _input_grad_kernel[(blocks_m * triton.cdiv(channels, block_k),)](
+    _pw_input_grad_kernel[(blocks_m * triton.cdiv(channels, block_k),)](
         g, yv, stats, weight, a, or_stats(scale), or_stats(shift), or_stats(gate), or_stats(pool),
         dxv, parts[0], parts[1], batch * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
         weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, scale, gate, act),

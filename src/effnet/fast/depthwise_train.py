@@ -8,10 +8,10 @@ channels-last activations with Triton, accumulating in float32:
   (`kernels.depthwise` with a zero bias, no activation and no pool);
 - input gradient  dx[n,hi,wi,c] = sum over (kh,kw) of dy[n,ho,wo,c] * w[c,kh,kw], where
   ho = (hi + pad_h - kh) / s and wo likewise, only where the division is exact and (ho, wo) lies in
-  the output (`_input_grad_kernel`: one program per tile of input pixels x channel block; for
+  the output (`_tdw_input_grad_kernel`: one program per tile of input pixels x channel block; for
   stride 1 the forward kernel on dy with the taps flipped does it by default);
 - weight gradient  dw[c,kh,kw] = sum over (n,ho,wo) of dy[n,ho,wo,c] * x[n, ho*s-pad_h+kh, ...]
-  (`_weight_grad_kernel`: one program per band of output rows of one image x channel block keeps
+  (`_tdw_weight_grad_kernel`: one program per band of output rows of one image x channel block keeps
   all k*k taps' partial sums in registers, then adds them into a float32 buffer with ONE atomic
   add, so atomics are few; the order of those adds makes dw non-deterministic in its last bits.
   Its `tap_major` variant walks the band once per tap instead, with no per-tile reductions).
@@ -41,7 +41,7 @@ if triton is not None:
     from effnet.fast.kernels import _load_pixels, _pixel_tile, _store_pixels, _tap, _tap_weight
 
     @triton.jit
-    def _input_grad_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
+    def _tdw_input_grad_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
                            sdn, sdh, sdw, sdc, sxn, sxh, sxw, sxc,
                            K: tl.constexpr, STRIDE: tl.constexpr,
                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -73,7 +73,7 @@ if triton is not None:
         # Stride 2 only. One program: BLOCK_H x BLOCK_W input pixels of one parity (hi % 2, wi % 2),
         # every other row and column of a 2*BLOCK_H x 2*BLOCK_W patch. Only the taps that line up with
         # that parity reach them (kh = hi + pad_h mod 2, likewise kw): about a quarter of the k*k taps
-        # are visited, where `_input_grad_kernel` visits all and masks three quarters off.
+        # are visited, where `_tdw_input_grad_kernel` visits all and masks three quarters off.
         pid = tl.program_id(0)
         parity = pid % 4  # fastest: the four parities of one patch run side by side
         rest = pid // 4
@@ -100,7 +100,7 @@ if triton is not None:
         _store_pixels(dx_ptr, acc, n, hi, wi, c, in_ok, c_ok, sxn, sxh, sxw, sxc)
 
     @triton.jit
-    def _weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w,
+    def _tdw_weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w,
                             sxn, sxh, sxw, sxc, sdn, sdh, sdw, sdc,
                             K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, BAND: tl.constexpr,
                             BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -207,7 +207,7 @@ def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size:
         _input_grad_parity_kernel[grid](*args, **options)
     else:
         grid = (batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
-        _input_grad_kernel[grid](*args, STRIDE=stride, **options)
+        _tdw_input_grad_kernel[grid](*args, STRIDE=stride, **options)
     return dx
 
 
@@ -217,7 +217,7 @@ def weight_grad(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size: int,
 
     `tiles` = (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, tap_major]) overrides the tile choice; BAND
     (output rows per program) must be a multiple of BLOCK_H. `tap_major` (default 0) walks the band
-    once per tap instead of once in all (see `_weight_grad_kernel`).
+    once per tap instead of once in all (see `_tdw_weight_grad_kernel`).
     """
     channels = x.shape[1]
     sums = _weight_grad_taps(x, grad_output, kernel_size=kernel_size, stride=stride, padding=padding, tiles=tiles)
@@ -239,7 +239,7 @@ def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size
     sums = torch.zeros((kernel_size * kernel_size, channels), device=x.device, dtype=torch.float32)
     grid = (batch * triton.cdiv(out_h, band), triton.cdiv(channels, block_c))
     dy = grad_output
-    _weight_grad_kernel[grid](x, dy, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
+    _tdw_weight_grad_kernel[grid](x, dy, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
                               x.stride(0), x.stride(2), x.stride(3), x.stride(1),
                               dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
                               K=kernel_size, STRIDE=stride, KK=triton.next_power_of_2(kernel_size * kernel_size),

@@ -7,7 +7,7 @@ autograd nodes, the pool's backward would write a full-size gradient for x (the 
 every pixel) and autograd would read it again to add it to the projection's; eager PyTorch also
 pools through float32 temporaries. One operator takes both:
 
-    pooled = mean over pixels of s                    (one read of x: `_pool_kernel`)
+    pooled = mean over pixels of s                    (one read of x: `_se_pool_kernel`)
     gate = sigmoid(expand(silu(reduce(pooled))))      ((N, C) float32; the linear layers in x's dtype)
     y, mean, var = bn_pointwise(x, weight, scale, shift, gate, act=True)
 
@@ -37,7 +37,7 @@ if triton is not None:
     from effnet.fast.bn_pointwise import _image_chunk, _prologue
 
     @triton.jit
-    def _pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
+    def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: rows_per_program pixels of one image (`_image_chunk`) x BLOCK_K channels; the sum of
         # silu(x * scale + shift) over them goes to row `chunk` of the (chunks, K) buffer.
@@ -67,7 +67,7 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     chunks = batch * triton.cdiv(pixels, rows_per_program)
     sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
     a = bnp._matrix(x)
-    _pool_kernel[(chunks, triton.cdiv(channels, block_k))](
+    _se_pool_kernel[(chunks, triton.cdiv(channels, block_k))](
         a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1),
         BLOCK_M=block_m, BLOCK_K=block_k, **({} if INTERPRET else {"num_warps": warps}))
     return sums.view(batch, -1, channels).sum(1) / pixels
