@@ -1,38 +1,57 @@
 #!/usr/bin/env bash
-# The first call of a GPU lease (B0). It starts from run 5's tuning file (the inference sweeps ran in runs 3 and
-# 5; their choices are in benchmarks/results/), then gpu_check.py proves the fast paths equal the reference
-# (the kernels, the fused models and fused training; the training depthwise and the memory savers, unchanged
-# since run 5's checks, are left out to save their compiles) and times B0's rows, goal rows first (the fused
-# training path, effnet-ftrain, among them), skipping what would end after the time left, and profiles a fused
-# forward and the training steps (plain, effnet-ftrain, effnet-tdw). Last, a short sweep of B4's 1x1 inference
-# layers (pointwise_sweep.py: the default tiles against the same tiles on 8 warps, which stop their register
-# spills on sm_90) adds its winners to the tuning file for the second call, whose B4 inference row missed its
-# goal by 4% in run 5. (The other sweeps, the fused training kernels' included, are in gpu_sweeps.sh.) Everything
-# it writes lands in OUT (a log, the tuning file, two JSON documents).
-#     OUT=results/ bash benchmarks/gpu_lease.sh [SECONDS]      # SECONDS: the whole call (default 560)
-# On a lease, with the compile caches of the last one (carry [".compile_cache"]; packing takes ~10 s, and
-# writes up to three more files to OUT, eight in all):
-#     OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh 530
-# The second call, on the still-warm machine (B4: its fused-model checks and its goal rows), after copying the
-# returned tuning.json to the tree and the returned compile_cache.part* to .compile_cache/:
-#     OUT=$OUT bash benchmarks/with_compile_cache.sh env PYTHONPATH=src python3 benchmarks/gpu_check.py --out $OUT \
-#         --tuning tuning.json --only efficientnet_b4 --budget-s 200
+# A GPU lease in two calls, for B0's fused training (effnet-ftrain). Run 6 proved every fast path on the H100
+# (18/18 checks, the fused training gradients in float32, bf16 and compiled among them) and profiled an eager
+# step: the fused kernels kept the GPU busy 44 ms per batch of 128, the plain step's cuDNN and PyTorch kernels
+# 29.5 ms, and the step's wall time was 180 ms (launch-bound). So this lease skips the checks and asks where
+# the kernels' time goes: the fused training sweeps, layer by layer, forward and backward apart, against
+# eager PyTorch and the bare cuDNN convolution (their winners go to the tuning file), and Nsight Compute's
+# view of the two weight-gradient kernels; then, with those tiles, B0's training rows against timm.
+#     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps
+#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
+# (carry [".compile_cache"] with both). Call 2 must follow on the still-warm machine: the tuning file stays
+# in $KEEP there between the calls (a fresh machine starts from run 6's file). Each call writes a log, its
+# JSON documents and the packed compile caches to OUT (at most eight files).
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu_lease_out}
-TOTAL=${1:-560}
-SWEEPS=100  # seconds kept for the B4 sweep at the end
-TUNING="$OUT/tuning.json"
-LOG="$OUT/lease.log"
-mkdir -p "$OUT"
-cp benchmarks/results/2026-11-27_h100_run5_tuning.json "$TUNING"
-{
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  LEFT=$((TOTAL - SECONDS - SWEEPS - 50))  # the two profiles, the table and the goal lines after the last row
-  echo "== gpu_check (B0), $LEFT s for its checks and rows"
-  python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$TUNING" --only efficientnet_b0 --budget-s "$LEFT" \
-    --checks kernels models ftrain --profile --profile-training
-  echo "== B4 1x1 sweep (default tiles against 8 warps)"
-  timeout 95 python3 benchmarks/pointwise_sweep.py --out "$OUT" --tuning "$TUNING" --model efficientnet_b4 \
-    --size 380 --batch 128 --configs 1 --stream-configs 0
-} 2>&1 | tee "$LOG"
+KEEP=${KEEP:-/tmp/effnet_lease}
+STAGE=${1:-sweeps}
+mkdir -p "$OUT" "$KEEP"
+[ -f "$KEEP/tuning.json" ] || cp benchmarks/results/2026-11-27_h100_run6_tuning.json "$KEEP/tuning.json"
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+
+ncu_kernel() {  # KERNEL SWEEP LAYER: one launch of KERNEL in that sweep's layer, the sections that say why
+  [ -n "$NCU" ] || return 0
+  echo "== Nsight Compute: $1 ($2 layer $3)"
+  timeout 75 "$NCU" --clock-control none -k "regex:$1" -c 1 --section SpeedOfLight --section Occupancy \
+    --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+    python3 "benchmarks/$2.py" --layers "$3" --configs 0 --no-compile > "$KEEP/ncu_$1.txt" 2>&1
+  grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occ|Block Size|Grid Size|Waves Per SM|Stall|Warp Cycles Per Issued" \
+    "$KEEP/ncu_$1.txt" | head -24
+}
+
+case "$STAGE" in
+  sweeps)
+    {
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
+      python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+      echo "== bn_pointwise sweep (B0's 1x1 training layers, batch 256)"
+      timeout 200 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
+        --no-compile
+      echo "== bn_depthwise sweep (B0's depthwise training layers, batch 256)"
+      timeout 150 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
+        --no-compile
+      ncu_kernel _pw_weight_grad_kernel bn_pointwise_sweep 0   # the 16 -> 96 expansion at 112 px
+      ncu_kernel _dw_weight_grad_kernel bn_depthwise_sweep 1   # 96 channels, 3x3 stride 2, from 112 px
+      cat "$KEEP"/ncu_*.txt > "$OUT/ncu.txt" 2>/dev/null
+      cp "$KEEP/tuning.json" "$OUT/tuning.json"
+    } 2>&1 | tee "$OUT/lease.log"
+    ;;
+  rows)
+    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
+      --tasks training --budget-s "${2:-300}" --profile-training 2>&1 | tee "$OUT/lease.log"
+    ;;
+  *)
+    echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps or rows)" >&2
+    exit 2
+    ;;
+esac

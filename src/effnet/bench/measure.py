@@ -90,11 +90,20 @@ def _autocast(candidate: Candidate, device: torch.device, dtype: torch.dtype,
     return contextlib.nullcontext()
 
 
+def _compile(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """`torch.compile` as a fresh process would run it: compiled rows before this one leave no state behind
+    (`torch.compiler.reset`), and the row's fixed shapes are compiled static (no automatic dynamic shapes).
+    GPU runs 5 and 6 measured timm's compiled B0 inference 24% and 46% under runs 1 and 4, each after other
+    compiles in the same process."""
+    torch.compiler.reset()
+    return torch.compile(model, dynamic=False)
+
+
 def _inference_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
                     device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     model.eval()
     if mode == "compile":
-        model = torch.compile(model)
+        model = _compile(model)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), _autocast(candidate, device, dtype, cache=mode != "cudagraphs"):
@@ -125,7 +134,7 @@ def _training_step(model: nn.Module, images: torch.Tensor, candidate: Candidate,
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     targets = torch.randint(0, 1000, (images.shape[0],), device=device)
-    forward = torch.compile(model) if mode == "compile" else model
+    forward = _compile(model) if mode == "compile" else model
 
     def step() -> torch.Tensor:
         with _autocast(candidate, device, dtype):
