@@ -61,6 +61,24 @@ def test_bn_pointwise_half_precision_and_larger_maps():
         assert value.dtype == expected.dtype and relative_error(value.float(), expected.float()) <= 2e-3, index
 
 
+@needs_triton
+@pytest.mark.parametrize("channels, out_channels", [(20, 136), (136, 20), (200, 136)])
+def test_bn_pointwise_with_the_gpu_default_tiles(monkeypatch, channels, out_channels):
+    """The tiles a GPU takes by default span the layer's narrow side (an expansion's 20 inputs in one K tile
+    of 32; a projection's 20 outputs in one N tile of 32, its 136 in one of 256 with 32 rows): the same
+    function as the composite with every channel tail masked."""
+    expansion = out_channels > channels
+    backward = bnp.default_tiles("bn_pointwise_backward", channels, out_channels, pixels=30)
+    assert (backward[2] >= channels) if expansion else (backward[1] >= out_channels)  # the narrow side in one tile
+    if not expansion:
+        assert bnp.default_tiles("bn_pointwise", channels, out_channels, pixels=30)[1] >= out_channels
+    monkeypatch.setattr(bnp, "_tiles", lambda op, x, n, scale: bnp.default_tiles(op, x.shape[1], n, 30)[:3] + (4, 1))
+    inputs = _inputs(torch.float32, affine=True, gate=True, shape=(2, channels, 5, 6), out_channels=out_channels)
+    fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)
+    for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
+        assert relative_error(value, expected) <= 1e-5, index
+
+
 class _Composite(nn.Module):
     """conv1x1 -> BN -> SiLU -> conv1x1 -> BN, as the training MBConv chains its 1x1 convs."""
 

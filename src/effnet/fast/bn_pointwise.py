@@ -213,9 +213,38 @@ if triton is not None:
 _INTERPRET_TILES = (64, 64, 64, 4, 1)
 
 
+def _span(channels: int, cap: int) -> int:
+    """The least power of two that holds `channels` (at least 16, `tl.dot`'s least), at most `cap`."""
+    return max(16, min(triton.next_power_of_2(channels), cap))
+
+
+def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> tuple[int, int, int, int, int]:
+    """The tiles a layer takes when the tuning file names none: chosen by the traffic they cause, so that a
+    tile spans the layer's narrow side and the wide tensors are read once (not yet timed on a GPU).
+
+    Forward (`op` "bn_pointwise"): a program makes a (rows, BLOCK_N) tile of y, looping over the input
+    channels, so x is read once per block of BLOCK_N outputs: a projection takes its narrow output in one
+    block (up to 256 channels) and reads its wide input once. Backward ("bn_pointwise_backward"): the input
+    gradient's program makes a (rows, BLOCK_K) tile of dx, looping over the outputs, so the gradient g is
+    read once per block of BLOCK_K inputs; the weight gradient's makes a (BLOCK_N, BLOCK_K) tile of dweight,
+    looping over the rows, so g is read once per input block and x once per output block. An expansion's
+    backward spans its narrow input (BLOCK_K up to 128) and reads its wide gradient once; a projection's
+    spans its narrow output (BLOCK_N up to 256) and reads its wide input once. (Session 9's defaults,
+    (128, 64, 32) everywhere, read a 1152-channel projection input three times in each pass, and its
+    gradient's narrow rows 36 times in the weight gradient.)"""
+    if out_channels >= in_channels:  # an expansion (or a square layer)
+        if op == "bn_pointwise":
+            return (128 if pixels >= 128 else 64), 128, 32, 8, 3
+        return 64, 64, _span(in_channels, 128), 8, 2
+    # A projection. With 256 outputs a tile takes 32 rows: 64 spill registers on sm_90 (Triton 3.6's
+    # weight gradient) or take all 255 (its forward), one program per SM.
+    block_n = _span(out_channels, 256)
+    return (32 if block_n > 128 else 64), block_n, 32, 8, (3 if op == "bn_pointwise" else 2)
+
+
 def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None) -> tuple[int, int, int, int, int]:
     """The tuning file's tiles for this layer shape and pass (`op`: "bn_pointwise" or
-    "bn_pointwise_backward"), else the defaults (first guesses, not yet timed on a GPU)."""
+    "bn_pointwise_backward"), else `default_tiles` (the interpreter's own under TRITON_INTERPRET)."""
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
@@ -223,7 +252,7 @@ def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | No
         return tuple(choice["tiles"])
     if INTERPRET:
         return _INTERPRET_TILES
-    return (128 if height * width >= 128 else 64), 64, 32, 8, 3
+    return default_tiles(op, channels, out_channels, height * width)
 
 
 def _matrix(t: torch.Tensor) -> torch.Tensor:
