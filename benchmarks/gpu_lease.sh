@@ -47,8 +47,10 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   rows)
+    # the CUDA-graph tests (skipped without a GPU), then the rows
+    python3 -m pytest -q -p no:cacheprovider -n 0 tests/test_fast.py -k cuda_graph 2>&1 | tail -3 | tee "$OUT/lease.log"
     python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
-      --tasks training --budget-s "${2:-300}" --profile-training 2>&1 | tee "$OUT/lease.log"
+      --tasks training --budget-s "${2:-300}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
   *)
     echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps or rows)" >&2

@@ -231,3 +231,50 @@ def test_cuda_graphs_need_a_cuda_input():
 
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA input"):
         CudaGraphModule(tiny(), torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_training_step_trains_as_the_eager_step():
+    """A captured training step replays forward, backward and the optimizer step: from the same weights and
+    batch, the warm-up steps and the replays move the weights as that many eager steps do."""
+    import copy
+
+    from effnet.fast.graphs import CudaGraphTrainingStep
+
+    from effnet.models import get_entry
+    from effnet.scaling import scale_by_multipliers
+
+    spec = scale_by_multipliers(get_entry("efficientnet_b0").spec, depth=0.25, width=0.25, name="b0_tiny")
+    torch.manual_seed(0)  # no dropout or drop path: the graph's random numbers are not eager mode's
+    eager = effnet.create_model(spec, num_classes=10, drop_rate=0.0, drop_path_rate=0.0).cuda().train()
+    graphed = copy.deepcopy(eager)
+    x, y = torch.randn(4, 3, 32, 32, device="cuda"), torch.randint(0, 10, (4,), device="cuda")
+
+    def stepper(model, optimizer):
+        def step():
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+        return step
+
+    graph_optimizer = torch.optim.SGD(graphed.parameters(), lr=0.1, momentum=0.9)
+    replay = CudaGraphTrainingStep(stepper(graphed, graph_optimizer), graph_optimizer, "cuda", warmup=2)
+    for _ in range(3):
+        replay()
+    eager_optimizer = torch.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9)
+    step = stepper(eager, eager_optimizer)
+    for _ in range(2 + 3):  # the warm-up steps and the replays (capturing records the step, runs nothing)
+        eager_optimizer.zero_grad(set_to_none=True)
+        step()
+    for got, expected in zip(graphed.parameters(), eager.parameters(), strict=True):
+        assert relative_error(got, expected) <= 1e-4
+
+
+def test_cuda_graph_training_needs_a_cuda_device():
+    from effnet.fast.graphs import CudaGraphTrainingStep
+
+    model = tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device; got cpu"):
+        CudaGraphTrainingStep(lambda: model(torch.randn(1, 3, 32, 32)).sum(), optimizer, "cpu")

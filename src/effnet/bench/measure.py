@@ -128,12 +128,23 @@ class _Wrapped(nn.Module):
 
 def _training_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
                    device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
-    if mode == "cudagraphs":
-        raise NotImplementedError("CUDA-graph training is not offered; use --mode compile")
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     targets = torch.randint(0, 1000, (images.shape[0],), device=device)
+    if mode == "cudagraphs":
+        if dtype == torch.float16:
+            raise ValueError("CUDA-graph training runs bf16 or fp32 (float16's loss scaling waits on the host)")
+        from effnet.fast.graphs import CudaGraphTrainingStep
+
+        def captured() -> torch.Tensor:
+            with _autocast(candidate, device, dtype, cache=False):
+                loss = F.cross_entropy(model(images), targets)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return CudaGraphTrainingStep(captured, optimizer, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     forward = _compile(model) if mode == "compile" else model
 
     def step() -> torch.Tensor:

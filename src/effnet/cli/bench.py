@@ -27,7 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="auto: channels_last on GPU")
     parser.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--mode", nargs="+", default=["eager"], choices=MODES,
-                        help="eager, compile (torch.compile) and/or cudagraphs (inference, GPU)")
+                        help="eager, compile (torch.compile) and/or cudagraphs (GPU: a captured forward, or a "
+                             "whole training step in bf16 or fp32)")
     parser.add_argument("--libraries", nargs="+", default=["effnet", "timm", "torchvision"],
                         choices=("effnet", "timm", "torchvision"))
     parser.add_argument("--no-fast", dest="fast", action="store_false",
