@@ -22,7 +22,7 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 ncu_kernel() {  # KERNEL SWEEP LAYER: one launch of KERNEL in that sweep's layer, the sections that say why
   [ -n "$NCU" ] || return 0
   echo "== Nsight Compute: $1 ($2 layer $3)"
-  timeout 75 "$NCU" --clock-control none -k "regex:$1" -c 1 --section SpeedOfLight --section Occupancy \
+  timeout 60 "$NCU" --clock-control none -k "regex:$1" -c 1 --section SpeedOfLight --section Occupancy \
     --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     python3 "benchmarks/$2.py" --layers "$3" --configs 0 --no-compile > "$KEEP/ncu_$1.txt" 2>&1
   grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occ|Block Size|Grid Size|Waves Per SM|Stall|Warp Cycles Per Issued" \
@@ -35,10 +35,10 @@ case "$STAGE" in
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
       python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
       echo "== bn_pointwise sweep (B0's 1x1 training layers, batch 256)"
-      timeout 200 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
+      timeout 170 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
         --no-compile
       echo "== bn_depthwise sweep (B0's depthwise training layers, batch 256)"
-      timeout 150 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
+      timeout 120 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
         --no-compile
       ncu_kernel _pw_weight_grad_kernel bn_pointwise_sweep 0   # the 16 -> 96 expansion at 112 px
       ncu_kernel _dw_weight_grad_kernel bn_depthwise_sweep 1   # 96 channels, 3x3 stride 2, from 112 px
@@ -50,7 +50,7 @@ case "$STAGE" in
     # the CUDA-graph tests (skipped without a GPU), then the rows
     python3 -m pytest -q -p no:cacheprovider -n 0 tests/test_fast.py -k cuda_graph 2>&1 | tail -3 | tee "$OUT/lease.log"
     python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
-      --tasks training --budget-s "${2:-300}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
+      --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
   *)
     echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps or rows)" >&2
