@@ -43,13 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
+from effnet.fast import bn_stats  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
                           sweep_parser, sweep_timer)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the default comes from bn_pointwise.default_tiles.
-# None of these spills registers on sm_90 (benchmarks/compile_check.py); 4 warps on 128-row tiles, or 64-wide K steps, do.
+# None of these spills registers on sm_90 (benchmarks/compile_check.py); 4 warps on 128-row tiles, or 64-wide
+# K steps, do.
 SWEEP = [(64, 64, 32, 4, 2), (128, 64, 32, 8, 1), (128, 64, 32, 8, 2), (64, 64, 32, 4, 3), (128, 128, 32, 8, 2)]
 
 
@@ -98,7 +100,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         return bnp._forward(*tensors, *[None] * (4 - len(tensors)), None, act, tiles)
 
     outputs = forward()
-    stats = bnp.gradient_stats(dmean, dvar, outputs[1], outputs[0])  # as the operator's autograd formula builds it
+    stats = bn_stats.gradient_stats(dmean, dvar, outputs[1], outputs[0])  # as the operator's autograd formula builds it
 
     def backward(tiles=None, outputs=outputs):
         if se:  # (dx, dweight, dscale, dshift, and the SE's four)

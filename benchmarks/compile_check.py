@@ -35,12 +35,17 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
+from effnet.fast import bn_stats as bns  # noqa: E402
 from effnet.fast import kernels  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 
 # Pointers to activations and weights are bf16 (as training under bf16 autocast hands them over); the
 # statistics, affine maps, gates and partial sums are float32.
 HALF_POINTERS = {"x_ptr", "w_ptr", "y_ptr", "dy_ptr", "dx_ptr", "a_ptr", "b_ptr", "bias_ptr", "res_ptr", "out_ptr"}
+# Arguments of the batch norms' (C,) kernels (bn_stats) that are neither bf16 tensors nor integers.
+TYPES = {"_affine_kernel": {"bias_ptr": "*fp32", "tracked_ptr": "*i64", "eps": "fp32", "momentum": "fp32",
+                            "unbias": "fp32"},
+         "_affine_backward_kernel": {"eps": "fp32"}, "_gradient_rows_kernel": {"out_ptr": "*fp32", "n": "fp32"}}
 
 
 # The models whose training layers the check walks, each at its own resolution, batch 128.
@@ -126,6 +131,16 @@ def _variants(models: tuple[str, ...] = MODELS) -> list[tuple[str, object, dict,
             if key not in seen:
                 seen.add(key)
                 variants.append((name, kernel, constexprs, options))
+    # The batch norms' arithmetic on (C,) vectors (bn_stats), as the fused training path launches it.
+    merge = dict(BLOCK_R=64, BLOCK_C=64)
+    for name, kernel, constexprs in (("_merge_kernel (chunks)", bns._merge_kernel, dict(FINAL=False, **merge)),
+                                     ("_merge_kernel (final)", bns._merge_kernel, dict(FINAL=True, **merge)),
+                                     ("_affine_kernel", bns._affine_kernel, dict(TRACK=True, BLOCK=bns._VECTOR_BLOCK)),
+                                     ("_affine_backward_kernel", bns._affine_backward_kernel,
+                                      dict(DSCALE=True, DSHIFT=True, BLOCK=bns._VECTOR_BLOCK)),
+                                     ("_gradient_rows_kernel", bns._gradient_rows_kernel,
+                                      dict(DMEAN=True, DVAR=True, BLOCK=bns._VECTOR_BLOCK))):
+        variants.append((f"bn_stats {name}", kernel, constexprs, {"num_warps": 4}))
     # The inference path (effnet-fast): depthwise + SiLU + SE sums, and the projection with the gate on its
     # weight tile and the residual.
     for k in (3, 5):
@@ -145,6 +160,7 @@ def compile_kernel(kernel, constexprs: dict, options: dict, arch: int):
     signature = {name: "constexpr" if name in constexprs else
                  ("*bf16" if name in HALF_POINTERS else "*fp32") if name.endswith("_ptr") else "i32"
                  for name in kernel.arg_names}
+    signature.update(TYPES.get(kernel.fn.__name__, {}))
     return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                           target=GPUTarget("cuda", arch, 32), options=options)
 

@@ -1,6 +1,6 @@
 """The training 1x1 conv with the batch norms fused at both ends (`effnet.fast.bn_pointwise`) computes
 its PyTorch composite's function and gradients (the output, its batch mean and variance), and
-chained through `batch_norm_affine` it trains as conv -> BatchNorm2d -> SiLU -> conv -> BatchNorm2d.
+chained through `bn_stats.batch_norm_affine` it trains as conv -> BatchNorm2d -> SiLU -> conv -> BatchNorm2d.
 
 Float32 under Triton's interpreter when there is no GPU (its matrix products have no bfloat16; the
 GPU check covers bf16), on tiny shapes: channels off the tiles (masked tails), several K steps,
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.fast import bn_pointwise as bnp
+from effnet.fast import bn_stats
 from kernel_helpers import DEVICE, graph_recorder, needs_triton, outputs_and_gradients, relative_error
 
 
@@ -95,9 +96,9 @@ class _Composite(nn.Module):
 
     def fused(self, x: torch.Tensor) -> torch.Tensor:
         y1, mean1, var1 = bnp.bn_pointwise(x, self.conv1.weight)
-        scale1, shift1 = bnp.batch_norm_affine(mean1, var1, self.bn1.weight, self.bn1.bias, self.bn1.eps)
+        scale1, shift1 = bn_stats.batch_norm_affine(mean1, var1, self.bn1.weight, self.bn1.bias, self.bn1.eps)
         y2, mean2, var2 = bnp.bn_pointwise(y1, self.conv2.weight, scale1, shift1, act=True)
-        scale2, shift2 = bnp.batch_norm_affine(mean2, var2, self.bn2.weight, self.bn2.bias, self.bn2.eps)
+        scale2, shift2 = bn_stats.batch_norm_affine(mean2, var2, self.bn2.weight, self.bn2.bias, self.bn2.eps)
         return y2 * scale2[None, :, None, None] + shift2[None, :, None, None]
 
 

@@ -27,8 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import kernels, tuning
-from effnet.fast.bn_pointwise import gradient_stats, merge_moments
+from effnet.fast import bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -230,10 +229,13 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
         *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w,
         BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
     # Merge the tiles' (count, sum, M2): tile (i, j) of every image holds rows(i) x columns(j) pixels.
-    rows = (out_h - torch.arange(blocks_h, device=x.device) * block_h).clamp(max=block_h)
-    columns = (out_w - torch.arange(blocks_w, device=x.device) * block_w).clamp(max=block_w)
-    counts = (rows[:, None] * columns[None, :]).flatten().repeat(batch).float()[:, None]  # (programs, 1)
-    mean, var = merge_moments(sums, m2, counts)
+    def counts() -> torch.Tensor:
+        rows = (out_h - torch.arange(blocks_h) * block_h).clamp(max=block_h)
+        columns = (out_w - torch.arange(blocks_w) * block_w).clamp(max=block_w)
+        return (rows[:, None] * columns[None, :]).flatten().repeat(batch)  # (programs,)
+
+    mean, var = bn_stats.merge_moments(sums, m2, bn_stats.block_counts(
+        ("bn_depthwise", batch, out_h, out_w, block_h, block_w), x.device, counts))
     return y, mean, var, (a if scale is not None else x.new_empty((0,)))
 
 
@@ -317,7 +319,7 @@ def _autograd_backward(ctx, dy, dmean, dvar, _):
     x, a, y, mean, taps, scale, shift = ctx.saved_tensors
     kernel_size, stride, padding, act = ctx.geometry
     needs = ctx.needs_input_grad
-    stats = gradient_stats(dmean, dvar, mean, y)
+    stats = bn_stats.gradient_stats(dmean, dvar, mean, y)
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous(memory_format=torch.channels_last)
     need_dx = needs[0] or needs[2] or needs[3]
     dx, dtaps, dscale, dshift = _backward_op(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding,

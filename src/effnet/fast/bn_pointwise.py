@@ -12,10 +12,11 @@ variance that the next batch norm needs, gathered in the epilogue:
     y = a @ weight.T                                 (stored in x's dtype; `a` is never written)
     mean[c], var[c] over y[:, c]                     (of the stored, rounded y)
 
-Each program block keeps its rows' sum and sum of squared deviations from its own mean; PyTorch
-merges the blocks (Chan et al.'s pairwise update), so the variance does not suffer the cancellation
-of E[y^2] - E[y]^2. The backward takes dy and the gradients of mean and var (which autograd brings
-back from whatever the next layer made of them: `batch_norm_affine`), so the gradient reaching y is
+Each program block keeps its rows' sum and sum of squared deviations from its own mean;
+`bn_stats.merge_moments` merges the blocks (Chan et al.'s pairwise update), so the variance does not
+suffer the cancellation of E[y^2] - E[y]^2. The backward takes dy and the gradients of mean and var
+(which autograd brings back from whatever the next layer made of them: `bn_stats.batch_norm_train`),
+so the gradient reaching y is
 dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. With `a` recomputed from x as it
 is loaded, it computes dweight in one split-K pass over each image's pixels (which gives dgate too:
 per image, the sum over the output channels of weight * (g.T @ s), with s the activation before the
@@ -35,7 +36,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import kernels, tuning
+from effnet.fast import bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -289,18 +290,10 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
                           **_flags(x, scale, gate, act), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                           **_launch_options(warps, stages))
     # Merge the blocks' (count, sum, M2): each image has the same blocks, all full but its last.
-    counts = torch.full((triton.cdiv(pixels, block_m),), block_m, device=x.device, dtype=torch.float32)
-    counts[-1] = pixels - block_m * (counts.numel() - 1)
-    return (y, *merge_moments(sums, m2, counts.repeat(batch)[:, None]))
-
-
-def merge_moments(sums: torch.Tensor, m2: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and biased variance per channel of values gathered in blocks: `sums` and `m2` (blocks, C) hold
-    each block's sum and sum of squared deviations from its own mean, `counts` (blocks, 1) its number of
-    values (Chan et al.'s pairwise update, all blocks at once)."""
-    total = counts.sum()
-    mean = sums.sum(0) / total
-    return mean, (m2.sum(0) + (counts * (sums / counts - mean).square()).sum(0)) / total
+    counts = bn_stats.block_counts(("bn_pointwise", batch, pixels, block_m), x.device, lambda: torch.tensor(
+        ([block_m] * (triton.cdiv(pixels, block_m) - 1) + [pixels - block_m * (triton.cdiv(pixels, block_m) - 1)])
+        * batch))
+    return (y, *bn_stats.merge_moments(sums, m2, counts))
 
 
 def image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
@@ -423,21 +416,10 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.act = act
 
 
-def gradient_stats(dmean: torch.Tensor | None, dvar: torch.Tensor | None, mean: torch.Tensor,
-                   y: torch.Tensor) -> torch.Tensor:
-    """(3, C) float32: dmean / n, 2 dvar / n and mean, what the backward kernels need to form the gradient
-    reaching y (n values per channel) from the gradients of its batch mean and variance (None: zero):
-    d mean / dy = 1 / n and d var / dy = 2 (y - mean) / n, for every value y of the channel."""
-    count = y.numel() // y.shape[1]
-    zeros = torch.zeros_like(mean)
-    return torch.stack([(dmean.float() if dmean is not None else zeros) / count,
-                        2.0 * (dvar.float() if dvar is not None else zeros) / count, mean])
-
-
 def _autograd_backward(ctx, dy, dmean, dvar):
     x, y, mean, weight, scale, shift, gate = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    stats = gradient_stats(dmean, dvar, mean, y)
+    stats = bn_stats.gradient_stats(dmean, dvar, mean, y)
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
     need_dx = needs[0] or any(needs[2:5])
     dx, dw, dscale, dshift, dgate = _backward_op(dy, stats, x, y, weight, scale, shift, gate, ctx.act,
@@ -488,13 +470,3 @@ def bn_pointwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | No
     if not usable(x):
         return bn_pointwise_reference(x, weight, scale, shift, gate, act)
     return _forward_op(x, weight.to(x.dtype).contiguous(), scale, shift, gate, act)
-
-
-def batch_norm_affine(mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch norm as the affine map (scale, shift), float32, from the batch's mean and biased
-    variance (as `bn_pointwise` returns them): normalising y is then y * scale + shift. Differentiable,
-    so autograd carries the gradients of scale and shift back to mean and var (and from there into
-    the producer's backward)."""
-    scale = weight.float() * torch.rsqrt(var + eps)
-    return scale, bias.float() - mean * scale

@@ -32,24 +32,11 @@ from torch import nn
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
+from effnet.fast import bn_stats
 from effnet.fast import ops
 from effnet.fast.se_projection import se_projection
 from effnet.models.blocks import MBConv
 from effnet.models.layers import SameConv2d
-
-
-def _statistics(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
-                count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """bn's (scale, shift) for a batch of `count` values per channel with this mean and biased
-    variance, and its running statistics updated as nn.BatchNorm2d updates them in training."""
-    scale, shift = bnp.batch_norm_affine(mean, var, bn.weight, bn.bias, bn.eps)
-    if bn.track_running_stats:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
-            bn.running_var.lerp_((var * count / max(count - 1, 1)).to(bn.running_var.dtype), momentum)
-    return scale, shift
 
 
 def _affine(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -71,20 +58,20 @@ class FusedTrainingMBConv(MBConv):
         scale = shift = None
         if self.expands:
             x, mean, var = bnp.bn_pointwise(x, self.conv_pw.weight)  # raw: bn1 and its SiLU apply in the next pass
-            scale, shift = _statistics(self.bn1, mean, var, count)
+            scale, shift = bn_stats.batch_norm_train(self.bn1, mean, var, count)
         kernel_size, stride = self.conv_dw.kernel_size[0], self.conv_dw.stride[0]
         output_size, padding = ops.conv_geometry(x, kernel_size, stride, same=isinstance(self.conv_dw, SameConv2d))
         y2, mean, var = bnd.bn_depthwise(x, self.conv_dw.weight, scale, shift, stride=stride, padding=padding,
                                          output_size=output_size, act=True)
         count = y2.shape[0] * y2.shape[2] * y2.shape[3]
-        scale, shift = _statistics(self.bn2, mean, var, count)
+        scale, shift = bn_stats.batch_norm_train(self.bn2, mean, var, count)
         if self.has_se:
             se = self.se
             y3, mean, var = se_projection(y2, self.conv_pwl.weight, scale, shift, se.conv_reduce.weight,
                                           se.conv_reduce.bias, se.conv_expand.weight, se.conv_expand.bias)
         else:
             y3, mean, var = bnp.bn_pointwise(y2, self.conv_pwl.weight, scale, shift, act=True)
-        scale, shift = _statistics(self.bn3, mean, var, count)
+        scale, shift = bn_stats.batch_norm_train(self.bn3, mean, var, count)
         out = _affine(y3, scale, shift).to(y3.dtype)
         if self.has_skip:
             out = self.drop_path(out) + shortcut

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise as bnp
+from effnet.fast import bn_stats
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -166,7 +167,7 @@ def _autograd_backward(ctx, dy, dmean, dvar, _, __):
     x, y, mean, weight, scale, shift, pooled, gate, *se = ctx.saved_tensors
     needs = ctx.needs_input_grad
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
-    dx, dw, dscale, dshift, *dse = _backward_op(dy, bnp.gradient_stats(dmean, dvar, mean, y), x, y, weight,
+    dx, dw, dscale, dshift, *dse = _backward_op(dy, bn_stats.gradient_stats(dmean, dvar, mean, y), x, y, weight,
                                                 scale, shift, pooled, gate, *se[:3], needs[0] or needs[2] or needs[3])
     grads = (dx, dw.to(weight.dtype), dscale, dshift, *(grad.to(p.dtype) for grad, p in zip(dse, se, strict=True)))
     return tuple(grad if need else None for grad, need in zip(grads, needs, strict=True))
