@@ -38,7 +38,7 @@ if triton is not None:
 
     @triton.jit
     def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         # a = act(x * scale + shift) over the (M, C) channels-last matrix, in x's dtype.
         rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -64,9 +64,9 @@ if triton is not None:
 
     @triton.jit
     def _dw_forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
-                        s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                        K: tl.constexpr, STRIDE: tl.constexpr,
-                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                           s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                           K: tl.constexpr, STRIDE: tl.constexpr,
+                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels. Its column
         # sums and sums of squared deviations from its own column means go to row `pid` of the buffers.
         pid = tl.program_id(0)
@@ -92,10 +92,10 @@ if triton is not None:
 
     @triton.jit
     def _dw_input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, dx_ptr,
-                           dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
-                           s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                           K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
-                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                              dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                              s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                              K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
+                              BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels. da gathers g from every
         # output pixel whose window covers them; then dx = da * act'(z) * scale, with z = x * scale + shift.
         # (s_*: the input's strides, shared by x and dx; o_*: the output's, shared by dy and y.)
@@ -133,9 +133,9 @@ if triton is not None:
 
     @triton.jit
     def _dw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
-                            s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                            K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr,
-                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                               s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                               K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr,
+                               BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W tiles.
         # Per tile, g is loaded once and every tap's input as one (KK, P, BC) block; products accumulate
         # elementwise and are summed over the pixels once, into row `pid` of the (programs, KK, C) buffer.
@@ -228,15 +228,16 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
         a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
         *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w,
         BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
-    # Merge the tiles' (count, sum, M2): tile (i, j) of every image holds rows(i) x columns(j) pixels.
-    def counts() -> torch.Tensor:
-        rows = (out_h - torch.arange(blocks_h) * block_h).clamp(max=block_h)
-        columns = (out_w - torch.arange(blocks_w) * block_w).clamp(max=block_w)
-        return (rows[:, None] * columns[None, :]).flatten().repeat(batch)  # (programs,)
-
-    mean, var = bn_stats.merge_moments(sums, m2, bn_stats.block_counts(
-        ("bn_depthwise", batch, out_h, out_w, block_h, block_w), x.device, counts))
+    counts = bn_stats.block_counts(x.device, _tile_counts, batch, out_h, out_w, block_h, block_w)
+    mean, var = bn_stats.merge_moments(sums, m2, counts)
     return y, mean, var, (a if scale is not None else x.new_empty((0,)))
+
+
+def _tile_counts(batch: int, out_h: int, out_w: int, block_h: int, block_w: int) -> torch.Tensor:
+    """Pixels in each of the forward's tiles, image by image: tile (i, j) holds rows(i) x columns(j)."""
+    rows = (out_h - torch.arange(triton.cdiv(out_h, block_h)) * block_h).clamp(max=block_h)
+    columns = (out_w - torch.arange(triton.cdiv(out_w, block_w)) * block_w).clamp(max=block_w)
+    return (rows[:, None] * columns[None, :]).flatten().repeat(batch)
 
 
 def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act, need_dx, need_dw,

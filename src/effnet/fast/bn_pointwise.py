@@ -94,9 +94,9 @@ if triton is not None:
 
     @triton.jit
     def _pw_forward_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, gate_ptr, y_ptr, sums_ptr, m2_ptr,
-                        M, N, K, pixels, s_xm, s_xk, s_wn, s_wk, s_ym, s_yn,
-                        AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           M, N, K, pixels, s_xm, s_xk, s_wn, s_wk, s_ym, s_yn,
+                           AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_N output channels. Its column sums
         # and sums of squared deviations from its own column means go to row pid_m of the
         # (blocks_m, N) buffers.
@@ -130,10 +130,10 @@ if triton is not None:
 
     @triton.jit
     def _pw_input_grad_kernel(dy_ptr, y_ptr, stats_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, pool_ptr,
-                           dx_ptr, dscale_ptr, dshift_ptr,
-                           M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
-                           AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
-                           IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+                              dx_ptr, dscale_ptr, dshift_ptr,
+                              M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
+                              AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
+                              IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
         # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_K input channels; da = g @ weight
         # over all N output channels, then the prologue's derivatives in the epilogue. dy and y share
         # strides (both are (M, N) channels-last views), as do x and dx. With POOL, `pool_ptr` (images, K)
@@ -172,9 +172,9 @@ if triton is not None:
 
     @triton.jit
     def _pw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dw_ptr,
-                            dgate_ptr, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
-                            AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
+                               dgate_ptr, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
+                               AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
+                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
         # dweight (N, K) = g.T @ a, split over the pixels: one program takes `rows_per_program` rows of ONE
         # image (`_image_chunk`) for a BLOCK_N x BLOCK_K tile of dweight and adds its share atomically.
         # With GATE, a = s * gate[image] and the program's product P = g.T @ s (ungated) gives both
@@ -290,10 +290,14 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
                           **_flags(x, scale, gate, act), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                           **_launch_options(warps, stages))
     # Merge the blocks' (count, sum, M2): each image has the same blocks, all full but its last.
-    counts = bn_stats.block_counts(("bn_pointwise", batch, pixels, block_m), x.device, lambda: torch.tensor(
-        ([block_m] * (triton.cdiv(pixels, block_m) - 1) + [pixels - block_m * (triton.cdiv(pixels, block_m) - 1)])
-        * batch))
+    counts = bn_stats.block_counts(x.device, _row_block_counts, batch, pixels, block_m)
     return (y, *bn_stats.merge_moments(sums, m2, counts))
+
+
+def _row_block_counts(batch: int, pixels: int, block_m: int) -> torch.Tensor:
+    """Rows in each of the forward's row blocks, image by image: all full but each image's last."""
+    blocks = triton.cdiv(pixels, block_m)
+    return torch.tensor(([block_m] * (blocks - 1) + [pixels - block_m * (blocks - 1)]) * batch)
 
 
 def image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:

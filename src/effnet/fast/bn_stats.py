@@ -167,14 +167,15 @@ def merge_moments(sums: torch.Tensor, m2: torch.Tensor, counts: torch.Tensor) ->
 _counts_cache: dict[tuple, torch.Tensor] = {}
 
 
-def block_counts(key: tuple, device: torch.device, make) -> torch.Tensor:
-    """The (blocks,) float32 value counts of a partial-sums layout, made once per (`key`, device) by
-    `make()` (a host-side tensor): a layout is fixed by the shapes and tiles that `key` names."""
-    cached = _counts_cache.get((key, device))
+def block_counts(device: torch.device, make, *layout) -> torch.Tensor:
+    """The (blocks,) float32 value counts of a partial-sums layout, `make(*layout)` (host-side, any number
+    type) made once per layout and device: a layout is fixed by the shapes and tiles it names."""
+    key = (make, layout, device)
+    cached = _counts_cache.get(key)
     if cached is None:
         if len(_counts_cache) > 256:
             _counts_cache.clear()
-        cached = _counts_cache[(key, device)] = make().to(device=device, dtype=torch.float32)
+        cached = _counts_cache[key] = make(*layout).to(device=device, dtype=torch.float32)
     return cached
 
 

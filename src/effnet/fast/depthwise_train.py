@@ -42,9 +42,9 @@ if triton is not None:
 
     @triton.jit
     def _tdw_input_grad_kernel(dy_ptr, w_ptr, dx_ptr, H, W, C, HO, WO, pad_h, pad_w,
-                           sdn, sdh, sdw, sdc, sxn, sxh, sxw, sxc,
-                           K: tl.constexpr, STRIDE: tl.constexpr,
-                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                               sdn, sdh, sdw, sdc, sxn, sxh, sxw, sxc,
+                               K: tl.constexpr, STRIDE: tl.constexpr,
+                               BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BLOCK_H x BLOCK_W input pixels x BLOCK_C channels, gathering from dy every
         # output pixel whose window covers them.
         pid = tl.program_id(0)
@@ -101,10 +101,10 @@ if triton is not None:
 
     @triton.jit
     def _tdw_weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w,
-                            sxn, sxh, sxw, sxc, sdn, sdh, sdw, sdc,
-                            K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, BAND: tl.constexpr,
-                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                            TAP_MAJOR: tl.constexpr):
+                                sxn, sxh, sxw, sxc, sdn, sdh, sdw, sdc,
+                                K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, BAND: tl.constexpr,
+                                BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                                TAP_MAJOR: tl.constexpr):
         # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W
         # tiles (BAND is a multiple of BLOCK_H).
         pid = tl.program_id(0)

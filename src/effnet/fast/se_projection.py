@@ -39,7 +39,7 @@ if triton is not None:
 
     @triton.jit
     def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
-                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: rows_per_program pixels of one image (`_image_chunk`) x BLOCK_K channels; the sum of
         # silu(x * scale + shift) over them goes to row `chunk` of the (chunks, K) buffer.
         chunk = tl.program_id(0)
