@@ -61,6 +61,7 @@ PLAN = [
         ("training", "eager", "effnet-ftrain"),
         # the whole step captured: no launch cost (run 6: eager effnet-ftrain 180 ms of wall, 44 of kernels)
         ("training", "cudagraphs", "effnet-ftrain"), ("training", "cudagraphs", "timm"),
+        ("training", "cudagraphs", "effnet"),  # the plain step's kernels at their pace, beside effnet-ftrain's
         ("training", "eager", "timm"), ("training", "eager", "effnet-stages"),
         ("inference", "compile", "effnet-fast"),  # Inductor around the fused operators (effnet.fast.custom_ops)
         ("training", "compile", "effnet"),  # the same graph as timm's (run 1: 0.98x)
