@@ -16,6 +16,17 @@ import torch
 from torch import nn
 
 
+def _warm_up(device: torch.device, run: Callable[[], object], times: int) -> None:
+    """`run()` `times` times on a side stream before a capture, as PyTorch's graph capture asks: lazy
+    initialisation (cuDNN plans, Triton compiles, an optimizer's state) stays out of the graph."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(times):
+            run()
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
 class CudaGraphModule(nn.Module):
     """Runs `model` by replaying a CUDA graph captured for inputs shaped like `example`.
 
@@ -30,12 +41,8 @@ class CudaGraphModule(nn.Module):
         self.model = model
         self.copy_output = copy_output
         self.static_input = example.clone()
-        side = torch.cuda.Stream(device=example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(warmup):  # lazy initialisation (cuDNN plans, Triton compiles) stays out of the graph
-                model(self.static_input)
-        torch.cuda.current_stream(example.device).wait_stream(side)
+        with torch.inference_mode():
+            _warm_up(example.device, lambda: model(self.static_input), warmup)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.inference_mode():
             self.static_output = model(self.static_input)
@@ -64,13 +71,12 @@ class CudaGraphTrainingStep:
                  *, warmup: int = 3) -> None:
         if torch.device(device).type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device; got {torch.device(device).type}")
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                optimizer.zero_grad(set_to_none=True)
-                step()
-        torch.cuda.current_stream(device).wait_stream(side)
+
+        def zeroed_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            step()
+
+        _warm_up(device, zeroed_step, warmup)
         optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients in its pool
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
