@@ -7,9 +7,9 @@
 For every distinct 1x1 convolution of an MBConv block (B0 at 224 px, training batch 128 by default)
 it times a training step of that layer, forward and backward, on channels-last activations:
 
-- the fused pass with its default tiles and each sweep configuration, forward and backward timed
-  apart. An expansion is `bn_pointwise` (effnet.fast.bn_pointwise): it takes the block's input as it
-  is and gathers its output's statistics. A projection is `se_projection` (effnet.fast.se_projection),
+- the fused pass with its default tiles, session 10's (`session10_tiles`) and each sweep configuration,
+  forward, input gradient and weight gradient timed apart. An expansion is `bn_pointwise`
+  (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics. A projection is `se_projection` (effnet.fast.se_projection),
   as the fused training MBConv runs it: the squeeze-excitation's pool and MLP, then the 1x1 conv applying
   the depthwise output's batch norm, SiLU and the SE gate as it loads, gathering its own output's
   statistics (`bn_pointwise` with the normalisation alone in a block without SE).
@@ -20,12 +20,11 @@ it times a training step of that layer, forward and backward, on channels-last a
 - the bare convolution's forward and backward (cuDNN; a bound on what the library matrix products give).
 
 The backward's inputs are dy and the gradients of y's batch mean and variance (what the next batch
-norm hands back). Each row
-reports the fused pass's effective bandwidth, counting the bytes it must move at the least: forward
-x (twice with an SE: its pool reads x first) + y, backward dy, y and x twice (the input gradient and
-the weight gradient each read them) + dx.
-With `--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is recorded
-for the forward (`bn_pointwise`) or the backward (`bn_pointwise_backward`).
+norm hands back). Each row reports the fused passes' effective bandwidth, counting the bytes they must
+move at the least: forward x (twice with an SE: its pool reads x first) + y; input gradient dy, y, x +
+dx; weight gradient dy, y, x. With `--tuning FILE` a configuration that beats the default by 3% plus the
+layer's noise is recorded for its pass (`bn_pointwise`, `bn_pointwise_input_grad`,
+`bn_pointwise_weight_grad`).
 """
 from __future__ import annotations
 
@@ -49,10 +48,31 @@ from pointwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
                           sweep_parser, sweep_timer)
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the default comes from bn_pointwise.default_tiles.
-# None of these spills registers on sm_90 (benchmarks/compile_check.py); 4 warps on 128-row tiles, or 64-wide
-# K steps, do.
-SWEEP = [(64, 64, 32, 4, 2), (128, 64, 32, 8, 1), (128, 64, 32, 8, 2), (64, 64, 32, 4, 3), (128, 128, 32, 8, 2)]
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per pass, tried beside bn_pointwise.default_tiles and
+# session 10's defaults; configuration i of each pass makes variant i. None spills registers on sm_90 under
+# Triton 3.6 (`compile_check.py --sweeps`). The input gradient's tile is (rows, BLOCK_K) of dx, looping over
+# the outputs by BLOCK_N; the weight gradient's (BLOCK_N, BLOCK_K) of dweight, looping over the rows.
+SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 2), (128, 64, 32, 8, 1), (128, 64, 32, 8, 2), (64, 64, 32, 4, 3),
+                          (128, 128, 32, 8, 2), (64, 128, 32, 8, 3)],
+         "bn_pointwise_input_grad": [(64, 32, 128, 8, 2), (32, 64, 128, 8, 2), (64, 64, 64, 8, 2),
+                                     (128, 32, 64, 8, 2), (32, 32, 256, 8, 3), (32, 128, 64, 8, 3)],
+         "bn_pointwise_weight_grad": [(32, 64, 64, 8, 2), (16, 128, 64, 8, 2), (32, 128, 64, 8, 3),
+                                      (16, 128, 128, 8, 2), (16, 64, 128, 8, 2), (32, 32, 128, 8, 2)]}
+CONFIGS = len(SWEEP["bn_pointwise"])
+
+
+def _span(channels: int, cap: int) -> int:
+    return max(16, min(1 << (channels - 1).bit_length(), cap))
+
+
+def session10_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
+    """Session 10's defaults (never timed): both gradients on one tile, an expansion's spanning its inputs (up to
+    128), a projection's its outputs (up to 256) with 32-wide K steps."""
+    if cout >= cin:
+        return ((128 if pixels >= 128 else 64), 128, 32, 8, 3) if op == "bn_pointwise" else \
+            (64, 64, _span(cin, 128), 8, 2)
+    block_n = _span(cout, 256)
+    return (32 if block_n > 128 else 64), block_n, 32, 8, (3 if op == "bn_pointwise" else 2)
 
 
 def _inputs(args, shape, device, dtype):
@@ -101,18 +121,30 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
 
     outputs = forward()
     stats = bn_stats.gradient_stats(dmean, dvar, outputs[1], outputs[0])  # as the operator's autograd formula builds it
+    x, y, weight = tensors[0], outputs[0], tensors[1]
+    scale, shift = (tensors[2], tensors[3]) if normalized else (None, None)
+    gate = outputs[4] if se else None
+    # The SE pool's gradient that the projection's input gradient adds (its value does not change the time).
+    pool = torch.zeros(args.batch, cin, device=device) if se else None
 
-    def backward(tiles=None, outputs=outputs):
+    def backward(tiles=None, weight_tiles=None, outputs=outputs):
         if se:  # (dx, dweight, dscale, dshift, and the SE's four)
-            return sep._backward(dy, stats, tensors[0], outputs[0], tensors[1], *tensors[2:4], *outputs[3:],
-                                 *tensors[4:7], True, tiles)
-        grads = bnp._backward(dy, stats, tensors[0], outputs[0], *tensors[1:4],
-                              *[None] * (4 - len(tensors)), None, act, True, True, tiles)
+            return sep._backward(dy, stats, x, outputs[0], weight, scale, shift, *outputs[3:], *tensors[4:7], True,
+                                 tiles, weight_tiles)
+        grads = bnp._backward(dy, stats, x, outputs[0], weight, scale, shift, None, act, True, True, tiles,
+                              weight_tiles)
         return grads[:len(tensors)]  # (dx, dweight, then dscale, dshift for a projection)
 
+    def input_grad(tiles=None):
+        return bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=pool, tiles=tiles)
+
+    def weight_grad(tiles=None):
+        return bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles)
+
     def check(tiles) -> float:
-        outputs = forward(tiles)
-        fused = [*outputs[:3], *backward(tiles, outputs)]
+        outputs = forward(tiles["bn_pointwise"])
+        fused = [*outputs[:3], *backward(tiles["bn_pointwise_input_grad"], tiles["bn_pointwise_weight_grad"],
+                                         outputs)]
         return max(relative_error(a.float(), b.float()) for a, b in zip(fused, expected, strict=True))
 
     times = {"torch": timer.median(partial(pytorch_step, reference)),
@@ -120,45 +152,50 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     if compiled_references is not None:  # one compiled function per kind of layer, for every shape (dynamic)
         compiled = compiled_references.setdefault((se, act), torch.compile(reference, dynamic=True))
         times["compiled"] = timer.median(partial(pytorch_step, compiled))
-    # The defaults before session 10 (the same tiles for every layer) against today's, which span each
-    # layer's narrow side (bn_pointwise.default_tiles): they differ in the traffic counted, not yet in time.
-    before = ((128 if height * width >= 128 else 64), 64, 32, 8, 3)
-    configs = {"default": None, "session 9": before, **{str(t): t for t in SWEEP[:args.configs]}}
-    errors, forward_times, backward_times, skipped = {}, {}, {}, []
+    functions = {"bn_pointwise": forward, "bn_pointwise_input_grad": input_grad, "bn_pointwise_weight_grad": weight_grad}
+    configs = {"default": dict.fromkeys(functions),
+               "session 10": {op: session10_tiles(op, cin, cout, height * width) for op in functions},
+               **{f"#{i}": {op: SWEEP[op][i] for op in functions} for i in range(args.configs)}}
+    errors, skipped = {}, []
+    passes = {op: {} for op in functions}
     for name, tiles in configs.items():
         try:
             errors[name] = check(tiles)
         except OutOfResources:
             skipped.append(name)
             continue
-        forward_times[name] = timer.median(partial(forward, tiles))
-        backward_times[name] = timer.median(partial(backward, tiles))
-    forward_times[AGAIN] = timer.median(forward)
-    backward_times[AGAIN] = timer.median(backward)
+        for op, function in functions.items():
+            passes[op][name] = timer.median(partial(function, tiles[op]))
+    for op, function in functions.items():
+        passes[op][AGAIN] = timer.median(function)
     key = dict(in_channels=cin, out_channels=cout, height=height, width=width, normalized=normalized)
-    choices = {name: ("tiled", tiles, {}) for name, tiles in configs.items() if tiles is not None}
-    promoted = [promote(args.tuning, op, key, choices, op_times, errors, bound, device)
-                for op, op_times in (("bn_pointwise", forward_times), ("bn_pointwise_backward", backward_times))]
-    step = {name: forward_times[name] + backward_times[name] for name in forward_times}
-    best_forward = min((n for n in forward_times if n != AGAIN), key=forward_times.get)
-    best_backward = min((n for n in backward_times if n != AGAIN), key=backward_times.get)
-    times.update({"fused": step["default"], "fused forward": forward_times["default"],
-                  "fused backward": backward_times["default"],
-                  "fused best": forward_times[best_forward] + backward_times[best_backward]})
-    # Forward x (and again for the SE's pool) + y; backward dy, y, and x twice + dx.
-    moved = tensors[0].element_size() * args.batch * height * width * (cin * (1 + se) + cout + 2 * cout + 3 * cin)
-    layer_noise = max(noise(forward_times), noise(backward_times))
+    promoted = {}
+    for op, op_times in passes.items():
+        choices = {name: ("tiled", tiles[op], {}) for name, tiles in configs.items() if tiles[op] is not None}
+        promoted[op] = promote(args.tuning, op, key, choices, op_times, errors, bound, device)
+    best = {op: min((n for n in op_times if n != AGAIN), key=op_times.get) for op, op_times in passes.items()}
+    times.update({"fused": sum(op_times["default"] for op_times in passes.values()),
+                  **{f"fused {op.removeprefix('bn_pointwise').strip('_') or 'forward'}": op_times["default"]
+                     for op, op_times in passes.items()},
+                  "fused session 10": sum(op_times.get("session 10", float("nan")) for op_times in passes.values()),
+                  "fused best": sum(passes[op][name] for op, name in best.items())})
+    # Forward x (and again for the SE's pool) + y; input gradient dy, y, x + dx; weight gradient dy, y, x.
+    moved = tensors[0].element_size() * args.batch * height * width * (cin * (1 + se) + cout + 2 * cout + 3 * cin
+                                                                       + 2 * cout)
+    layer_noise = max(noise(op_times) for op_times in passes.values())
     compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
     note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
-        f"; tuned {op}: {name}" for op, name in zip(("forward", "backward"), promoted) if name)
+        f"; tuned {op}: {name}" for op, name in promoted.items() if name)
     role = "project" if normalized else "expand"
     print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} {compiled} "
-          f"{times['cudnn'] * 1e6:9.1f} | {times['fused forward'] * 1e6:8.1f} {times['fused backward'] * 1e6:8.1f} "
-          f"{moved / times['fused'] / 1e9:6.0f} | {times['fused best'] * 1e6:8.1f} "
-          f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
+          f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
+                                                       passes.values())
+          + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused session 10'] * 1e6:8.1f} "
+          f"{times['fused best'] * 1e6:8.1f} (max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})",
+          flush=True)
     return {"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count, "bytes": moved,
-            "seconds": times, "forward_seconds": forward_times, "backward_seconds": backward_times, "errors": errors,
-            "noise": layer_noise, "skipped": skipped, "best": [best_forward, best_backward], "tuned": promoted}
+            "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise, "skipped": skipped,
+            "best": best, "tuned": promoted}
 
 
 def _conv_step(x, weight, dy):
@@ -167,7 +204,7 @@ def _conv_step(x, weight, dy):
 
 
 def main() -> int:
-    parser = sweep_parser(__doc__, "bn_pointwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
+    parser = sweep_parser(__doc__, "bn_pointwise_sweep.json", CONFIGS, "how many sweep configurations to try")
     parser.set_defaults(batch=128)
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
     args = parser.parse_args()
@@ -178,7 +215,7 @@ def main() -> int:
     # Compiled functions by kind of layer, each for every shape (dynamic): a handful of graphs, not one per layer.
     compiled = None if args.no_compile or device.type != "cuda" else {}
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
-          f"{'fwd us':>8} {'bwd us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)
+          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'s10 us':>8} {'best us':>8}", flush=True)
     shapes: Counter = Counter()
     for shape, count in layer_shapes(args.model, args.size).items():
         shapes[shape[:6]] += count  # with or without the block's residual: the same layer here (added outside)

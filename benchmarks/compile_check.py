@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), 30 kernels, about a minute
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
+    PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles bn_pointwise_sweep.py tries
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
@@ -86,15 +87,15 @@ def _training_variants(model_name: str) -> list[tuple[str, object, dict, dict]]:
                        dict(AFFINE=True, ACT=True, GATE=block.has_se)))
         for role, x, cout, flags in layers:
             scale = torch.empty(x.shape[1], device="meta") if flags["AFFINE"] else None
-            for op, op_kernels in (("bn_pointwise", (bnp._pw_forward_kernel,)),
-                                   ("bn_pointwise_backward", (bnp._pw_input_grad_kernel, bnp._pw_weight_grad_kernel))):
+            for op, kernel in (("bn_pointwise", bnp._pw_forward_kernel),
+                               ("bn_pointwise_input_grad", bnp._pw_input_grad_kernel),
+                               ("bn_pointwise_weight_grad", bnp._pw_weight_grad_kernel)):
                 block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
-                for kernel in op_kernels:
-                    # The projection's input gradient adds the SE pool's gradient (se_projection).
-                    pool = {"POOL": flags["GATE"]} if kernel is bnp._pw_input_grad_kernel else {}
-                    variants.append((f"bn_pointwise {kernel.fn.__name__} ({where} {role})", kernel,
-                                     {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
-                                      "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
+                # The projection's input gradient adds the SE pool's gradient (se_projection).
+                pool = {"POOL": flags["GATE"]} if kernel is bnp._pw_input_grad_kernel else {}
+                variants.append((f"bn_pointwise {kernel.fn.__name__} ({where} {role})", kernel,
+                                 {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                                  "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
         if block.has_se:
             block_m, block_k, warps = sep._POOL_TILES
             variants.append((f"se_projection _se_pool_kernel ({where})", sep._se_pool_kernel,
@@ -155,6 +156,27 @@ def _variants(models: tuple[str, ...] = MODELS) -> list[tuple[str, object, dict,
     return variants
 
 
+def _sweep_variants() -> list[tuple[str, object, dict, dict]]:
+    """(name, kernel, constexprs, launch options) of every tile set `bn_pointwise_sweep.py` tries, for an
+    expansion and for a gated projection (the two kinds of 1x1 layer in B0 and B4)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bn_pointwise_sweep import SWEEP
+
+    kinds = {"expansion": dict(AFFINE=False, ACT=False, GATE=False), "projection": dict(AFFINE=True, ACT=True, GATE=True)}
+    kernels_by_op = {"bn_pointwise": bnp._pw_forward_kernel, "bn_pointwise_input_grad": bnp._pw_input_grad_kernel,
+                     "bn_pointwise_weight_grad": bnp._pw_weight_grad_kernel}
+    variants = []
+    for op, tile_sets in SWEEP.items():
+        kernel = kernels_by_op[op]
+        for role, flags in kinds.items():
+            pool = {"POOL": flags["GATE"]} if kernel is bnp._pw_input_grad_kernel else {}
+            for block_m, block_n, block_k, warps, stages in tile_sets:
+                variants.append((f"sweep {kernel.fn.__name__} {role} {(block_m, block_n, block_k, warps, stages)}",
+                                 kernel, {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                                          "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
+    return variants
+
+
 def compile_kernel(kernel, constexprs: dict, options: dict, arch: int):
     """The compiled kernel for CUDA compute capability `arch` (e.g. 90), all pointers as in HALF_POINTERS."""
     signature = {name: "constexpr" if name in constexprs else
@@ -180,9 +202,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, major*10+minor (90: H100)")
     parser.add_argument("--only", help="compile only the variants whose name contains this")
+    parser.add_argument("--sweeps", action="store_true",
+                        help="compile the tile sets bn_pointwise_sweep.py tries instead of the defaults")
     args = parser.parse_args()
     failed = 0
-    for name, kernel, constexprs, options in _variants():
+    for name, kernel, constexprs, options in (_sweep_variants() if args.sweeps else _variants()):
         if args.only and args.only not in name:
             continue
         start = time.time()

@@ -65,16 +65,53 @@ def test_bn_pointwise_half_precision_and_larger_maps():
 @needs_triton
 @pytest.mark.parametrize("channels, out_channels", [(20, 136), (136, 20), (200, 136)])
 def test_bn_pointwise_with_the_gpu_default_tiles(monkeypatch, channels, out_channels):
-    """The tiles a GPU takes by default span the layer's narrow side (an expansion's 20 inputs in one K tile
-    of 32; a projection's 20 outputs in one N tile of 32, its 136 in one of 256 with 32 rows): the same
-    function as the composite with every channel tail masked."""
+    """The tiles a GPU takes by default span the narrow side where it is read many times (an expansion's 20
+    inputs in one K tile of 32 in both gradients; a projection's 20 outputs in one N tile of 32 in the forward
+    and the weight gradient, its 136 in one of 256 with 32 rows in the forward) and the wide side of the input
+    gradient's output (a projection's 200 inputs in one K tile of 256): the same function as the composite
+    with every channel tail masked (136 outputs in two weight-gradient tiles of 128)."""
     expansion = out_channels > channels
-    backward = bnp.default_tiles("bn_pointwise_backward", channels, out_channels, pixels=30)
-    assert (backward[2] >= channels) if expansion else (backward[1] >= out_channels)  # the narrow side in one tile
-    if not expansion:
-        assert bnp.default_tiles("bn_pointwise", channels, out_channels, pixels=30)[1] >= out_channels
+    tiles = {op: bnp.default_tiles(op, channels, out_channels, pixels=30) for op in bnp.OPS}
+    if expansion:
+        assert tiles["bn_pointwise_input_grad"][2] >= channels and tiles["bn_pointwise_weight_grad"][2] >= channels
+    else:
+        assert tiles["bn_pointwise"][1] >= out_channels
+        assert tiles["bn_pointwise_weight_grad"][1] >= min(out_channels, 128)
+        assert tiles["bn_pointwise_input_grad"][2] >= min(channels, 256)
     monkeypatch.setattr(bnp, "_tiles", lambda op, x, n, scale: bnp.default_tiles(op, x.shape[1], n, 30)[:3] + (4, 1))
     inputs = _inputs(torch.float32, affine=True, gate=True, shape=(2, channels, 5, 6), out_channels=out_channels)
+    fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)
+    for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
+        assert relative_error(value, expected) <= 1e-5, index
+
+
+def test_default_tiles_name_their_pass():
+    with pytest.raises(ValueError, match="unknown bn_pointwise pass 'bn_pointwise_backward'"):
+        bnp.default_tiles("bn_pointwise_backward", 16, 96, 30)
+
+
+@pytest.mark.parametrize("batch, pixels, chunks, gated, expected", [
+    (4, 30, 1, False, (1, 120, 128, 1, 1)),  # the batch as one image, in one chunk
+    (4, 30, 3, False, (1, 120, 48, 1, 3)),  # ... cut anywhere on a row tile: 48 + 48 + 24 rows
+    (5, 30, 2, True, (5, 30, 30, 3, 2)),  # whole images: 3, then the last 2
+    (2, 30, 4, True, (2, 30, 16, 1, 4)),  # each image cut in two pieces of whole tiles: 16 + 14 rows
+    (2, 30, 64, True, (2, 30, 16, 1, 4)),  # never a piece of less than a tile
+])
+def test_weight_grad_split(batch, pixels, chunks, gated, expected):
+    """(images, pixels, rows per program, images per program, chunks) with 16-row tiles."""
+    if bnp.triton is None:
+        pytest.skip("needs Triton")
+    assert bnp.weight_grad_split(batch, pixels, 16, chunks, gated) == expected
+
+
+@needs_triton
+@pytest.mark.parametrize("chunks", [1, 2, 5])
+@pytest.mark.parametrize("gate", [True, False])
+def test_weight_gradient_is_the_same_however_the_rows_are_split(monkeypatch, chunks, gate):
+    """Whole images per program (two, then a ragged last one), pieces of images, or the batch as one
+    image: the weight gradient (and the gate's) equal the composite's."""
+    monkeypatch.setattr(bnp, "_chunks_wanted", lambda x, tiles, rows: chunks)
+    inputs = _inputs(torch.float32, affine=True, gate=gate, shape=(3, 20, 5, 7), out_channels=24)
     fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)
     for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
         assert relative_error(value, expected) <= 1e-5, index
@@ -135,15 +172,19 @@ def test_bn_pointwise_falls_back_to_pytorch_off_channels_last():
         assert torch.equal(value, expected)
 
 
-def test_bn_pointwise_keeps_to_pytorch_under_deterministic_algorithms():
-    """The weight gradient's atomic adds are not deterministic: with deterministic algorithms asked for,
-    the kernels stand aside (and so does every fused training block)."""
-    x = _inputs(torch.float32, affine=False, gate=False)[0]
+@needs_triton
+def test_bn_pointwise_runs_under_deterministic_algorithms():
+    """No atomics (every partial sum is added up by PyTorch): with deterministic algorithms asked for, the
+    kernels still run, and two runs give the same bits."""
+    inputs = _inputs(torch.float32, affine=True, gate=True)
     torch.use_deterministic_algorithms(True)
     try:
-        assert not bnp.usable(x)
+        assert bnp.usable(inputs[0])
+        first, second = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise, inputs, True)
     finally:
         torch.use_deterministic_algorithms(False)
+    for value, again in zip(first, second, strict=True):
+        assert torch.equal(value, again)
 
 
 def test_bn_pointwise_wants_scale_and_shift_together():
@@ -175,6 +216,6 @@ def test_compiled_chain_traces_the_operators_in_one_graph():
     grads = torch.autograd.grad(y.square().sum(), list(model.parameters()))
     expected = torch.autograd.grad(model.fused(x).square().sum(), list(model.parameters()))
     assert "effnet.bn_pointwise.default" in graphs["forward"]
-    assert "effnet.bn_pointwise_backward.default" in graphs["backward"]
+    assert "effnet.bn_pointwise_backward.default" in graphs["backward"]  # the operator: both gradients
     for grad, reference in zip(grads, expected, strict=True):
         assert relative_error(grad, reference) <= 1e-5

@@ -20,7 +20,8 @@ SWEEPS = [
     ("pointwise_sweep", ["--configs", "1", "--stream-configs", "1"], {"pointwise"}),
     ("depthwise_train_sweep", ["--configs", "1"], {"depthwise_input_grad", "depthwise_weight_grad"}),
     # layer 2 is a projection: the input's batch norm, SiLU and gate applied as it loads
-    ("bn_pointwise_sweep", ["--configs", "2", "--layers", "2"], {"bn_pointwise", "bn_pointwise_backward"}),
+    ("bn_pointwise_sweep", ["--configs", "2", "--layers", "2"],
+     {"bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad"}),
     ("bn_depthwise_sweep", ["--configs", "2"], {"bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad"}),
 ]
 

@@ -18,12 +18,15 @@ suffer the cancellation of E[y^2] - E[y]^2. The backward takes dy and the gradie
 (which autograd brings back from whatever the next layer made of them: `bn_stats.batch_norm_train`),
 so the gradient reaching y is
 dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. With `a` recomputed from x as it
-is loaded, it computes dweight in one split-K pass over each image's pixels (which gives dgate too:
-per image, the sum over the output channels of weight * (g.T @ s), with s the activation before the
-gate) and dx in another whose epilogue applies the SiLU's and the affine map's derivatives and sums
-dscale and dshift, so the wide `da` is never written either. Sums are per program block, added up by
-PyTorch afterwards (exact order, deterministic), except dweight's, which programs add atomically
-(last-bit nondeterminism).
+is loaded, it computes dweight in one pass split over the rows into a few chunks per tile of dweight
+(which gives dgate too: per image, the sum over the output channels of weight * (g.T @ s), with s the
+activation before the gate) and dx in another whose epilogue applies the SiLU's and the affine map's
+derivatives and sums dscale and dshift, so the wide `da` is never written either. Sums are per
+program, added up by PyTorch afterwards (exact order: deterministic, no atomics). The weight
+gradient's chunks are few (about four programs per multiprocessor, at least 512 rows each): split
+per image, as session 9 did, B0's 7 x 7 layers at batch 128 made 128 partial dweights each, whose
+atomic adds (764 million per training step) outnumbered the values read. Where nothing is per image
+(no SE gate), the row tiles run across images, so small maps fill whole tiles.
 
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
@@ -69,15 +72,6 @@ if triton is not None:
         image = pid_m // blocks_per_image
         rm = image * pixels + (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
         return image, rm, (rm < (image + 1) * pixels) & (rm < M)
-
-    @triton.jit
-    def _image_chunk(chunk, pixels, rows_per_program):
-        """Chunk `chunk` of the pixel rows when each image's `pixels` rows are cut into chunks of
-        `rows_per_program` (its last one short): its image and its rows [start, end)."""
-        chunks = tl.cdiv(pixels, rows_per_program)
-        image = chunk // chunks
-        start = image * pixels + (chunk % chunks) * rows_per_program
-        return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
 
     @triton.jit
     def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N):
@@ -171,15 +165,41 @@ if triton is not None:
         tl.store(dx_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _pw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dw_ptr,
-                               dgate_ptr, N, K, pixels, rows_per_program, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
+    def _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok, k, k_ok,
+                     image, start, end, N, K, s_ym, s_yn, s_xm, s_xk, AFFINE: tl.constexpr, ACT: tl.constexpr,
+                     GATE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+        """acc + g.T @ a over the rows [start, end) (all of image `image` with GATE), for output channels rn
+        (BN,) and input channels k (BK,), and with GATE the gate's gradient over those rows, (BK,) float32:
+        the sum of da * s, with da = g @ w (this program's BN output channels: the host adds the blocks up)."""
+        dgate = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for m0 in range(start, end, BLOCK_M):
+            rm = m0 + tl.arange(0, BLOCK_M)
+            m_ok = rm < end
+            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                           s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked rows
+            ok = m_ok[:, None] & k_ok[None, :]
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+            a, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
+            # `a` rounded to the operand type, as the forward's product took it.
+            acc += _dot(tl.trans(g), tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+            if GATE:
+                dgate += tl.sum(_dot(g, w, IEEE) * s, axis=0)
+        return acc, dgate
+
+    @triton.jit
+    def _pw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, parts_ptr,
+                               dgate_ptr, N, K, images, pixels, rows_per_program, images_per_program,
+                               s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
                                AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
                                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
-        # dweight (N, K) = g.T @ a, split over the pixels: one program takes `rows_per_program` rows of ONE
-        # image (`_image_chunk`) for a BLOCK_N x BLOCK_K tile of dweight and adds its share atomically.
-        # With GATE, a = s * gate[image] and the program's product P = g.T @ s (ungated) gives both
-        # dweight's share, P * gate, and dgate's, the sum over its output channels of weight * P (the
-        # gate's gradient, sum over the pixels of da * s, without da): row (pid_n, chunk) of dgate_ptr.
+        # dweight (N, K) = g.T @ a, split over the rows (`weight_grad_split`): program (tile, chunk) takes
+        # `images_per_program` whole images or, when that is 1, `rows_per_program` rows of one image (each image
+        # cut into `pieces` chunks, its last one short), and writes its share of a BLOCK_N x BLOCK_K tile of
+        # dweight to row `chunk` of the (chunks, N, K) buffer, which PyTorch sums (in order: deterministic).
+        # Without GATE the host passes the batch as ONE image of all the rows. With GATE, each image's share
+        # of dgate (the sum over its pixels of da * s, da's output channels limited to this program's) goes to
+        # row (pid_n, image * pieces + piece) of dgate_ptr: a second product per row tile, g @ weight, on the
+        # tiles already loaded (the tensor cores idle in this memory-bound pass).
         pid = tl.program_id(0)
         blocks_k = tl.cdiv(K, BLOCK_K)
         pid_n = pid // blocks_k
@@ -188,24 +208,25 @@ if triton is not None:
         n_ok = rn < N
         k_ok = k < K
         chunk = tl.program_id(1)
-        image, start, end = _image_chunk(chunk, pixels, rows_per_program)
+        pieces = tl.cdiv(pixels, rows_per_program)
+        first, piece = (chunk // pieces) * images_per_program, chunk % pieces
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-        for m0 in range(start, end, BLOCK_M):
-            rm = m0 + tl.arange(0, BLOCK_M)
-            m_ok = rm < end
-            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
-                           s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
-            ok = m_ok[:, None] & k_ok[None, :]
-            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
-            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
-            s = tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty)
-            acc += _dot(tl.trans(g), s, IEEE)
         if GATE:
             w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
-                        other=0.0).to(tl.float32)  # (BN, BK)
-            tl.store(dgate_ptr + (pid_n * tl.num_programs(1) + chunk) * K + k, tl.sum(w * acc, axis=0), mask=k_ok)
-            acc = acc * tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)[None, :]
-        tl.atomic_add(dw_ptr + rn[:, None] * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
+                        other=0.0)  # (BN, BK), in the operand type
+            for image in range(first, tl.minimum(first + images_per_program, images)):
+                start = image * pixels + piece * rows_per_program
+                acc, dgate = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w,
+                                          rn, n_ok, k, k_ok, image, start,
+                                          tl.minimum(start + rows_per_program, (image + 1) * pixels), N, K,
+                                          s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, IEEE, BLOCK_M, BLOCK_K)
+                tl.store(dgate_ptr + ((pid_n * images + image) * pieces + piece) * K + k, dgate, mask=k_ok)
+        else:
+            start = piece * rows_per_program
+            acc, _ = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, 0, rn, n_ok,
+                                  k, k_ok, 0, start, tl.minimum(start + rows_per_program, pixels), N, K,
+                                  s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, IEEE, BLOCK_M, BLOCK_K)
+        tl.store(parts_ptr + (chunk * N + rn[:, None]) * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
 
 
 # Tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) under the interpreter, whose time goes by the
@@ -219,33 +240,47 @@ def _span(channels: int, cap: int) -> int:
     return max(16, min(triton.next_power_of_2(channels), cap))
 
 
-def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> tuple[int, int, int, int, int]:
-    """The tiles a layer takes when the tuning file names none: chosen by the traffic they cause, so that a
-    tile spans the layer's narrow side and the wide tensors are read once (not yet timed on a GPU).
+OPS = ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")
 
-    Forward (`op` "bn_pointwise"): a program makes a (rows, BLOCK_N) tile of y, looping over the input
-    channels, so x is read once per block of BLOCK_N outputs: a projection takes its narrow output in one
-    block (up to 256 channels) and reads its wide input once. Backward ("bn_pointwise_backward"): the input
-    gradient's program makes a (rows, BLOCK_K) tile of dx, looping over the outputs, so the gradient g is
-    read once per block of BLOCK_K inputs; the weight gradient's makes a (BLOCK_N, BLOCK_K) tile of dweight,
-    looping over the rows, so g is read once per input block and x once per output block. An expansion's
-    backward spans its narrow input (BLOCK_K up to 128) and reads its wide gradient once; a projection's
-    spans its narrow output (BLOCK_N up to 256) and reads its wide input once. (Session 9's defaults,
-    (128, 64, 32) everywhere, read a 1152-channel projection input three times in each pass, and its
-    gradient's narrow rows 36 times in the weight gradient.)"""
-    if out_channels >= in_channels:  # an expansion (or a square layer)
-        if op == "bn_pointwise":
+
+def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> tuple[int, int, int, int, int]:
+    """The tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) a layer takes for the pass `op` (one of
+    `OPS`) when the tuning file names none: chosen by the traffic they cause, so that the wide tensors are
+    read once and the narrow ones a few times (not yet timed on a GPU).
+
+    The forward ("bn_pointwise") makes a (rows, BLOCK_N) tile of y, looping over the input channels, so x is
+    read once per block of BLOCK_N outputs: a projection takes its narrow output in one block (up to 256
+    channels) and reads its wide input once; an expansion reads its narrow input once per 128 outputs. The
+    input gradient ("bn_pointwise_input_grad") is the same product the other way round, a (rows, BLOCK_K)
+    tile of dx looping over the outputs, so the gradient g is read once per block of BLOCK_K inputs: an
+    expansion takes its narrow input in one block (up to 128) and reads its wide g once; a projection reads
+    its narrow g once per 256 inputs (session 10's 32 read it 36 times for a 1152-channel input). The weight
+    gradient ("bn_pointwise_weight_grad") makes a (BLOCK_N, BLOCK_K) tile of dweight, looping over the rows,
+    so each row's g (dy and y: two reads) is read once per input block and its x once per output block: per
+    row about N K (2 / BLOCK_K + 1 / BLOCK_N) values against the 2 N + K of one read, least for an accumulator
+    of BLOCK_N x BLOCK_K floats when the tile is square: 128 x 128 (a projection's only 64 inputs wide: with
+    the gate's gradient, a second product, a 128-wide one spills on sm_90 under Triton 3.6). Session 10's
+    256 x 32 for a 1152-to-320 projection read twice as much. A tile 256 channels wide takes 32 rows:
+    with 64, the forward takes all 255 registers."""
+    if op not in OPS:
+        raise ValueError(f"unknown bn_pointwise pass {op!r} (known: {', '.join(OPS)})")
+    expansion = out_channels >= in_channels  # (or a square layer)
+    if op == "bn_pointwise":
+        if expansion:
             return (128 if pixels >= 128 else 64), 128, 32, 8, 3
-        return 64, 64, _span(in_channels, 128), 8, 2
-    # A projection. With 256 outputs a tile takes 32 rows: 64 spill registers on sm_90 (Triton 3.6's
-    # weight gradient) or take all 255 (its forward), one program per SM.
-    block_n = _span(out_channels, 256)
-    return (32 if block_n > 128 else 64), block_n, 32, 8, (3 if op == "bn_pointwise" else 2)
+        block_n = _span(out_channels, 256)
+        return (32 if block_n > 128 else 64), block_n, 32, 8, 3
+    if op == "bn_pointwise_input_grad":
+        if expansion:
+            return 64, 64, _span(in_channels, 128), 8, 2
+        block_k = _span(in_channels, 256)
+        return (32 if block_k > 128 else 64), 32, block_k, 8, 2
+    return 32, _span(out_channels, 128), _span(in_channels, 128 if expansion else 64), 8, 2
 
 
 def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None) -> tuple[int, int, int, int, int]:
-    """The tuning file's tiles for this layer shape and pass (`op`: "bn_pointwise" or
-    "bn_pointwise_backward"), else `default_tiles` (the interpreter's own under TRITON_INTERPRET)."""
+    """The tuning file's tiles for this layer shape and pass (`op`, one of `OPS`), else `default_tiles`
+    (the interpreter's own under TRITON_INTERPRET)."""
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
@@ -269,15 +304,24 @@ def _flags(x: torch.Tensor, scale: torch.Tensor | None, gate: torch.Tensor | Non
     return dict(AFFINE=scale is not None, ACT=act, GATE=gate is not None, IEEE=x.dtype == torch.float32)
 
 
+def _images(batch: int, pixels: int, per_image: bool) -> tuple[int, int]:
+    """(images, pixels per image) as the kernels' row blocks see the batch: its images when something is
+    per image (the SE gate, its pool's gradient), else ONE image of all the rows, so that a block may
+    span two images and a small map's rows fill whole tiles (49 rows of a 7 x 7 map leave 15 of a 64-row
+    tile empty)."""
+    return (batch, pixels) if per_image else (1, batch * pixels)
+
+
 def _forward(x, weight, scale, shift, gate, act, tiles=None):
     """The forward pass; `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) overrides the
     tile choice (for the sweep)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    pixels, rows = height * width, batch * height * width
+    rows = batch * height * width
+    images, pixels = _images(batch, height * width, gate is not None)
     block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise", x, out_channels, scale)
     y = channels_last_empty(x, (batch, out_channels, height, width))
-    blocks_m = batch * triton.cdiv(pixels, block_m)
+    blocks_m = images * triton.cdiv(pixels, block_m)
     sums = torch.empty((blocks_m, out_channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
     a, o = _matrix(x), y.permute(0, 2, 3, 1).view(rows, out_channels)
@@ -290,7 +334,7 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
                           **_flags(x, scale, gate, act), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                           **_launch_options(warps, stages))
     # Merge the blocks' (count, sum, M2): each image has the same blocks, all full but its last.
-    counts = bn_stats.block_counts(x.device, _row_block_counts, batch, pixels, block_m)
+    counts = bn_stats.block_counts(x.device, _row_block_counts, images, pixels, block_m)
     return (y, *bn_stats.merge_moments(sums, m2, counts))
 
 
@@ -300,52 +344,88 @@ def _row_block_counts(batch: int, pixels: int, block_m: int) -> torch.Tensor:
     return torch.tensor(([block_m] * (blocks - 1) + [pixels - block_m * (blocks - 1)]) * batch)
 
 
-def image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
-    """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
-    about `programs` chunks in all (at least one per image): what `_image_chunk` walks."""
-    per_image = max(1, min(triton.cdiv(pixels, block_m), triton.cdiv(programs, batch)))
-    return triton.cdiv(triton.cdiv(pixels, per_image), block_m) * block_m
-
-
-def _backward_setup(dy, x, y, weight, scale, tiles):
-    """The backward's (M, channels) views of dy, y and x, its tiles and its launch options (less flags)."""
-    block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise_backward", x, weight.shape[0], scale)
+def _backward_setup(dy, x, y, weight, scale, op, tiles):
+    """The backward's (M, channels) views of dy, y and x, the tiles of its pass `op` (`tiles` if given) and
+    its launch options (less flags)."""
+    block_m, block_n, block_k, warps, stages = tiles or _tiles(op, x, weight.shape[0], scale)
     g, yv, a = _matrix(dy), _matrix(y), _matrix(x)
     if g.stride() != yv.stride():  # autograd may hand over any layout
         g = _matrix(dy.contiguous(memory_format=torch.channels_last))
     return g, yv, a, (block_m, block_n, block_k), _launch_options(warps, stages)
 
 
+# The weight gradient's split over the rows: about this many programs per multiprocessor on a GPU, and at
+# least this many rows per chunk, so that the (chunks, N, K) float32 partial sums stay a fraction of the
+# rows read (a 128 x 128 tile over 512 rows reads 384 kB of g and x and writes 64 kB, which the sum that
+# follows reads back, likely from L2).
+_WAVES = 4
+_MIN_ROWS = 512
+
+
+def weight_grad_split(batch: int, pixels: int, block_m: int, chunks: int, gated: bool) -> tuple[int, int, int, int, int]:
+    """How `_pw_weight_grad_kernel` splits the rows into about `chunks` chunks: (images, pixels,
+    rows_per_program, images_per_program, chunks). Without a gate the batch is one image of all its rows,
+    cut anywhere on a row tile. With one, a chunk takes whole images or a piece of one (the gate and its
+    gradient are per image): with fewer chunks than images, `images_per_program` whole images each; else
+    each image cut into the same number of pieces of whole row tiles, its last one short."""
+    if not gated:
+        batch, pixels = 1, batch * pixels
+    chunks = max(1, chunks)
+    if chunks < batch:
+        per_program = triton.cdiv(batch, chunks)
+        return batch, pixels, pixels, per_program, triton.cdiv(batch, per_program)
+    pieces = min(triton.cdiv(chunks, batch), triton.cdiv(pixels, block_m))
+    rows = triton.cdiv(triton.cdiv(pixels, pieces), block_m) * block_m
+    return batch, pixels, rows, 1, batch * triton.cdiv(pixels, rows)
+
+
+def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int) -> int:
+    """How many chunks the weight gradient's rows are split into: enough for `_WAVES` programs per
+    multiprocessor over its `tiles` tiles of dweight, none under `_MIN_ROWS` rows. Under the interpreter
+    4, so that the tests' small shapes split."""
+    if INTERPRET:
+        return 4
+    programs = _WAVES * torch.cuda.get_device_properties(x.device).multi_processor_count
+    return max(1, min(triton.cdiv(programs, tiles), rows // _MIN_ROWS))
+
+
 def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
-    """(dweight (out, in) float32, dgate (N, in) float32 or empty without a gate): one split-K pass over
-    each image's pixels. `stats` and `tiles` as in `_backward`."""
+    """(dweight (out, in) float32, dgate (N, in) float32 or empty without a gate): one pass split over the
+    rows (`weight_grad_split`), its chunks' partial sums added by PyTorch. `stats` as in `_backward`;
+    `tiles` as `_forward`'s, for this pass."""
     batch, channels, height, width = x.shape
-    out_channels, pixels = weight.shape[0], height * width
-    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, tiles)
-    rows_per_program = image_chunks(batch, pixels, block_m, 4 if INTERPRET else 512)
-    chunks = batch * triton.cdiv(pixels, rows_per_program)
+    out_channels = weight.shape[0]
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, "bn_pointwise_weight_grad",
+                                                                    tiles)
     blocks_n = triton.cdiv(out_channels, block_n)
-    dw = torch.zeros((out_channels, channels), device=x.device, dtype=torch.float32)
-    dgate = torch.empty((blocks_n, chunks, channels) if gate is not None else (0,), device=x.device,
+    tile_count = blocks_n * triton.cdiv(channels, block_k)
+    images, pixels, rows_per_program, images_per_program, chunks = weight_grad_split(
+        batch, height * width, block_m, _chunks_wanted(x, tile_count, batch * height * width), gate is not None)
+    parts = torch.empty((chunks, out_channels, channels), device=x.device, dtype=torch.float32)
+    pieces = triton.cdiv(pixels, rows_per_program)
+    dgate = torch.empty((blocks_n, images * pieces, channels) if gate is not None else (0,), device=x.device,
                         dtype=torch.float32)
-    _pw_weight_grad_kernel[(blocks_n * triton.cdiv(channels, block_k), chunks)](
+    _pw_weight_grad_kernel[(tile_count, chunks)](
         g, yv, stats, a, scale if scale is not None else stats, shift if shift is not None else stats,
-        gate if gate is not None else stats, weight, dw, dgate, out_channels, channels, pixels,
-        rows_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1), weight.stride(0), weight.stride(1),
-        **_flags(x, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, **options)
+        gate if gate is not None else stats, weight, parts, dgate, out_channels, channels, images, pixels,
+        rows_per_program, images_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1),
+        weight.stride(0), weight.stride(1), **_flags(x, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k,
+        BLOCK_M=block_m, **options)
     if gate is not None:
-        dgate = dgate.sum(0).view(batch, -1, channels).sum(1)
-    return dw, dgate
+        dgate = dgate.view(blocks_n, batch, pieces, channels).sum((0, 2))
+    return parts.sum(0), dgate
 
 
 def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None):
     """(dx, dscale, dshift float32, empty without scale). `pool` (N, in) float32, if given, is added to
     the gradient of the (gated) activation's input s at every pixel of its image: the gradient an average
-    pool of s passes on (`se_projection`). `stats` and `tiles` as in `_backward`."""
+    pool of s passes on (`se_projection`). `stats` as in `_backward`; `tiles` as `_forward`'s, for this pass."""
     batch, channels, height, width = x.shape
-    out_channels, pixels = weight.shape[0], height * width
-    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, tiles)
-    blocks_m = batch * triton.cdiv(pixels, block_m)
+    out_channels = weight.shape[0]
+    images, pixels = _images(batch, height * width, gate is not None or pool is not None)
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, "bn_pointwise_input_grad",
+                                                                    tiles)
+    blocks_m = images * triton.cdiv(pixels, block_m)
     dx = channels_last_empty(x, tuple(x.shape))
     parts = torch.empty((2, blocks_m, channels), device=x.device, dtype=torch.float32)
     dxv = _matrix(dx)
@@ -355,7 +435,7 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
 
     _pw_input_grad_kernel[(blocks_m * triton.cdiv(channels, block_k),)](
         g, yv, stats, weight, a, or_stats(scale), or_stats(shift), or_stats(gate), or_stats(pool),
-        dxv, parts[0], parts[1], batch * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
+        dxv, parts[0], parts[1], images * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
         weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, scale, gate, act),
         POOL=pool is not None, BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n, **options)
     if scale is None:
@@ -363,15 +443,16 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     return dx, parts[0].sum(0), parts[1].sum(0)
 
 
-def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None):
+def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None, weight_tiles=None):
     """(dx, dweight, dscale, dshift, dgate), each empty where not asked for or not an input. `stats`
     (3, out) float32 holds dmean / n, 2 dvar / n and mean (the gradients of y's batch mean and
-    variance, n values per channel); `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) as
-    in `_forward` (BLOCK_N tiles the output channels, BLOCK_K the input channels). `need_dx` asks for
-    dx, dscale, dshift and dgate (dgate comes with the weight gradient's pass)."""
+    variance, n values per channel); `tiles` and `weight_tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps,
+    num_stages) override the input and weight gradients' tiles, as in `_forward` (BLOCK_N tiles the output
+    channels, BLOCK_K the input channels). `need_dx` asks for dx, dscale, dshift and dgate (dgate comes with
+    the weight gradient's pass)."""
     dx, dw, dscale, dshift, dgate = (x.new_empty((0,), dtype=torch.float32) for _ in range(5))
     if need_dw or (need_dx and gate is not None):
-        dw, dgate = _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles)
+        dw, dgate = _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, weight_tiles)
         if not need_dx:
             dgate = dgate.new_empty((0,))
     if need_dx:
@@ -453,11 +534,10 @@ def bn_pointwise_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.T
 
 
 def usable(x: torch.Tensor) -> bool:
-    """Whether `bn_pointwise` takes the Triton kernels for `x` (not under deterministic algorithms: the
-    weight gradient's atomic adds are not)."""
+    """Whether `bn_pointwise` takes the Triton kernels for `x` (channels-last, float32 or half, on a GPU
+    or under the interpreter). They are deterministic: every partial sum is added up by PyTorch."""
     return (kernels.usable(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.are_deterministic_algorithms_enabled())
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 def bn_pointwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,

@@ -20,9 +20,10 @@ training forward with autograd on, computes the same function with `effnet.fast.
 
 Each batch norm's running statistics are updated once per forward as `nn.BatchNorm2d` updates them
 (momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
-channels-last, float64, no GPU and no TRITON_INTERPRET), deterministic algorithms (the 1x1 weight
-gradient adds atomically) and blocks with other layers (another activation, a biased or differently
-padded conv, an SE other than EfficientNet's) run the block's own forward. Not yet timed on a GPU:
+channels-last, float64, no GPU and no TRITON_INTERPRET) and blocks with other layers (another
+activation, a biased or differently padded conv, an SE other than EfficientNet's) run the block's own
+forward. The kernels add no partial sum atomically, so the fused training is deterministic (it runs
+under `torch.use_deterministic_algorithms` too). Not yet timed on a GPU:
 `effnet bench --fused-training` adds the `effnet-ftrain` training row.
 """
 from __future__ import annotations

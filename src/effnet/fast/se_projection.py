@@ -35,7 +35,16 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.bn_pointwise import _image_chunk, _prologue
+    from effnet.fast.bn_pointwise import _prologue
+
+    @triton.jit
+    def _image_chunk(chunk, pixels, rows_per_program):
+        """Chunk `chunk` of the pixel rows when each image's `pixels` rows are cut into chunks of
+        `rows_per_program` (its last one short): its image and its rows [start, end)."""
+        chunks = tl.cdiv(pixels, rows_per_program)
+        image = chunk // chunks
+        start = image * pixels + (chunk % chunks) * rows_per_program
+        return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
 
     @triton.jit
     def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
@@ -56,6 +65,13 @@ if triton is not None:
         tl.store(sums_ptr + chunk * K + k, tl.sum(acc, axis=0), mask=k_ok)
 
 
+def _image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
+    """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
+    about `programs` chunks in all (at least one per image): what `_image_chunk` walks."""
+    per_image = max(1, min(triton.cdiv(pixels, block_m), triton.cdiv(programs, batch)))
+    return triton.cdiv(triton.cdiv(pixels, per_image), block_m) * block_m
+
+
 _POOL_TILES = (32, 64, 4)  # (BLOCK_M, BLOCK_K, num_warps): first guesses, untimed
 
 
@@ -64,7 +80,7 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     batch, channels, height, width = x.shape
     pixels = height * width
     block_m, block_k, warps = _POOL_TILES
-    rows_per_program = bnp.image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
+    rows_per_program = _image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
     chunks = batch * triton.cdiv(pixels, rows_per_program)
     sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
     a = bnp._matrix(x)
@@ -104,11 +120,12 @@ def _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight,
 
 
 def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias, expand_weight,
-              need_dx: bool, tiles=None):
+              need_dx: bool, tiles=None, weight_tiles=None):
     """(dx, dweight, dscale, dshift, dreduce_weight, dreduce_bias, dexpand_weight, dexpand_bias); dx,
-    dscale and dshift empty without `need_dx`. `stats` and `tiles` as in `bn_pointwise._backward`."""
+    dscale and dshift empty without `need_dx`. `stats`, `tiles` and `weight_tiles` as in
+    `bn_pointwise._backward`."""
     with torch.autocast(x.device.type, enabled=False):
-        dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, tiles)
+        dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, weight_tiles)
         hidden = _linear(pooled, reduce_weight, reduce_bias, x.dtype)
         dpooled, *dse = _excite_backward(dgate, gate, pooled, hidden, reduce_weight, expand_weight)
         dx, dscale, dshift = (dw.new_empty((0,)) for _ in range(3))

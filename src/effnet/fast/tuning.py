@@ -16,9 +16,9 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   (`kernels.depthwise`'s tiles) or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or, ungated only, `streaming`.
-- `bn_pointwise` / `bn_pointwise_backward` (training, `effnet.fast.bn_pointwise`): `in_channels`,
-  `out_channels`, `height`, `width`, `normalized` (the input's batch norm, SiLU and gate applied as it
-  loads). Kernel `tiled`.
+- `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
+  `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
+  `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernel `tiled`.
 """
@@ -40,21 +40,21 @@ KEYS = {
     "depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "pointwise": ("in_channels", "out_channels", "height", "width", "gated", "residual"),
     "bn_pointwise": ("in_channels", "out_channels", "height", "width", "normalized"),
+    "bn_pointwise_input_grad": ("in_channels", "out_channels", "height", "width", "normalized"),
+    "bn_pointwise_weight_grad": ("in_channels", "out_channels", "height", "width", "normalized"),
     "bn_depthwise": ("kernel_size", "stride", "channels", "height", "width"),
     "bn_depthwise_input_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
-    "bn_pointwise_backward": ("in_channels", "out_channels", "height", "width", "normalized"),
 }
-KERNELS = {"depthwise": ("tiled", "rolling"), "depthwise_input_grad": ("tiled",),
-           "depthwise_weight_grad": ("tiled",), "pointwise": ("tiled", "streaming"), "bn_pointwise": ("tiled",),
-           "bn_pointwise_backward": ("tiled",), "bn_depthwise": ("tiled",), "bn_depthwise_input_grad": ("tiled",),
-           "bn_depthwise_weight_grad": ("tiled",)}
+KERNELS = {"depthwise": ("tiled", "rolling"), "pointwise": ("tiled", "streaming"),
+           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise")}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5,), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
-                ("bn_pointwise_backward", "tiled"): (5,), ("bn_depthwise", "tiled"): (4,),
-                ("bn_depthwise_input_grad", "tiled"): (4,), ("bn_depthwise_weight_grad", "tiled"): (5,)}
+                ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
+                ("bn_depthwise", "tiled"): (4,), ("bn_depthwise_input_grad", "tiled"): (4,),
+                ("bn_depthwise_weight_grad", "tiled"): (5,)}
 
 
 class TuningError(EffnetError, ValueError):
