@@ -1,28 +1,35 @@
 """Compile the Triton kernels for a GPU without one: fused training's and the inference path's, bf16.
 
-    PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), 30 kernels, about a minute
+    PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), ~50 kernels, about a minute
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
     PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles bn_pointwise_sweep.py tries
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
-and above all registers. This script lowers each kernel of `effnet.fast.bn_pointwise`,
-`effnet.fast.se_projection` and `effnet.fast.bn_depthwise` as a training step of B0 and of B4 (batch
-128) launches it, every distinct compilation once (named by the first layer that needs it), and the
-inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`, timed on H100s since run 1), with
-their default tiles through Triton's CUDA backend to a cubin (ptxas ships with Triton), and prints
-what each program needs: registers per thread, spilled bytes (local memory), shared memory. A kernel
-that fails to compile is one failed line and exit status 1; a spill is a warning (slow, not wrong).
+registers, and how wide the loads are. This script runs the host code of a bf16 training step of B0 and of
+B4 (batch 128; `effnet.fast.bn_pointwise`, `se_projection`, `bn_depthwise`, `bn_stats`) layer by layer on
+PyTorch's meta device, where no data exists, catching each kernel launch as the Triton JIT would see it:
+its arguments specialised as the JIT specialises them (an integer 1 becomes a constant, one divisible by 16
+and 16-byte aligned pointers are marked so: what lets the compiler vectorise a channels-last load), its
+tiles and launch options. Each distinct compilation (named by the first layer that needs it) and the
+inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`, timed on H100s since run 1) go through
+Triton's CUDA backend to a cubin (ptxas ships with Triton), and each line prints what a program needs:
+registers per thread, spilled bytes (local memory), shared memory, and the widths of its global loads
+(16 B: eight bf16 values per instruction; 2 B: one). A kernel that fails to compile is one failed line and
+exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # the kernels must be JIT functions, not interpreted ones
@@ -31,31 +38,87 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
+from torch import nn  # noqa: E402
+from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.jit import JITFunction, native_specialize_impl  # noqa: E402
 
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import bn_stats as bns  # noqa: E402
-from effnet.fast import kernels  # noqa: E402
+from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
-
-# Pointers to activations and weights are bf16 (as training under bf16 autocast hands them over); the
-# statistics, affine maps, gates and partial sums are float32.
-HALF_POINTERS = {"x_ptr", "w_ptr", "y_ptr", "dy_ptr", "dx_ptr", "a_ptr", "b_ptr", "bias_ptr", "res_ptr", "out_ptr"}
-# Arguments of the batch norms' (C,) kernels (bn_stats) that are neither bf16 tensors nor integers.
-TYPES = {"_affine_kernel": {"bias_ptr": "*fp32", "tracked_ptr": "*i64", "eps": "fp32", "momentum": "fp32",
-                            "unbias": "fp32"},
-         "_affine_backward_kernel": {"eps": "fp32"}, "_gradient_rows_kernel": {"out_ptr": "*fp32", "n": "fp32"}}
-
 
 # The models whose training layers the check walks, each at its own resolution, batch 128.
 MODELS = ("efficientnet_b0", "efficientnet_b4")
+BATCH = 128
+SMS = 132  # an H100 SXM's multiprocessors: the weight gradient's split depends on them
+POINTER_TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float16: "*fp16", torch.int64: "*i64"}
+
+Launch = collections.namedtuple("Launch", "name kernel signature constexprs attrs options")
+
+
+@contextlib.contextmanager
+def _catching(launches: list, where):
+    """Within: Triton kernel launches are not run but appended to `launches` (as `Launch`es named by `where`, a
+    string or a function giving one),
+    the fast paths take meta tensors for a GPU's (autocast has no meta device: it is left out), and the GPU
+    has SMS multiprocessors."""
+    def run(kernel, *args, grid, warmup, **kwargs):
+        launches.append(_specialise(kernel, args, kwargs, where() if callable(where) else where))
+
+    usable, autocast = kernels.usable, torch.autocast
+    patches = [(JITFunction, "run", run),
+               (kernels, "usable", lambda t: t.device.type == "meta" or usable(t)),
+               (torch, "autocast", lambda device_type, *args, **kwargs: contextlib.nullcontext()
+                if device_type == "meta" else autocast(device_type, *args, **kwargs)),
+               (torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(multi_processor_count=SMS))]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    try:
+        for owner, name, value in patches:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
+def _specialise(kernel, args: tuple, kwargs: dict, where: str) -> Launch:
+    """The compilation the Triton JIT would make of this launch: signature, constants (the constexpr arguments
+    and every integer equal to 1), alignment attributes and launch options."""
+    signature, constexprs, attrs = {}, {}, {}
+    values = dict(zip(kernel.arg_names, args))
+    for index, name in enumerate(kernel.arg_names):
+        if name in kwargs:
+            signature[name], constexprs[name] = "constexpr", kwargs[name]
+            continue
+        value = values[name]
+        if isinstance(value, torch.Tensor):
+            signature[name] = POINTER_TYPES[value.dtype]
+            aligned = value.storage_offset() * value.element_size() % 16 == 0  # allocations are 256-byte aligned
+            attrs[(index,)] = [["tt.divisibility", 16]] if aligned else []
+        elif isinstance(value, float):
+            signature[name] = "fp32"
+        else:
+            kind, spec = native_specialize_impl(BaseBackend, value, False, True, True)
+            signature[name] = kind
+            if kind == "constexpr":
+                constexprs[name] = spec
+            else:
+                attrs[(index,)] = BaseBackend.parse_attr(spec)
+    options = {key: value for key, value in kwargs.items() if key not in kernel.arg_names}
+    module = kernel.fn.__module__.rsplit(".", 1)[-1]
+    return Launch(f"{module} {kernel.fn.__name__} ({where})", kernel, signature, constexprs, attrs, options)
+
+
+def _meta(*shape: int, dtype=torch.bfloat16, channels_last: bool = False) -> torch.Tensor:
+    t = torch.empty(shape, device="meta", dtype=dtype)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
 def _blocks(model_name: str) -> list[tuple[object, torch.Size, torch.Size]]:
     """(block, depthwise input shape, depthwise output shape) of each MBConv of the model at its resolution,
-    batch 128: the shapes the fused training passes see."""
+    batch BATCH: the shapes the fused training passes see."""
     import effnet
     from effnet.models.blocks import MBConv
 
@@ -68,123 +131,143 @@ def _blocks(model_name: str) -> list[tuple[object, torch.Size, torch.Size]]:
         model(torch.zeros(1, 3, model.spec.resolution, model.spec.resolution))
     for hook in hooks:
         hook.remove()
-    return [(block, torch.Size((128, *i[1:])), torch.Size((128, *o[1:]))) for block, (i, o) in shapes.items()]
+    return [(block, torch.Size((BATCH, *i[1:])), torch.Size((BATCH, *o[1:]))) for block, (i, o) in shapes.items()]
 
 
-def _training_variants(model_name: str) -> list[tuple[str, object, dict, dict]]:
-    """(name, kernel, constexprs, launch options) of every fused-training kernel launch a training step of the
-    model makes with the modules' default tiles, one per distinct compilation (named by its first layer)."""
-    variants = []
+def _batch_norm(channels: int, where: str, launches: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch norm's (scale, shift) from meta statistics, forward and backward (`bn_stats.batch_norm_train`)."""
+    bn = nn.BatchNorm2d(channels, device="meta")
+    mean, var = (_meta(channels, dtype=torch.float32).requires_grad_() for _ in range(2))
+    with _catching(launches, where):
+        scale, shift = bns.batch_norm_train(bn, mean, var, BATCH * 49)
+        torch.autograd.backward([scale, shift], [torch.empty_like(scale), torch.empty_like(shift)])
+    return scale.detach(), shift.detach()
+
+
+def _pointwise_launches(x, weight, scale, shift, se, where: str, launches: list) -> torch.Tensor:
+    """A 1x1 layer's fused passes, forward and backward (an SE projection through `se_projection`)."""
+    act = scale is not None
+    with _catching(launches, where):
+        if se is not None:
+            y, mean, _, pooled, gate = sep._forward(x, weight, scale, shift, *se)
+            stats = bns.gradient_stats(mean, mean, mean, y)
+            sep._backward(torch.empty_like(y), stats, x, y, weight, scale, shift, pooled, gate, se[0], se[1], se[2],
+                          True)
+        else:
+            y, mean, _ = bnp._forward(x, weight, scale, shift, None, act)
+            stats = bns.gradient_stats(mean, mean, mean, y)
+            bnp._backward(torch.empty_like(y), stats, x, y, weight, scale, shift, None, act, True, True)
+    return y
+
+
+def _training_launches(model_name: str) -> list[Launch]:
+    """Every kernel launch a bf16 training step of the model makes through the fused passes (batch BATCH)."""
+    launches = []
     for index, (block, dw_in, dw_out) in enumerate(_blocks(model_name)):
         where = f"{model_name} block {index}"
-        dw_x = torch.empty(dw_in, device="meta")
-        layers = []  # (role, 1x1 input (meta), out channels, flags)
+        scale = shift = None
         if block.expands:
-            cin = block.conv_pw.in_channels
-            layers.append(("expansion", torch.empty((128, cin, *dw_in[2:]), device="meta"), dw_in[1],
-                           dict(AFFINE=False, ACT=False, GATE=False)))
-        layers.append(("projection", torch.empty(dw_out, device="meta"), block.conv_pwl.out_channels,
-                       dict(AFFINE=True, ACT=True, GATE=block.has_se)))
-        for role, x, cout, flags in layers:
-            scale = torch.empty(x.shape[1], device="meta") if flags["AFFINE"] else None
-            for op, kernel in (("bn_pointwise", bnp._pw_forward_kernel),
-                               ("bn_pointwise_input_grad", bnp._pw_input_grad_kernel),
-                               ("bn_pointwise_weight_grad", bnp._pw_weight_grad_kernel)):
-                block_m, block_n, block_k, warps, stages = bnp._tiles(op, x, cout, scale)
-                # The projection's input gradient adds the SE pool's gradient (se_projection).
-                pool = {"POOL": flags["GATE"]} if kernel is bnp._pw_input_grad_kernel else {}
-                variants.append((f"bn_pointwise {kernel.fn.__name__} ({where} {role})", kernel,
-                                 {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
-                                  "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
-        if block.has_se:
-            block_m, block_k, warps = sep._POOL_TILES
-            variants.append((f"se_projection _se_pool_kernel ({where})", sep._se_pool_kernel,
-                             {"BLOCK_M": block_m, "BLOCK_K": block_k}, {"num_warps": warps}))
+            x = _meta(BATCH, block.conv_pw.in_channels, *dw_in[2:], channels_last=True)
+            weight = _meta(dw_in[1], block.conv_pw.in_channels)
+            _pointwise_launches(x, weight, None, None, None, f"{where} expansion", launches)
+            scale, shift = _batch_norm(dw_in[1], where, launches)
         k, stride = block.conv_dw.kernel_size[0], block.conv_dw.stride[0]
-        geometry = dict(K=k, STRIDE=stride)
-        for op, kernel, flags in (("bn_depthwise", bnd._dw_forward_kernel, {}),
-                                  ("bn_depthwise_input_grad", bnd._dw_input_grad_kernel,
-                                   dict(AFFINE=block.expands, ACT=True))):
-            block_h, block_w, block_c, warps = bnd._tiles(op, dw_x, k, stride)
-            variants.append((f"bn_depthwise {kernel.fn.__name__} ({where}, k{k} s{stride})", kernel,
-                             {**geometry, **flags, "BLOCK_H": block_h, "BLOCK_W": block_w, "BLOCK_C": block_c},
-                             {"num_warps": warps}))
-        _, block_h, block_w, block_c, warps = bnd._tiles("bn_depthwise_weight_grad", dw_x, k, stride)
-        variants.append((f"bn_depthwise _dw_weight_grad_kernel ({where}, k{k} s{stride})", bnd._dw_weight_grad_kernel,
-                         {**geometry, "KK": triton.next_power_of_2(k * k), "BLOCK_H": block_h, "BLOCK_W": block_w,
-                          "BLOCK_C": block_c}, {"num_warps": warps}))
-        if block.expands:
-            block_m, block_c = bnd._activate_tiles(dw_in[1])
-            variants.append((f"bn_depthwise _dw_activate_kernel ({where})", bnd._dw_activate_kernel,
-                             dict(ACT=True, BLOCK_M=block_m, BLOCK_C=block_c), {"num_warps": 4}))
-    return variants
+        y1 = _meta(*dw_in, channels_last=True)
+        output_size, padding = ops.conv_geometry(y1, k, stride, same=False)
+        taps = _meta(k * k, dw_in[1])
+        with _catching(launches, f"{where}, k{k} s{stride}"):
+            y2, mean, _, a = bnd._forward(y1, taps, scale, shift, k, stride, padding, output_size, True)
+            stats = bns.gradient_stats(mean, mean, mean, y2)
+            bnd._backward(torch.empty_like(y2), stats, y1, a, y2, taps, scale, shift, k, stride, padding, True, True,
+                          True)
+        scale, shift = _batch_norm(dw_out[1], where, launches)
+        se = None
+        if block.has_se:
+            reduced = block.se.conv_reduce.out_channels
+            se = (_meta(reduced, dw_out[1]), _meta(reduced, dtype=torch.float32), _meta(dw_out[1], reduced),
+                  _meta(dw_out[1], dtype=torch.float32))
+        weight = _meta(block.conv_pwl.out_channels, dw_out[1])
+        _pointwise_launches(y2, weight, scale, shift, se, f"{where} projection", launches)
+    return launches
 
 
-def _variants(models: tuple[str, ...] = MODELS) -> list[tuple[str, object, dict, dict]]:
-    """(name, kernel, constexprs, launch options): each distinct compilation of the fused training kernels
-    for the models' layers (batch 128), then the inference path's kernels on a mid-sized B0 layer (28 px,
-    240 channels; these have run on H100s since run 1)."""
-    variants, seen = [], set()
-    for model_name in models:
-        for name, kernel, constexprs, options in _training_variants(model_name):
-            key = (kernel.fn.__module__, kernel.fn.__name__, tuple(sorted(constexprs.items())),
-                   tuple(sorted(options.items())))
-            if key not in seen:
-                seen.add(key)
-                variants.append((name, kernel, constexprs, options))
-    # The batch norms' arithmetic on (C,) vectors (bn_stats), as the fused training path launches it.
-    merge = dict(BLOCK_R=64, BLOCK_C=64)
-    for name, kernel, constexprs in (("_merge_kernel (chunks)", bns._merge_kernel, dict(FINAL=False, **merge)),
-                                     ("_merge_kernel (final)", bns._merge_kernel, dict(FINAL=True, **merge)),
-                                     ("_affine_kernel", bns._affine_kernel, dict(TRACK=True, BLOCK=bns._VECTOR_BLOCK)),
-                                     ("_affine_backward_kernel", bns._affine_backward_kernel,
-                                      dict(DSCALE=True, DSHIFT=True, BLOCK=bns._VECTOR_BLOCK)),
-                                     ("_gradient_rows_kernel", bns._gradient_rows_kernel,
-                                      dict(DMEAN=True, DVAR=True, BLOCK=bns._VECTOR_BLOCK))):
-        variants.append((f"bn_stats {name}", kernel, constexprs, {"num_warps": 4}))
-    # The inference path (effnet-fast): depthwise + SiLU + SE sums, and the projection with the gate on its
-    # weight tile and the residual.
-    for k in (3, 5):
-        block_h, block_w, block_c, rows, warps = kernels._depthwise_tiles(k, 28, 240)
-        variants.append((f"kernels _depthwise_kernel (k{k})", kernels._depthwise_kernel,
-                         dict(K=k, ACT=True, POOL=True, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows),
-                         {"num_warps": warps}))
-    block_m, block_n, block_k, warps, stages = kernels._pointwise_tiles(28 * 28, 240, 40, 2)
-    variants.append(("kernels _pointwise_kernel (projection)", kernels._pointwise_kernel,
-                     dict(GATE=2, ACT=False, RESIDUAL=True, IEEE=False, BLOCK_M=block_m, BLOCK_N=block_n,
-                          BLOCK_K=block_k), {"num_warps": warps, "num_stages": stages}))
-    return variants
+def _inference_launches(model_name: str) -> list[Launch]:
+    """Every kernel launch of the inference path's (effnet-fast) bf16 forward of the model (batch BATCH): the
+    fused stem, each block's expansion, depthwise + SiLU + SE sums and projection (the gate on its weight tile,
+    the residual)."""
+    import effnet
+    from effnet.fast.fused import optimize_for_inference
+
+    from effnet.fast.fused import FusedMBConv
+
+    plain = effnet.create_model(model_name).eval()
+    model = optimize_for_inference(plain, dtype=torch.bfloat16, use_triton=True).to("meta")
+    launches, where = [], [f"{model_name} inference stem"]
+    for index, block in enumerate(module for module in model.modules() if isinstance(module, FusedMBConv)):
+        block.register_forward_pre_hook(lambda *_, index=index: where.__setitem__(0, f"{model_name} inference "
+                                                                                     f"block {index}"))
+    size = plain.spec.resolution
+    with _catching(launches, lambda: where[0]), torch.inference_mode():
+        model(_meta(BATCH, 3, size, size, dtype=torch.float32))
+    return launches
 
 
-def _sweep_variants() -> list[tuple[str, object, dict, dict]]:
-    """(name, kernel, constexprs, launch options) of every tile set `bn_pointwise_sweep.py` tries, for an
-    expansion and for a gated projection (the two kinds of 1x1 layer in B0 and B4)."""
+def _distinct(launches: list[Launch]) -> list[Launch]:
+    """Each compilation once, named by the first launch that needs it."""
+    seen, distinct = set(), []
+    for launch in launches:
+        key = (launch.kernel.fn.__module__, launch.kernel.fn.__name__, tuple(sorted(launch.signature.items())),
+               tuple(sorted(launch.constexprs.items())), tuple(sorted((k, str(v)) for k, v in launch.attrs.items())),
+               tuple(sorted(launch.options.items())))
+        if key not in seen:
+            seen.add(key)
+            distinct.append(launch)
+    return distinct
+
+
+def _launches(models: tuple[str, ...] = MODELS) -> list[Launch]:
+    return _distinct([launch for model_name in models for launch in _training_launches(model_name)]
+                     + [launch for model_name in models for launch in _inference_launches(model_name)])
+
+
+def _sweep_launches() -> list[Launch]:
+    """Every tile set `bn_pointwise_sweep.py` tries, on a B0 expansion (40 -> 240, 28 px) and a gated
+    projection (240 -> 40), each pass as the sweep launches it."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bn_pointwise_sweep import SWEEP
 
-    kinds = {"expansion": dict(AFFINE=False, ACT=False, GATE=False), "projection": dict(AFFINE=True, ACT=True, GATE=True)}
-    kernels_by_op = {"bn_pointwise": bnp._pw_forward_kernel, "bn_pointwise_input_grad": bnp._pw_input_grad_kernel,
-                     "bn_pointwise_weight_grad": bnp._pw_weight_grad_kernel}
-    variants = []
-    for op, tile_sets in SWEEP.items():
-        kernel = kernels_by_op[op]
-        for role, flags in kinds.items():
-            pool = {"POOL": flags["GATE"]} if kernel is bnp._pw_input_grad_kernel else {}
-            for block_m, block_n, block_k, warps, stages in tile_sets:
-                variants.append((f"sweep {kernel.fn.__name__} {role} {(block_m, block_n, block_k, warps, stages)}",
-                                 kernel, {**flags, **pool, "IEEE": False, "BLOCK_M": block_m, "BLOCK_N": block_n,
-                                          "BLOCK_K": block_k}, {"num_warps": warps, "num_stages": stages}))
-    return variants
+    launches = []
+    for role, (cin, cout, gated) in {"expansion": (40, 240, False), "projection": (240, 40, True)}.items():
+        x = _meta(BATCH, cin, 28, 28, channels_last=True)
+        weight = _meta(cout, cin)
+        scale = shift = _meta(cin, dtype=torch.float32) if gated else None
+        gate = pool = _meta(BATCH, cin, dtype=torch.float32) if gated else None
+        y = _meta(BATCH, cout, 28, 28, channels_last=True)
+        stats = _meta(3, cout, dtype=torch.float32)
+        passes = {"bn_pointwise": lambda t: bnp._forward(x, weight, scale, shift, gate, gated, t),
+                  "bn_pointwise_input_grad": lambda t: bnp._input_grad(y, stats, x, y, weight, scale, shift, gate,
+                                                                       gated, pool=pool, tiles=t),
+                  "bn_pointwise_weight_grad": lambda t: bnp._weight_grad(y, stats, x, y, weight, scale, shift, gate,
+                                                                         gated, t)}
+        for op, tile_sets in SWEEP.items():
+            for tiles in tile_sets:
+                with _catching(launches, f"sweep {role} {tiles}"):
+                    passes[op](tiles)
+    return _distinct([launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise")])
 
 
-def compile_kernel(kernel, constexprs: dict, options: dict, arch: int):
-    """The compiled kernel for CUDA compute capability `arch` (e.g. 90), all pointers as in HALF_POINTERS."""
-    signature = {name: "constexpr" if name in constexprs else
-                 ("*bf16" if name in HALF_POINTERS else "*fp32") if name.endswith("_ptr") else "i32"
-                 for name in kernel.arg_names}
-    signature.update(TYPES.get(kernel.fn.__name__, {}))
-    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                          target=GPUTarget("cuda", arch, 32), options=options)
+def compile_kernel(launch: Launch, arch: int):
+    """The compiled kernel for CUDA compute capability `arch` (e.g. 90)."""
+    source = ASTSource(fn=launch.kernel, signature=launch.signature, constexprs=launch.constexprs, attrs=launch.attrs)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch.options)
+
+
+def load_widths(compiled) -> str:
+    """How many global load instructions of each width (bytes per thread) the kernel's PTX holds."""
+    widths = collections.Counter()
+    for vector, bits in re.findall(r"ld\.global(?:\.\w+)*?(?:\.v(\d))?\.[bfsu](\d+)\b", compiled.asm["ptx"]):
+        widths[int(vector or 1) * int(bits) // 8] += 1
+    return " ".join(f"{count}x{width}B" for width, count in sorted(widths.items(), reverse=True))
 
 
 def resource_usage(compiled) -> dict[str, int]:
@@ -201,24 +284,26 @@ def resource_usage(compiled) -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, major*10+minor (90: H100)")
-    parser.add_argument("--only", help="compile only the variants whose name contains this")
+    parser.add_argument("--only", help="compile only the kernels whose name contains this")
     parser.add_argument("--sweeps", action="store_true",
                         help="compile the tile sets bn_pointwise_sweep.py tries instead of the defaults")
     args = parser.parse_args()
     failed = 0
-    for name, kernel, constexprs, options in (_sweep_variants() if args.sweeps else _variants()):
-        if args.only and args.only not in name:
+    for launch in (_sweep_launches() if args.sweeps else _launches()):
+        if args.only and args.only not in launch.name:
             continue
         start = time.time()
         try:
-            usage = resource_usage(compile_kernel(kernel, constexprs, options, args.arch))
+            compiled = compile_kernel(launch, args.arch)
+            usage = resource_usage(compiled)
         except Exception as error:  # noqa: BLE001 - each kernel's failure is one line, the rest still compile
             failed += 1
-            print(f"FAIL {name}: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1]}", flush=True)
+            print(f"FAIL {launch.name}: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1]}",
+                  flush=True)
             continue
         spilled = usage.get("stack", 0) + usage.get("local", 0)
-        print(f"ok   {name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
-              f"{usage.get('shared', 0):6} bytes shared  ({time.time() - start:.1f} s)"
+        print(f"ok   {launch.name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
+              f"{usage.get('shared', 0):6} bytes shared, loads {load_widths(compiled)}  ({time.time() - start:.1f} s)"
               + ("  (spills: slow)" if spilled else ""), flush=True)
     return 1 if failed else 0
 

@@ -34,12 +34,13 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _load_pixels, _pixel_tile, _store_pixels, _tap, _tap_weight
+    from effnet.fast.kernels import _load_pixels, _multiple, _pixel_tile, _store_pixels, _tap, _tap_weight
 
     @triton.jit
-    def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr,
+    def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr, ALIGN: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         # a = act(x * scale + shift) over the (M, C) channels-last matrix, in x's dtype.
+        C = _multiple(C, ALIGN)
         rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
@@ -65,10 +66,12 @@ if triton is not None:
     @triton.jit
     def _dw_forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
                            s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                           K: tl.constexpr, STRIDE: tl.constexpr,
+                           K: tl.constexpr, STRIDE: tl.constexpr, ALIGN: tl.constexpr,
                            BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels. Its column
         # sums and sums of squared deviations from its own column means go to row `pid` of the buffers.
+        C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
+        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
         pid = tl.program_id(0)
         n, ho, wo = _pixel_tile(pid, HO, WO, BLOCK_H, BLOCK_W)  # wo, ho: (P,)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -95,10 +98,13 @@ if triton is not None:
                               dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
                               s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                               K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
+                              ALIGN: tl.constexpr,
                               BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels. da gathers g from every
         # output pixel whose window covers them; then dx = da * act'(z) * scale, with z = x * scale + shift.
         # (s_*: the input's strides, shared by x and dx; o_*: the output's, shared by dy and y.)
+        C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
+        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
         pid = tl.program_id(0)
         n, hi, wi = _pixel_tile(pid, H, W, BLOCK_H, BLOCK_W)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -134,11 +140,13 @@ if triton is not None:
     @triton.jit
     def _dw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
                                s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                               K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr,
+                               K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, ALIGN: tl.constexpr,
                                BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W tiles.
         # Per tile, g is loaded once and every tap's input as one (KK, P, BC) block; products accumulate
         # elementwise and are summed over the pixels once, into row `pid` of the (programs, KK, C) buffer.
+        C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
+        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
         pid = tl.program_id(0)
         bands = tl.cdiv(HO, BAND)
         n = pid // bands
@@ -204,12 +212,18 @@ def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bo
     rows, channels = x.numel() // x.shape[1], x.shape[1]
     block_m, block_c = _activate_tiles(channels)
     _dw_activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
-        x, scale, shift, a, rows, channels, ACT=act, BLOCK_M=block_m, BLOCK_C=block_c)
+        x, scale, shift, a, rows, channels, ACT=act, ALIGN=kernels.alignment(channels), BLOCK_M=block_m,
+        BLOCK_C=block_c)
     return a
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
+
+
+def _align(*maps: torch.Tensor) -> int:
+    """What the kernels' pixel offsets into these channels-last maps are multiples of (`kernels.alignment`)."""
+    return kernels.alignment(*(stride for t in maps for stride in _strides(t)[:3]))
 
 
 def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, act, tiles=None):
@@ -226,8 +240,8 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     m2 = torch.empty_like(sums)
     _dw_forward_kernel[(programs, triton.cdiv(channels, block_c))](
         a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
-        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, BLOCK_H=block_h, BLOCK_W=block_w,
-        BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=_align(a, y), BLOCK_H=block_h,
+        BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
     counts = bn_stats.block_counts(x.device, _tile_counts, batch, out_h, out_w, block_h, block_w)
     mean, var = bn_stats.merge_moments(sums, m2, counts)
     return y, mean, var, (a if scale is not None else x.new_empty((0,)))
@@ -257,7 +271,8 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
             dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
             dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
             *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
-            BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+            ALIGN=_align(x, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+            **({} if INTERPRET else {"num_warps": warps}))
         if scale is not None:
             dscale, dshift = parts[0].sum(0), parts[1].sum(0)
     if need_dw:
@@ -269,8 +284,8 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
         _dw_weight_grad_kernel[(programs, triton.cdiv(channels, block_c))](
             dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
-            *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk, BLOCK_H=block_h,
-            BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+            *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk, ALIGN=_align(conv_input, y),
+            BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
         dtaps = parts.sum(0)[:kernel_size * kernel_size]
     return dx, dtaps, dscale, dshift
 

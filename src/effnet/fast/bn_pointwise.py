@@ -46,7 +46,7 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot
+    from effnet.fast.kernels import _dot, _multiple
 
     @triton.jit
     def _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K,
@@ -90,10 +90,12 @@ if triton is not None:
     def _pw_forward_kernel(x_ptr, w_ptr, scale_ptr, shift_ptr, gate_ptr, y_ptr, sums_ptr, m2_ptr,
                            M, N, K, pixels, s_xm, s_xk, s_wn, s_wk, s_ym, s_yn,
                            AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_N output channels. Its column sums
         # and sums of squared deviations from its own column means go to row pid_m of the
         # (blocks_m, N) buffers.
+        N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
+                                  _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`_flags`)
         pid = tl.program_id(0)
         blocks_n = tl.cdiv(N, BLOCK_N)
         pid_m = pid // blocks_n
@@ -110,8 +112,8 @@ if triton is not None:
             # Masked entries are 0 again (the shift moved them); rounded to the operand type, as the
             # normalised input would be stored in it.
             a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
-            w = tl.load(w_ptr + rn[None, :] * s_wn + k[:, None] * s_wk, mask=k_ok[:, None] & n_ok[None, :],
-                        other=0.0)  # (BK, BN)
+            w = tl.load(w_ptr + rn[None, :] * s_wn + k[:, None] * s_wk,
+                        mask=k_ok[:, None] & n_ok[None, :], other=0.0)  # (BK, BN)
             acc += _dot(a, w, IEEE)
         out_ok = m_ok[:, None] & n_ok[None, :]
         y = acc.to(y_ptr.dtype.element_ty)
@@ -127,11 +129,14 @@ if triton is not None:
                               dx_ptr, dscale_ptr, dshift_ptr,
                               M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
                               AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
-                              IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+                              IEEE: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                              BLOCK_N: tl.constexpr):
         # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_K input channels; da = g @ weight
         # over all N output channels, then the prologue's derivatives in the epilogue. dy and y share
         # strides (both are (M, N) channels-last views), as do x and dx. With POOL, `pool_ptr` (images, K)
         # holds the gradient that an average pool of the activation s passes to each of its pixels.
+        N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
+                                  _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`_flags`)
         pid = tl.program_id(0)
         blocks_k = tl.cdiv(K, BLOCK_K)
         pid_m = pid // blocks_k
@@ -144,8 +149,8 @@ if triton is not None:
             n_ok = rn < N
             g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
                            s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
-            w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
-                        other=0.0)  # (BN, BK)
+            w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk,
+                        mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # (BN, BK)
             da += _dot(g, w, IEEE)
         ok = m_ok[:, None] & k_ok[None, :]
         x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
@@ -162,7 +167,8 @@ if triton is not None:
             dx = dz * tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :]
             tl.store(dscale_ptr + pid_m * K + k, tl.sum(dz * x.to(tl.float32), axis=0), mask=k_ok)
             tl.store(dshift_ptr + pid_m * K + k, tl.sum(dz, axis=0), mask=k_ok)
-        tl.store(dx_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+        tl.store(dx_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, dx.to(dx_ptr.dtype.element_ty),
+                 mask=ok)
 
     @triton.jit
     def _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok, k, k_ok,
@@ -178,7 +184,8 @@ if triton is not None:
             g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
                            s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked rows
             ok = m_ok[:, None] & k_ok[None, :]
-            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
+                        other=0.0)  # (BM, BK)
             a, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
             # `a` rounded to the operand type, as the forward's product took it.
             acc += _dot(tl.trans(g), tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty), IEEE)
@@ -191,7 +198,8 @@ if triton is not None:
                                dgate_ptr, N, K, images, pixels, rows_per_program, images_per_program,
                                s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
                                AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
-                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
+                               ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                               BLOCK_M: tl.constexpr):
         # dweight (N, K) = g.T @ a, split over the rows (`weight_grad_split`): program (tile, chunk) takes
         # `images_per_program` whole images or, when that is 1, `rows_per_program` rows of one image (each image
         # cut into `pieces` chunks, its last one short), and writes its share of a BLOCK_N x BLOCK_K tile of
@@ -200,6 +208,8 @@ if triton is not None:
         # of dgate (the sum over its pixels of da * s, da's output channels limited to this program's) goes to
         # row (pid_n, image * pieces + piece) of dgate_ptr: a second product per row tile, g @ weight, on the
         # tiles already loaded (the tensor cores idle in this memory-bound pass).
+        N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
+                                  _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`_flags`)
         pid = tl.program_id(0)
         blocks_k = tl.cdiv(K, BLOCK_K)
         pid_n = pid // blocks_k
@@ -212,8 +222,8 @@ if triton is not None:
         first, piece = (chunk // pieces) * images_per_program, chunk % pieces
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         if GATE:
-            w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk, mask=n_ok[:, None] & k_ok[None, :],
-                        other=0.0)  # (BN, BK), in the operand type
+            w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk,
+                        mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # (BN, BK), in the operand type
             for image in range(first, tl.minimum(first + images_per_program, images)):
                 start = image * pixels + piece * rows_per_program
                 acc, dgate = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w,
@@ -300,8 +310,13 @@ def _launch_options(warps: int, stages: int) -> dict:
     return {} if INTERPRET else {"num_warps": warps, "num_stages": stages}
 
 
-def _flags(x: torch.Tensor, scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) -> dict:
-    return dict(AFFINE=scale is not None, ACT=act, GATE=gate is not None, IEEE=x.dtype == torch.float32)
+def _flags(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, gate: torch.Tensor | None,
+           act: bool) -> dict:
+    """The kernels' constexpr flags. ALIGN divides the channel counts and every row stride: x's and dx's (a
+    pixel of channels-last x: its channels), y's and dy's (the weight's rows) and the weight's
+    (`kernels._multiple`)."""
+    return dict(AFFINE=scale is not None, ACT=act, GATE=gate is not None, IEEE=x.dtype == torch.float32,
+                ALIGN=kernels.alignment(x.stride(3), weight.shape[0], weight.stride(0)))
 
 
 def _images(batch: int, pixels: int, per_image: bool) -> tuple[int, int]:
@@ -331,7 +346,7 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
                           gate if gate is not None else unused, o, sums, m2,
                           rows, out_channels, channels, pixels, a.stride(0), a.stride(1),
                           weight.stride(0), weight.stride(1), o.stride(0), o.stride(1),
-                          **_flags(x, scale, gate, act), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                          **_flags(x, weight, scale, gate, act), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                           **_launch_options(warps, stages))
     # Merge the blocks' (count, sum, M2): each image has the same blocks, all full but its last.
     counts = bn_stats.block_counts(x.device, _row_block_counts, images, pixels, block_m)
@@ -409,7 +424,7 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
         g, yv, stats, a, scale if scale is not None else stats, shift if shift is not None else stats,
         gate if gate is not None else stats, weight, parts, dgate, out_channels, channels, images, pixels,
         rows_per_program, images_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1),
-        weight.stride(0), weight.stride(1), **_flags(x, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k,
+        weight.stride(0), weight.stride(1), **_flags(x, weight, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k,
         BLOCK_M=block_m, **options)
     if gate is not None:
         dgate = dgate.view(blocks_n, batch, pieces, channels).sum((0, 2))
@@ -436,7 +451,7 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     _pw_input_grad_kernel[(blocks_m * triton.cdiv(channels, block_k),)](
         g, yv, stats, weight, a, or_stats(scale), or_stats(shift), or_stats(gate), or_stats(pool),
         dxv, parts[0], parts[1], images * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
-        weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, scale, gate, act),
+        weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, weight, scale, gate, act),
         POOL=pool is not None, BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n, **options)
     if scale is None:
         return dx, stats.new_empty((0,)), stats.new_empty((0,))

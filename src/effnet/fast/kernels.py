@@ -32,12 +32,31 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE") == "1"
 
 
+def alignment(*strides: int) -> int:
+    """The largest power of two, up to 16, dividing every one of these strides (in elements): what a kernel
+    may tell the compiler its row offsets are multiples of (`_rows`). Triton marks integer arguments
+    divisible by 16 on its own, not by 8, so without it the rows of a map of 24, 40 or 56 bf16 channels
+    (48, 80, 112 bytes: 16-byte aligned) load one value per instruction."""
+    align = 16
+    for stride in strides:
+        while stride % align:
+            align //= 2
+    return align
+
+
 def usable(tensor: torch.Tensor) -> bool:
     """Whether these kernels can run on `tensor`'s device."""
     return triton is not None and (tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu"))
 
 
 if triton is not None:
+
+    @triton.jit
+    def _multiple(value, ALIGN: tl.constexpr):
+        """`value`, a runtime integer the host knows to be a multiple of ALIGN (`alignment`), as the compiler
+        can see it is one. Kernels pass their channel counts and row strides through it, so that the loads
+        of a channels-last row and the masks of its channel tail come in whole vectors (up to 16 bytes)."""
+        return value // ALIGN * ALIGN
 
     @triton.jit
     def _dot(a, b, IEEE: tl.constexpr):
@@ -88,10 +107,12 @@ if triton is not None:
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                           K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                          ROWS: tl.constexpr):
+                          ROWS: tl.constexpr, ALIGN: tl.constexpr):
         # One program: ROWS tiles, one below the other, of BLOCK_H x BLOCK_W output pixels x BLOCK_C
         # channels. Its SE partial sums stay in registers across the tiles: one atomic add per
         # program, not per tile (the programs of one image all add into the same N x C sums).
+        C, sxn, sxh, sxw = _multiple(C, ALIGN), _multiple(sxn, ALIGN), _multiple(sxh, ALIGN), _multiple(sxw, ALIGN)
+        syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)
         pid = tl.program_id(0)
         blocks_w = tl.cdiv(WO, BLOCK_W)
         blocks_h = tl.cdiv(HO, BLOCK_H * ROWS)
@@ -132,11 +153,14 @@ if triton is not None:
                           s_am, s_ak, s_bk, s_bn, s_om, s_on, s_rm, s_rn,
                           GATE: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
                           IEEE: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          ALIGN: tl.constexpr):
         # out (M, N) = act((a * gate[row // pixels]) @ b + bias) + residual; M = images x pixels.
         # GATE 0: no gate. GATE 1: the gate scales each loaded row of `a` (a tile may span images).
         # GATE 2: every program's rows lie in one image, so the gate scales the (BK, BN) tile of `b`
         # instead and `a` goes to the matrix units as loaded.
+        N, K, s_am, s_bk = _multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_am, ALIGN), _multiple(s_bk, ALIGN)
+        s_om, s_rm = _multiple(s_om, ALIGN), _multiple(s_rm, ALIGN)
         pid = tl.program_id(0)
         blocks_n = tl.cdiv(N, BLOCK_N)
         pid_m = pid // blocks_n
@@ -222,6 +246,7 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     args = (x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, stride, padding[0], padding[1],
             x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1))
+    align = alignment(x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3))
     if tiles is not None or not AUTOTUNE:
         if tiles is None:
             tiles = (1, 8, 16, 1, 4) if INTERPRET else _depthwise_tiles(kernel_size, out_w, channels)
@@ -229,13 +254,13 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
         grid = (batch * triton.cdiv(out_h, block_h * rows) * triton.cdiv(out_w, block_w),
                 triton.cdiv(channels, block_c))
         _depthwise_kernel[grid](*args, K=kernel_size, ACT=act, POOL=pool, BLOCK_H=block_h, BLOCK_W=block_w,
-                                BLOCK_C=block_c, ROWS=rows, **({} if INTERPRET else {"num_warps": warps}))
+                                BLOCK_C=block_c, ROWS=rows, ALIGN=align, **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
             return (batch * triton.cdiv(out_h, meta["BLOCK_H"] * meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
                     triton.cdiv(channels, meta["BLOCK_C"]))
 
-        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act, POOL=pool)
+        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act, POOL=pool, ALIGN=align)
     return y, (sums if pool else None)
 
 
@@ -283,7 +308,8 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
             a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
             r.stride(0), r.stride(1))
     gate_mode = 0 if gate is None else (2 if gate_weights else 1)
-    flags = dict(GATE=gate_mode, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32)
+    flags = dict(GATE=gate_mode, ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
+                 ALIGN=alignment(a.stride(0), weight_t.stride(0), o.stride(0), r.stride(0)))
 
     def blocks_m(block_m: int) -> int:
         return batch * triton.cdiv(height * width, block_m) if gate_mode == 2 else triton.cdiv(rows, block_m)

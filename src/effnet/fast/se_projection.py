@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise as bnp
-from effnet.fast import bn_stats
+from effnet.fast import bn_stats, kernels
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -36,6 +36,7 @@ if triton is not None:
     import triton.language as tl
 
     from effnet.fast.bn_pointwise import _prologue
+    from effnet.fast.kernels import _multiple
 
     @triton.jit
     def _image_chunk(chunk, pixels, rows_per_program):
@@ -48,9 +49,10 @@ if triton is not None:
 
     @triton.jit
     def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
-                        BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                        ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: rows_per_program pixels of one image (`_image_chunk`) x BLOCK_K channels; the sum of
         # silu(x * scale + shift) over them goes to row `chunk` of the (chunks, K) buffer.
+        K, s_xm = _multiple(K, ALIGN), _multiple(s_xm, ALIGN)
         chunk = tl.program_id(0)
         k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
         k_ok = k < K
@@ -86,7 +88,8 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     a = bnp._matrix(x)
     _se_pool_kernel[(chunks, triton.cdiv(channels, block_k))](
         a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1),
-        BLOCK_M=block_m, BLOCK_K=block_k, **({} if INTERPRET else {"num_warps": warps}))
+        ALIGN=kernels.alignment(a.stride(0)), BLOCK_M=block_m, BLOCK_K=block_k,
+        **({} if INTERPRET else {"num_warps": warps}))
     return sums.view(batch, -1, channels).sum(1) / pixels
 
 
