@@ -9,10 +9,11 @@ it times a training step of that layer, forward and backward, on channels-last a
 
 - the fused pass with its default tiles, session 10's (`session10_tiles`) and each sweep configuration,
   forward, input gradient and weight gradient timed apart. An expansion is `bn_pointwise`
-  (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics. A projection is `se_projection` (effnet.fast.se_projection),
-  as the fused training MBConv runs it: the squeeze-excitation's pool and MLP, then the 1x1 conv applying
-  the depthwise output's batch norm, SiLU and the SE gate as it loads, gathering its own output's
-  statistics (`bn_pointwise` with the normalisation alone in a block without SE).
+  (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
+  A projection is `se_projection` (effnet.fast.se_projection), as the fused training MBConv runs it:
+  the squeeze-excitation's pool and MLP, then the 1x1 conv applying the depthwise output's batch norm,
+  SiLU and the SE gate as it loads, gathering its own output's statistics (`bn_pointwise` with the
+  normalisation alone in a block without SE).
 - the same function in PyTorch (`bn_pointwise_reference`, `se_projection_reference`: affine map,
   SiLU, pool and SE, gate, `F.conv2d`, float32 batch statistics), eager ("torch") and, unless
   `--no-compile`, compiled by Inductor ("compiled": the element-wise work fused around cuDNN's
@@ -152,7 +153,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     if compiled_references is not None:  # one compiled function per kind of layer, for every shape (dynamic)
         compiled = compiled_references.setdefault((se, act), torch.compile(reference, dynamic=True))
         times["compiled"] = timer.median(partial(pytorch_step, compiled))
-    functions = {"bn_pointwise": forward, "bn_pointwise_input_grad": input_grad, "bn_pointwise_weight_grad": weight_grad}
+    functions = {"bn_pointwise": forward, "bn_pointwise_input_grad": input_grad,
+                 "bn_pointwise_weight_grad": weight_grad}
     configs = {"default": dict.fromkeys(functions),
                "session 10": {op: session10_tiles(op, cin, cout, height * width) for op in functions},
                **{f"#{i}": {op: SWEEP[op][i] for op in functions} for i in range(args.configs)}}

@@ -3,6 +3,7 @@
     PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), ~50 kernels, about a minute
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
     PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles bn_pointwise_sweep.py tries
+    EFFNET_TUNING=FILE PYTHONPATH=src python benchmarks/compile_check.py    # the kernels a tuning file picks
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,

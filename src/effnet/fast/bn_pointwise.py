@@ -377,7 +377,8 @@ _WAVES = 4
 _MIN_ROWS = 512
 
 
-def weight_grad_split(batch: int, pixels: int, block_m: int, chunks: int, gated: bool) -> tuple[int, int, int, int, int]:
+def weight_grad_split(batch: int, pixels: int, block_m: int, chunks: int,
+                      gated: bool) -> tuple[int, int, int, int, int]:
     """How `_pw_weight_grad_kernel` splits the rows into about `chunks` chunks: (images, pixels,
     rows_per_program, images_per_program, chunks). Without a gate the batch is one image of all its rows,
     cut anywhere on a row tile. With one, a chunk takes whole images or a piece of one (the gate and its
@@ -410,8 +411,8 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
     `tiles` as `_forward`'s, for this pass."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, "bn_pointwise_weight_grad",
-                                                                    tiles)
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
+        dy, x, y, weight, scale, "bn_pointwise_weight_grad", tiles)
     blocks_n = triton.cdiv(out_channels, block_n)
     tile_count = blocks_n * triton.cdiv(channels, block_k)
     images, pixels, rows_per_program, images_per_program, chunks = weight_grad_split(
@@ -438,8 +439,8 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
     images, pixels = _images(batch, height * width, gate is not None or pool is not None)
-    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, weight, scale, "bn_pointwise_input_grad",
-                                                                    tiles)
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
+        dy, x, y, weight, scale, "bn_pointwise_input_grad", tiles)
     blocks_m = images * triton.cdiv(pixels, block_m)
     dx = channels_last_empty(x, tuple(x.shape))
     parts = torch.empty((2, blocks_m, channels), device=x.device, dtype=torch.float32)

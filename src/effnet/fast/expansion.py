@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, triton
+from effnet.fast.kernels import INTERPRET, _pow2, alignment, triton
 
 # Largest k²/s² (recomputation of the expansion per output pixel) the fused path accepts.
 MAX_RECOMPUTE = 9
@@ -26,15 +26,19 @@ MAX_RECOMPUTE = 9
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot, _tap
+    from effnet.fast.kernels import _dot, _multiple, _tap
 
     @triton.jit
     def _expand_depthwise_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, y_ptr, pool_ptr,
                                  H, W, CIN, C, HO, WO, stride, pad_h, pad_w,
                                  sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                                  K: tl.constexpr, POOL: tl.constexpr, IEEE: tl.constexpr,
-                                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+                                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                                 ALIGN: tl.constexpr):
         # One program: BLOCK_P output pixels of one row x BLOCK_C expanded channels.
+        CIN, C, sxn, sxh, sxw = (_multiple(CIN, ALIGN), _multiple(C, ALIGN), _multiple(sxn, ALIGN),
+                                 _multiple(sxh, ALIGN), _multiple(sxw, ALIGN))
+        syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)  # (`kernels.alignment`)
         pid = tl.program_id(0)
         blocks_w = tl.cdiv(WO, BLOCK_P)
         wo = (pid % blocks_w) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,)
@@ -95,5 +99,6 @@ def expand_depthwise(x: torch.Tensor, expand_t: torch.Tensor, expand_bias: torch
         padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3), x.stride(1),
         y.stride(0), y.stride(2), y.stride(3), y.stride(1),
         K=kernel_size, POOL=pool, IEEE=x.dtype == torch.float32, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=block_k,
+        ALIGN=alignment(in_channels, x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3)),
         **({} if INTERPRET else {"num_warps": 4}))
     return y, (sums if pool else None)

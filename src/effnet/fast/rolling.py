@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, triton
+from effnet.fast.kernels import INTERPRET, _pow2, alignment, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _tap_weight
+    from effnet.fast.kernels import _multiple, _tap_weight
 
     @triton.jit
     def _rolling_depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
                                   H, W, C, HO, WO, pad_h, pad_w,
                                   sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                                   K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
-                                  BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
+                                  BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr,
+                                  ALIGN: tl.constexpr):
         # One program: ROWS output rows x BLOCK_W pixels x BLOCK_C channels, walked top to bottom.
+        C, sxn, sxh, sxw = _multiple(C, ALIGN), _multiple(sxn, ALIGN), _multiple(sxh, ALIGN), _multiple(sxw, ALIGN)
+        syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)  # (`kernels.alignment`)
         pid = tl.program_id(0)
         blocks_w = tl.cdiv(WO, BLOCK_W)
         blocks_h = tl.cdiv(HO, ROWS)
@@ -111,5 +114,6 @@ def rolling_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
         x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
         x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1),
         K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
+        ALIGN=alignment(x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3)),
         **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)

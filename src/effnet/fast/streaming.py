@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, matrix_views, triton
+from effnet.fast.kernels import INTERPRET, _pow2, alignment, matrix_views, triton
 
 # Most input channels the kernel holds in one weight tile; wider layers take `kernels.pointwise`.
 MAX_K = 256
@@ -27,15 +27,17 @@ INTERPRET_PROGRAMS = 2
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot
+    from effnet.fast.kernels import _dot, _multiple
 
     @triton.jit
     def _streaming_kernel(a_ptr, b_ptr, bias_ptr, res_ptr, out_ptr, M, N, K,
                           s_am, s_ak, s_bk, s_bn, s_om, s_on, s_rm, s_rn,
-                          ACT: tl.constexpr, RESIDUAL: tl.constexpr, IEEE: tl.constexpr,
+                          ACT: tl.constexpr, RESIDUAL: tl.constexpr, IEEE: tl.constexpr, ALIGN: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # out (M, N) = act(a @ b + bias) + residual; M = images x pixels, K <= BLOCK_K.
         # Program (i, j): columns block j, row tiles i, i + programs_m, i + 2 programs_m, ...
+        N, K, s_am, s_bk = _multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_am, ALIGN), _multiple(s_bk, ALIGN)
+        s_om, s_rm = _multiple(s_om, ALIGN), _multiple(s_rm, ALIGN)  # (`kernels.alignment`)
         pid_m = tl.program_id(0)
         programs_m = tl.num_programs(0)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
@@ -99,6 +101,7 @@ def pointwise_streaming(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Ten
                             a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1),
                             o.stride(0), o.stride(1), r.stride(0), r.stride(1),
                             ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
+                            ALIGN=alignment(a.stride(0), weight_t.stride(0), o.stride(0), r.stride(0)),
                             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                             **({} if INTERPRET else {"num_warps": warps, "num_stages": stages}))
     return out
