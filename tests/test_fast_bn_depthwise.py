@@ -51,6 +51,16 @@ def test_bn_depthwise_equals_its_pytorch_composite(affine, kernel_size, stride, 
 
 
 @needs_triton
+@pytest.mark.parametrize("per_program", [1, 2, 3])
+def test_weight_gradient_walks_several_images_per_program(monkeypatch, per_program):
+    """One image per program, two and a ragged last one, or all three: the same weight gradient."""
+    monkeypatch.setattr(bnd, "images_per_program", lambda *args: per_program)
+    tensors, options = _case(torch.float32, True, 5, 1, False, shape=(3, 20, 6, 7))
+    fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)
+    assert relative_error(fused[4], reference[4]) <= 1e-5
+
+
+@needs_triton
 def test_bn_depthwise_half_precision():
     tensors, options = _case(torch.float16, True, 3, 2, True)
     fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)

@@ -12,10 +12,10 @@ gradients of mean and var, so the gradient reaching y is g = dy + dmean / n + (2
 formed as each tile loads (never written). The input gradient gathers g over the taps and, in its
 epilogue, applies the SiLU's and the affine map's derivatives and sums dscale and dshift: da, the
 gradient of the widest tensor of the block, is never written. The weight gradient walks each
-program's band of output rows once, loading every tap's input for a tile as one (taps, pixels,
-channels) block and accumulating g * a elementwise; it reduces over the pixels once per program (no
-per-tile reductions or selects, the cost of `depthwise_train`'s weight gradient). Per-program sums are
-added up by PyTorch (deterministic).
+program's band of output rows once (in several images where a band is small: `images_per_program`),
+loading every tap's input for a tile as one (taps, pixels, channels) block and accumulating g * a
+elementwise; it reduces over the pixels once per program (no per-tile reductions or selects, the cost
+of `depthwise_train`'s weight gradient). Per-program sums are added up by PyTorch (deterministic).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -139,17 +139,18 @@ if triton is not None:
 
     @triton.jit
     def _dw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
-                               s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                               N, images_per_program, s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                                K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, ALIGN: tl.constexpr,
                                BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        # One program: BAND output rows of one image x BLOCK_C channels, walked in BLOCK_H x BLOCK_W tiles.
-        # Per tile, g is loaded once and every tap's input as one (KK, P, BC) block; products accumulate
-        # elementwise and are summed over the pixels once, into row `pid` of the (programs, KK, C) buffer.
+        # One program: BAND output rows of each of `images_per_program` images (of N) x BLOCK_C channels, walked
+        # in BLOCK_H x BLOCK_W tiles. Per tile, g is loaded once and every tap's input as one (KK, P, BC) block;
+        # products accumulate elementwise and are summed over the pixels once, into row `pid` of the
+        # (programs, KK, C) buffer.
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
         o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
         pid = tl.program_id(0)
         bands = tl.cdiv(HO, BAND)
-        n = pid // bands
+        first = (pid // bands) * images_per_program
         band_start = (pid % bands) * BAND
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
@@ -158,17 +159,18 @@ if triton is not None:
         kh, kw = taps // K, taps % K  # (KK,)
         tap_ok = taps < K * K
         acc = tl.zeros([KK, BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
-        for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
-            for w0 in range(0, WO, BLOCK_W):
-                ho, wo = h0 + p // BLOCK_W, w0 + p % BLOCK_W  # (P,)
-                out_ok = (ho < HO) & (wo < WO)
-                g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c, C)
-                hi = ho[None, :] * STRIDE - pad_h + kh[:, None]  # (KK, P)
-                wi = wo[None, :] * STRIDE - pad_w + kw[:, None]
-                ok = tap_ok[:, None] & out_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-                a = tl.load(a_ptr + n * s_n + (hi * s_h + wi * s_w)[:, :, None] + (c * s_c)[None, None, :],
-                            mask=ok[:, :, None] & c_ok[None, None, :], other=0.0)  # (KK, P, BC)
-                acc += a.to(tl.float32) * g[None, :, :]
+        for n in range(first, tl.minimum(first + images_per_program, N)):
+            for h0 in range(band_start, tl.minimum(band_start + BAND, HO), BLOCK_H):
+                for w0 in range(0, WO, BLOCK_W):
+                    ho, wo = h0 + p // BLOCK_W, w0 + p % BLOCK_W  # (P,)
+                    out_ok = (ho < HO) & (wo < WO)
+                    g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c, C)
+                    hi = ho[None, :] * STRIDE - pad_h + kh[:, None]  # (KK, P)
+                    wi = wo[None, :] * STRIDE - pad_w + kw[:, None]
+                    ok = tap_ok[:, None] & out_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+                    a = tl.load(a_ptr + n * s_n + (hi * s_h + wi * s_w)[:, :, None] + (c * s_c)[None, None, :],
+                                mask=ok[:, :, None] & c_ok[None, None, :], other=0.0)  # (KK, P, BC)
+                    acc += a.to(tl.float32) * g[None, :, :]
         tl.store(dw_ptr + (pid * KK + taps[:, None]) * C + c[None, :], tl.sum(acc, axis=1),
                  mask=tap_ok[:, None] & c_ok[None, :])
 
@@ -247,6 +249,25 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     return y, mean, var, (a if scale is not None else x.new_empty((0,)))
 
 
+# The weight gradient takes several images per program where a band holds few pixels: at least this many
+# pixels per program (its (KK, C) partial sums, 4 bytes each, against 6 bytes read per pixel and channel: g's
+# dy and y and the input), unless that leaves fewer than this many programs per multiprocessor.
+_MIN_PIXELS = 512
+_MIN_WAVES = 2
+
+
+def images_per_program(batch: int, band_pixels: int, programs_per_image: int, device: torch.device) -> int:
+    """How many images one weight-gradient program walks: enough for `_MIN_PIXELS` pixels, as long as the
+    programs still fill `_MIN_WAVES` per multiprocessor. (One per image, as before session 11, B0's 7 x 7
+    layers wrote nearly as many partial-sum bytes as they read.) Two under the interpreter, so that the
+    tests' small batches walk several images and a ragged last group."""
+    if INTERPRET:
+        return 2
+    wanted = triton.cdiv(_MIN_PIXELS, band_pixels)
+    fill = _MIN_WAVES * torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(wanted, batch * programs_per_image // fill))
+
+
 def _tile_counts(batch: int, out_h: int, out_w: int, block_h: int, block_w: int) -> torch.Tensor:
     """Pixels in each of the forward's tiles, image by image: tile (i, j) holds rows(i) x columns(j)."""
     rows = (out_h - torch.arange(triton.cdiv(out_h, block_h)) * block_h).clamp(max=block_h)
@@ -280,12 +301,14 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         band, block_h, block_w, block_c, warps = weight_tiles or _tiles("bn_depthwise_weight_grad", x, kernel_size,
                                                                         stride)
         kk = triton.next_power_of_2(kernel_size * kernel_size)
-        programs = batch * triton.cdiv(out_h, band)
+        bands, channel_blocks = triton.cdiv(out_h, band), triton.cdiv(channels, block_c)
+        per_program = images_per_program(batch, band * out_w, bands * channel_blocks, x.device)
+        programs = triton.cdiv(batch, per_program) * bands
         parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
-        _dw_weight_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+        _dw_weight_grad_kernel[(programs, channel_blocks)](
             dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
-            *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk, ALIGN=_align(conv_input, y),
-            BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+            batch, per_program, *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk,
+            ALIGN=_align(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
         dtaps = parts.sum(0)[:kernel_size * kernel_size]
     return dx, dtaps, dscale, dshift
 
