@@ -8,6 +8,7 @@
 # view of the two weight-gradient kernels; then, with those tiles, B0's training rows against timm.
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
+#     or:      OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4 [SECONDS]
 # (carry [".compile_cache"] with both). Call 2 must follow on the still-warm machine: the tuning file stays
 # in $KEEP there between the calls (a fresh machine starts from run 6's file). Each call writes a log, its
 # JSON documents and the packed compile caches to OUT (at most eight files).
@@ -52,8 +53,13 @@ case "$STAGE" in
     python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
       --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
+  b4)
+    # B4's inference rows (timm compiled against the fused path with a CUDA graph): the goal closest to met
+    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --no-checks \
+      --tasks inference --budget-s "${2:-200}" 2>&1 | tee "$OUT/lease.log"
+    ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps or rows)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps, rows or b4)" >&2
     exit 2
     ;;
 esac
