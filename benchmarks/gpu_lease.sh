@@ -2,10 +2,11 @@
 # A GPU lease in two calls, for B0's fused training (effnet-ftrain). Run 6 proved every fast path on the H100
 # (18/18 checks, the fused training gradients in float32, bf16 and compiled among them) and profiled an eager
 # step: the fused kernels kept the GPU busy 44 ms per batch of 128, the plain step's cuDNN and PyTorch kernels
-# 29.5 ms, and the step's wall time was 180 ms (launch-bound). So this lease skips the checks and asks where
-# the kernels' time goes: the fused training sweeps, layer by layer, forward and backward apart, against
-# eager PyTorch and the bare cuDNN convolution (their winners go to the tuning file), and Nsight Compute's
-# view of the two weight-gradient kernels; then, with those tiles, B0's training rows against timm.
+# 29.5 ms, and the step's wall time was 180 ms (launch-bound). Session 11 removed three causes it found
+# without a GPU (benchmarks/RESULTS.md). This lease asks where the kernels' time goes now: the fused training
+# sweeps, layer by layer, each pass apart, checked and timed against eager PyTorch and the bare cuDNN
+# convolution (their winners go to the tuning file), and Nsight Compute's view of the two weight-gradient
+# kernels; then the fused training's gradient checks and, with those tiles, B0's training rows against timm.
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #     or:      OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4 [SECONDS]
@@ -50,12 +51,14 @@ case "$STAGE" in
   rows)
     # the CUDA-graph tests (skipped without a GPU), then the rows
     python3 -m pytest -q -p no:cacheprovider -n 0 tests/test_fast.py -k cuda_graph 2>&1 | tail -3 | tee "$OUT/lease.log"
-    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
+    # the fused training's gradients against the plain model's first (its kernels changed since run 6)
+    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --checks ftrain \
       --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
   b4)
     # B4's inference rows (timm compiled against the fused path with a CUDA graph): the goal closest to met
-    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --no-checks \
+    # (tf_B4's fused model checked against the float32 model first: the inference kernels' loads changed)
+    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --checks models \
       --tasks inference --budget-s "${2:-200}" 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
