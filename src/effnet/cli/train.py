@@ -21,6 +21,10 @@ HELP = {
     "amp": "mixed precision: none, bf16 or fp16 (with loss scaling)",
     "checkpoint_every": "also checkpoint every N optimizer steps (0: epoch ends only)",
     "deterministic": "deterministic algorithms (bitwise-reproducible runs and resumes on CPU)",
+    "memory_saver": "store less for the backward: activations (recompute BN + SiLU), stages (checkpoint "
+                    "each stage) or both; default none",
+    "fused_training": "every MBConv conv with its batch norms in Triton kernels (experimental; a GPU and "
+                      "--channels-last)",
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from effnet.errors import EffnetError
+from effnet.fast import MEMORY_SAVERS
 
 
 class ConfigError(EffnetError, ValueError):
@@ -62,6 +63,8 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    memory_saver: str = "none"  # none | activations | stages | both (effnet.fast.memory)
+    fused_training: bool = False  # every MBConv conv with its batch norms (effnet.fast.fused_training; GPU)
     grad_accum_steps: int = 1
     clip_grad_norm: float | None = None
     workers: int = 2
@@ -208,6 +211,18 @@ def validate(config: TrainConfig) -> None:
         (config.image_size is None or config.image_size >= 8, f"image_size must be >= 8, got {config.image_size}"),
         (sum(x is not None for x in (config.phi, config.spec)) <= 1, "give at most one of phi and spec"),
         (config.recipe != "finetune" or config.pretrained, "recipe finetune needs pretrained weights (--pretrained)"),
+        (config.memory_saver in MEMORY_SAVERS,
+         f"memory_saver must be one of {', '.join(MEMORY_SAVERS)}, got {config.memory_saver!r}"),
+        # SyncBatchNorm would replace the saver's BN + SiLU modules (and lose their SiLU), and the fused blocks
+        # gather each process's own batch statistics.
+        (not config.sync_bn or config.memory_saver in ("none", "stages"),
+         f"memory_saver {config.memory_saver} replaces the batch norms that sync_bn synchronises: use one"),
+        (not (config.sync_bn and config.fused_training), "fused_training gathers each process's own batch "
+                                                         "statistics: it cannot run with sync_bn"),
+        (not config.fused_training or config.memory_saver == "none",
+         "fused_training already keeps three tensors per block: it does not combine with a memory_saver"),
+        (not config.fused_training or config.channels_last,
+         "fused_training's kernels take channels-last activations: add --channels-last"),
     ]
     for ok, message in checks:
         if not ok:

@@ -167,6 +167,23 @@ def _train(config: TrainConfig, context: DistContext) -> dict[str, Any]:
     return _finish(config, output, state, run, splits, started) if context.is_main else {}
 
 
+def _speed_paths(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+    """Switch the model (in place) to the memory saver or the fused training blocks the config asks for: the
+    same function and state-dict keys (`effnet.fast`)."""
+    if config.memory_saver != "none":
+        from effnet.fast.memory import enable_memory_saving
+
+        enable_memory_saving(model, config.memory_saver)
+    if config.fused_training:
+        from effnet.fast import kernels
+        from effnet.fast.fused_training import use_fused_training
+
+        if not kernels.usable(torch.empty(0, device=device)):
+            raise ConfigError(f"fused_training runs Triton kernels: it needs a CUDA device (this run's is {device}; "
+                              "TRITON_INTERPRET=1 runs them on the CPU, slowly, for testing)")
+        use_fused_training(model)
+
+
 def _build_run(config: TrainConfig, context: DistContext, output: Path, splits, train_transform,
                data_config) -> Run:
     num_classes = len(splits.classes)
@@ -179,6 +196,7 @@ def _build_run(config: TrainConfig, context: DistContext, output: Path, splits, 
     model = model.to(context.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    _speed_paths(model, config, context.device)
     train_data = SeededAugmentation(splits.train, train_transform, config.seed)
     sampler = ResumableSampler(len(train_data), config.batch_size, config.seed, context.rank, context.world_size)
     steps_per_epoch = sampler.steps_per_epoch // config.grad_accum_steps
