@@ -62,9 +62,8 @@ Launch = collections.namedtuple("Launch", "name kernel signature constexprs attr
 @contextlib.contextmanager
 def _catching(launches: list, where):
     """Within: Triton kernel launches are not run but appended to `launches` (as `Launch`es named by `where`, a
-    string or a function giving one),
-    the fast paths take meta tensors for a GPU's (autocast has no meta device: it is left out), and the GPU
-    has SMS multiprocessors."""
+    string or a function giving one), the fast paths take meta tensors for a GPU's (autocast has no meta
+    device: it is left out), and the GPU has SMS multiprocessors."""
     def run(kernel, *args, grid, warmup, **kwargs):
         launches.append(_specialise(kernel, args, kwargs, where() if callable(where) else where))
 

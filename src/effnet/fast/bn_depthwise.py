@@ -224,7 +224,8 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def _align(*maps: torch.Tensor) -> int:
-    """What the kernels' pixel offsets into these channels-last maps are multiples of (`kernels.alignment`)."""
+    """What the kernels' pixel offsets into these channels-last maps, and their channel count (a pixel's
+    stride), are multiples of (`kernels.alignment`)."""
     return kernels.alignment(*(stride for t in maps for stride in _strides(t)[:3]))
 
 
@@ -308,7 +309,8 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         _dw_weight_grad_kernel[(programs, channel_blocks)](
             dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
             batch, per_program, *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk,
-            ALIGN=_align(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+            ALIGN=_align(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+            **({} if INTERPRET else {"num_warps": warps}))
         dtaps = parts.sum(0)[:kernel_size * kernel_size]
     return dx, dtaps, dscale, dshift
 

@@ -24,9 +24,10 @@ activation before the gate) and dx in another whose epilogue applies the SiLU's 
 derivatives and sums dscale and dshift, so the wide `da` is never written either. Sums are per
 program, added up by PyTorch afterwards (exact order: deterministic, no atomics). The weight
 gradient's chunks are few (about four programs per multiprocessor, at least 512 rows each): split
-per image, as session 9 did, B0's 7 x 7 layers at batch 128 made 128 partial dweights each, whose
-atomic adds (764 million per training step) outnumbered the values read. Where nothing is per image
-(no SE gate), the row tiles run across images, so small maps fill whole tiles.
+per image into about 512 chunks, as run 6 ran it, B0's 7 x 7 layers at batch 128 made 128 partial
+dweights each, added atomically (451 million adds per training step, where its 1x1 passes read about
+4 billion values). Where nothing is per image (no SE gate), the row tiles run across images, so small
+maps fill whole tiles.
 
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
@@ -91,9 +92,9 @@ if triton is not None:
                            M, N, K, pixels, s_xm, s_xk, s_wn, s_wk, s_ym, s_yn,
                            AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
                            ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_N output channels. Its column sums
-        # and sums of squared deviations from its own column means go to row pid_m of the
-        # (blocks_m, N) buffers.
+        # One program: BLOCK_M rows (pixels of ONE image, as the host counts images: `_images`) x BLOCK_N
+        # output channels. Its column sums and sums of squared deviations from its own column means go to
+        # row pid_m of the (blocks_m, N) buffers.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`_flags`)
         pid = tl.program_id(0)
@@ -131,10 +132,10 @@ if triton is not None:
                               AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
                               IEEE: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                               BLOCK_N: tl.constexpr):
-        # One program: BLOCK_M rows (pixels of ONE image) x BLOCK_K input channels; da = g @ weight
-        # over all N output channels, then the prologue's derivatives in the epilogue. dy and y share
-        # strides (both are (M, N) channels-last views), as do x and dx. With POOL, `pool_ptr` (images, K)
-        # holds the gradient that an average pool of the activation s passes to each of its pixels.
+        # One program: BLOCK_M rows (pixels of ONE image, as `_images` counts them) x BLOCK_K input channels;
+        # da = g @ weight over all N output channels, then the prologue's derivatives in the epilogue. dy and
+        # y share strides (both are (M, N) channels-last views), as do x and dx. With POOL, `pool_ptr`
+        # (images, K) holds the gradient that an average pool of the activation s passes to each of its pixels.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`_flags`)
         pid = tl.program_id(0)

@@ -33,10 +33,10 @@ AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE") == "1"
 
 
 def alignment(*strides: int) -> int:
-    """The largest power of two, up to 16, dividing every one of these strides (in elements): what a kernel
-    may tell the compiler its row offsets are multiples of (`_rows`). Triton marks integer arguments
-    divisible by 16 on its own, not by 8, so without it the rows of a map of 24, 40 or 56 bf16 channels
-    (48, 80, 112 bytes: 16-byte aligned) load one value per instruction."""
+    """The largest power of two, up to 16, dividing every one of these strides and channel counts (in
+    elements): what a kernel may tell the compiler they are multiples of (`_multiple`). Triton marks integer
+    arguments divisible by 16 on its own, not by 8, so without it the rows of a map of 24, 40 or 56 bf16
+    channels (48, 80, 112 bytes: 16-byte aligned) load one value per instruction."""
     align = 16
     for stride in strides:
         while stride % align:

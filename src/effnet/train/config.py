@@ -216,7 +216,8 @@ def validate(config: TrainConfig) -> None:
         # SyncBatchNorm would replace the saver's BN + SiLU modules (and lose their SiLU), and the fused blocks
         # gather each process's own batch statistics.
         (not config.sync_bn or config.memory_saver in ("none", "stages"),
-         f"memory_saver {config.memory_saver} replaces the batch norms that sync_bn synchronises: use one"),
+         f"memory_saver {config.memory_saver} replaces the batch norms that sync_bn would synchronise: "
+         "use memory_saver stages with sync_bn"),
         (not (config.sync_bn and config.fused_training), "fused_training gathers each process's own batch "
                                                          "statistics: it cannot run with sync_bn"),
         (not config.fused_training or config.memory_saver == "none",
