@@ -100,13 +100,19 @@ if triton is not None:
                               K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
                               ALIGN: tl.constexpr,
                               BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels. da gathers g from every
-        # output pixel whose window covers them; then dx = da * act'(z) * scale, with z = x * scale + shift.
-        # (s_*: the input's strides, shared by x and dx; o_*: the output's, shared by dy and y.)
+        # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels, all of one parity class
+        # (rows ph, ph + STRIDE, ..., columns pw, pw + STRIDE, ...): a tap reaches all of them or none, so a
+        # strided conv's input gradient skips the taps that do not line up (3 in 4 of them at stride 2)
+        # instead of masking them lane by lane. da gathers g from every output pixel whose window covers
+        # them; then dx = da * act'(z) * scale, with z = x * scale + shift. (s_*: the input's strides, shared
+        # by x and dx; o_*: the output's, shared by dy and y.)
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
         o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
         pid = tl.program_id(0)
-        n, hi, wi = _pixel_tile(pid, H, W, BLOCK_H, BLOCK_W)
+        image_class, i, j = _pixel_tile(pid, tl.cdiv(H, STRIDE), tl.cdiv(W, STRIDE), BLOCK_H, BLOCK_W)
+        n, parity = image_class // (STRIDE * STRIDE), image_class % (STRIDE * STRIDE)
+        ph, pw = parity // STRIDE, parity % STRIDE
+        hi, wi = i * STRIDE + ph, j * STRIDE + pw  # (P,)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
         in_ok = (hi < H) & (wi < W)
@@ -114,15 +120,17 @@ if triton is not None:
         # Loops the compiler does not unroll: unrolled, it hoists every tap's two loads and runs out of
         # registers (255 and 1.4 kB spilled for 5 x 5 taps, compile_check.py).
         for kh in range(K):
-            th = hi + pad_h - kh  # = ho * STRIDE where the tap lines up
-            ho = th // STRIDE
-            h_ok = (th >= 0) & (ho * STRIDE == th) & (ho < HO)
-            for kw in range(K):
-                tw = wi + pad_w - kw
-                wo = tw // STRIDE
-                ok = in_ok & h_ok & (tw >= 0) & (wo * STRIDE == tw) & (wo < WO)
-                g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c, C)
-                da += g * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+            dh = ph + pad_h - kh  # hi + pad_h - kh = ho * STRIDE where the tap lines up
+            if dh % STRIDE == 0:
+                ho = i + dh // STRIDE
+                h_ok = in_ok & (ho >= 0) & (ho < HO)
+                for kw in range(K):
+                    dw = pw + pad_w - kw
+                    if dw % STRIDE == 0:
+                        wo = j + dw // STRIDE
+                        ok = h_ok & (wo >= 0) & (wo < WO)
+                        g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c, C)
+                        da += g * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
         dz = da
         if AFFINE:
             x = _load_pixels(x_ptr, n, hi, wi, c, in_ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
@@ -286,7 +294,9 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
     dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
     if need_dx:
         block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
-        programs = batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
+        # each image's pixels in stride^2 parity classes, each tiled (the kernel's `_pixel_tile`)
+        programs = (batch * stride * stride * triton.cdiv(triton.cdiv(height, stride), block_h)
+                    * triton.cdiv(triton.cdiv(width, stride), block_w))
         dx = channels_last_empty(x, tuple(x.shape))
         parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
         _dw_input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
