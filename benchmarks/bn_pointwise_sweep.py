@@ -62,17 +62,13 @@ SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 2), (128, 64, 32, 8, 1), (128, 64, 32,
 CONFIGS = len(SWEEP["bn_pointwise"])
 
 
-def _span(channels: int, cap: int) -> int:
-    return max(16, min(1 << (channels - 1).bit_length(), cap))
-
-
 def session10_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
     """Session 10's defaults (never timed): both gradients on one tile, an expansion's spanning its inputs (up to
     128), a projection's its outputs (up to 256) with 32-wide K steps."""
     if cout >= cin:
         return ((128 if pixels >= 128 else 64), 128, 32, 8, 3) if op == "bn_pointwise" else \
-            (64, 64, _span(cin, 128), 8, 2)
-    block_n = _span(cout, 256)
+            (64, 64, bnp._span(cin, 128), 8, 2)
+    block_n = bnp._span(cout, 256)
     return (32 if block_n > 128 else 64), block_n, 32, 8, (3 if op == "bn_pointwise" else 2)
 
 

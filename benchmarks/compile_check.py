@@ -253,7 +253,7 @@ def _sweep_launches() -> list[Launch]:
             for tiles in tile_sets:
                 with _catching(launches, f"sweep {role} {tiles}"):
                     passes[op](tiles)
-    return _distinct([launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise")])
+    return _distinct([launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")])
 
 
 def compile_kernel(launch: Launch, arch: int):

@@ -71,7 +71,7 @@ if triton is not None:
         # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels. Its column
         # sums and sums of squared deviations from its own column means go to row `pid` of the buffers.
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
-        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
+        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
         n, ho, wo = _pixel_tile(pid, HO, WO, BLOCK_H, BLOCK_W)  # wo, ho: (P,)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -107,7 +107,7 @@ if triton is not None:
         # them; then dx = da * act'(z) * scale, with z = x * scale + shift. (s_*: the input's strides, shared
         # by x and dx; o_*: the output's, shared by dy and y.)
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
-        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
+        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
         image_class, i, j = _pixel_tile(pid, tl.cdiv(H, STRIDE), tl.cdiv(W, STRIDE), BLOCK_H, BLOCK_W)
         n, parity = image_class // (STRIDE * STRIDE), image_class % (STRIDE * STRIDE)
@@ -155,7 +155,7 @@ if triton is not None:
         # products accumulate elementwise and are summed over the pixels once, into row `pid` of the
         # (programs, KK, C) buffer.
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
-        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`_align`)
+        o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
         bands = tl.cdiv(HO, BAND)
         first = (pid // bands) * images_per_program
@@ -231,12 +231,6 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
 
 
-def _align(*maps: torch.Tensor) -> int:
-    """What the kernels' pixel offsets into these channels-last maps, and their channel count (a pixel's
-    stride), are multiples of (`kernels.alignment`)."""
-    return kernels.alignment(*(stride for t in maps for stride in _strides(t)[:3]))
-
-
 def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, act, tiles=None):
     """(y, mean, var, a): a is act(x * scale + shift) (empty without scale: x is the conv's input).
     `tiles` overrides the tile choice (for the sweep)."""
@@ -251,7 +245,7 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     m2 = torch.empty_like(sums)
     _dw_forward_kernel[(programs, triton.cdiv(channels, block_c))](
         a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
-        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=_align(a, y), BLOCK_H=block_h,
+        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=kernels.map_alignment(a, y), BLOCK_H=block_h,
         BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
     counts = bn_stats.block_counts(x.device, _tile_counts, batch, out_h, out_w, block_h, block_w)
     mean, var = bn_stats.merge_moments(sums, m2, counts)
@@ -303,7 +297,7 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
             dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
             dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
             *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
-            ALIGN=_align(x, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+            ALIGN=kernels.map_alignment(x, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
             **({} if INTERPRET else {"num_warps": warps}))
         if scale is not None:
             dscale, dshift = parts[0].sum(0), parts[1].sum(0)
@@ -319,7 +313,7 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         _dw_weight_grad_kernel[(programs, channel_blocks)](
             dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
             batch, per_program, *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk,
-            ALIGN=_align(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+            ALIGN=kernels.map_alignment(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
             **({} if INTERPRET else {"num_warps": warps}))
         dtaps = parts.sum(0)[:kernel_size * kernel_size]
     return dx, dtaps, dscale, dshift

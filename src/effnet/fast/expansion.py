@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, alignment, triton
+from effnet.fast.kernels import INTERPRET, _pow2, map_alignment, triton
 
 # Largest k²/s² (recomputation of the expansion per output pixel) the fused path accepts.
 MAX_RECOMPUTE = 9
@@ -99,6 +99,6 @@ def expand_depthwise(x: torch.Tensor, expand_t: torch.Tensor, expand_bias: torch
         padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3), x.stride(1),
         y.stride(0), y.stride(2), y.stride(3), y.stride(1),
         K=kernel_size, POOL=pool, IEEE=x.dtype == torch.float32, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=block_k,
-        ALIGN=alignment(in_channels, x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3)),
+        ALIGN=map_alignment(x, y),
         **({} if INTERPRET else {"num_warps": 4}))
     return y, (sums if pool else None)

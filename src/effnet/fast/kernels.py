@@ -44,6 +44,12 @@ def alignment(*strides: int) -> int:
     return align
 
 
+def map_alignment(*maps: torch.Tensor) -> int:
+    """`alignment` of channels-last (N, C, H, W) maps' pixel strides: image, row and column (the last is the
+    channel count, which the depthwise kernels hint too)."""
+    return alignment(*(t.stride(dim) for t in maps for dim in (0, 2, 3)))
+
+
 def usable(tensor: torch.Tensor) -> bool:
     """Whether these kernels can run on `tensor`'s device."""
     return triton is not None and (tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu"))
@@ -246,7 +252,7 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     args = (x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, stride, padding[0], padding[1],
             x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1))
-    align = alignment(x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3))
+    align = map_alignment(x, y)
     if tiles is not None or not AUTOTUNE:
         if tiles is None:
             tiles = (1, 8, 16, 1, 4) if INTERPRET else _depthwise_tiles(kernel_size, out_w, channels)

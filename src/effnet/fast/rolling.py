@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, alignment, triton
+from effnet.fast.kernels import INTERPRET, _pow2, map_alignment, triton
 
 if triton is not None:
     import triton.language as tl
@@ -114,6 +114,6 @@ def rolling_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
         x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
         x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1),
         K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
-        ALIGN=alignment(x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3)),
+        ALIGN=map_alignment(x, y),
         **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)

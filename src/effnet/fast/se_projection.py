@@ -35,7 +35,7 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.bn_pointwise import _prologue
+    from effnet.fast.bn_pointwise_kernels import _prologue
     from effnet.fast.kernels import _multiple
 
     @triton.jit
