@@ -7,7 +7,7 @@
 For every distinct 1x1 convolution of an MBConv block (B0 at 224 px, training batch 128 by default)
 it times a training step of that layer, forward and backward, on channels-last activations:
 
-- the fused pass with its default tiles, session 10's (`session10_tiles`) and each sweep configuration,
+- the fused pass with its default tiles, session 11's (`session11_tiles`) and each sweep configuration,
   forward, input gradient and weight gradient timed apart. An expansion is `bn_pointwise`
   (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
   A projection is `se_projection` (effnet.fast.se_projection), as the fused training MBConv runs it:
@@ -50,26 +50,26 @@ from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, swee
                           sweep_parser, sweep_timer)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per pass, tried beside bn_pointwise.default_tiles and
-# session 10's defaults; configuration i of each pass makes variant i. None spills registers on sm_90 under
-# Triton 3.6 (`compile_check.py --sweeps`). The input gradient's tile is (rows, BLOCK_K) of dx, looping over
-# the outputs by BLOCK_N; the weight gradient's (BLOCK_N, BLOCK_K) of dweight, looping over the rows.
-SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 2), (128, 64, 32, 8, 1), (128, 64, 32, 8, 2), (64, 64, 32, 4, 3),
-                          (128, 128, 32, 8, 2), (64, 128, 32, 8, 3)],
-         "bn_pointwise_input_grad": [(64, 32, 128, 8, 2), (32, 64, 128, 8, 2), (64, 64, 64, 8, 2),
-                                     (128, 32, 64, 8, 2), (32, 32, 256, 8, 3), (32, 128, 64, 8, 3)],
-         "bn_pointwise_weight_grad": [(32, 64, 64, 8, 2), (16, 128, 64, 8, 2), (32, 128, 64, 8, 3),
-                                      (16, 128, 128, 8, 2), (16, 64, 128, 8, 2), (32, 32, 128, 8, 2)]}
+# session 11's defaults; configuration i of each pass makes variant i. None spills registers on sm_90 under
+# Triton 3.6 or 3.8 (`compile_check.py --sweeps`). The input gradient's tile is (rows, BLOCK_K) of dx, looping
+# over the outputs by BLOCK_N; the weight gradient's (BLOCK_N, BLOCK_K) of dweight, looping over the rows. The
+# lease tries the first three of each: a small 4-warp tile (more programs resident per multiprocessor to
+# hide latency), a tile of more rows or a wider K step (more bytes in flight per step), a deeper pipeline.
+SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 32, 8, 3),
+                          (128, 64, 32, 8, 2), (64, 64, 32, 4, 2)],
+         "bn_pointwise_input_grad": [(64, 64, 64, 4, 3), (128, 32, 64, 8, 3), (32, 64, 128, 8, 4),
+                                     (64, 32, 128, 8, 3), (32, 32, 256, 8, 3), (32, 128, 64, 8, 3)],
+         "bn_pointwise_weight_grad": [(32, 64, 64, 4, 3), (64, 64, 64, 8, 3), (32, 128, 64, 8, 4),
+                                      (16, 128, 128, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
 CONFIGS = len(SWEEP["bn_pointwise"])
 
 
-def session10_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
-    """Session 10's defaults (never timed): both gradients on one tile, an expansion's spanning its inputs (up to
-    128), a projection's its outputs (up to 256) with 32-wide K steps."""
-    if cout >= cin:
-        return ((128 if pixels >= 128 else 64), 128, 32, 8, 3) if op == "bn_pointwise" else \
-            (64, 64, bnp._span(cin, 128), 8, 2)
-    block_n = bnp._span(cout, 256)
-    return (32 if block_n > 128 else 64), block_n, 32, 8, (3 if op == "bn_pointwise" else 2)
+def session11_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
+    """Session 11's defaults (never timed): today's tiles, the gradients with two pipeline stages. Triton's
+    loop then waits for every copy at the top of each step (`cp.async.wait_group 0` in the PTX) and issues
+    the next tile's after the step's products, so no load is in flight while a program computes."""
+    block_m, block_n, block_k, warps, stages = bnp.default_tiles(op, cin, cout, pixels)
+    return block_m, block_n, block_k, warps, (stages if op == "bn_pointwise" else 2)
 
 
 def _inputs(args, shape, device, dtype):
@@ -152,7 +152,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     functions = {"bn_pointwise": forward, "bn_pointwise_input_grad": input_grad,
                  "bn_pointwise_weight_grad": weight_grad}
     configs = {"default": dict.fromkeys(functions),
-               "session 10": {op: session10_tiles(op, cin, cout, height * width) for op in functions},
+               "session 11": {op: session11_tiles(op, cin, cout, height * width) for op in functions},
                **{f"#{i}": {op: SWEEP[op][i] for op in functions} for i in range(args.configs)}}
     errors, skipped = {}, []
     passes = {op: {} for op in functions}
@@ -175,7 +175,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     times.update({"fused": sum(op_times["default"] for op_times in passes.values()),
                   **{f"fused {op.removeprefix('bn_pointwise').strip('_') or 'forward'}": op_times["default"]
                      for op, op_times in passes.items()},
-                  "fused session 10": sum(op_times.get("session 10", float("nan")) for op_times in passes.values()),
+                  "fused session 11": sum(op_times.get("session 11", float("nan")) for op_times in passes.values()),
                   "fused best": sum(passes[op][name] for op, name in best.items())})
     # Forward x (and again for the SE's pool) + y; input gradient dy, y, x + dx; weight gradient dy, y, x.
     moved = tensors[0].element_size() * args.batch * height * width * (cin * (1 + se) + cout + 2 * cout + 3 * cin
@@ -188,7 +188,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} {compiled} "
           f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
                                                        passes.values())
-          + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused session 10'] * 1e6:8.1f} "
+          + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused session 11'] * 1e6:8.1f} "
           f"{times['fused best'] * 1e6:8.1f} (max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})",
           flush=True)
     return {"in": cin, "out": cout, "height": height, "width": width, "role": role, "layers": count, "bytes": moved,
@@ -213,7 +213,7 @@ def main() -> int:
     # Compiled functions by kind of layer, each for every shape (dynamic): a handful of graphs, not one per layer.
     compiled = None if args.no_compile or device.type != "cuda" else {}
     print(f"{'in':>5} {'out':>4} {'H':>4} {'role':>8} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
-          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'s10 us':>8} {'best us':>8}", flush=True)
+          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'s11 us':>8} {'best us':>8}", flush=True)
     shapes: Counter = Counter()
     for shape, count in layer_shapes(args.model, args.size).items():
         shapes[shape[:6]] += count  # with or without the block's residual: the same layer here (added outside)

@@ -15,7 +15,10 @@ and 16-byte aligned pointers are marked so: what lets the compiler vectorise a c
 tiles and launch options. Each distinct compilation (named by the first layer that needs it) and the
 inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`, timed on H100s since run 1) go through
 Triton's CUDA backend to a cubin (ptxas ships with Triton), and each line prints what a program needs:
-registers per thread, spilled bytes (local memory), shared memory, and the widths of its global loads
+registers per thread, spilled bytes (local memory), shared memory, how full the multiprocessors are (warps
+resident per multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves
+of what 132 of them hold at once), whether a pipelined loop's copies stay in flight while it computes
+("copies overlap") or are all awaited at each step ("copies wait"), and the widths of its global loads
 (16 B: eight bf16 values per instruction; 2 B: one). A kernel that fails to compile is one failed line and
 exit status 1; a spill is a warning (slow, not wrong).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import math
 import os
 import re
 import subprocess
@@ -56,7 +60,10 @@ BATCH = 128
 SMS = 132  # an H100 SXM's multiprocessors: the weight gradient's split depends on them
 POINTER_TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float16: "*fp16", torch.int64: "*i64"}
 
-Launch = collections.namedtuple("Launch", "name kernel signature constexprs attrs options")
+Launch = collections.namedtuple("Launch", "name kernel signature constexprs attrs options programs")
+# An sm_90 multiprocessor's limits on resident programs (CUDA occupancy calculator): registers, shared memory
+# (228 KiB, 1 KiB of it reserved per program), warps and programs.
+SM_REGISTERS, SM_SHARED, SM_WARPS, SM_PROGRAMS = 65536, 233472, 64, 32
 
 
 @contextlib.contextmanager
@@ -65,7 +72,9 @@ def _catching(launches: list, where):
     string or a function giving one), the fast paths take meta tensors for a GPU's (autocast has no meta
     device: it is left out), and the GPU has SMS multiprocessors."""
     def run(kernel, *args, grid, warmup, **kwargs):
-        launches.append(_specialise(kernel, args, kwargs, where() if callable(where) else where))
+        launch = _specialise(kernel, args, kwargs, where() if callable(where) else where)
+        grid = grid(dict(zip(kernel.arg_names, args), **kwargs)) if callable(grid) else grid
+        launches.append(launch._replace(programs=math.prod(grid)))
 
     usable, autocast = kernels.usable, torch.autocast
     patches = [(JITFunction, "run", run),
@@ -108,7 +117,7 @@ def _specialise(kernel, args: tuple, kwargs: dict, where: str) -> Launch:
                 attrs[(index,)] = BaseBackend.parse_attr(spec)
     options = {key: value for key, value in kwargs.items() if key not in kernel.arg_names}
     module = kernel.fn.__module__.rsplit(".", 1)[-1]
-    return Launch(f"{module} {kernel.fn.__name__} ({where})", kernel, signature, constexprs, attrs, options)
+    return Launch(f"{module} {kernel.fn.__name__} ({where})", kernel, signature, constexprs, attrs, options, 0)
 
 
 def _meta(*shape: int, dtype=torch.bfloat16, channels_last: bool = False) -> torch.Tensor:
@@ -270,6 +279,17 @@ def load_widths(compiled) -> str:
     return " ".join(f"{count}x{width}B" for width, count in sorted(widths.items(), reverse=True))
 
 
+def prefetch(compiled) -> str:
+    """Whether a kernel's asynchronous copies (the tiles Triton's pipeliner stages through shared memory) stay
+    in flight while it computes: `cp.async.wait_group N` with N > 0 waits for all but the newest N groups.
+    With two stages Triton waits for every group (N = 0) at the top of each loop step and issues the next
+    step's copies after the step's products, so no load overlaps the program's own work."""
+    waits = [int(n) for n in re.findall(r"cp\.async\.wait_group\s+(\d+)", compiled.asm["ptx"])]
+    if not waits:
+        return ""
+    return ", copies overlap" if max(waits) > 0 else ", copies wait"
+
+
 def resource_usage(compiled) -> dict[str, int]:
     """Registers, stack (spill) bytes and shared memory of a compiled kernel, from cuobjdump's view of its cubin."""
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -279,6 +299,22 @@ def resource_usage(compiled) -> dict[str, int]:
         text = subprocess.run([str(cuobjdump), "-res-usage", cubin.name], capture_output=True, text=True).stdout
     usage = {key.lower(): int(value) for key, value in re.findall(r"(REG|STACK|LOCAL):(\d+)", text)}
     return {**usage, "shared": compiled.metadata.shared}  # Triton's shared memory is dynamic: its own count
+
+
+def resident(registers: int, shared: int, num_warps: int) -> int:
+    """How many programs of a kernel fit on one sm_90 multiprocessor at once (registers are given out per warp in
+    units of 256)."""
+    per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    return min(SM_REGISTERS // per_warp // num_warps, SM_SHARED // (shared + 1024), SM_WARPS // num_warps,
+               SM_PROGRAMS)
+
+
+def fill(launch: Launch, compiled, usage: dict[str, int]) -> str:
+    """Resident warps per multiprocessor (of 64) and the launch's waves: programs over what SMS multiprocessors
+    hold at once. Under one wave leaves multiprocessors idle; few warps leave little to hide memory latency."""
+    num_warps = compiled.metadata.num_warps
+    per_sm = resident(usage.get("reg", 0), usage.get("shared", 0), num_warps)
+    return f"{per_sm * num_warps:2}/64 warps, {launch.programs / (per_sm * SMS):5.2f} waves"
 
 
 def main() -> int:
@@ -303,7 +339,9 @@ def main() -> int:
             continue
         spilled = usage.get("stack", 0) + usage.get("local", 0)
         print(f"ok   {launch.name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
-              f"{usage.get('shared', 0):6} bytes shared, loads {load_widths(compiled)}  ({time.time() - start:.1f} s)"
+              f"{usage.get('shared', 0):6} bytes shared, {fill(launch, compiled, usage)}{prefetch(compiled)}, "
+              f"loads {load_widths(compiled)}"
+              f"  ({time.time() - start:.1f} s)"
               + ("  (spills: slow)" if spilled else ""), flush=True)
     return 1 if failed else 0
 

@@ -34,3 +34,8 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     # kernel loads a channels-last row's bf16 channels in vectors, none one value (2 bytes) at a time: B0's
     # 24- and 40-channel maps and B4's 24- and 56-channel ones included.
     assert not [line for line in lines if "x2B" in line]
+    # Every pipelined loop keeps a step's copies in flight while it computes: with two stages Triton awaits all of
+    # them at each step (sessions 10 and 11's 1x1 gradient tiles did), and a program with one resident per multiprocessor (the
+    # weight gradients' 200-odd registers) then leaves the memory idle while it multiplies.
+    assert not [line for line in lines if "copies wait" in line]
+    assert any("bn_pointwise_kernels _pw_weight_grad_kernel" in line and "copies overlap" in line for line in lines)

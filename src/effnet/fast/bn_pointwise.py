@@ -80,7 +80,10 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
     of BLOCK_N x BLOCK_K floats when the tile is square: 128 x 128 (a projection's only 64 inputs wide: with
     the gate's gradient, a second product, a 128-wide one spills on sm_90 under Triton 3.6). Session 10's
     256 x 32 for a 1152-to-320 projection read twice as much. A tile 256 channels wide takes 32 rows:
-    with 64, the forward takes all 255 registers."""
+    with 64, the forward takes all 255 registers. Every pass pipelines its loop in three stages: with two
+    (sessions 10 and 11's gradients), Triton awaits all of a step's copies at its top and issues the next
+    step's after its products, so no load is in flight while the program computes, and the gradients' 200-odd
+    registers leave one program per multiprocessor to hide that (`compile_check.py`: "copies wait")."""
     if op not in OPS:
         raise ValueError(f"unknown bn_pointwise pass {op!r} (known: {', '.join(OPS)})")
     expansion = out_channels >= in_channels  # (or a square layer)
@@ -91,10 +94,10 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
         return (32 if block_n > 128 else 64), block_n, 32, 8, 3
     if op == "bn_pointwise_input_grad":
         if expansion:
-            return 64, 64, _span(in_channels, 128), 8, 2
+            return 64, 64, _span(in_channels, 128), 8, 3
         block_k = _span(in_channels, 256)
-        return (32 if block_k > 128 else 64), 32, block_k, 8, 2
-    return 32, _span(out_channels, 128), _span(in_channels, 128 if expansion else 64), 8, 2
+        return (32 if block_k > 128 else 64), 32, block_k, 8, 3
+    return 32, _span(out_channels, 128), _span(in_channels, 128 if expansion else 64), 8, 3
 
 
 def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None) -> tuple[int, int, int, int, int]:
