@@ -262,7 +262,27 @@ def _sweep_launches() -> list[Launch]:
             for tiles in tile_sets:
                 with _catching(launches, f"sweep {role} {tiles}"):
                     passes[op](tiles)
-    return _distinct([launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")])
+    launches = [launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")]
+    return _distinct(launches + _stream_launches())
+
+
+def _stream_launches() -> list[Launch]:
+    """The streaming 1x1 kernel in every configuration `pointwise_sweep.py` tries, on B4's two narrowest layers
+    at 190 px (batch 128, bf16): the 24 -> 144 expansion and the gated 24 -> 24 projection with its residual."""
+    from pointwise_sweep import STREAM_SWEEP
+
+    from effnet.fast import streaming
+
+    launches = []
+    x = _meta(BATCH, 24, 190, 190, channels_last=True)
+    for name, cout, gate in (("expansion", 144, None), ("projection", 24, _meta(BATCH, 24, dtype=torch.float32))):
+        weight_t, bias = _meta(24, cout), _meta(cout)
+        residual = _meta(BATCH, cout, 190, 190, channels_last=True) if gate is not None else None
+        for tiles in STREAM_SWEEP:
+            with _catching(launches, f"B4 stream {name} {tiles}"):
+                streaming.pointwise_streaming(x, weight_t, bias, act=gate is None, gate=gate, residual=residual,
+                                              tiles=tiles)
+    return launches
 
 
 def compile_kernel(launch: Launch, arch: int):
@@ -322,7 +342,8 @@ def main() -> int:
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, major*10+minor (90: H100)")
     parser.add_argument("--only", help="compile only the kernels whose name contains this")
     parser.add_argument("--sweeps", action="store_true",
-                        help="compile the tile sets bn_pointwise_sweep.py tries instead of the defaults")
+                        help="compile the tile sets bn_pointwise_sweep.py tries, and the streaming 1x1 kernel's "
+                             "pointwise_sweep.py tries, instead of the defaults")
     args = parser.parse_args()
     failed = 0
     for launch in (_sweep_launches() if args.sweeps else _launches()):

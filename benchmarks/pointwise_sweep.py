@@ -8,11 +8,13 @@ For every distinct 1x1 convolution of an MBConv block (B0 at 224 px by default: 
 with SiLU, and the projections, with the squeeze-excitation gate and, where the block has one, the
 residual) it times on channels-last activations: PyTorch as eager runs it (`x * gate`, conv, SiLU,
 `+ residual`), the bare cuDNN convolution (no gate, activation or residual: a bound on what a
-library matrix product gives), effnet's kernel with its defaults (tiles per role, the gate on the
-weight tile), the gate applied to the activations as they load instead ("gate-rows",
+library matrix product gives), effnet's default for the layer (the streaming kernel below where
+`streaming.default_for` says so, else the tiled kernel's tiles per role, the gate on the weight tile), the
+tiled kernel with the gate applied to the activations as they load instead ("gate-rows",
 `gate_weights=False`), each tile configuration of a sweep with either gate, and on
-the layers without a gate (up to `streaming.MAX_K` input channels) the persistent, pipelined kernel
-of `effnet.fast.streaming` in each of its sweep configurations ("stream (...)").
+the layers of up to `streaming.MAX_K` input channels the persistent, pipelined kernel of
+`effnet.fast.streaming` in each of its sweep configurations ("stream (...)"; with a gate, those whose row
+tiles fit in one image).
 Bandwidth counts one read of the input and the residual and one write of the output.
 """
 from __future__ import annotations
@@ -39,8 +41,10 @@ from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_time
 # bytes of registers per thread on sm_90 (benchmarks/compile_check.py, Triton 3.8), on 8 they need 208-221.
 SWEEP = [(128, 64, 64, 8, 3), (128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (128, 128, 64, 8, 3), (256, 64, 64, 8, 3),
          (128, 32, 64, 4, 4), (64, 128, 64, 4, 3)]
-# streaming.pointwise_streaming's (BLOCK_M, BLOCK_N, num_warps, num_stages, programs_per_sm)
-STREAM_SWEEP = [(128, 64, 4, 2, 2), (128, 128, 8, 2, 1), (64, 128, 4, 3, 2), (128, 64, 4, 3, 4), (256, 64, 8, 2, 1)]
+# streaming.pointwise_streaming's (BLOCK_M, BLOCK_N, num_warps, num_stages, programs_per_sm): run 5's two best on
+# B0's narrow expansions first, then a tile for narrow outputs (B4's 24 -> 24 projection), run 5's two-stage one (whose
+# copies are all awaited at each step: compile_check.py) and a 256-row one.
+STREAM_SWEEP = [(64, 128, 4, 3, 2), (128, 64, 4, 3, 4), (128, 32, 4, 3, 4), (128, 64, 4, 2, 2), (256, 64, 8, 3, 1)]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
@@ -88,8 +92,13 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
                                  gate_weights=gate_weights)
 
+    def default():  # what the model runs on a shape the tuning file does not name
+        if streaming.default_for(x, cout, gated):
+            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual)
+        return run()
+
     def stream(tiles):
-        return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual, tiles=tiles)
+        return streaming.pointwise_streaming(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles)
 
     times = {"torch": timer.median(lambda: ops.pointwise(x, weight, weight_t, bias, act=act, gate=gate,
                                                          residual=residual, use_triton=False)),
@@ -99,9 +108,10 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     choices = {str(t): ("tiled", t, {"gate_weights": False}) for t in sweep}
     if gated:
         choices.update({f"{t} gate-w": ("tiled", t, {"gate_weights": True}) for t in sweep})
-    elif cin <= streaming.MAX_K:
-        choices.update({f"stream {t}": ("streaming", t, {}) for t in STREAM_SWEEP[:args.stream_configs]})
-    variants = {"default": partial(run), **({"gate-rows": partial(run, None, False)} if gated else {}),
+    if cin <= streaming.MAX_K:  # gated: in row tiles of at most one image
+        choices.update({f"stream {t}": ("streaming", t, {}) for t in STREAM_SWEEP[:args.stream_configs]
+                        if not gated or t[0] <= height * width})
+    variants = {"default": default, **({"gate-rows": partial(run, None, False)} if gated else {}),
                 **{name: partial(run, tiles, extra["gate_weights"]) if kernel == "tiled" else partial(stream, tiles)
                    for name, (kernel, tiles, extra) in choices.items()}}
     errors, skipped = {}, []
@@ -139,7 +149,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
 def main() -> int:
     parser = sweep_parser(__doc__, "pointwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
     parser.add_argument("--stream-configs", type=int, default=len(STREAM_SWEEP),
-                        help="how many streaming-kernel configurations to try on the layers without a gate")
+                        help="how many streaming-kernel configurations to try per layer")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

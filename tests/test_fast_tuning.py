@@ -79,12 +79,12 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
         else:
             tuning.record(path, "depthwise", key, "tiled", (2, 4, 64, 1, 4), device="test", seconds=1, default_seconds=2)
     for key in pointwise:
-        if key["gated"]:
+        if key["gated"] and key["height"] * key["width"] < 16:  # a gated stream's tiles lie in at most two images
             tuning.record(path, "pointwise", key, "tiled", (16, 64, 64, 4, 1), device="test", seconds=1,
                           default_seconds=2, gate_weights=False)
         else:
-            tuning.record(path, "pointwise", key, "streaming", (32, 64, 4, 1, 1), device="test", seconds=1,
-                          default_seconds=2)
+            tuning.record(path, "pointwise", key, "streaming", (16 if key["gated"] else 32, 64, 4, 1, 1),
+                          device="test", seconds=1, default_seconds=2)
     rolled = _spy(monkeypatch, rolling, "rolling_depthwise")
     tiled = _spy(monkeypatch, kernels, "depthwise")
     streamed = _spy(monkeypatch, streaming, "pointwise_streaming")
@@ -97,8 +97,10 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
     strided = sum(key["stride"] == 2 for key in depthwise)
     assert len(rolled) == len(depthwise) - strided and len(tiled) == strided > 0
     assert all(call["tiles"] == (2, 4, 64, 1, 4) for call in tiled)
-    assert len(streamed) == sum(not key["gated"] for key in pointwise) > 0
-    assert len(gated) == sum(key["gated"] for key in pointwise) > 0
+    small_gated = sum(key["gated"] and key["height"] * key["width"] < 16 for key in pointwise)
+    assert len(streamed) == len(pointwise) - small_gated and small_gated > 0
+    assert sum(call["gate"] is not None for call in streamed) > 0  # gated layers streamed too
+    assert len(gated) == small_gated
     assert all(call["gate_weights"] is False for call in gated)
 
 
@@ -154,6 +156,10 @@ def test_record_replaces_one_shape_and_keeps_the_others(tmp_path):
     (json.dumps({"format": 1, "entries": [{"op": "depthwise", "key": dict(kernel_size=3, stride=2, channels=8,
                                                                            height=8, width=8),
                                            "kernel": "rolling", "tiles": [8, 16, 4, 4]}]}), "stride-1"),
+    (json.dumps({"format": 1, "entries": [{"op": "pointwise", "key": dict(in_channels=24, out_channels=24, height=7,
+                                                                           width=7, gated=True, residual=True),
+                                           "kernel": "streaming", "tiles": [64, 32, 4, 3, 2]}]}),
+     "at most one image's pixels, got 64 rows"),
 ])
 def test_bad_tuning_files_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "tuning.json"

@@ -15,7 +15,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
   (`kernels.depthwise`'s tiles) or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
-  `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or, ungated only, `streaming`.
+  `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or `streaming` (gated: in row tiles of at most
+  one image's pixels).
 - `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
   `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
@@ -109,8 +110,10 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
-        if entry["kernel"] == "streaming" and entry["key"]["gated"]:
-            raise TuningError(f"tuning file {path}: the streaming kernel takes ungated 1x1 convs only")
+        if (entry["kernel"] == "streaming" and entry["key"]["gated"]
+                and tiles[0] > entry["key"]["height"] * entry["key"]["width"]):
+            raise TuningError(f"tuning file {path}: the streaming kernel takes a gated 1x1 conv in tiles of at most "
+                              f"one image's pixels, got {tiles[0]} rows")
         table[key] = entry
     return table
 
