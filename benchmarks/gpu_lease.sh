@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# A GPU lease in two calls, for B0's fused training (effnet-ftrain). Run 6 proved every fast path on the H100
-# (18/18 checks, the fused training gradients in float32, bf16 and compiled among them) and profiled an eager
-# step: the fused kernels kept the GPU busy 44 ms per batch of 128, the plain step's cuDNN and PyTorch kernels
-# 29.5 ms, and the step's wall time was 180 ms (launch-bound). Session 11 removed three causes it found
-# without a GPU (benchmarks/RESULTS.md). This lease asks where the kernels' time goes now: the fused training
-# sweeps, layer by layer, each pass apart, checked and timed against eager PyTorch and the bare cuDNN
-# convolution (their winners go to the tuning file), and Nsight Compute's view of the two weight-gradient
-# kernels; then the fused training's gradient checks and, with those tiles, B0's training rows against timm.
-#     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps
+# A GPU lease in two calls (session 12's plan; benchmarks/RESULTS.md, "Next GPU lease"). Run 6 proved every fast
+# path on the H100 (18/18 checks, the fused training gradients in float32, bf16 and compiled among them) and profiled
+# an eager step of the fused training (effnet-ftrain): its kernels kept the GPU busy 44 ms per batch of 128, the
+# plain step's 29.5 ms. Sessions 10-12 changed those kernels without a GPU; session 12 also gave B4's narrow 1x1
+# layers the streaming kernel. The calls, by what they can settle:
+#     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4 [SECONDS]
+#              B4's narrow 1x1 layers swept, then B0's and B4's inference rows against timm compiled
+#              (B4 inference: 1.16x in run 5, the goal 1.2x; B0's against a clean timm row)
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
-#     or:      OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4 [SECONDS]
-# (carry [".compile_cache"] with both). Call 2 must follow on the still-warm machine: the tuning file stays
-# in $KEEP there between the calls (a fresh machine starts from run 6's file). Each call writes a log, its
-# JSON documents and the packed compile caches to OUT (at most eight files).
+#              the fused training's gradient checks (its kernels changed), B0's training rows, the profiles
+#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps
+#              the fused training kernels' sweeps, pass by pass, and Nsight Compute on the two weight gradients
+# (carry [".compile_cache"] with each). A later call on the still-warm machine takes the tuning file the earlier
+# ones left in $KEEP (a fresh machine starts from run 6's file). Each call writes a log, its JSON documents and
+# the packed compile caches to OUT (at most eight files).
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu_lease_out}
 KEEP=${KEEP:-/tmp/effnet_lease}
@@ -56,10 +57,21 @@ case "$STAGE" in
       --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
   b4)
-    # B4's inference rows (timm compiled against the fused path with a CUDA graph): the goal closest to met
-    # (tf_B4's fused model checked against the float32 model first: the inference kernels' loads changed)
-    python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --checks models \
-      --tasks inference --budget-s "${2:-200}" 2>&1 | tee "$OUT/lease.log"
+    # B0's and B4's inference rows (timm compiled, from a reset compiler, against the fused path with a CUDA graph):
+    # B0's to confirm its goal against a clean timm row, B4's the goal closest to met. First
+    # B4's five narrowest 1x1 layers (24 -> 24 gated with its residual, 24 -> 144 and 32 -> 192 expansions, 48 -> 24
+    # gated, 56 -> 336; batch 128, 380 px): the default (now the streaming kernel on the two expansions), one tile
+    # set, the streaming kernel's first three (gated too), winners into the tuning file and an older choice the
+    # default now beats dropped; then the fused models checked against the float32 ones (the inference kernels'
+    # loads changed) and the rows.
+    {
+      echo "== B4 1x1 sweep, narrowest layers"
+      timeout 150 python3 benchmarks/pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 \
+        --layers 0 1 2 3 4 --configs 1 --stream-configs 3 --out "$OUT" --tuning "$KEEP/tuning.json"
+      python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
+        --checks models --tasks inference --budget-s "${2:-230}"
+      cp "$KEEP/tuning.json" "$OUT/tuning.json"
+    } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
     echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps, rows or b4)" >&2

@@ -81,14 +81,16 @@ def noise(times: dict[str, float]) -> float:
 def promote(path: Path | None, op: str, key: dict, choices: dict[str, tuple], times: dict[str, float],
             errors: dict[str, float], bound: float, device: torch.device) -> str | None:
     """Record the fastest correct variant of one layer in the tuning file at `path`, if it beats the default's
-    faster timing by MARGIN plus the noise. `choices` maps a variant's name to (kernel, tiles, extra entry
-    fields); returns its name."""
-    correct = [name for name in choices if errors.get(name, float("inf")) <= bound and name in times]
-    if path is None or not correct or "default" not in times:
+    faster timing by MARGIN plus the noise, else drop the layer's entry from the file (an earlier run's choice
+    against an older default: the default is what this run measured as good). `choices` maps a variant's
+    name to (kernel, tiles, extra entry fields); returns its name."""
+    if path is None or "default" not in times:
         return None
-    best = min(correct, key=times.get)
+    correct = [name for name in choices if errors.get(name, float("inf")) <= bound and name in times]
+    best = min(correct, key=times.get) if correct else None
     default = min(times["default"], times.get(AGAIN, times["default"]))
-    if times[best] > (1 - MARGIN - noise(times)) * default:
+    if best is None or times[best] > (1 - MARGIN - noise(times)) * default:
+        tuning.forget(path, op, key)
         return None
     kernel, tiles, extra = choices[best]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)

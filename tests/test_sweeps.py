@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from effnet.fast import tuning
 from kernel_helpers import needs_triton
@@ -47,3 +48,25 @@ def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take
         table = tuning.load(path)
         assert {key[0] for key in table} <= ops
         tuning.use(path)
+
+
+def test_a_sweep_the_default_wins_drops_the_layers_older_choice(tmp_path):
+    """A tuning file carried from an earlier lease names a layer; when this sweep finds no variant beating the
+    default (which may have changed since), the old choice goes, so the model takes the default measured now."""
+    from sweep_common import AGAIN, promote
+
+    path = tmp_path / "tuning.json"
+    key = dict(in_channels=32, out_channels=192, height=95, width=95, gated=False, residual=False)
+    other = dict(key, in_channels=24)
+    for shape in (key, other):
+        tuning.record(path, "pointwise", shape, "tiled", (128, 64, 64, 8, 3), device="gpu", seconds=1,
+                      default_seconds=2)
+    choices = {"(128, 64, 64, 8, 3)": ("tiled", (128, 64, 64, 8, 3), {"gate_weights": False})}
+    errors = {"default": 0.0, "(128, 64, 64, 8, 3)": 0.0}
+    times = {"default": 1.0, AGAIN: 1.0, "(128, 64, 64, 8, 3)": 1.01}
+    assert promote(path, "pointwise", key, choices, times, errors, 1e-4, torch.device("cpu")) is None
+    table = tuning.load(path)
+    assert ("pointwise", *key.values()) not in table and ("pointwise", *other.values()) in table
+    times["(128, 64, 64, 8, 3)"] = 0.5  # now the variant wins: recorded again
+    assert promote(path, "pointwise", key, choices, times, errors, 1e-4, torch.device("cpu")) == "(128, 64, 64, 8, 3)"
+    assert tuning.load(path)[("pointwise", *key.values())]["seconds"] == 0.5

@@ -189,3 +189,19 @@ def record(path: str | Path, op: str, key: dict[str, Any], kernel: str, tiles: l
     document["entries"] = entries
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1))
+
+
+def forget(path: str | Path, op: str, key: dict[str, Any]) -> bool:
+    """Drop one layer shape's choice from the tuning file at `path` (a sweep found the default as fast, or the
+    default changed since the file was written); whether there was one."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    document = json.loads(path.read_text())
+    wanted = _key(op, key)
+    entries = [e for e in document["entries"] if _key(e["op"], e["key"]) != wanted]
+    if len(entries) == len(document["entries"]):
+        return False
+    document["entries"] = entries
+    path.write_text(json.dumps(document, indent=1))
+    return True
