@@ -18,8 +18,8 @@ Triton's CUDA backend to a cubin (ptxas ships with Triton), and each line prints
 registers per thread, spilled bytes (local memory), shared memory, how full the multiprocessors are (warps
 resident per multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves
 of what 132 of them hold at once), whether a pipelined loop's copies stay in flight while it computes
-("copies overlap") or are all awaited at each step ("copies wait"), and the widths of its global loads
-(16 B: eight bf16 values per instruction; 2 B: one). A kernel that fails to compile is one failed line and
+("copies overlap") or are all awaited at each step ("copies wait"), the widths of its global loads (16 B:
+eight bf16 values per instruction; 2 B: one), and whether its SiLU runs on the tanh instruction. A kernel that fails to compile is one failed line and
 exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
@@ -70,15 +70,18 @@ SM_REGISTERS, SM_SHARED, SM_WARPS, SM_PROGRAMS = 65536, 233472, 64, 32
 def _catching(launches: list, where):
     """Within: Triton kernel launches are not run but appended to `launches` (as `Launch`es named by `where`, a
     string or a function giving one), the fast paths take meta tensors for a GPU's (autocast has no meta
-    device: it is left out), and the GPU has SMS multiprocessors."""
+    device: it is left out; 16-bit outputs take the tanh SiLU, `kernels.fast_silu`), and the GPU has SMS
+    multiprocessors."""
     def run(kernel, *args, grid, warmup, **kwargs):
         launch = _specialise(kernel, args, kwargs, where() if callable(where) else where)
         grid = grid(dict(zip(kernel.arg_names, args), **kwargs)) if callable(grid) else grid
         launches.append(launch._replace(programs=math.prod(grid)))
 
-    usable, autocast = kernels.usable, torch.autocast
+    usable, fast_silu, autocast = kernels.usable, kernels.fast_silu, torch.autocast
     patches = [(JITFunction, "run", run),
                (kernels, "usable", lambda t: t.device.type == "meta" or usable(t)),
+               (kernels, "fast_silu", lambda t: t.dtype in (torch.bfloat16, torch.float16) if t.device.type == "meta"
+                else fast_silu(t)),
                (torch, "autocast", lambda device_type, *args, **kwargs: contextlib.nullcontext()
                 if device_type == "meta" else autocast(device_type, *args, **kwargs)),
                (torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(multi_processor_count=SMS))]
@@ -310,6 +313,11 @@ def prefetch(compiled) -> str:
     return ", copies overlap" if max(waits) > 0 else ", copies wait"
 
 
+def silu(compiled) -> str:
+    """", tanh SiLU" where the kernel's SiLU runs on PTX's tanh.approx (`kernels.fast_silu`)."""
+    return ", tanh SiLU" if "tanh.approx.f32" in compiled.asm["ptx"] else ""
+
+
 def resource_usage(compiled) -> dict[str, int]:
     """Registers, stack (spill) bytes and shared memory of a compiled kernel, from cuobjdump's view of its cubin."""
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -361,7 +369,7 @@ def main() -> int:
         spilled = usage.get("stack", 0) + usage.get("local", 0)
         print(f"ok   {launch.name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
               f"{usage.get('shared', 0):6} bytes shared, {fill(launch, compiled, usage)}{prefetch(compiled)}, "
-              f"loads {load_widths(compiled)}"
+              f"loads {load_widths(compiled)}{silu(compiled)}"
               f"  ({time.time() - start:.1f} s)"
               + ("  (spills: slow)" if spilled else ""), flush=True)
     return 1 if failed else 0

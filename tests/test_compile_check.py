@@ -34,8 +34,14 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     # kernel loads a channels-last row's bf16 channels in vectors, none one value (2 bytes) at a time: B0's
     # 24- and 40-channel maps and B4's 24- and 56-channel ones included.
     assert not [line for line in lines if "x2B" in line]
-    # Every pipelined loop keeps a step's copies in flight while it computes: with two stages Triton awaits all of
-    # them at each step (sessions 10 and 11's 1x1 gradient tiles did), and a program with one resident per multiprocessor (the
-    # weight gradients' 200-odd registers) then leaves the memory idle while it multiplies.
+    # Every pipelined loop keeps a step's copies in flight while it computes: with two stages Triton awaits all
+    # of them at each step (sessions 10 and 11's 1x1 gradient tiles did), and a program with one resident per
+    # multiprocessor (the weight gradients' 200-odd registers) then leaves the memory idle while it multiplies.
     assert not [line for line in lines if "copies wait" in line]
     assert any("bn_pointwise_kernels _pw_weight_grad_kernel" in line and "copies overlap" in line for line in lines)
+    # The bf16 inference kernels take their SiLU on the tanh instruction (one special-function op a value, not
+    # two); the training kernels keep exp and the division (their backward needs the sigmoid itself).
+    for kernel in ("_stem_kernel", "kernels _depthwise_kernel", "kernels _pointwise_kernel (efficientnet_b0 "
+                   "inference block 2)", "_streaming_kernel"):
+        assert any(kernel in line and "tanh SiLU" in line for line in lines), kernel
+    assert not [line for line in lines if line.startswith("ok   bn_") and "tanh SiLU" in line]

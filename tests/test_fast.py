@@ -278,3 +278,15 @@ def test_cuda_graph_training_needs_a_cuda_device():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device; got cpu"):
         CudaGraphTrainingStep(lambda: model(torch.randn(1, 3, 32, 32)).sum(), optimizer, "cpu")
+
+
+def test_the_tanh_silu_is_for_16_bit_outputs_on_a_gpu_only():
+    """`kernels.act_mode`: float32 outputs, and every output here (no GPU, or the interpreter), keep the exact SiLU;
+    the tanh form's error (about 2.5e-4 on the sigmoid) is under a 16-bit output's rounding, not float32's."""
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        out = torch.empty(2, dtype=dtype)
+        assert kernels.act_mode(False, out) == kernels.NO_ACT
+        assert kernels.act_mode(True, out) == kernels.SILU
+    # The identity the tanh form computes: x * sigmoid(x) = x/2 + x/2 tanh(x/2).
+    x = torch.linspace(-20, 20, 4001, dtype=torch.float64)
+    assert torch.allclose(x / 2 + x / 2 * torch.tanh(x / 2), F.silu(x), rtol=0, atol=1e-12)

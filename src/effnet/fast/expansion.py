@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, map_alignment, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, map_alignment, triton
 
 # Largest k²/s² (recomputation of the expansion per output pixel) the fused path accepts.
 MAX_RECOMPUTE = 9
@@ -26,13 +26,13 @@ MAX_RECOMPUTE = 9
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot, _multiple, _tap
+    from effnet.fast.kernels import _dot, _multiple, _silu, _tap
 
     @triton.jit
     def _expand_depthwise_kernel(x_ptr, we_ptr, be_ptr, wd_ptr, bd_ptr, y_ptr, pool_ptr,
                                  H, W, CIN, C, HO, WO, stride, pad_h, pad_w,
                                  sxn, sxh, sxw, sxc, syn, syh, syw, syc,
-                                 K: tl.constexpr, POOL: tl.constexpr, IEEE: tl.constexpr,
+                                 K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr, IEEE: tl.constexpr,
                                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
                                  ALIGN: tl.constexpr):
         # One program: BLOCK_P output pixels of one row x BLOCK_C expanded channels.
@@ -62,14 +62,14 @@ if triton is not None:
                                 other=0.0)  # (BK, BC)
                     expanded += _dot(a, b, IEEE)
                 expanded += expand_bias[None, :]
-                expanded = expanded * tl.sigmoid(expanded)
+                expanded = _silu(expanded, ACT)
                 # Rounded as the stored activation would be; zero where the tap falls in the padding.
                 expanded = expanded.to(y_ptr.dtype.element_ty).to(tl.float32)
                 expanded = tl.where(ok[:, None], expanded, 0.0)
                 tap = tl.load(wd_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0).to(tl.float32)
                 acc += expanded * tap[None, :]
         acc += tl.load(bd_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        acc = acc * tl.sigmoid(acc)
+        acc = _silu(acc, ACT)
         out_ok = wo_ok[:, None] & c_ok[None, :]
         tl.store(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :] * syc,
                  acc.to(y_ptr.dtype.element_ty), mask=out_ok)
@@ -98,7 +98,8 @@ def expand_depthwise(x: torch.Tensor, expand_t: torch.Tensor, expand_bias: torch
         x, expand_t, expand_bias, taps, bias, y, sums, height, width, in_channels, channels, out_h, out_w, stride,
         padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3), x.stride(1),
         y.stride(0), y.stride(2), y.stride(3), y.stride(1),
-        K=kernel_size, POOL=pool, IEEE=x.dtype == torch.float32, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=block_k,
+        K=kernel_size, ACT=act_mode(True, y), POOL=pool, IEEE=x.dtype == torch.float32, BLOCK_P=block_p,
+        BLOCK_C=block_c, BLOCK_K=block_k,
         ALIGN=map_alignment(x, y),
         **({} if INTERPRET else {"num_warps": 4}))
     return y, (sums if pool else None)

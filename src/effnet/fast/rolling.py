@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, map_alignment, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, map_alignment, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _multiple, _tap_weight
+    from effnet.fast.kernels import _multiple, _silu, _tap_weight
 
     @triton.jit
     def _rolling_depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
@@ -75,7 +75,7 @@ if triton is not None:
             ho = h0 + t - (K - 1)  # the row `done` holds
             done = done + bias[None, :]
             if ACT:
-                done = done * tl.sigmoid(done)
+                done = _silu(done, ACT)
             out_ok = (wo_ok & (t >= K - 1) & (ho < h0 + ROWS) & (ho < HO))[:, None] & c_ok[None, :]
             tl.store(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :] * syc,
                      done.to(y_ptr.dtype.element_ty), mask=out_ok)
@@ -113,7 +113,7 @@ def rolling_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     _rolling_depthwise_kernel[grid](
         x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
         x.stride(0), x.stride(2), x.stride(3), x.stride(1), y.stride(0), y.stride(2), y.stride(3), y.stride(1),
-        K=kernel_size, ACT=act, POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
+        K=kernel_size, ACT=act_mode(act, y), POOL=pool, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
         ALIGN=map_alignment(x, y),
         **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)

@@ -20,18 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import custom_ops, ops
-from effnet.fast.kernels import INTERPRET, _pow2, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _tap
+    from effnet.fast.kernels import _silu, _tap
 
     @triton.jit
     def _stem_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                      H, W, C, HO, WO, M, stride, pad_h, pad_w,
                      sxn, sxc, sxh, sxw,
-                     CIN: tl.constexpr, K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                     CIN: tl.constexpr, K: tl.constexpr, ACT: tl.constexpr, BLOCK_P: tl.constexpr,
+                     BLOCK_C: tl.constexpr):
         # One program: BLOCK_P output pixels, consecutive in (image, row, column) order so that a
         # tile may span rows and images (no tail per row), x BLOCK_C out-channels.
         m = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BP,) of M = images x HO x WO
@@ -52,7 +53,7 @@ if triton is not None:
                     w = tl.load(w_ptr + ((ci * K + kh) * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
                     acc += x[:, None] * w.to(tl.float32)[None, :]
         acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        acc = acc * tl.sigmoid(acc)
+        acc = _silu(acc, ACT)
         # The output is channels-last and allocated here: pixel m's channels start at m * C.
         tl.store(y_ptr + m[:, None] * C + c[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=m_ok[:, None] & c_ok[None, :])
@@ -73,7 +74,7 @@ def _launch(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, *, k
     grid = (triton.cdiv(pixels, block_p), triton.cdiv(out_channels, block_c))
     _stem_kernel[grid](x, weight_cols, bias, y, height, width, out_channels, out_h, out_w, pixels,
                        stride, padding[0], padding[1], x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-                       CIN=in_channels, K=kernel_size, BLOCK_P=block_p, BLOCK_C=block_c,
+                       CIN=in_channels, K=kernel_size, ACT=act_mode(True, y), BLOCK_P=block_p, BLOCK_C=block_c,
                        **({} if INTERPRET else {"num_warps": 4}))
     return y
 

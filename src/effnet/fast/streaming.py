@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, alignment, matrix_views, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, alignment, matrix_views, triton
 
 # Most input channels the kernel holds in one weight tile; wider layers take `kernels.pointwise`.
 MAX_K = 256
@@ -39,7 +39,7 @@ INTERPRET_PROGRAMS = 2
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot, _multiple
+    from effnet.fast.kernels import _dot, _multiple, _silu
 
     @triton.jit
     def _streaming_kernel(a_ptr, b_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, M, N, K, pixels,
@@ -80,7 +80,7 @@ if triton is not None:
             acc = _dot(a, b, IEEE)  # (BM, BN)
             acc += bias[None, :]
             if ACT:
-                acc = acc * tl.sigmoid(acc)
+                acc = _silu(acc, ACT)
             out_ok = m_ok[:, None] & n_ok[None, :]
             if RESIDUAL:
                 acc += tl.load(res_ptr + rm[:, None] * s_rm + rn[None, :] * s_rn, mask=out_ok,
@@ -141,7 +141,7 @@ def pointwise_streaming(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Ten
     _streaming_kernel[grid](a, weight_t, bias, gate if gate is not None else bias, r, o, rows, out_channels, channels,
                             height * width, a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1),
                             o.stride(0), o.stride(1), r.stride(0), r.stride(1), GATE=gate is not None,
-                            ACT=act, RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
+                            ACT=act_mode(act, out), RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
                             ALIGN=alignment(a.stride(0), weight_t.stride(0), o.stride(0), r.stride(0)),
                             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                             **({} if INTERPRET else {"num_warps": warps, "num_stages": stages}))
