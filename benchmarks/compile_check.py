@@ -266,17 +266,24 @@ def _sweep_launches() -> list[Launch]:
                 with _catching(launches, f"sweep {role} {tiles}"):
                     passes[op](tiles)
     launches = [launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")]
-    return _distinct(launches + _stream_launches())
+    return _distinct(launches + _inference_sweep_launches())
 
 
-def _stream_launches() -> list[Launch]:
-    """The streaming 1x1 kernel in every configuration `pointwise_sweep.py` tries, on B4's two narrowest layers
-    at 190 px (batch 128, bf16): the 24 -> 144 expansion and the gated 24 -> 24 projection with its residual."""
-    from pointwise_sweep import STREAM_SWEEP
+def _inference_sweep_launches() -> list[Launch]:
+    """What `pointwise_sweep.py` tries beyond the defaults (batch 128, bf16): the streaming 1x1 kernel in each
+    configuration on B4's two narrowest layers at 190 px (the 24 -> 144 expansion, the gated 24 -> 24
+    projection with its residual), and the tiled kernel with the gate on the activations (two gate rows per
+    tile) in its first tile sets on B4's gated 1632 -> 272 projection at 12 px."""
+    from pointwise_sweep import STREAM_SWEEP, SWEEP
 
     from effnet.fast import streaming
 
     launches = []
+    x = _meta(BATCH, 1632, 12, 12, channels_last=True)
+    for tiles in (None, *SWEEP[:2]):
+        with _catching(launches, f"B4 gate-rows 1632 -> 272 {tiles or 'default'}"):
+            kernels.pointwise(x, _meta(1632, 272), _meta(272), act=False, gate=_meta(BATCH, 1632, dtype=torch.float32),
+                              residual=_meta(BATCH, 272, 12, 12, channels_last=True), tiles=tiles, gate_weights=False)
     x = _meta(BATCH, 24, 190, 190, channels_last=True)
     for name, cout, gate in (("expansion", 144, None), ("projection", 24, _meta(BATCH, 24, dtype=torch.float32))):
         weight_t, bias = _meta(24, cout), _meta(cout)

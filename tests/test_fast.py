@@ -113,6 +113,30 @@ def test_pointwise_gate_on_weights_equals_gate_on_activations(pixels):
 
 
 @needs_triton
+def test_pointwise_gate_on_rows_two_gate_rows_per_tile_equal_the_gathered_gate(monkeypatch):
+    """With the gate on the activations, 16-row tiles of 35-pixel images take two gate rows and pick one per row
+    (GATE 3); 64-row tiles, longer than an image, gather the gate per row (GATE 1): the same values to the bit."""
+    torch.manual_seed(8)
+    batch, in_channels, out_channels = 4, 40, 24
+    x = torch.randn(batch, in_channels, 5, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, in_channels, 1, 1, device=DEVICE)
+    weight_t, bias = weight.flatten(1).t().contiguous(), torch.randn(out_channels, device=DEVICE)
+    gates = torch.rand(batch, in_channels, device=DEVICE)
+    expected = ops.pointwise(x, weight, weight_t, bias, act=True, gate=gates, use_triton=False)
+    modes, kernel = [], kernels._pointwise_kernel
+
+    class Spy:  # the launches' GATE, then the real kernel
+        def __getitem__(self, grid):
+            return lambda *args, **options: modes.append(options["GATE"]) or kernel[grid](*args, **options)
+
+    monkeypatch.setattr(kernels, "_pointwise_kernel", Spy())
+    two_rows = kernels.pointwise(x, weight_t, bias, act=True, gate=gates, tiles=(16, 16, 16, 4, 1), gate_weights=False)
+    gathered = kernels.pointwise(x, weight_t, bias, act=True, gate=gates, tiles=(64, 16, 16, 4, 1), gate_weights=False)
+    assert modes == [3, 1]
+    assert relative_error(two_rows, expected) <= 1e-5 and torch.equal(two_rows, gathered)
+
+
+@needs_triton
 @pytest.mark.parametrize("gate, residual, act", [(False, False, True), (True, True, False), (True, False, False)])
 def test_pointwise_kernel_equals_pytorch(gate, residual, act):
     torch.manual_seed(2)

@@ -96,6 +96,17 @@ if triton is not None:
         return x * tl.sigmoid(x)
 
     @triton.jit
+    def _row_gates(gate_ptr, rm, start, pixels, M, K, k, k_ok):
+        """The (N, K) gate's rows for a tile's rows rm (BM,) = start, start + 1, ..., at most `pixels` of them,
+        at columns k (BK,): they lie in row `start`'s image and, past its last pixel, the next one, so two (BK,)
+        gate rows are loaded and one picked per row ((BM, BK) float32)."""
+        first = start // pixels
+        boundary = (first + 1) * pixels
+        return tl.where((rm < boundary)[:, None],
+                        tl.load(gate_ptr + first * K + k, mask=k_ok, other=0.0)[None, :],
+                        tl.load(gate_ptr + (first + 1) * K + k, mask=k_ok & (boundary < M), other=0.0)[None, :])
+
+    @triton.jit
     def _dot(a, b, IEEE: tl.constexpr):
         """a @ b accumulated in float32; IEEE keeps float32 operands exact (no TF32)."""
         if IEEE:
@@ -195,7 +206,8 @@ if triton is not None:
         # out (M, N) = act((a * gate[row // pixels]) @ b + bias) + residual; M = images x pixels.
         # GATE 0: no gate. GATE 1: the gate scales each loaded row of `a` (a tile may span images).
         # GATE 2: every program's rows lie in one image, so the gate scales the (BK, BN) tile of `b`
-        # instead and `a` goes to the matrix units as loaded.
+        # instead and `a` goes to the matrix units as loaded. GATE 3: as 1, for tiles of at most `pixels`
+        # rows (two images at most: `_row_gates`), where 1 gathers a (BM, BK) block of the gate.
         N, K, s_am, s_bk = _multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_am, ALIGN), _multiple(s_bk, ALIGN)
         s_om, s_rm = _multiple(s_om, ALIGN), _multiple(s_rm, ALIGN)
         pid = tl.program_id(0)
@@ -219,9 +231,12 @@ if triton is not None:
             k_ok = k < K
             a = tl.load(a_ptr + rm[:, None] * s_am + k[None, :] * s_ak, mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0)  # (BM, BK)
-            if GATE == 1:
-                gate = tl.load(gate_ptr + image[:, None] * K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                               other=0.0)  # (BM, BK)
+            if GATE == 1 or GATE == 3:
+                if GATE == 3:
+                    gate = _row_gates(gate_ptr, rm, pid_m * BLOCK_M, pixels, M, K, k, k_ok)  # (BM, BK)
+                else:
+                    gate = tl.load(gate_ptr + image[:, None] * K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                                   other=0.0)  # (BM, BK)
                 # Rounded back to the operand type, as `x * gate` in that type would be.
                 a = (a.to(tl.float32) * gate).to(a_ptr.dtype.element_ty)
             b = tl.load(b_ptr + k[:, None] * s_bk + rn[None, :] * s_bn, mask=k_ok[:, None] & n_ok[None, :],
@@ -334,8 +349,10 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
     `gate` (N, in, float32) scales the input channels per image (squeeze-excitation);
     `residual` (N, out, H, W, channels-last) is added after the activation.
     `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) overrides the tile choice. With
-    `gate_weights` (the default; 1.1-4x faster on an H100) no program spans two images and the gate
-    scales the weight tile instead of the activations: the same function, rounded at another place.
+    `gate_weights` (the default; 1.1-4x faster on an H100 in run 5, against a gate-rows path that gathered
+    a (BLOCK_M, BLOCK_K) block of the gate per step) no program spans two images and the gate scales the
+    weight tile instead of the activations: the same function, rounded at another place. Without it, tiles
+    of at most one image's pixels load two gate rows per step and pick one per row (`_row_gates`).
     """
     batch, channels, height, width = x.shape
     out_channels = weight_t.shape[1]
@@ -357,6 +374,8 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
         tiles = _pointwise_tiles(height * width, channels, out_channels, gate_mode)
     if tiles is not None:
         block_m, block_n, block_k, warps, stages = tiles
+        if gate_mode == 1 and block_m <= height * width:  # a tile spans two images at most: two gate rows
+            flags["GATE"] = 3
         grid = (blocks_m(block_m) * triton.cdiv(out_channels, block_n),)
         _pointwise_kernel[grid](*args, **flags, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                                 **({} if INTERPRET else {"num_warps": warps, "num_stages": stages}))

@@ -39,7 +39,7 @@ INTERPRET_PROGRAMS = 2
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot, _multiple, _silu
+    from effnet.fast.kernels import _dot, _multiple, _row_gates, _silu
 
     @triton.jit
     def _streaming_kernel(a_ptr, b_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, M, N, K, pixels,
@@ -68,15 +68,9 @@ if triton is not None:
             a = tl.load(a_ptr + rm[:, None] * s_am + rk[None, :] * s_ak, mask=m_ok[:, None] & k_ok[None, :],
                         other=0.0)  # (BM, BK)
             if GATE:
-                # The tile's rows lie in image `first` and, past its last pixel, in the next one.
-                first = tile * BLOCK_M // pixels
-                boundary = (first + 1) * pixels
-                gate = tl.where((rm < boundary)[:, None],
-                                tl.load(gate_ptr + first * K + rk, mask=k_ok, other=0.0)[None, :],
-                                tl.load(gate_ptr + (first + 1) * K + rk, mask=k_ok & (boundary < M),
-                                        other=0.0)[None, :])  # (BM, BK)
                 # Rounded back to the operand type, as `x * gate` in that type would be.
-                a = (a.to(tl.float32) * gate).to(a_ptr.dtype.element_ty)
+                a = (a.to(tl.float32) * _row_gates(gate_ptr, rm, tile * BLOCK_M, pixels, M, K, rk, k_ok)).to(
+                    a_ptr.dtype.element_ty)
             acc = _dot(a, b, IEEE)  # (BM, BN)
             acc += bias[None, :]
             if ACT:
