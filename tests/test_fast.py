@@ -314,3 +314,18 @@ def test_the_tanh_silu_is_for_16_bit_outputs_on_a_gpu_only():
     # The identity the tanh form computes: x * sigmoid(x) = x/2 + x/2 tanh(x/2).
     x = torch.linspace(-20, 20, 4001, dtype=torch.float64)
     assert torch.allclose(x / 2 + x / 2 * torch.tanh(x / 2), F.silu(x), rtol=0, atol=1e-12)
+
+
+def test_depthwise_taps_stay_float32_through_dtype_casts():
+    """The fused blocks' depthwise taps are the conv's weights in its dtype, widened to float32 (the kernels take
+    them without a conversion per tap), whatever `.to`, `.half()` or `optimize_for_inference(dtype=...)` did."""
+    from effnet.fast.fused import FusedMBConv
+
+    fast = optimize_for_inference(tiny("efficientnet_b0"), dtype=torch.bfloat16, use_triton=False)
+    for model in (fast, fast.half()):
+        blocks = [m for m in model.modules() if isinstance(m, FusedMBConv)]
+        assert blocks
+        for block in blocks:
+            weight = block.conv_dw.weight
+            assert block.dw_taps.dtype == torch.float32 and weight.dtype != torch.float32
+            assert torch.equal(block.dw_taps, weight.flatten(1).t().float())

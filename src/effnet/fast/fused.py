@@ -37,7 +37,7 @@ class FusedMBConv(nn.Module):
             self.conv_pw = block.conv_pw
             self.register_buffer("pw_t", _columns(block.conv_pw), persistent=False)
         self.conv_dw = block.conv_dw
-        self.register_buffer("dw_taps", _columns(block.conv_dw), persistent=False)
+        self.register_buffer("dw_taps", _taps(block.conv_dw), persistent=False)
         self.stride = block.conv_dw.stride[0]
         kernel = block.conv_dw.kernel_size[0]
         # The expansion recomputed per depthwise tap instead of stored, where that costs little.
@@ -46,6 +46,13 @@ class FusedMBConv(nn.Module):
         self.se = block.se if self.has_se else None
         self.conv_pwl = block.conv_pwl
         self.register_buffer("pwl_t", _columns(block.conv_pwl), persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        # The depthwise taps stay float32 through `.to(dtype)`: the conv's weights, rounded to their dtype (the
+        # same products), which the kernels take without converting each tap's values (`_taps`).
+        super()._apply(fn, *args, **kwargs)
+        self.dw_taps = _taps(self.conv_dw)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -87,6 +94,14 @@ class FusedStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return stem(x, self.weight, self.weight_cols, self.bias, stride=self.stride, same=self.same,
                     use_triton=self.use_triton)  # (N, stem, H/s, W/s)
+
+
+def _taps(conv: nn.Conv2d) -> torch.Tensor:
+    """A depthwise conv's weights as (k*k, C) float32 columns: its values in the weights' dtype, widened. The
+    depthwise kernels multiply in float32; with 16-bit taps each of k*k taps' weight vectors is converted
+    before its products, one instruction a value, in kernels that the instruction count bounds (a 5 x 5
+    depthwise kernel issues 14% fewer instructions with float32 taps: benchmarks/compile_check.py's SASS)."""
+    return _columns(conv).float()
 
 
 def _columns(conv: nn.Conv2d) -> torch.Tensor:
