@@ -77,6 +77,35 @@ def test_depthwise_kernel_two_dimensional_tiles_cover_every_pixel(tiles):
 
 
 @needs_triton
+@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [(3, 1, 32, (2, 4, 16, 2, 4)),
+                                                                  (3, 2, 24, (2, 2, 16, 1, 4)),
+                                                                  (5, 1, 32, (1, 4, 16, 3, 4)),
+                                                                  (5, 2, 16, (2, 2, 16, 1, 4))])
+def test_depthwise_kernel_interior_tiles_load_without_masks(kernel_size, stride, channels, tiles):
+    """Tiles whose taps all read inside a 12 x 13 map take the unmasked loads (and, where the channel blocks are
+    whole, no channel mask); tiles on its borders and past its output test every tap. Both kinds occur here."""
+    torch.manual_seed(9)
+    x = torch.randn(1, channels, 12, 13, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE)
+    taps, bias = weight.flatten(1).t().contiguous(), torch.randn(channels, device=DEVICE)
+    y_ref, sums_ref = ops.depthwise(x, weight, taps, bias, stride=stride, same=False, pool=True, use_triton=False)
+    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same=False)
+    y, sums = kernels.depthwise(x, taps, bias, kernel_size=kernel_size, stride=stride, padding=padding,
+                                output_size=output_size, act=True, pool=True, tiles=tiles)
+    assert relative_error(y, y_ref) <= 1e-5 and relative_error(sums, sums_ref) <= 1e-5
+    # Both kinds of tile occur: rows (top) and columns (left) of tiles whose taps stay inside the map.
+    block_h, block_w = tiles[:2]
+
+    def inside(start: int, block: int, size: int, out: int, pad: int) -> bool:
+        return start * stride - pad >= 0 and (start + block - 1) * stride - pad + kernel_size <= size and \
+            start + block <= out
+
+    rows = [inside(top, block_h, 12, output_size[0], padding[0]) for top in range(0, output_size[0], block_h)]
+    columns = [inside(left, block_w, 13, output_size[1], padding[1]) for left in range(0, output_size[1], block_w)]
+    assert any(rows) and any(columns) and not (all(rows) and all(columns))
+
+
+@needs_triton
 @pytest.mark.parametrize("kernel_size, same, shape, tiles", [(3, False, (1, 24, 9, 7), (8, 16, 4, 4)),
                                                              (5, True, (1, 20, 7, 6), (8, 16, 3, 4))])
 def test_rolling_depthwise_kernel_equals_pytorch(kernel_size, same, shape, tiles):

@@ -150,23 +150,55 @@ if triton is not None:
                  value.to(ptr.dtype.element_ty), mask=ok[:, None] & c_ok[None, :])
 
     @triton.jit
+    def _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C, sxn, sxh, sxw, sxc,
+                        K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr,
+                        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """The k x k depthwise sums (P, BC) float32 at output pixels (ho, wo) (P,) of image n, channels c.
+        MASKED tests every tap's pixels against the image (zero padding); without it the caller knows they lie
+        inside, and with EVEN_C every channel of the block is real: the loads take no mask, so the compiler
+        issues no tests and zeroes no lanes (with the bf16-to-float32 conversion, most of a tap's instructions
+        besides its products)."""
+        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+        for kh in tl.static_range(K):
+            for kw in tl.static_range(K):
+                hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # (P,) each
+                pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                if MASKED:
+                    x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                elif EVEN_C:
+                    x = tl.load(pointers)
+                else:
+                    x = tl.load(pointers, mask=c_ok[None, :], other=0.0)
+                if EVEN_C:
+                    w = tl.load(w_ptr + (kh * K + kw) * C + c)  # (BC,)
+                else:
+                    w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)
+                acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+        return acc
+
+    @triton.jit
     def _depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
                           H, W, C, HO, WO, stride, pad_h, pad_w,
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                           K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                          ROWS: tl.constexpr, ALIGN: tl.constexpr):
+                          ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
         # One program: ROWS tiles, one below the other, of BLOCK_H x BLOCK_W output pixels x BLOCK_C
         # channels. Its SE partial sums stay in registers across the tiles: one atomic add per
-        # program, not per tile (the programs of one image all add into the same N x C sums).
+        # program, not per tile (the programs of one image all add into the same N x C sums). A tile whose
+        # taps all read inside the image, and whose pixels all lie in the output, loads without masks.
         C, sxn, sxh, sxw = _multiple(C, ALIGN), _multiple(sxn, ALIGN), _multiple(sxh, ALIGN), _multiple(sxw, ALIGN)
         syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)
         pid = tl.program_id(0)
         blocks_w = tl.cdiv(WO, BLOCK_W)
         blocks_h = tl.cdiv(HO, BLOCK_H * ROWS)
         p = tl.arange(0, BLOCK_H * BLOCK_W)  # (P,) pixels of the tile, row-major
-        wo = (pid % blocks_w) * BLOCK_W + p % BLOCK_W  # (P,)
-        ho0 = ((pid // blocks_w) % blocks_h) * (BLOCK_H * ROWS) + p // BLOCK_W  # (P,)
+        left = (pid % blocks_w) * BLOCK_W
+        wo = left + p % BLOCK_W  # (P,)
+        top0 = ((pid // blocks_w) % blocks_h) * (BLOCK_H * ROWS)
+        ho0 = top0 + p // BLOCK_W  # (P,)
+        columns_inside = ((left * stride - pad_w >= 0) & ((left + BLOCK_W - 1) * stride - pad_w + K <= W)
+                          & (left + BLOCK_W <= WO))
         n = pid // (blocks_w * blocks_h)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
@@ -175,14 +207,14 @@ if triton is not None:
         pooled = tl.zeros([BLOCK_C], dtype=tl.float32)
         for r in range(ROWS):
             ho = ho0 + r * BLOCK_H  # (P,)
-            acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
-            for kh in tl.static_range(K):
-                for kw in tl.static_range(K):
-                    hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # (P,) each
-                    pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                    x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
-                    w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)  # (BC,)
-                    acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+            top = top0 + r * BLOCK_H
+            if columns_inside & (top * stride - pad_h >= 0) & ((top + BLOCK_H - 1) * stride - pad_h + K <= H) & (
+                    top + BLOCK_H <= HO):
+                acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
+                                      sxn, sxh, sxw, sxc, K, False, EVEN_C, BLOCK_H * BLOCK_W, BLOCK_C)
+            else:
+                acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
+                                      sxn, sxh, sxw, sxc, K, True, EVEN_C, BLOCK_H * BLOCK_W, BLOCK_C)
             acc += bias[None, :]
             if ACT:
                 acc = _silu(acc, ACT)
@@ -306,13 +338,14 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
         grid = (batch * triton.cdiv(out_h, block_h * rows) * triton.cdiv(out_w, block_w),
                 triton.cdiv(channels, block_c))
         _depthwise_kernel[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, BLOCK_H=block_h, BLOCK_W=block_w,
-                                BLOCK_C=block_c, ROWS=rows, ALIGN=align, **({} if INTERPRET else {"num_warps": warps}))
+                                BLOCK_C=block_c, ROWS=rows, ALIGN=align, EVEN_C=channels % block_c == 0,
+                                **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
             return (batch * triton.cdiv(out_h, meta["BLOCK_H"] * meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
                     triton.cdiv(channels, meta["BLOCK_C"]))
 
-        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, ALIGN=align)
+        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, ALIGN=align, EVEN_C=False)
     return y, (sums if pool else None)
 
 
