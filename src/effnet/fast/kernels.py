@@ -337,8 +337,9 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
         block_h, block_w, block_c, rows, warps = tiles
         grid = (batch * triton.cdiv(out_h, block_h * rows) * triton.cdiv(out_w, block_w),
                 triton.cdiv(channels, block_c))
-        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, BLOCK_H=block_h, BLOCK_W=block_w,
-                                BLOCK_C=block_c, ROWS=rows, ALIGN=align, EVEN_C=channels % block_c == 0,
+        _depthwise_kernel[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, BLOCK_H=block_h,
+                                BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows, ALIGN=align,
+                                EVEN_C=channels % block_c == 0,
                                 **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
@@ -395,7 +396,8 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
             a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1), o.stride(0), o.stride(1),
             r.stride(0), r.stride(1))
     gate_mode = 0 if gate is None else (2 if gate_weights else 1)
-    flags = dict(GATE=gate_mode, ACT=act_mode(act, out), RESIDUAL=residual is not None, IEEE=x.dtype == torch.float32,
+    flags = dict(GATE=gate_mode, ACT=act_mode(act, out), RESIDUAL=residual is not None,
+                 IEEE=x.dtype == torch.float32,
                  ALIGN=alignment(a.stride(0), weight_t.stride(0), o.stride(0), r.stride(0)))
 
     def blocks_m(block_m: int) -> int:

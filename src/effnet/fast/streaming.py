@@ -84,13 +84,14 @@ if triton is not None:
 
 
 def _streaming_tiles(block_k: int, out_channels: int) -> tuple[int, int, int, int, int]:
-    """Defaults: run 5's winners for K <= 64 (16 -> 96 at 112 px: 64-row tiles 128 outputs wide, three stages;
-    24 -> 144 at 56 px: 128-row tiles 64 wide), two programs per SM; wider K takes two stages of 64-row tiles
-    (32 KiB each at K = 256, unmeasured)."""
+    """Defaults, two programs per SM, three stages (with two, every step awaits all its copies): for K <= 64 run
+    5's winners (16 -> 96 at 112 px: 64-row tiles 128 outputs wide; 24 -> 144 at 56 px: 128-row tiles 64 wide,
+    where two stages and three with four programs per SM timed the same); wider K 64-row tiles (32 KiB each
+    at K = 256, unmeasured)."""
     if INTERPRET:
         return 16, 16, 4, 1, 1
     if block_k > 64:
-        return 64, 64, 4, 2, 2
+        return 64, 64, 4, 3, 2
     return (64, 128, 4, 3, 2) if out_channels <= 128 else (128, 64, 4, 3, 2)
 
 
