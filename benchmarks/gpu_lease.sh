@@ -58,19 +58,21 @@ case "$STAGE" in
     ;;
   b4)
     # B0's and B4's inference rows (timm compiled, from a reset compiler, against the fused path with a CUDA graph):
-    # B0's to confirm its goal against a clean timm row, B4's the goal closest to met. First seven of B4's 1x1
-    # layers (batch 128, 380 px): the five narrowest (24 -> 24 gated with its residual, 24 -> 144 and 32 -> 192
-    # expansions, 48 -> 24 gated, 56 -> 336) and the gated 960 -> 160 and 1632 -> 272 projections with their
-    # residuals (run 6: 1.9x and 3.2x cuDNN's time) with the default (now the streaming kernel on the two
-    # expansions), the gate on the activations (now two gate rows per tile), one tile set, the streaming
-    # kernel's first three (gated too); winners into the tuning file and older choices the default now beats
-    # dropped. Then the fused models checked against the float32 ones (the tanh SiLU, the loads) and the rows.
+    # B0's to confirm its goal against a clean timm row, B4's the goal closest to met. First three of B4's 1x1
+    # layers (batch 128, 380 px), one per change they test: the gated 24 -> 24 projection with its residual at
+    # 190 px (run 6: 4.4x cuDNN's time, its loads then one bf16 value each; now also the gated streaming kernel),
+    # the 24 -> 144 expansion at 190 px (the streaming kernel now its default) and the gated 1632 -> 272
+    # projections at 12 px (x 7; run 6: 3.2x; the gate on the activations now two gate rows per tile): the
+    # default, the gate on the activations, one tile set, the streaming kernel's first three; winners into the
+    # tuning file and older choices the default now beats dropped. Then the fused models checked against the
+    # float32 ones (the tanh SiLU, the loads) and the rows (about 100 s of checks compiling cold, B0's two rows
+    # 60 s, B4's 145 s).
     {
-      echo "== B4 1x1 sweep, the narrowest layers and two gated projections"
-      timeout 180 python3 benchmarks/pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 \
-        --layers 0 1 2 3 4 16 18 --configs 1 --stream-configs 3 --out "$OUT" --tuning "$KEEP/tuning.json"
+      echo "== B4 1x1 sweep: three layers"
+      timeout 100 python3 benchmarks/pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 \
+        --layers 0 1 18 --configs 1 --stream-configs 3 --out "$OUT" --tuning "$KEEP/tuning.json"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
-        --checks models --tasks inference --budget-s "${2:-200}"
+        --checks models --tasks inference --budget-s "${2:-310}"
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
     } 2>&1 | tee "$OUT/lease.log"
     ;;
