@@ -15,6 +15,7 @@ them without a GPU). `effnet.fast.ops` chooses between these and plain PyTorch.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -61,7 +62,13 @@ def fast_silu(output: torch.Tensor) -> bool:
     the rounding of a bf16 or fp16 output of the same magnitude as x; float32 outputs (and the interpreter,
     which runs no PTX) keep exp and the division."""
     return (output.dtype in (torch.bfloat16, torch.float16) and output.is_cuda and not INTERPRET
-            and torch.cuda.get_device_capability(output.device) >= (7, 5))
+            and _capability(output.device.index) >= (7, 5))
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int | None) -> tuple[int, int]:
+    """CUDA device `index`'s compute capability, asked once (a launch asks for each kernel it starts)."""
+    return torch.cuda.get_device_capability(index)
 
 
 def act_mode(act: bool, output: torch.Tensor) -> int:
