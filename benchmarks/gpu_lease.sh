@@ -5,7 +5,7 @@
 # plain step's 29.5 ms. Sessions 10-12 changed those kernels without a GPU; session 12 also gave B4's narrow 1x1
 # layers the streaming kernel. The calls, by what they can settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4 [SECONDS]
-#              B4's narrow 1x1 layers swept, then B0's and B4's inference rows against timm compiled
+#              three of B4's 1x1 layers swept, then B0's and B4's inference rows against timm compiled
 #              (B4 inference: 1.16x in run 5, the goal 1.2x; B0's against a clean timm row)
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the fused training's gradient checks (its kernels changed), B0's training rows, the profiles
