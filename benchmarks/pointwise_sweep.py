@@ -92,11 +92,6 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles,
                                  gate_weights=gate_weights)
 
-    def default():  # what the model runs on a shape the tuning file does not name
-        if streaming.default_for(x, cout, gated):
-            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual)
-        return run()
-
     def stream(tiles):
         return streaming.pointwise_streaming(x, weight_t, bias, act=act, gate=gate, residual=residual, tiles=tiles)
 
@@ -111,7 +106,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     if cin <= streaming.MAX_K:  # gated: in row tiles of at most one image
         choices.update({f"stream {t}": ("streaming", t, {}) for t in STREAM_SWEEP[:args.stream_configs]
                         if not gated or t[0] <= height * width})
-    variants = {"default": default, **({"gate-rows": partial(run, None, False)} if gated else {}),
+    variants = {"default": partial(ops.default_pointwise, x, weight_t, bias, act=act, gate=gate, residual=residual),
+                **({"gate-rows": partial(run, None, False)} if gated else {}),
                 **{name: partial(run, tiles, extra["gate_weights"]) if kernel == "tiled" else partial(stream, tiles)
                    for name, (kernel, tiles, extra) in choices.items()}}
     errors, skipped = {}, []

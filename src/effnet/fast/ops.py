@@ -137,19 +137,25 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bia
 def tuned_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, act: bool,
                     gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
     """The Triton 1x1 pass (`kernels.pointwise`'s arguments) on the tuning file's choice for x's shape:
-    the streaming kernel or other tiles, else the defaults (the streaming kernel where
-    `streaming.default_for` says so, `kernels.pointwise`'s tiles elsewhere)."""
+    the streaming kernel or other tiles, else `default_pointwise`."""
     choice = tuning.lookup("pointwise", in_channels=x.shape[1], out_channels=weight_t.shape[1], height=x.shape[2],
                            width=x.shape[3], gated=gate is not None, residual=residual is not None)
     if choice is None:
-        if streaming.default_for(x, weight_t.shape[1], gate is not None):
-            return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual)
-        return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
+        return default_pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
     if choice["kernel"] == "streaming":
         return streaming.pointwise_streaming(x, weight_t, bias, act=act, gate=gate, residual=residual,
                                              tiles=tuple(choice["tiles"]))
     return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual,
                              tiles=tuple(choice["tiles"]), gate_weights=choice.get("gate_weights", True))
+
+
+def default_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, act: bool,
+                      gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The Triton 1x1 pass a shape takes when the tuning file does not name it: the streaming kernel where
+    `streaming.default_for` says so, `kernels.pointwise`'s tiles elsewhere."""
+    if streaming.default_for(x, weight_t.shape[1], gate is not None):
+        return streaming.pointwise_streaming(x, weight_t, bias, act=act, residual=residual)
+    return kernels.pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
 
 
 def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand: torch.nn.Conv2d) -> torch.Tensor:
