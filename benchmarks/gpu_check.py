@@ -42,7 +42,10 @@ BF16_BOUND = 2e-2  # relative L2 error of the fused bf16 model's logits against 
 # What a row takes on an H100, compiling included (runs 1 and 4: B0 inference 25-31 s, B0 training 68 s, B4
 # inference 90-99 s; B4 training guessed), with a margin: a row that would not end inside the budget is skipped.
 ROW_SECONDS = {("efficientnet_b0", "inference", "compile"): 45, ("efficientnet_b0", "training", "compile"): 95,
-               ("efficientnet_b4", "inference", "compile"): 130, ("efficientnet_b4", "training", "compile"): 240}
+               ("efficientnet_b4", "inference", "compile"): 130, ("efficientnet_b4", "training", "compile"): 240,
+               # compiled again, most of it from the caches the compile row left (Inductor's, Triton's)
+               ("efficientnet_b0", "inference", "compile-cudagraphs"): 40,
+               ("efficientnet_b4", "inference", "compile-cudagraphs"): 90}
 EAGER_ROW_SECONDS = 15  # eager and CUDA-graph rows take 1-10 s (new Triton kernels compile in the first)
 ROW_BOUND = 5e-2  # a timing row's sanity check: autocast models round more than the fused path
 # build_candidates' options: every row the plan names (the tests build the same set)
@@ -56,6 +59,7 @@ B0, B4 = ("efficientnet_b0", 224, 256, 256), ("efficientnet_b4", 380, 128, 64)
 PLAN = [
     (*B0, [
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast"),
+        ("inference", "compile-cudagraphs", "timm"),  # timm compiled without the host's launch cost
         # every conv with its batch norms fused (effnet.fast.fused_training; never timed yet)
         ("training", "compile", "timm"), ("training", "compile", "effnet-ftrain"),
         ("training", "eager", "effnet-ftrain"),
@@ -67,6 +71,7 @@ PLAN = [
     ]),
     (*B4, [
         ("inference", "compile", "timm"), ("inference", "cudagraphs", "effnet-fast"),
+        ("inference", "compile-cudagraphs", "timm"),
         ("training", "eager", "timm"), ("training", "eager", "effnet-ftrain"), ("training", "eager", "effnet-stages"),
         ("training", "compile", "timm"), ("training", "compile", "effnet-ftrain"),
     ]),
@@ -329,9 +334,14 @@ def off_reference(document: dict) -> list[str]:
     return lines
 
 
+# timm compiled, as the goals divide by it: its faster row of torch.compile alone and torch.compile with the
+# compiled forward captured in a CUDA graph (runs 5-7 timed the first below timm's own eager row on B0)
+COMPILED_MODES = ("compile", "compile-cudagraphs")
+
+
 def goals(models: dict) -> list[dict]:
-    """Each goal of issue 6 against this run's rows: effnet's fastest row over timm compiled, and effnet's
-    smallest training peak memory over timm eager's (same batch)."""
+    """Each goal of issue 6 against this run's rows: effnet's fastest row over timm compiled (its fastest
+    compiled row), and effnet's smallest training peak memory over timm eager's (same batch)."""
     verdicts = []
 
     def rows(model: str, task: str) -> list[dict]:
@@ -348,8 +358,9 @@ def goals(models: dict) -> list[dict]:
 
     for goal, model, task, needed in GOALS:
         timed = rows(model, task)
+        compiled = [r for r in timed if r["candidate"] == "timm" and r["mode"] in COMPILED_MODES]
         verdicts.append(verdict(goal, [r for r in timed if r["candidate"].startswith("effnet")],
-                                [r for r in timed if r["candidate"] == "timm" and r["mode"] == "compile"],
+                                sorted(compiled, key=lambda r: -r["images_per_second"])[:1],
                                 "images_per_second", needed, more=True))
     for model in ("efficientnet_b0", "efficientnet_b4"):
         timed = [r for r in rows(model, "training") if r["peak_memory_mib"]]

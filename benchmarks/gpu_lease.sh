@@ -1,35 +1,39 @@
 #!/usr/bin/env bash
-# A GPU lease in two calls (session 12's plan; benchmarks/RESULTS.md, "Next GPU lease"). Run 6 proved every fast
-# path on the H100 (18/18 checks, the fused training gradients in float32, bf16 and compiled among them) and profiled
-# an eager step of the fused training (effnet-ftrain): its kernels kept the GPU busy 44 ms per batch of 128, the
-# plain step's 29.5 ms. Sessions 10-12 changed those kernels without a GPU; session 12 also gave B4's narrow 1x1
-# layers the streaming kernel. The calls, by what they can settle:
-#     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4 [SECONDS]
-#              three of B4's 1x1 layers swept, then B0's and B4's inference rows against timm compiled
-#              (B4 inference: 1.16x in run 5, the goal 1.2x; B0's against a clean timm row)
-#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
-#              the fused training's gradient checks (its kernels changed), B0's training rows, the profiles
-#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps
-#              the fused training kernels' sweeps, pass by pass, and Nsight Compute on the two weight gradients
+# A GPU lease in two calls (session 13's plan; benchmarks/RESULTS.md, "Next GPU lease"). Run 7 found timm's
+# compiled B0 inference slower than timm eager for the third run running, so the B0 verdict divides by a row no
+# one trusts; and B0's depthwise kernels, 57% of its fused forward, did not speed up when session 12 cut their
+# instructions and registers. The calls, by what they can settle:
+#     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
+#              timm's compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py), the
+#              inference goal rows of B0 and B4 against timm compiled, alone and with its compiled forward
+#              captured in a CUDA graph, and Nsight Compute on two of B0's depthwise inference layers
+#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
+#              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, and
+#              Nsight Compute on the two weight gradients
+#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
+#              the fused training's gradient checks, B0's training rows, the profiles
+#     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
 # (carry [".compile_cache"] with each). A later call on the still-warm machine takes the tuning file the earlier
-# ones left in $KEEP (a fresh machine starts from run 6's file). Each call writes a log, its JSON documents and
+# ones left in $KEEP (a fresh machine starts from run 7's file). Each call writes a log, its JSON documents and
 # the packed compile caches to OUT (at most eight files).
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu_lease_out}
 KEEP=${KEEP:-/tmp/effnet_lease}
 STAGE=${1:-sweeps}
 mkdir -p "$OUT" "$KEEP"
-[ -f "$KEEP/tuning.json" ] || cp benchmarks/results/2026-11-27_h100_run6_tuning.json "$KEEP/tuning.json"
+[ -f "$KEEP/tuning.json" ] || cp benchmarks/results/2026-11-27_h100_run7_tuning.json "$KEEP/tuning.json"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 
-ncu_kernel() {  # KERNEL SWEEP LAYER: one launch of KERNEL in that sweep's layer, the sections that say why
+ncu_kernel() {  # KERNEL LABEL SCRIPT ARGS...: one launch of KERNEL in that script, the sections that say why
   [ -n "$NCU" ] || return 0
-  echo "== Nsight Compute: $1 ($2 layer $3)"
-  timeout 60 "$NCU" --clock-control none -k "regex:$1" -c 1 --section SpeedOfLight --section Occupancy \
+  local kernel=$1 label=$2
+  shift 2
+  echo "== Nsight Compute: $kernel ($label)"
+  timeout 60 "$NCU" --clock-control none -k "regex:$kernel" -c 1 --section SpeedOfLight --section Occupancy \
     --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-    python3 "benchmarks/$2.py" --layers "$3" --configs 0 --no-compile > "$KEEP/ncu_$1.txt" 2>&1
-  grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occ|Block Size|Grid Size|Waves Per SM|Stall|Warp Cycles Per Issued" \
-    "$KEEP/ncu_$1.txt" | head -24
+    python3 "$@" > "$KEEP/ncu_${kernel}_${label// /_}.txt" 2>&1
+  grep -E "Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Hit|L2 Hit|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occ|Block Size|Grid Size|Waves Per SM|Stall|Warp Cycles Per Issued" \
+    "$KEEP/ncu_${kernel}_${label// /_}.txt" | head -24
 }
 
 case "$STAGE" in
@@ -38,13 +42,15 @@ case "$STAGE" in
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
       python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
       echo "== bn_pointwise sweep (B0's 1x1 training layers, batch 256)"
-      timeout 170 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
+      timeout 170 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs "${2:-3}" \
         --no-compile
       echo "== bn_depthwise sweep (B0's depthwise training layers, batch 256)"
-      timeout 120 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs 3 \
+      timeout 120 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs "${2:-3}" \
         --no-compile
-      ncu_kernel _pw_weight_grad_kernel bn_pointwise_sweep 0   # the 16 -> 96 expansion at 112 px
-      ncu_kernel _dw_weight_grad_kernel bn_depthwise_sweep 1   # 96 channels, 3x3 stride 2, from 112 px
+      ncu_kernel _pw_weight_grad_kernel "16 to 96 at 112 px" benchmarks/bn_pointwise_sweep.py --layers 0 --configs 0 \
+        --no-compile
+      ncu_kernel _dw_weight_grad_kernel "96 ch 3x3 s2 from 112 px" benchmarks/bn_depthwise_sweep.py --layers 1 \
+        --configs 0 --no-compile
       cat "$KEEP"/ncu_*.txt > "$OUT/ncu.txt" 2>/dev/null
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
     } 2>&1 | tee "$OUT/lease.log"
@@ -55,6 +61,28 @@ case "$STAGE" in
     # the fused training's gradients against the plain model's first (its kernels changed since run 6)
     python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --checks ftrain \
       --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
+    ;;
+  inference)
+    # timm's compiled B0 in a fresh process first (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster):
+    # with and without the Timer's GPU spin, by the host clock, after eager rows, the host's time to launch one
+    # call, and captured in a CUDA graph. Then the inference goal rows with run 7's tuning file and no checks (run
+    # 7 checked these paths; nothing they run changed since): B0's and B4's timm compiled, effnet-fast captured
+    # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
+    # compiled row). Last, Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at
+    # 56 px, the 5x5 at 28 px): run 3 profiled only a stride-2 layer (L2-bound, L1 hit rate 33%).
+    {
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
+      echo "== timm's compiled B0 inference, timed several ways"
+      timeout 150 python3 benchmarks/peer_compile_probe.py --out "$OUT"
+      echo "== the inference goal rows"
+      python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
+        --no-checks --tasks inference --budget-s "${2:-330}"
+      ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py --layers 2 --configs 0 \
+        --rolling-configs 0
+      ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py --layers 4 --configs 0 \
+        --rolling-configs 0
+      cat "$KEEP"/ncu_*.txt > "$OUT/ncu.txt" 2>/dev/null
+    } 2>&1 | tee "$OUT/lease.log"
     ;;
   b4)
     # B0's and B4's inference rows (timm compiled, from a reset compiler, against the fused path with a CUDA graph):
@@ -77,7 +105,7 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (sweeps, rows or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, sweeps, rows or b4)" >&2
     exit 2
     ;;
 esac

@@ -32,12 +32,15 @@ def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
 
 def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
     assert main(["bench", "--model", "efficientnet_lite0", *FAST_ARGS, "--task", "inference",
-                 "--mode", "eager", "cudagraphs", "--libraries", "effnet", "timm", "torchvision"]) == 0
+                 "--mode", "eager", "cudagraphs", "compile-cudagraphs", "--libraries", "effnet", "timm",
+                 "torchvision"]) == 0
     out = capsys.readouterr().out
     assert "x timm eager" in out
     # torchvision has no Lite models, and CUDA graphs need a GPU: said in the row, not a crash.
     assert "torchvision has no efficientnet_lite0" in out
-    assert "CUDA graphs need a CUDA device" in out
+    graph_rows = [line for line in out.splitlines() if line.split()[1:2] in (["cudagraphs"], ["compile-cudagraphs"])]
+    assert {line.split()[1] for line in graph_rows} == {"cudagraphs", "compile-cudagraphs"}
+    assert all("CUDA graphs need a CUDA device" in line for line in graph_rows)
 
 
 @pytest.mark.parametrize("args, message", [

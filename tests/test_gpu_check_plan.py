@@ -50,6 +50,19 @@ def test_goal_verdicts_divide_effnets_best_row_by_timm_compiled():
     assert verdicts["B4 inference >= 1.2x timm compiled"]["verdict"] == "not measured"
 
 
+def test_goal_verdicts_divide_by_timms_faster_compiled_row():
+    """timm compiled is its faster compiled row: torch.compile alone, or its forward captured in a CUDA graph
+    (runs 5-7 timed the first under timm's own eager B0 row); a captured eager timm does not count."""
+    rows = [_row("inference", "compile", "timm", 800.0), _row("inference", "compile-cudagraphs", "timm", 1000.0),
+            _row("inference", "cudagraphs", "timm", 1200.0), _row("inference", "cudagraphs", "effnet-fast", 1400.0)]
+    verdicts = {g["goal"]: g for g in gpu_check.goals({"efficientnet_b0": {"rows": rows}})}
+    b0_inference = verdicts["B0 inference >= 1.5x timm compiled"]
+    assert b0_inference["ratio"] == pytest.approx(1.4) and b0_inference["verdict"] == "missed"
+    rows[1]["images_per_second"] = None  # the captured row did not run: torch.compile alone it is
+    verdicts = {g["goal"]: g for g in gpu_check.goals({"efficientnet_b0": {"rows": rows}})}
+    assert verdicts["B0 inference >= 1.5x timm compiled"]["ratio"] == pytest.approx(1.75)
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine where CUDA calls fail")
 def test_a_check_group_that_raises_is_a_failed_check_and_the_run_goes_on():
     """Here every group's first CUDA call raises: each becomes one failed row naming the error."""
@@ -94,3 +107,20 @@ def test_report_of_run_5_flags_the_timm_row_that_strayed_from_the_issues_figure(
         "timm B0 inference compile: 19,863 img/s, -25% from the issue's 26,600 on an H100",
         "timm B0 training compile: 5,428 img/s, -12% from the issue's 6,200 on an H100"]
     assert "peer rows off the issue's reference figures" in out
+
+
+def test_peer_compile_probe_times_timms_compiled_model_every_way_it_says(tmp_path, capsys, monkeypatch):
+    """benchmarks/peer_compile_probe.py, the next lease's first step, on CPU (small batch and images): one compile,
+    each timing printed and written; a probe that broke would first fail on a GPU lease."""
+    pytest.importorskip("timm")
+    probe = pytest.importorskip("peer_compile_probe")
+    monkeypatch.setattr(sys, "argv", ["peer_compile_probe.py", "--device", "cpu", "--image-size", "32",
+                                      "--repeats", "1", "--out", str(tmp_path)])
+    assert probe.main() == 0
+    document = json.loads((tmp_path / "peer_compile_probe.json").read_text())
+    whats = [row["what"] for row in document["rows"]]
+    assert whats[0].startswith("compiled, first") and "eager: Timer with the spin" in whats
+    assert "compiled: host time to launch one call" in whats
+    assert all(row["ms_per_batch"] > 0 for row in document["rows"])
+    assert document["dynamo"]["stats"]["unique_graphs"] == 1  # one graph: no breaks, no recompiles
+    assert "compiled, after eager: Timer with the spin" in capsys.readouterr().out

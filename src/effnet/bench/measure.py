@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.bench import GRAPH_MODES
 from effnet.bench.candidates import Candidate
 
 
@@ -35,10 +36,13 @@ HEAD_START_CYCLES = 2_000_000
 
 
 class Timer:
-    """Median seconds per call of `step`, with device events on CUDA."""
+    """Median seconds per call of `step`, with device events on CUDA. `head_start_cycles` is the GPU spin
+    before each repeat (0: none)."""
 
-    def __init__(self, device: torch.device, warmup: int, repeats: int, iterations: int) -> None:
+    def __init__(self, device: torch.device, warmup: int, repeats: int, iterations: int,
+                 head_start_cycles: int = HEAD_START_CYCLES) -> None:
         self.device, self.warmup, self.repeats, self.iterations = device, warmup, repeats, iterations
+        self.head_start_cycles = head_start_cycles
 
     def median(self, step: Callable[[], Any]) -> float:
         for _ in range(self.warmup):
@@ -47,8 +51,8 @@ class Timer:
         for _ in range(self.repeats):
             if self.device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                if hasattr(torch.cuda, "_sleep"):  # private; in every release since 1.x
-                    torch.cuda._sleep(HEAD_START_CYCLES)
+                if self.head_start_cycles and hasattr(torch.cuda, "_sleep"):  # private; in every release since 1.x
+                    torch.cuda._sleep(self.head_start_cycles)
                 start.record()
                 for _ in range(self.iterations):
                     step()
@@ -102,14 +106,16 @@ def _compile(model: nn.Module) -> Callable[..., torch.Tensor]:
 def _inference_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
                     device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     model.eval()
-    if mode == "compile":
+    if mode in ("compile", "compile-cudagraphs"):
         model = _compile(model)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), _autocast(candidate, device, dtype, cache=mode != "cudagraphs"):
+        with torch.inference_mode(), _autocast(candidate, device, dtype, cache=mode not in GRAPH_MODES):
             return model(x)
 
-    if mode == "cudagraphs":
+    # compile-cudagraphs: the compiled forward captured, as `torch.compile(mode="reduce-overhead")` runs it: the
+    # compiled kernels without the host's launch cost (GPU runs 5-7 timed timm's compiled B0 slower than eager).
+    if mode in GRAPH_MODES:
         from effnet.fast.graphs import CudaGraphModule
 
         graphed = CudaGraphModule(_Wrapped(forward), images, copy_output=False)
@@ -128,6 +134,8 @@ class _Wrapped(nn.Module):
 
 def _training_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
                    device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    if mode == "compile-cudagraphs":
+        raise ValueError("compile-cudagraphs times inference; a captured training step is mode cudagraphs")
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     targets = torch.randint(0, 1000, (images.shape[0],), device=device)
@@ -164,7 +172,7 @@ def measure(candidate: Candidate, task: str, mode: str, *, device: torch.device,
             reference: nn.Module, tolerance: float) -> BenchRow:
     """Time one (task, mode, candidate); a failure becomes the row's note (one line), not an exception."""
     row = BenchRow(task, mode, candidate.name, batch_size)
-    if mode == "cudagraphs" and device.type != "cuda":
+    if mode in GRAPH_MODES and device.type != "cuda":
         row.note = "CUDA graphs need a CUDA device"
         return row
     model: Any = None

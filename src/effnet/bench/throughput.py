@@ -140,12 +140,12 @@ def format_row(row: BenchRow) -> str:
     speed = f"{row.images_per_second:10.1f} img/s {row.ms_per_batch:9.3f} ms" if row.images_per_second else " " * 28
     memory = f"{row.peak_memory_mib:9.0f} MiB" if row.peak_memory_mib is not None else " " * 13
     error = f"err {row.error_vs_reference:.1e}" if row.error_vs_reference is not None else ""
-    return f"{row.task:9} {row.mode:10} {row.candidate:20} {speed} {memory} {error} {row.note}".rstrip()
+    return f"{row.task:9} {row.mode:18} {row.candidate:20} {speed} {memory} {error} {row.note}".rstrip()
 
 
 def format_table(result: BenchResult) -> str:
     """One line per row, with the speed ratio against timm's eager and best (fastest) row of the same task."""
-    lines = [f"{'task':9} {'mode':10} {'candidate':20} {'img/s':>10} {'ms/batch':>12} {'peak MiB':>10} "
+    lines = [f"{'task':9} {'mode':18} {'candidate':20} {'img/s':>10} {'ms/batch':>12} {'peak MiB':>10} "
              f"{'x timm eager':>12} {'x timm best':>11}  note"]
     for row in result.rows:
         peers = [r for r in result.rows if r.task == row.task and r.candidate == "timm" and r.images_per_second]
@@ -160,5 +160,5 @@ def format_table(result: BenchResult) -> str:
         note = row.note
         if row.error_vs_reference is not None:
             note = f"err {row.error_vs_reference:.1e} {note}".rstrip()
-        lines.append(f"{row.task:9} {row.mode:10} {row.candidate:20} {' '.join(cells)}  {note}".rstrip())
+        lines.append(f"{row.task:9} {row.mode:18} {row.candidate:20} {' '.join(cells)}  {note}".rstrip())
     return "\n".join(lines)
