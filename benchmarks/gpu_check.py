@@ -378,7 +378,8 @@ def parse_args() -> argparse.Namespace:
                         help="seconds from the start by which the last timing row should end")
     parser.add_argument("--only", nargs="*", help="model names from the plan to run (default: all)")
     parser.add_argument("--tasks", nargs="*", help="tasks to time (default: all in the plan)")
-    parser.add_argument("--profile", action="store_true", help="print the B0 fused forward's top kernels")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the top kernels of the fused forward of each model timed (B0 and B4)")
     parser.add_argument("--profile-training", action="store_true",
                         help="print the top kernels of a B0 eager training step: plain, effnet-ftrain, effnet-tdw")
     parser.add_argument("--checks", nargs="+", choices=[key for key, _ in CHECK_GROUPS],
@@ -465,11 +466,14 @@ def main() -> int:
     document = {"environment": env, "checks": [dict(zip(("what", "error", "bound"), c)) for c in check_rows],
                 "models": {}, "skipped": []}
     time_rows(args, start, document)
-    for wanted, what, show, batch in ((args.profile, "fused forward", profile, 256),
-                                      (args.profile_training, "training step", profile_training, 128)):
-        if wanted:
+    # the fused forward of each model in the plan (those in --only), the training step of B0
+    profiled = [(name, size, batch) for name, size, batch, _, _ in PLAN if not args.only or name in args.only]
+    for wanted, what, show, shapes in ((args.profile, "fused forward", profile, dict.fromkeys(profiled)),
+                                       (args.profile_training, "training step", profile_training,
+                                        [("efficientnet_b0", 224, 128)])):
+        for model_name, size, batch in shapes if wanted else ():
             try:
-                show("efficientnet_b0", 224, batch)
+                show(model_name, size, batch)
             except Exception as error:  # noqa: BLE001 - the table and the goals still follow
                 print(f"\nprofile of the {what} failed: {type(error).__name__}: {error}", flush=True)
     if args.sweep:

@@ -68,7 +68,8 @@ case "$STAGE" in
     # call, and captured in a CUDA graph. Then the inference goal rows with run 7's tuning file and no checks (run
     # 7 checked these paths; nothing they run changed since): B0's and B4's timm compiled, effnet-fast captured
     # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
-    # compiled row). Last, Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at
+    # compiled row), and the top kernels of B0's and B4's fused forwards (B4's never profiled: where does run 7's
+    # 30.7 ms go?). Last, Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at
     # 56 px, the 5x5 at 28 px): run 3 profiled only a stride-2 layer (L2-bound, L1 hit rate 33%).
     {
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
@@ -76,7 +77,7 @@ case "$STAGE" in
       timeout 150 python3 benchmarks/peer_compile_probe.py --out "$OUT"
       echo "== the inference goal rows"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
-        --no-checks --tasks inference --budget-s "${2:-330}"
+        --no-checks --tasks inference --budget-s "${2:-330}" --profile
       ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py --layers 2 --configs 0 \
         --rolling-configs 0
       ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py --layers 4 --configs 0 \
