@@ -273,12 +273,22 @@ def _inference_sweep_launches() -> list[Launch]:
     """What `pointwise_sweep.py` tries beyond the defaults (batch 128, bf16): the streaming 1x1 kernel in each
     configuration on B4's two narrowest layers at 190 px (the 24 -> 144 expansion, the gated 24 -> 24
     projection with its residual), and the tiled kernel with the gate on the activations (two gate rows per
-    tile) in its first tile sets on B4's gated 1632 -> 272 projection at 12 px."""
+    tile) in its first tile sets on B4's gated 1632 -> 272 projection at 12 px; and the depthwise kernel with its
+    taps warmed (`kernels._depthwise_taps`, WARM) in the tile sets `depthwise_sweep.py` tries it with first, on
+    three of B0's stride-1 layers (3x3 at 56 px, 5x5 at 28 and 7 px)."""
+    from depthwise_sweep import SWEEP as DEPTHWISE_SWEEP
     from pointwise_sweep import STREAM_SWEEP, SWEEP
 
     from effnet.fast import streaming
 
     launches = []
+    for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
+        x = _meta(BATCH, channels, size, size, channels_last=True)
+        for tiles in dict.fromkeys([kernels._depthwise_tiles(k, size, channels), DEPTHWISE_SWEEP[0]]):
+            with _catching(launches, f"B0 warm {channels} ch {k}x{k} {size} px {tiles}"):
+                kernels.depthwise(x, _meta(k * k, channels), _meta(channels), kernel_size=k, stride=1,
+                                  padding=(k // 2, k // 2), output_size=(size, size), act=True, pool=True,
+                                  tiles=(*tiles, 1))
     x = _meta(BATCH, 1632, 12, 12, channels_last=True)
     for tiles in (None, *SWEEP[:2]):
         with _catching(launches, f"B4 gate-rows 1632 -> 272 {tiles or 'default'}"):

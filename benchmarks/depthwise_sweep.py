@@ -7,7 +7,9 @@ For every distinct depthwise layer of a model (B0 at 224 px by default) it times
 activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
 default tiles, the kernel with each tile configuration of a small sweep (BLOCK_H, BLOCK_W,
 BLOCK_C, ROWS, warps) and, on stride-1 layers, the rolling-row kernel (`effnet.fast.rolling`, which
-loads each input row once per program) with each of its configurations. Each time is printed with the bandwidth it implies (one read of the input, one write
+loads each input row once per program) with each of its configurations, and the tiled kernel with its
+taps in two phases, the first loading each tile's whole input halo (the default tiles, then the sweep's;
+`--warm-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write
 of the output) and every kernel result is checked against PyTorch. The totals weight each layer
 shape by how often the network runs it, so the last lines say what tiles alone could gain over
 the defaults, and how far the best tiles stay from the memory floor, before any redesign.
@@ -103,6 +105,10 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
     if stride == 1:
         choices.update({f"rolling {t}": ("rolling", t, {}) for t in ROLLING[:args.rolling_configs]})
+        # the taps in two phases, the first loading each tile's whole input halo (`kernels._depthwise_taps`):
+        # the default tiles, then the sweep's
+        warm = [kernels._depthwise_tiles(k, out_w, channels), *SWEEP][:args.warm_configs]
+        choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
     variants = {"default": run, **{name: partial(run if kernel == "tiled" else rolling, tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
@@ -135,6 +141,9 @@ def main() -> int:
     parser = sweep_parser(__doc__, "depthwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
     parser.add_argument("--rolling-configs", type=int, default=len(ROLLING),
                         help="how many configurations of the rolling-row kernel to try (stride-1 layers)")
+    parser.add_argument("--warm-configs", type=int, default=2,
+                        help="how many tile sets to try with the warmed taps (stride-1 layers): the default tiles, "
+                             "then the sweep's")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

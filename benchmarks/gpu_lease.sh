@@ -65,8 +65,10 @@ case "$STAGE" in
   inference)
     # timm's compiled B0 in a fresh process first (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster):
     # with and without the Timer's GPU spin, by the host clock, after eager rows, the host's time to launch one
-    # call, and captured in a CUDA graph. Then the inference goal rows with run 7's tuning file and no checks (run
-    # 7 checked these paths; nothing they run changed since): B0's and B4's timm compiled, effnet-fast captured
+    # call, and captured in a CUDA graph. Then B0's depthwise layers swept with the warmed taps (session 13: each
+    # tile's input halo loaded first, so that the other taps' loads hit L1; checked against PyTorch as timed).
+    # Then the inference goal rows with run 7's tuning file and the sweep's winners, no checks (run 7 checked
+    # these paths; the warmed taps are checked by the sweep): B0's and B4's timm compiled, effnet-fast captured
     # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
     # compiled row), and the top kernels of B0's and B4's fused forwards (B4's never profiled: where does run 7's
     # 30.7 ms go?). Last, Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at
@@ -75,6 +77,9 @@ case "$STAGE" in
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
       echo "== timm's compiled B0 inference, timed several ways"
       timeout 150 python3 benchmarks/peer_compile_probe.py --out "$OUT"
+      echo "== B0's depthwise layers: the warmed taps against the default (winners into the tuning file)"
+      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --rolling-configs 0 --warm-configs 2 \
+        --tuning "$KEEP/tuning.json" --out "$OUT"
       echo "== the inference goal rows"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
         --no-checks --tasks inference --budget-s "${2:-330}" --profile

@@ -77,6 +77,28 @@ def test_depthwise_kernel_two_dimensional_tiles_cover_every_pixel(tiles):
 
 
 @needs_triton
+@pytest.mark.parametrize("kernel_size, tiles", [(3, (8, 8, 16, 1, 4)), (3, (2, 4, 16, 2, 4)), (5, (1, 16, 16, 1, 4)),
+                                                (5, (2, 2, 16, 3, 4)), (5, (4, 4, 16, 1, 4))])
+def test_depthwise_kernel_warmed_taps_compute_the_same_conv(kernel_size, tiles):
+    """With a sixth tile value of 1 the taps run in two phases, the first covering each tile's whole input halo
+    (so the second finds its lines in L1 on a GPU): the same conv and SE sums, border and interior tiles alike,
+    tiles narrower than the window (2 x 2 for 5 x 5: taps 0, 2 and 4 of each row and column first) too."""
+    torch.manual_seed(11)
+    channels = 24
+    x = torch.randn(2, channels, 13, 19, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE)
+    taps, bias = weight.flatten(1).t().contiguous(), torch.randn(channels, device=DEVICE)
+    y_ref, sums_ref = ops.depthwise(x, weight, taps, bias, stride=1, same=False, pool=True, use_triton=False)
+    output_size, padding = ops.conv_geometry(x, kernel_size, 1, same=False)
+    y, sums = kernels.depthwise(x, taps, bias, kernel_size=kernel_size, stride=1, padding=padding,
+                                output_size=output_size, act=True, pool=True, tiles=(*tiles, 1))
+    assert relative_error(y, y_ref) <= 1e-5 and relative_error(sums, sums_ref) <= 1e-5
+    with pytest.raises(ValueError, match="stride 1"):
+        kernels.depthwise(x, taps, bias, kernel_size=kernel_size, stride=2, padding=padding, output_size=(7, 10),
+                          act=True, pool=True, tiles=(*tiles, 1))
+
+
+@needs_triton
 @pytest.mark.parametrize("kernel_size, stride, channels, tiles", [(3, 1, 32, (2, 4, 16, 2, 4)),
                                                                   (3, 2, 24, (2, 2, 16, 1, 4)),
                                                                   (5, 1, 32, (1, 4, 16, 3, 4)),

@@ -158,29 +158,40 @@ if triton is not None:
 
     @triton.jit
     def _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C, sxn, sxh, sxw, sxc,
-                        K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr,
-                        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                        K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr, WARM: tl.constexpr,
+                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """The k x k depthwise sums (P, BC) float32 at output pixels (ho, wo) (P,) of image n, channels c.
         MASKED tests every tap's pixels against the image (zero padding); without it the caller knows they lie
         inside, and with EVEN_C every channel of the block is real: the loads take no mask, so the compiler
         issues no tests and zeroes no lanes (with the bf16-to-float32 conversion, most of a tap's instructions
-        besides its products)."""
-        acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-        for kh in tl.static_range(K):
-            for kw in tl.static_range(K):
-                hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # (P,) each
-                pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
-                if MASKED:
-                    x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
-                elif EVEN_C:
-                    x = tl.load(pointers)
-                else:
-                    x = tl.load(pointers, mask=c_ok[None, :], other=0.0)
-                if EVEN_C:
-                    w = tl.load(w_ptr + (kh * K + kw) * C + c)  # (BC,)
-                else:
-                    w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)
-                acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+        besides its products).
+
+        WARM (stride 1) takes the taps in two phases with a barrier between: first the taps whose windows
+        together cover the tile's whole input halo (the corners of a 2-D tile, the two ends of every row of a
+        one-row tile), then the rest, whose loads then find their lines in L1. Without it every tap's load is
+        issued before the first returns and most of them go to L2 (run 3: L1 hit rate 33%, L2 throughput 68%,
+        DRAM 28%): the input crosses L2 about k² times. The sums are the same, added in another order."""
+        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+        for phase in tl.static_range(2 if WARM else 1):
+            for kh in tl.static_range(K):
+                for kw in tl.static_range(K):
+                    covers = (((kh % BLOCK_H == 0) | (kh == K - 1)) & ((kw % BLOCK_W == 0) | (kw == K - 1)))
+                    if (WARM == 0) | (covers == (phase == 0)):
+                        hi, wi, ok = _tap(ho, wo, wo_ok, kh, kw, stride, pad_h, pad_w, H, W)  # (P,) each
+                        pointers = x_ptr + n * sxn + hi[:, None] * sxh + wi[:, None] * sxw + c[None, :] * sxc
+                        if MASKED:
+                            x = tl.load(pointers, mask=ok[:, None] & c_ok[None, :], other=0.0)  # (P, BC)
+                        elif EVEN_C:
+                            x = tl.load(pointers)
+                        else:
+                            x = tl.load(pointers, mask=c_ok[None, :], other=0.0)
+                        if EVEN_C:
+                            w = tl.load(w_ptr + (kh * K + kw) * C + c)  # (BC,)
+                        else:
+                            w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)
+                        acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
+            if WARM and phase == 0:
+                tl.debug_barrier()  # the first phase's products, hence its loads, are done: its lines are in L1
         return acc
 
     @triton.jit
@@ -189,7 +200,7 @@ if triton is not None:
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
                           K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                          ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                          ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr, WARM: tl.constexpr):
         # One program: ROWS tiles, one below the other, of BLOCK_H x BLOCK_W output pixels x BLOCK_C
         # channels. Its SE partial sums stay in registers across the tiles: one atomic add per
         # program, not per tile (the programs of one image all add into the same N x C sums). A tile whose
@@ -218,10 +229,10 @@ if triton is not None:
             if columns_inside & (top * stride - pad_h >= 0) & ((top + BLOCK_H - 1) * stride - pad_h + K <= H) & (
                     top + BLOCK_H <= HO):
                 acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
-                                      sxn, sxh, sxw, sxc, K, False, EVEN_C, BLOCK_H * BLOCK_W, BLOCK_C)
+                                      sxn, sxh, sxw, sxc, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
             else:
                 acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
-                                      sxn, sxh, sxw, sxc, K, True, EVEN_C, BLOCK_H * BLOCK_W, BLOCK_C)
+                                      sxn, sxh, sxw, sxc, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
             acc += bias[None, :]
             if ACT:
                 acc = _silu(acc, ACT)
@@ -321,14 +332,16 @@ def _depthwise_tiles(kernel_size: int, out_w: int, channels: int) -> tuple[int, 
 
 def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
               padding: tuple[int, int], output_size: tuple[int, int], act: bool,
-              pool: bool, tiles: tuple[int, int, int, int, int] | None = None
+              pool: bool, tiles: tuple[int, ...] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depthwise conv of NCHW-shaped `x` (channels-last memory) with weights laid out (k*k, C).
 
     `padding` is (top, left); bottom/right padding follows from `output_size`. Returns the
     channels-last output and, with `pool`, the float32 per-image channel sums of that output.
-    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps) overrides the tile choice (for tile sweeps):
-    each program computes ROWS tiles of BLOCK_H x BLOCK_W output pixels x BLOCK_C channels.
+    `tiles` = (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps[, warm]) overrides the tile choice (for tile
+    sweeps): each program computes ROWS tiles of BLOCK_H x BLOCK_W output pixels x BLOCK_C channels; with
+    `warm` 1 (stride 1) it takes its taps in two phases, the first loading the whole input halo
+    (`_depthwise_taps`). Experimental: a sweep variant until a GPU run times it.
     """
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
@@ -341,19 +354,22 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     if tiles is not None or not AUTOTUNE:
         if tiles is None:
             tiles = (1, 8, 16, 1, 4) if INTERPRET else _depthwise_tiles(kernel_size, out_w, channels)
-        block_h, block_w, block_c, rows, warps = tiles
+        block_h, block_w, block_c, rows, warps, *warm = tiles
+        if warm and warm[0] and stride != 1:
+            raise ValueError("the warmed depthwise taps are for stride 1")
         grid = (batch * triton.cdiv(out_h, block_h * rows) * triton.cdiv(out_w, block_w),
                 triton.cdiv(channels, block_c))
         _depthwise_kernel[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, BLOCK_H=block_h,
                                 BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows, ALIGN=align,
-                                EVEN_C=channels % block_c == 0,
+                                EVEN_C=channels % block_c == 0, WARM=bool(warm and warm[0]),
                                 **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
             return (batch * triton.cdiv(out_h, meta["BLOCK_H"] * meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
                     triton.cdiv(channels, meta["BLOCK_C"]))
 
-        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, ALIGN=align, EVEN_C=False)
+        _depthwise_tuned[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, ALIGN=align, EVEN_C=False,
+                               WARM=False)
     return y, (sums if pool else None)
 
 

@@ -13,7 +13,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 
 - `depthwise` (inference) and `depthwise_input_grad` / `depthwise_weight_grad` (training):
   `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
-  (`kernels.depthwise`'s tiles) or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
+  (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first)
+  or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or `streaming` (gated: in row tiles of at most
   one image's pixels).
@@ -50,7 +51,7 @@ KEYS = {
 KERNELS = {"depthwise": ("tiled", "rolling"), "pointwise": ("tiled", "streaming"),
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise")}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
-TILE_LENGTHS = {("depthwise", "tiled"): (5,), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
+TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
@@ -110,6 +111,9 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
+        if op == "depthwise" and len(tiles) == 6 and tiles[5] and entry["key"]["stride"] != 1:
+            raise TuningError(f"tuning file {path}: the warmed depthwise taps (a sixth tile value of 1) are for "
+                              "stride 1 only")
         if (entry["kernel"] == "streaming" and entry["key"]["gated"]
                 and tiles[0] > entry["key"]["height"] * entry["key"]["width"]):
             raise TuningError(f"tuning file {path}: the streaming kernel takes a gated 1x1 conv in tiles of at most "
