@@ -65,8 +65,8 @@ case "$STAGE" in
   inference)
     # timm's compiled B0 in a fresh process first (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster):
     # with and without the Timer's GPU spin, by the host clock, after eager rows, the host's time to launch one
-    # call, and captured in a CUDA graph. Then B0's depthwise layers swept with the warmed taps (session 13: each
-    # tile's input halo loaded first, so that the other taps' loads hit L1; checked against PyTorch as timed).
+    # call, and captured in a CUDA graph. Then B0's and B4's depthwise layers swept with the warmed taps (session
+    # 13: each tile's input halo loaded first, so that the other taps' loads hit L1; checked against PyTorch).
     # Then the inference goal rows with run 7's tuning file and the sweep's winners, no checks (run 7 checked
     # these paths; the warmed taps are checked by the sweep): B0's and B4's timm compiled, effnet-fast captured
     # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
@@ -80,14 +80,18 @@ case "$STAGE" in
       echo "== B0's depthwise layers: the warmed taps against the default (winners into the tuning file)"
       timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --rolling-configs 0 --warm-configs 2 \
         --tuning "$KEEP/tuning.json" --out "$OUT"
+      echo "== B4's depthwise layers (batch 128, 380 px): the warmed default tiles against the default"
+      timeout 90 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
+        --rolling-configs 0 --warm-configs 1 --tuning "$KEEP/tuning.json"
       echo "== the inference goal rows"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
         --no-checks --tasks inference --budget-s "${2:-330}" --profile
       ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py --layers 2 --configs 0 \
-        --rolling-configs 0
+        --rolling-configs 0 --warm-configs 0
       ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py --layers 4 --configs 0 \
-        --rolling-configs 0
-      cat "$KEEP"/ncu_*.txt > "$OUT/ncu.txt" 2>/dev/null
+        --rolling-configs 0 --warm-configs 0
+      cp "$KEEP/tuning.json" "$OUT/tuning.json"
+      cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   b4)
