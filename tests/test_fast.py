@@ -380,3 +380,14 @@ def test_depthwise_taps_stay_float32_through_dtype_casts():
             weight = block.conv_dw.weight
             assert block.dw_taps.dtype == torch.float32 and weight.dtype != torch.float32
             assert torch.equal(block.dw_taps, weight.flatten(1).t().float())
+
+
+def test_excitation_equals_the_se_module():
+    """`ops.excitation` from channel sums (the mean's 1/pixels folded into the first product) is the block's SE
+    gate: sigmoid(expand(silu(reduce(mean))))."""
+    torch.manual_seed(3)
+    se = tiny("efficientnet_b0").blocks[1][0].se
+    x = torch.randn(4, se.conv_reduce.in_channels, 7, 5)
+    expected = torch.sigmoid(se.conv_expand(F.silu(se.conv_reduce(x.mean((2, 3), keepdim=True))))).flatten(1)
+    gate = ops.excitation(x.sum((2, 3)), 35, se.conv_reduce, se.conv_expand)
+    assert gate.dtype == torch.float32 and relative_error(gate, expected) <= 1e-6

@@ -159,9 +159,9 @@ def default_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tenso
 
 
 def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand: torch.nn.Conv2d) -> torch.Tensor:
-    """The squeeze-excitation gate (N, C) in float32 from the channel sums of an activation."""
-    scale = sums / pixels  # (N, C)
-    scale = F.linear(scale, reduce.weight.flatten(1).float(), reduce.bias.float())  # (N, reduced)
-    scale = F.silu(scale)
-    scale = F.linear(scale, expand.weight.flatten(1).float(), expand.bias.float())  # (N, C)
-    return torch.sigmoid(scale)
+    """The squeeze-excitation gate (N, C) in float32 from the float32 channel sums of an activation (N, C):
+    sigmoid(expand(silu(reduce(sums / pixels)))), the mean's 1/pixels folded into the first product (`addmm`'s
+    alpha): four kernels (`optimize_for_inference` keeps the SE in float32, so the casts are no-ops)."""
+    hidden = torch.addmm(reduce.bias.float(), sums, reduce.weight.flatten(1).float().t(), alpha=1.0 / pixels)
+    hidden = torch.addmm(expand.bias.float(), F.silu(hidden), expand.weight.flatten(1).float().t())
+    return torch.sigmoid(hidden)  # (N, C)
