@@ -32,8 +32,10 @@ ncu_kernel() {  # KERNEL LABEL SCRIPT ARGS...: one launch of KERNEL in that scri
   timeout 60 "$NCU" --clock-control none -k "regex:$kernel" -c 1 --section SpeedOfLight --section Occupancy \
     --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     python3 "$@" > "$KEEP/ncu_${kernel}_${label// /_}.txt" 2>&1
-  grep -E "Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Hit|L2 Hit|Compute \(SM\)|Registers Per|Achieved Occupancy|Theoretical Occ|Block Size|Grid Size|Waves Per SM|Stall|Warp Cycles Per Issued" \
-    "$KEEP/ncu_${kernel}_${label// /_}.txt" | head -24
+  local pattern="Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Hit|L2 Hit|Compute \(SM\)"
+  pattern+="|Registers Per|Achieved Occupancy|Theoretical Occ|Block Size|Grid Size|Waves Per SM|Stall"
+  pattern+="|Warp Cycles Per Issued"
+  grep -E "$pattern" "$KEEP/ncu_${kernel}_${label// /_}.txt" | head -24
 }
 
 case "$STAGE" in
@@ -42,11 +44,11 @@ case "$STAGE" in
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
       python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
       echo "== bn_pointwise sweep (B0's 1x1 training layers, batch 256)"
-      timeout 170 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs "${2:-3}" \
-        --no-compile
+      timeout 170 python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
+        --configs "${2:-3}" --no-compile
       echo "== bn_depthwise sweep (B0's depthwise training layers, batch 256)"
-      timeout 120 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" --configs "${2:-3}" \
-        --no-compile
+      timeout 120 python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
+        --configs "${2:-3}" --no-compile
       ncu_kernel _pw_weight_grad_kernel "16 to 96 at 112 px" benchmarks/bn_pointwise_sweep.py --layers 0 --configs 0 \
         --no-compile
       ncu_kernel _dw_weight_grad_kernel "96 ch 3x3 s2 from 112 px" benchmarks/bn_depthwise_sweep.py --layers 1 \
