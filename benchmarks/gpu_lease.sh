@@ -87,7 +87,7 @@ case "$STAGE" in
         --rolling-configs 0 --warm-configs 1 --tuning "$KEEP/tuning.json"
       echo "== the inference goal rows"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
-        --no-checks --tasks inference --budget-s "${2:-330}" --profile
+        --no-checks --tasks inference --budget-s "${2:-270}" --profile
       ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py --layers 2 --configs 0 \
         --rolling-configs 0 --warm-configs 0
       ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py --layers 4 --configs 0 \
