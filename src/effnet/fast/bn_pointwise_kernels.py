@@ -37,6 +37,16 @@ if triton is not None:
         return image, rm, (rm < (image + 1) * pixels) & (rm < M)
 
     @triton.jit
+    def _row_tile(pid, pixels, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Program pid's tile of an (M, C) matrix, channel blocks varying fastest: its row block pid_m, that
+        block's image, rows (BM,) and which are real (`_image_rows`), its channels (BC,) and which are real."""
+        blocks_c = tl.cdiv(C, BLOCK_C)
+        pid_m = pid // blocks_c
+        image, rm, m_ok = _image_rows(pid_m, pixels, M, BLOCK_M)
+        c = (pid % blocks_c) * BLOCK_C + tl.arange(0, BLOCK_C)
+        return pid_m, image, rm, m_ok, c, c < C
+
+    @triton.jit
     def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N):
         """g = dy + dmean / n + (2 dvar / n) (y - mean) for a (rows, cols) tile: the gradient reaching
         the raw output y, float32, 0 where masked. `stats_ptr` holds the rows dmean / n, 2 dvar / n
@@ -59,12 +69,7 @@ if triton is not None:
         # row pid_m of the (blocks_m, N) buffers.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`bn_pointwise._flags`)
-        pid = tl.program_id(0)
-        blocks_n = tl.cdiv(N, BLOCK_N)
-        pid_m = pid // blocks_n
-        image, rm, m_ok = _image_rows(pid_m, pixels, M, BLOCK_M)
-        rn = (pid % blocks_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
-        n_ok = rn < N
+        pid_m, image, rm, m_ok, rn, n_ok = _row_tile(tl.program_id(0), pixels, M, N, BLOCK_M, BLOCK_N)
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
@@ -101,12 +106,7 @@ if triton is not None:
         # of its pixels.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`bn_pointwise._flags`)
-        pid = tl.program_id(0)
-        blocks_k = tl.cdiv(K, BLOCK_K)
-        pid_m = pid // blocks_k
-        image, rm, m_ok = _image_rows(pid_m, pixels, M, BLOCK_M)
-        k = (pid % blocks_k) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BK,)
-        k_ok = k < K
+        pid_m, image, rm, m_ok, k, k_ok = _row_tile(tl.program_id(0), pixels, M, K, BLOCK_M, BLOCK_K)
         da = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
         for n0 in range(0, N, BLOCK_N):
             rn = n0 + tl.arange(0, BLOCK_N)
