@@ -9,16 +9,19 @@ times a training step of that layer on channels-last activations, its input the 
 output with that output's batch norm and SiLU to apply:
 
 - `bn_depthwise` (effnet.fast.bn_depthwise): its forward (the activation pass and the conv with the
-  output's statistics), input gradient (with the activation's backward) and weight gradient, each with
-  its default tiles and each sweep configuration, timed apart.
+  output's statistics), weight gradient (which writes g, the gradient reaching the raw output) and input
+  gradient (reading g, with the activation's backward), each with its default tiles and each sweep
+  configuration, timed apart; on stride-1 layers the forward with its default tiles and its taps warmed
+  (`kernels._depthwise_taps`, WARM: a fifth tile value of 1); and, as column "dx dy,y", the input gradient
+  forming g from dy and y at every tap itself, as it did before session 14 (default tiles).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
 - cuDNN's bare depthwise conv, forward and both gradients ("cudnn").
 
 Each row reports the fused step's effective bandwidth at the least bytes it must move: forward x + a
-+ a + y (the activation written and read back), input gradient dy + y + x + dx, weight gradient dy +
-y + a. With `--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is
++ a + y (the activation written and read back), weight gradient dy + y + a + g, input gradient g + x +
+dx. With `--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is
 recorded per pass (`bn_depthwise`, `bn_depthwise_input_grad`, `bn_depthwise_weight_grad`).
 """
 from __future__ import annotations
@@ -80,28 +83,35 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     values = y.numel() // channels
     stats = torch.stack([dmean / values, 2.0 * dvar / values, mean])  # as the operator's autograd formula builds it
 
-    def input_grad(tiles=None):
-        return bnd._backward(dy, stats, x, a, y, taps, scale, shift, k, stride, padding, True, True, False, tiles)
-
+    # As the backward runs them: the weight gradient first, writing g, which the input gradient reads.
     def weight_grad(tiles=None):
-        return bnd._backward(dy, stats, x, a, y, taps, scale, shift, k, stride, padding, True, False, True, None,
-                             tiles)
+        return bnd._weight_grad(dy, stats, x, a, y, k, stride, padding, scale, True, tiles)
+
+    g = weight_grad()[1]
+
+    def input_grad(tiles=None, from_dy=False):
+        return bnd._input_grad(dy if from_dy else g, stats, x, y, taps, scale, shift, k, stride, padding, True,
+                               not from_dy, tiles)
 
     def check(tiles, weight_tiles) -> float:
         y_, mean_, var_, _ = forward(tiles)
-        dx, _, dscale, dshift = input_grad(tiles)
-        dtaps = weight_grad(weight_tiles)[1]
+        dx, dscale, dshift = input_grad(tiles)
+        dtaps = weight_grad(weight_tiles)[0]
         dweight = dtaps.t().reshape(channels, 1, k, k)
         fused = [y_, mean_, var_, dx, dweight, dscale, dshift]
         return max(relative_error(a_.float(), b_) for a_, b_ in zip(fused, expected, strict=True))
 
+    errors = {}
     times = {"torch": timer.median(partial(pytorch_step, bnd.bn_depthwise_reference)),
              "cudnn": timer.median(partial(_conv_step, x, weight, stride, same, dy))}
     if compiled_reference is not None:
         times["compiled"] = timer.median(partial(pytorch_step, compiled_reference))
+    # The input gradient forming g from dy and y at every tap (before session 14), default tiles.
+    times["dx from dy, y"] = timer.median(partial(input_grad, from_dy=True))
+    errors["dx from dy, y"] = relative_error(input_grad(from_dy=True)[0].float(), expected[3])
     configs = {"default": (None, None), **{f"{t} / {w}": (t, w) for t, w in zip(SWEEP[:args.configs],
                                                                                WEIGHT_SWEEP[:args.configs])}}
-    errors, skipped = {}, []
+    skipped = []
     passes = {"bn_depthwise": {}, "bn_depthwise_input_grad": {}, "bn_depthwise_weight_grad": {}}
     for name, (tiles, weight_tiles) in configs.items():
         try:
@@ -112,6 +122,16 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         passes["bn_depthwise"][name] = timer.median(partial(forward, tiles))
         passes["bn_depthwise_input_grad"][name] = timer.median(partial(input_grad, tiles))
         passes["bn_depthwise_weight_grad"][name] = timer.median(partial(weight_grad, weight_tiles))
+    warm = {}  # the forward with its taps in two phases (`kernels._depthwise_taps`, WARM): stride 1 only
+    if stride == 1:
+        tiles = (*bnd._tiles("bn_depthwise", x, k, stride)[:4], 1)
+        name = f"{tiles} warm"
+        try:
+            errors[name] = max(relative_error(a_.float(), b_) for a_, b_ in zip(forward(tiles)[:3], expected))
+            passes["bn_depthwise"][name] = timer.median(partial(forward, tiles))
+            warm[name] = ("tiled", tiles, {})
+        except OutOfResources:
+            skipped.append(name)
     for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
                          ("bn_depthwise_weight_grad", weight_grad)):
         passes[op][AGAIN] = timer.median(function)
@@ -120,12 +140,14 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     for op, op_times in passes.items():
         index = 1 if op == "bn_depthwise_weight_grad" else 0
         choices = {name: ("tiled", pair[index], {}) for name, pair in configs.items() if pair[index] is not None}
+        if op == "bn_depthwise":
+            choices.update(warm)
         promoted[op] = promote(args.tuning, op, key, choices, op_times, errors, bound, device)
     times["fused"] = sum(op_times["default"] for op_times in passes.values())
     times["fused best"] = sum(min(t for n, t in op_times.items() if n != AGAIN) for op_times in passes.values())
     element = x.element_size()
     size_in, size_out = args.batch * height * width * channels, y.numel()
-    moved = element * (size_in * 3 + size_out + (2 * size_out + 2 * size_in) + (2 * size_out + size_in))
+    moved = element * (size_in * 3 + size_out + (3 * size_out + size_in) + (size_out + 2 * size_in))
     layer_noise = max(noise(op_times) for op_times in passes.values())
     compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
     note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
@@ -134,6 +156,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
           f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
                                                        passes.values())
           + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused best'] * 1e6:8.1f} "
+          f"{times['dx from dy, y'] * 1e6:9.1f} "
           f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
             "bytes": moved, "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise,
@@ -159,7 +182,7 @@ def main() -> int:
     compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnd.bn_depthwise_reference,
                                                                                     dynamic=True)
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
-          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8}", flush=True)
+          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9}", flush=True)
     rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")

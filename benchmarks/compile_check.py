@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), ~50 kernels, about a minute
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
-    PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles bn_pointwise_sweep.py tries
+    PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles and variants the sweeps try
     EFFNET_TUNING=FILE PYTHONPATH=src python benchmarks/compile_check.py    # the kernels a tuning file picks
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
@@ -244,7 +244,8 @@ def _launches(models: tuple[str, ...] = MODELS) -> list[Launch]:
 
 def _sweep_launches() -> list[Launch]:
     """Every tile set `bn_pointwise_sweep.py` tries, on a B0 expansion (40 -> 240, 28 px) and a gated
-    projection (240 -> 40), each pass as the sweep launches it."""
+    projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward with its taps
+    warmed on two of B0's stride-1 layers; and `_inference_sweep_launches`."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bn_pointwise_sweep import SWEEP
 
@@ -266,7 +267,16 @@ def _sweep_launches() -> list[Launch]:
                 with _catching(launches, f"sweep {role} {tiles}"):
                     passes[op](tiles)
     launches = [launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")]
-    return _distinct(launches + _inference_sweep_launches())
+    # the training depthwise forward with its taps warmed, as `bn_depthwise_sweep.py` tries it on stride-1 layers
+    warm = []
+    for channels, size, k in ((144, 56, 3), (240, 28, 5)):
+        x = _meta(BATCH, channels, size, size, channels_last=True)
+        scale = _meta(channels, dtype=torch.float32)
+        with _catching(warm, f"B0 training warm {channels} ch {k}x{k} {size} px"):
+            bnd._forward(x, _meta(k * k, channels), scale, scale, k, 1, (k // 2, k // 2), (size, size), True,
+                         (*bnd._tiles("bn_depthwise", x, k, 1), 1))
+    warm = [launch for launch in warm if launch.kernel.fn.__name__ == "_dw_forward_kernel"]
+    return _distinct(launches + warm + _inference_sweep_launches())
 
 
 def _inference_sweep_launches() -> list[Launch]:

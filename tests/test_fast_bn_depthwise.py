@@ -61,6 +61,46 @@ def test_weight_gradient_walks_several_images_per_program(monkeypatch, per_progr
 
 
 @needs_triton
+@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [(3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)),
+                                                                  (5, 2, 32, (2, 4, 16, 4)), (3, 1, 32, (4, 4, 16, 4, 1)),
+                                                                  (5, 1, 20, (1, 8, 16, 4, 1))])
+def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride, channels, tiles):
+    """The forward sums its taps as the inference kernel does: tiles whose taps all read inside the map load
+    without masks (without a channel mask too where the channel blocks are whole: 32 channels here, not 20),
+    border tiles test every tap, and a fifth tile value of 1 takes the taps in two phases (stride 1). Both kinds
+    of tile occur on this 14 x 19 map; the output and its statistics are the composite's."""
+    (x, weight, scale, shift), options = _case(torch.float32, True, kernel_size, stride, False,
+                                               shape=(2, channels, 14, 19))
+    taps = weight.flatten(1).t().contiguous()
+    y, mean, var, _ = bnd._forward(x, taps, scale, shift, kernel_size, stride, options["padding"],
+                                   options["output_size"], True, tiles)
+    for value, expected in zip((y, mean, var), bnd.bn_depthwise_reference(x, weight, scale, shift, **options),
+                               strict=True):
+        assert relative_error(value, expected) <= 1e-5
+    if len(tiles) == 5:
+        with pytest.raises(ValueError, match="stride 1"):
+            bnd._forward(x, taps, scale, shift, kernel_size, 2, (0, 0), (7, 10), True, tiles)
+
+
+@needs_triton
+@pytest.mark.parametrize("frozen", ["weight", "input"])
+def test_bn_depthwise_one_gradient_alone(frozen):
+    """Both gradients run the weight gradient first, which writes g for the input gradient; asked for one,
+    the input gradient forms g from dy and y itself, and the weight gradient writes nothing."""
+    (x, weight, scale, shift), options = _case(torch.float32, True, 3, 2, True)
+    grads = {}
+    for function in (bnd.bn_depthwise, bnd.bn_depthwise_reference):
+        x_, weight_ = x.detach().clone(), weight.detach().clone()
+        (weight_ if frozen == "input" else x_).requires_grad_()
+        y, mean, var = function(x_, weight_, scale, shift, **options)
+        torch.manual_seed(5)
+        loss = (y.float() * torch.randn(y.shape)).sum() + (mean * torch.randn(mean.shape)).sum() + var.sum()
+        grads[function] = torch.autograd.grad(loss, [weight_ if frozen == "input" else x_])[0]
+    fused, expected = grads.values()
+    assert relative_error(fused, expected) <= 1e-5
+
+
+@needs_triton
 def test_bn_depthwise_half_precision():
     tensors, options = _case(torch.float16, True, 3, 2, True)
     fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)

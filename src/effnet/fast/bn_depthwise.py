@@ -8,14 +8,15 @@ expansion's *raw* output x with that output's batch norm as an affine map (scale
     mean[c], var[c] over y[:, c]                      (of the stored y, gathered in the conv's epilogue)
 
 Without scale and shift, a is x itself (a block without expansion). The backward takes dy and the
-gradients of mean and var, so the gradient reaching y is g = dy + dmean / n + (2 dvar / n)(y - mean),
-formed as each tile loads (never written). The input gradient gathers g over the taps and, in its
-epilogue, applies the SiLU's and the affine map's derivatives and sums dscale and dshift: da, the
-gradient of the widest tensor of the block, is never written. The weight gradient walks each
-program's band of output rows once (in several images where a band is small: `images_per_program`),
-loading every tap's input for a tile as one (taps, pixels, channels) block and accumulating g * a
-elementwise; it reduces over the pixels once per program (no per-tile reductions or selects, the cost
-of `depthwise_train`'s weight gradient). Per-program sums are added up by PyTorch (deterministic).
+gradients of mean and var, so the gradient reaching y is g = dy + dmean / n + (2 dvar / n)(y - mean).
+The weight gradient runs first: it walks each program's band of output rows once (in several images
+where a band is small: `images_per_program`), forms g as each tile of dy and y loads and writes it (in
+dy's dtype), loads every tap's input for the tile as one (taps, pixels, channels) block and accumulates
+g * a elementwise; it reduces over the pixels once per program (no per-tile reductions or selects, the
+cost of `depthwise_train`'s weight gradient). The input gradient then gathers g over the taps, one load
+a tap (forming g there would load dy and y at every tap), and, in its epilogue, applies the SiLU's and
+the affine map's derivatives and sums dscale and dshift: da, the gradient of the widest tensor of the
+block, is never written. Per-program sums are added up by PyTorch (deterministic).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -34,7 +35,7 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _load_pixels, _multiple, _pixel_tile, _store_pixels, _tap, _tap_weight
+    from effnet.fast.kernels import _depthwise_taps, _load_pixels, _multiple, _pixel_tile, _store_pixels, _tap_weight
 
     @triton.jit
     def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr, ALIGN: tl.constexpr,
@@ -66,23 +67,31 @@ if triton is not None:
     @triton.jit
     def _dw_forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
                            s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                           K: tl.constexpr, STRIDE: tl.constexpr, ALIGN: tl.constexpr,
-                           BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels. Its column
-        # sums and sums of squared deviations from its own column means go to row `pid` of the buffers.
+                           K: tl.constexpr, STRIDE: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr,
+                           WARM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        # One program: a BLOCK_H x BLOCK_W tile of one image's output pixels x BLOCK_C channels, its taps summed
+        # as the inference kernel sums them (`kernels._depthwise_taps`: without masks where every tap reads
+        # inside the map and the tile lies inside the output; with WARM, in two phases). Its column sums and
+        # sums of squared deviations from its own column means go to row `pid` of the buffers.
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
         o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
         n, ho, wo = _pixel_tile(pid, HO, WO, BLOCK_H, BLOCK_W)  # wo, ho: (P,)
+        blocks_w = tl.cdiv(WO, BLOCK_W)
+        left = (pid % blocks_w) * BLOCK_W
+        top = ((pid // blocks_w) % tl.cdiv(HO, BLOCK_H)) * BLOCK_H
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
-        out_ok = (ho < HO) & (wo < WO)
-        acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
-        for kh in tl.static_range(K):
-            for kw in tl.static_range(K):
-                hi, wi, ok = _tap(ho, wo, out_ok, kh, kw, STRIDE, pad_h, pad_w, H, W)
-                a = _load_pixels(a_ptr, n, hi, wi, c, ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
-                acc += a * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+        wo_ok = wo < WO
+        out_ok = (ho < HO) & wo_ok
+        if ((left * STRIDE - pad_w >= 0) & ((left + BLOCK_W - 1) * STRIDE - pad_w + K <= W) & (left + BLOCK_W <= WO)
+                & (top * STRIDE - pad_h >= 0) & ((top + BLOCK_H - 1) * STRIDE - pad_h + K <= H)
+                & (top + BLOCK_H <= HO)):
+            acc = _depthwise_taps(a_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, STRIDE, pad_h, pad_w, H, W, C,
+                                  s_n, s_h, s_w, s_c, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
+        else:
+            acc = _depthwise_taps(a_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, STRIDE, pad_h, pad_w, H, W, C,
+                                  s_n, s_h, s_w, s_c, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
         y = acc.to(y_ptr.dtype.element_ty)
         _store_pixels(y_ptr, y, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c)
         ok = out_ok[:, None] & c_ok[None, :]
@@ -98,14 +107,15 @@ if triton is not None:
                               dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
                               s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                               K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
-                              ALIGN: tl.constexpr,
+                              G_READY: tl.constexpr, ALIGN: tl.constexpr,
                               BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels, all of one parity class
         # (rows ph, ph + STRIDE, ..., columns pw, pw + STRIDE, ...): a tap reaches all of them or none, so a
         # strided conv's input gradient skips the taps that do not line up (3 in 4 of them at stride 2)
         # instead of masking them lane by lane. da gathers g from every output pixel whose window covers
         # them; then dx = da * act'(z) * scale, with z = x * scale + shift. (s_*: the input's strides, shared
-        # by x and dx; o_*: the output's, shared by dy and y.)
+        # by x and dx; o_*: the output's, shared by dy and y.) With G_READY, dy_ptr holds g itself (the weight
+        # gradient wrote it): one load a tap, where forming g loads dy and y.
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
         o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
@@ -129,7 +139,11 @@ if triton is not None:
                     if dw % STRIDE == 0:
                         wo = j + dw // STRIDE
                         ok = h_ok & (wo >= 0) & (wo < WO)
-                        g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c, C)
+                        if G_READY:
+                            g = _load_pixels(dy_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c).to(tl.float32)
+                        else:
+                            g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c,
+                                             C)
                         da += g * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
         dz = da
         if AFFINE:
@@ -146,14 +160,16 @@ if triton is not None:
         _store_pixels(dx_ptr, dz, n, hi, wi, c, in_ok, c_ok, s_n, s_h, s_w, s_c)
 
     @triton.jit
-    def _dw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, H, W, C, HO, WO, pad_h, pad_w, BAND,
-                               N, images_per_program, s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
-                               K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, ALIGN: tl.constexpr,
+    def _dw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, a_ptr, dw_ptr, g_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                               BAND, N, images_per_program, s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
+                               K: tl.constexpr, STRIDE: tl.constexpr, KK: tl.constexpr, WRITE_G: tl.constexpr,
+                               ALIGN: tl.constexpr,
                                BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BAND output rows of each of `images_per_program` images (of N) x BLOCK_C channels, walked
         # in BLOCK_H x BLOCK_W tiles. Per tile, g is loaded once and every tap's input as one (KK, P, BC) block;
         # products accumulate elementwise and are summed over the pixels once, into row `pid` of the
-        # (programs, KK, C) buffer.
+        # (programs, KK, C) buffer. The programs visit every output pixel once: with WRITE_G, each stores its
+        # tiles' g (in dy's dtype, at g_ptr) for the input gradient.
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
         o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
@@ -173,6 +189,8 @@ if triton is not None:
                     ho, wo = h0 + p // BLOCK_W, w0 + p % BLOCK_W  # (P,)
                     out_ok = (ho < HO) & (wo < WO)
                     g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c, C)
+                    if WRITE_G:
+                        _store_pixels(g_ptr, g, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c)
                     hi = ho[None, :] * STRIDE - pad_h + kh[:, None]  # (KK, P)
                     wi = wo[None, :] * STRIDE - pad_w + kw[:, None]
                     ok = tap_ok[:, None] & out_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
@@ -238,15 +256,19 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     out_h, out_w = output_size
     a = _activate(x, scale, shift, act) if scale is not None else x
     y = channels_last_empty(x, (batch, channels, out_h, out_w))
-    block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
+    block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
+    warm = bool(warm and warm[0])
+    if warm and stride != 1:
+        raise ValueError("the warmed depthwise taps are for stride 1")
     blocks_h, blocks_w = triton.cdiv(out_h, block_h), triton.cdiv(out_w, block_w)
     programs = batch * blocks_h * blocks_w
     sums = torch.empty((programs, channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
     _dw_forward_kernel[(programs, triton.cdiv(channels, block_c))](
         a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
-        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=kernels.map_alignment(a, y), BLOCK_H=block_h,
-        BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+        *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=kernels.map_alignment(a, y),
+        EVEN_C=channels % block_c == 0, WARM=warm, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+        **({} if INTERPRET else {"num_warps": warps}))
     counts = bn_stats.block_counts(x.device, _tile_counts, batch, out_h, out_w, block_h, block_w)
     mean, var = bn_stats.merge_moments(sums, m2, counts)
     return y, mean, var, (a if scale is not None else x.new_empty((0,)))
@@ -278,44 +300,63 @@ def _tile_counts(batch: int, out_h: int, out_w: int, block_h: int, block_w: int)
     return (rows[:, None] * columns[None, :]).flatten().repeat(batch)
 
 
+def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, padding, act, g_ready, tiles=None):
+    """(dx, dscale, dshift), the last two empty without scale. With `g_ready`, `dy` is g itself (the weight
+    gradient's `write_g`): the kernel loads one tensor a tap instead of dy and y."""
+    batch, channels, height, width = x.shape
+    out_h, out_w = y.shape[2:]
+    block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
+    # each image's pixels in stride^2 parity classes, each tiled (the kernel's `_pixel_tile`)
+    programs = (batch * stride * stride * triton.cdiv(triton.cdiv(height, stride), block_h)
+                * triton.cdiv(triton.cdiv(width, stride), block_w))
+    dx = channels_last_empty(x, tuple(x.shape))
+    parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
+    _dw_input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+        dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
+        dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
+        *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
+        G_READY=g_ready, ALIGN=kernels.map_alignment(x, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
+        **({} if INTERPRET else {"num_warps": warps}))
+    if scale is None:
+        return dx, *(x.new_empty((0,), dtype=torch.float32) for _ in range(2))
+    return dx, parts[0].sum(0), parts[1].sum(0)
+
+
+def _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, write_g, tiles=None):
+    """(dtaps (k*k, C) float32, g): with `write_g`, g = dy + dmean / n + (2 dvar / n)(y - mean) as the kernel
+    formed it, in dy's dtype and y's layout (for `_input_grad`); else None."""
+    batch, channels, height, width = x.shape
+    out_h, out_w = y.shape[2:]
+    conv_input = a if scale is not None else x
+    band, block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_weight_grad", x, kernel_size, stride)
+    kk = triton.next_power_of_2(kernel_size * kernel_size)
+    bands, channel_blocks = triton.cdiv(out_h, band), triton.cdiv(channels, block_c)
+    per_program = images_per_program(batch, band * out_w, bands * channel_blocks, x.device)
+    programs = triton.cdiv(batch, per_program) * bands
+    parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
+    g = channels_last_empty(y, tuple(y.shape), dy.dtype) if write_g else None
+    _dw_weight_grad_kernel[(programs, channel_blocks)](
+        dy, y, stats, conv_input, parts, g if write_g else dy, height, width, channels, out_h, out_w, padding[0],
+        padding[1], band, batch, per_program, *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride,
+        KK=kk, WRITE_G=write_g, ALIGN=kernels.map_alignment(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w,
+        BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
+    return parts.sum(0)[:kernel_size * kernel_size], g
+
+
 def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act, need_dx, need_dw,
               tiles=None, weight_tiles=None):
     """(dx, dtaps (k*k, C) float32, dscale, dshift), each empty where not asked for or not an input.
-    `stats` (3, C): dmean / n, 2 dvar / n and mean of y. `tiles` and `weight_tiles` override the input
-    and weight gradients' tiles (for the sweep)."""
-    batch, channels, height, width = x.shape
-    out_h, out_w = y.shape[2:]
+    `stats` (3, C): dmean / n, 2 dvar / n and mean of y. Asked for both, the weight gradient runs first and
+    writes g, which the input gradient then reads (a tap's one load instead of two; g rounded to dy's dtype
+    once, as an eager backward rounds each gradient it writes). `tiles` and `weight_tiles` override the
+    input and weight gradients' tiles (for the sweep)."""
     dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
-    if need_dx:
-        block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
-        # each image's pixels in stride^2 parity classes, each tiled (the kernel's `_pixel_tile`)
-        programs = (batch * stride * stride * triton.cdiv(triton.cdiv(height, stride), block_h)
-                    * triton.cdiv(triton.cdiv(width, stride), block_w))
-        dx = channels_last_empty(x, tuple(x.shape))
-        parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
-        _dw_input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
-            dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
-            dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
-            *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
-            ALIGN=kernels.map_alignment(x, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
-            **({} if INTERPRET else {"num_warps": warps}))
-        if scale is not None:
-            dscale, dshift = parts[0].sum(0), parts[1].sum(0)
+    g = None
     if need_dw:
-        conv_input = a if scale is not None else x
-        band, block_h, block_w, block_c, warps = weight_tiles or _tiles("bn_depthwise_weight_grad", x, kernel_size,
-                                                                        stride)
-        kk = triton.next_power_of_2(kernel_size * kernel_size)
-        bands, channel_blocks = triton.cdiv(out_h, band), triton.cdiv(channels, block_c)
-        per_program = images_per_program(batch, band * out_w, bands * channel_blocks, x.device)
-        programs = triton.cdiv(batch, per_program) * bands
-        parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
-        _dw_weight_grad_kernel[(programs, channel_blocks)](
-            dy, y, stats, conv_input, parts, height, width, channels, out_h, out_w, padding[0], padding[1], band,
-            batch, per_program, *_strides(conv_input), *_strides(y), K=kernel_size, STRIDE=stride, KK=kk,
-            ALIGN=kernels.map_alignment(conv_input, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
-            **({} if INTERPRET else {"num_warps": warps}))
-        dtaps = parts.sum(0)[:kernel_size * kernel_size]
+        dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
+    if need_dx:
+        dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
+                                         stride, padding, act, g is not None, tiles)
     return dx, dtaps, dscale, dshift
 
 
