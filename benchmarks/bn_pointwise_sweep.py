@@ -8,7 +8,9 @@ For every distinct 1x1 convolution of an MBConv block (B0 at 224 px, training ba
 it times a training step of that layer, forward and backward, on channels-last activations:
 
 - the fused pass with its default tiles, session 11's (`session11_tiles`) and each sweep configuration,
-  forward, input gradient and weight gradient timed apart. An expansion is `bn_pointwise`
+  forward, input gradient and weight gradient timed apart; for an expansion, also both gradients with the
+  default tiles loading y, as they did before session 14 (now they recompute its tiles:
+  `bn_pointwise._recompute`). An expansion is `bn_pointwise`
   (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
   A projection is `se_projection` (effnet.fast.se_projection), as the fused training MBConv runs it:
   the squeeze-excitation's pool and MLP, then the 1x1 conv applying the depthwise output's batch norm,
@@ -23,9 +25,9 @@ it times a training step of that layer, forward and backward, on channels-last a
 The backward's inputs are dy and the gradients of y's batch mean and variance (what the next batch
 norm hands back). Each row reports the fused passes' effective bandwidth, counting the bytes they must
 move at the least: forward x (twice with an SE: its pool reads x first) + y; input gradient dy, y, x +
-dx; weight gradient dy, y, x. With `--tuning FILE` a configuration that beats the default by 3% plus the
-layer's noise is recorded for its pass (`bn_pointwise`, `bn_pointwise_input_grad`,
-`bn_pointwise_weight_grad`).
+dx; weight gradient dy, y, x (an expansion's gradients, which read no y now, still counted so). With
+`--tuning FILE` a configuration that beats the default by 3% plus the layer's noise is recorded for its
+pass (`bn_pointwise`, `bn_pointwise_input_grad`, `bn_pointwise_weight_grad`).
 """
 from __future__ import annotations
 
@@ -166,6 +168,11 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             passes[op][name] = timer.median(partial(function, tiles[op]))
     for op, function in functions.items():
         passes[op][AGAIN] = timer.median(function)
+    if not normalized:  # an expansion's gradients recompute y's tiles (`bn_pointwise._recompute`); as before, loading y
+        times["dx loading y"] = timer.median(partial(bnp._input_grad, dy, stats, x, y, weight, scale, shift, gate, act,
+                                                     pool=pool, load_y=True))
+        times["dw loading y"] = timer.median(partial(bnp._weight_grad, dy, stats, x, y, weight, scale, shift, gate, act,
+                                                     load_y=True))
     key = dict(in_channels=cin, out_channels=cout, height=height, width=width, normalized=normalized)
     promoted = {}
     for op, op_times in passes.items():
@@ -184,6 +191,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
     note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
         f"; tuned {op}: {name}" for op, name in promoted.items() if name)
+    if "dx loading y" in times:
+        note += f"; loading y: dx {times['dx loading y'] * 1e6:.1f}, dw {times['dw loading y'] * 1e6:.1f} us"
     role = "project" if normalized else "expand"
     print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} {compiled} "
           f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in

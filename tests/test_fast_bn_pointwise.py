@@ -85,6 +85,38 @@ def test_bn_pointwise_with_the_gpu_default_tiles(monkeypatch, channels, out_chan
         assert relative_error(value, expected) <= 1e-5, index
 
 
+@needs_triton
+@pytest.mark.parametrize("block_k, out_channels", [(32, 24), (16, 24), (32, 12)])
+@pytest.mark.parametrize("affine, act, gate", [(False, False, False), (True, True, True), (False, True, False)])
+def test_expansion_gradients_recompute_y(monkeypatch, block_k, out_channels, affine, act, gate):
+    """An expansion (20 -> 24) with all its 20 input channels in one K block of 32: both gradients take y's tiles
+    as the forward's product again (a @ weight.T on the tiles they hold) and never load y. With K blocks of 16,
+    or for a projection (20 -> 12, y the narrow side), they load it. Either way the composite's output and
+    gradients, whatever the input's mode (raw; normalised, activated and gated; activated)."""
+    monkeypatch.setattr(bnp, "_INTERPRET_TILES", (16, 16, block_k, 4, 1))
+    launched = []
+    for name in ("_pw_input_grad_kernel", "_pw_weight_grad_kernel"):
+        monkeypatch.setattr(bnp, name, _Recording(getattr(bnp, name), launched))
+    inputs = _inputs(torch.float32, affine, gate, shape=(2, 20, 5, 6), out_channels=out_channels)
+    fused, reference = _run(bnp.bn_pointwise, inputs, act), _run(bnp.bn_pointwise_reference, inputs, act)
+    for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
+        assert relative_error(value, expected) <= 1e-5, index
+    assert launched == [block_k >= 20 and out_channels > 20] * 2
+
+
+class _Recording:
+    """A Triton kernel whose launches note their RECOMPUTE flag."""
+
+    def __init__(self, kernel, launched: list) -> None:
+        self.kernel, self.launched = kernel, launched
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launched.append(kwargs["RECOMPUTE"])
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
 def test_default_tiles_name_their_pass():
     with pytest.raises(ValueError, match="unknown bn_pointwise pass 'bn_pointwise_backward'"):
         bnp.default_tiles("bn_pointwise_backward", 16, 96, 30)

@@ -17,8 +17,11 @@ Each program block keeps its rows' sum and sum of squared deviations from its ow
 suffer the cancellation of E[y^2] - E[y]^2. The backward takes dy and the gradients of mean and var
 (which autograd brings back from whatever the next layer made of them: `bn_stats.batch_norm_train`),
 so the gradient reaching y is
-dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. With `a` recomputed from x as it
-is loaded, it computes dweight in one pass split over the rows into a few chunks per tile of dweight
+dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. An expansion's y is the block's
+widest tensor and its input the narrowest: where all its input channels fit one K block, both gradients
+recompute y's tiles as the forward made them (a @ weight.T, on the tiles of a and the weight they hold,
+on tensor cores the pass leaves idle) instead of reading y (`_recompute`): each reads one wide tensor,
+dy, not two. With `a` recomputed from x as it is loaded, it computes dweight in one pass split over the rows into a few chunks per tile of dweight
 (which gives dgate too: per image, the sum over the output channels of weight * (g.T @ s), with s the
 activation before the gate) and dx in another whose epilogue applies the SiLU's and the affine map's
 derivatives and sums dscale and dshift, so the wide `da` is never written either. Sums are per
@@ -131,6 +134,13 @@ def _flags(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, ga
                 ALIGN=kernels.alignment(x.stride(3), weight.shape[0], weight.stride(0)))
 
 
+def _recompute(x: torch.Tensor, weight: torch.Tensor, block_k: int) -> bool:
+    """Whether the gradients take y's tiles as the forward's product again instead of loading y: for an
+    expansion (y the wide side, x the narrow one) whose input channels fit one K block, where the product
+    costs a tensor-core pass over tiles already loaded and saves reading the widest tensor of each pass."""
+    return x.shape[1] <= block_k and weight.shape[0] > x.shape[1]
+
+
 def _images(batch: int, pixels: int, per_image: bool) -> tuple[int, int]:
     """(images, pixels per image) as the kernels' row blocks see the batch: its images when something is
     per image (the SE gate, its pool's gradient), else ONE image of all the rows, so that a block may
@@ -217,10 +227,11 @@ def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int) -> int:
     return max(1, min(triton.cdiv(programs, tiles), rows // _MIN_ROWS))
 
 
-def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
+def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, load_y=False):
     """(dweight (out, in) float32, dgate (N, in) float32 or empty without a gate): one pass split over the
     rows (`weight_grad_split`), its chunks' partial sums added by PyTorch. `stats` as in `_backward`;
-    `tiles` as `_forward`'s, for this pass."""
+    `tiles` as `_forward`'s, for this pass; `load_y` loads y where `_recompute` would recompute it (for the
+    sweep)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
@@ -237,17 +248,19 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None):
         g, yv, stats, a, scale if scale is not None else stats, shift if shift is not None else stats,
         gate if gate is not None else stats, weight, parts, dgate, out_channels, channels, images, pixels,
         rows_per_program, images_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1),
-        weight.stride(0), weight.stride(1), **_flags(x, weight, scale, gate, act), BLOCK_N=block_n, BLOCK_K=block_k,
-        BLOCK_M=block_m, **options)
+        weight.stride(0), weight.stride(1), **_flags(x, weight, scale, gate, act),
+        RECOMPUTE=_recompute(x, weight, block_k) and not load_y, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m,
+        **options)
     if gate is not None:
         dgate = dgate.view(blocks_n, batch, pieces, channels).sum((0, 2))
     return parts.sum(0), dgate
 
 
-def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None):
+def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None, load_y=False):
     """(dx, dscale, dshift float32, empty without scale). `pool` (N, in) float32, if given, is added to
     the gradient of the (gated) activation's input s at every pixel of its image: the gradient an average
-    pool of s passes on (`se_projection`). `stats` as in `_backward`; `tiles` as `_forward`'s, for this pass."""
+    pool of s passes on (`se_projection`). `stats` as in `_backward`; `tiles` as `_forward`'s, for this pass;
+    `load_y` as in `_weight_grad`."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
     images, pixels = _images(batch, height * width, gate is not None or pool is not None)
@@ -265,7 +278,8 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
         g, yv, stats, weight, a, or_stats(scale), or_stats(shift), or_stats(gate), or_stats(pool),
         dxv, parts[0], parts[1], images * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
         weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, weight, scale, gate, act),
-        POOL=pool is not None, BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n, **options)
+        POOL=pool is not None, RECOMPUTE=_recompute(x, weight, block_k) and not load_y, BLOCK_M=block_m,
+        BLOCK_K=block_k, BLOCK_N=block_n, **options)
     if scale is None:
         return dx, stats.new_empty((0,)), stats.new_empty((0,))
     return dx, parts[0].sum(0), parts[1].sum(0)

@@ -47,13 +47,18 @@ if triton is not None:
         return pid_m, image, rm, m_ok, c, c < C
 
     @triton.jit
-    def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N):
+    def _grad_tile(dy_ptr, y_ptr, stats_ptr, rows, cols, ok, cols_ok, s_m, s_n, N, y_again,
+                   RECOMPUTE: tl.constexpr):
         """g = dy + dmean / n + (2 dvar / n) (y - mean) for a (rows, cols) tile: the gradient reaching
         the raw output y, float32, 0 where masked. `stats_ptr` holds the rows dmean / n, 2 dvar / n
-        and mean, N each."""
+        and mean, N each. With RECOMPUTE, y is not loaded: `y_again` (rows, cols) float32 is the forward's
+        product recomputed from its input tile (before its rounding to y's dtype)."""
         offsets = rows[:, None] * s_m + cols[None, :] * s_n
         dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
-        y = tl.load(y_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        if RECOMPUTE:
+            y = y_again
+        else:
+            y = tl.load(y_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
         dmean = tl.load(stats_ptr + cols, mask=cols_ok, other=0.0)
         dvar = tl.load(stats_ptr + N + cols, mask=cols_ok, other=0.0)
         mean = tl.load(stats_ptr + 2 * N + cols, mask=cols_ok, other=0.0)
@@ -97,26 +102,36 @@ if triton is not None:
                               dx_ptr, dscale_ptr, dshift_ptr,
                               M, N, K, pixels, s_ym, s_yn, s_wn, s_wk, s_xm, s_xk,
                               AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, POOL: tl.constexpr,
-                              IEEE: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                              BLOCK_N: tl.constexpr):
+                              RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, ALIGN: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
         # One program: BLOCK_M rows (pixels of ONE image, as `bn_pointwise._images` counts them) x BLOCK_K
         # input channels; da = g @ weight over all N output channels, then the prologue's derivatives in the
         # epilogue. dy and y share strides (both are (M, N) channels-last views), as do x and dx. With POOL,
         # `pool_ptr` (images, K) holds the gradient that an average pool of the activation s passes to each
-        # of its pixels.
+        # of its pixels. With RECOMPUTE (an expansion's K input channels all in this program's block), y is
+        # never loaded: each (BM, BN) tile of it is the forward's product again, a @ weight.T on the tiles here.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`bn_pointwise._flags`)
         pid_m, image, rm, m_ok, k, k_ok = _row_tile(tl.program_id(0), pixels, M, K, BLOCK_M, BLOCK_K)
+        ok = m_ok[:, None] & k_ok[None, :]
+        a = 0
+        if RECOMPUTE:  # the forward's operand, rounded as it took it
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+            a, _, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
+            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
         da = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
         for n0 in range(0, N, BLOCK_N):
             rn = n0 + tl.arange(0, BLOCK_N)
             n_ok = rn < N
-            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
-                           s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN)
             w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk,
                         mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # (BN, BK)
+            y_again = 0.0
+            if RECOMPUTE:
+                y_again = _dot(a, tl.trans(w), IEEE)  # (BM, BN)
+            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                           s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN)
             da += _dot(g, w, IEEE)
-        ok = m_ok[:, None] & k_ok[None, :]
+        # (loaded again with RECOMPUTE: its tile is narrow, and z and sig held across the loop cost registers)
         x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
         _, _, z, sig = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
         ds = da
@@ -137,22 +152,28 @@ if triton is not None:
     @triton.jit
     def _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok, k, k_ok,
                      image, start, end, N, K, s_ym, s_yn, s_xm, s_xk, AFFINE: tl.constexpr, ACT: tl.constexpr,
-                     GATE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                     GATE: tl.constexpr, RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_K: tl.constexpr):
         """acc + g.T @ a over the rows [start, end) (all of image `image` with GATE), for output channels rn
         (BN,) and input channels k (BK,), and with GATE the gate's gradient over those rows, (BK,) float32:
-        the sum of da * s, with da = g @ w (this program's BN output channels: the host adds the blocks up)."""
+        the sum of da * s, with da = g @ w (this program's BN output channels: the host adds the blocks up).
+        With RECOMPUTE (k spans all K input channels), y's tile is a @ w.T again, not loaded."""
         dgate = tl.zeros([BLOCK_K], dtype=tl.float32)
         for m0 in range(start, end, BLOCK_M):
             rm = m0 + tl.arange(0, BLOCK_M)
             m_ok = rm < end
-            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
-                           s_ym, s_yn, N).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked rows
             ok = m_ok[:, None] & k_ok[None, :]
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
                         other=0.0)  # (BM, BK)
             a, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
             # `a` rounded to the operand type, as the forward's product took it.
-            acc += _dot(tl.trans(g), tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
+            y_again = 0.0
+            if RECOMPUTE:
+                y_again = _dot(a, tl.trans(w), IEEE)  # (BM, BN)
+            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                           s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked
+            acc += _dot(tl.trans(g), a, IEEE)
             if GATE:
                 dgate += tl.sum(_dot(g, w, IEEE) * s, axis=0)
         return acc, dgate
@@ -161,8 +182,8 @@ if triton is not None:
     def _pw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, parts_ptr,
                                dgate_ptr, N, K, images, pixels, rows_per_program, images_per_program,
                                s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
-                               AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, IEEE: tl.constexpr,
-                               ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                               AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, RECOMPUTE: tl.constexpr,
+                               IEEE: tl.constexpr, ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                                BLOCK_M: tl.constexpr):
         # dweight (N, K) = g.T @ a, split over the rows (`bn_pointwise.weight_grad_split`): program (tile, chunk) takes
         # `images_per_program` whole images or, when that is 1, `rows_per_program` rows of one image (each image
@@ -171,7 +192,8 @@ if triton is not None:
         # Without GATE the host passes the batch as ONE image of all the rows. With GATE, each image's share
         # of dgate (the sum over its pixels of da * s, da's output channels limited to this program's) goes to
         # row (pid_n, image * pieces + piece) of dgate_ptr: a second product per row tile, g @ weight, on the
-        # tiles already loaded (the tensor cores idle in this memory-bound pass).
+        # tiles already loaded (the tensor cores idle in this memory-bound pass). With RECOMPUTE (one block of
+        # K), y's tiles are recomputed from a and the weight tile, the same way, instead of loaded.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`bn_pointwise._flags`)
         pid = tl.program_id(0)
@@ -185,19 +207,22 @@ if triton is not None:
         pieces = tl.cdiv(pixels, rows_per_program)
         first, piece = (chunk // pieces) * images_per_program, chunk % pieces
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-        if GATE:
+        w = 0
+        if GATE or RECOMPUTE:
             w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk,
                         mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # (BN, BK), in the operand type
+        if GATE:
             for image in range(first, tl.minimum(first + images_per_program, images)):
                 start = image * pixels + piece * rows_per_program
                 acc, dgate = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w,
                                           rn, n_ok, k, k_ok, image, start,
                                           tl.minimum(start + rows_per_program, (image + 1) * pixels), N, K,
-                                          s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, IEEE, BLOCK_M, BLOCK_K)
+                                          s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M,
+                                          BLOCK_K)
                 tl.store(dgate_ptr + ((pid_n * images + image) * pieces + piece) * K + k, dgate, mask=k_ok)
         else:
             start = piece * rows_per_program
-            acc, _ = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, 0, rn, n_ok,
+            acc, _ = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok,
                                   k, k_ok, 0, start, tl.minimum(start + rows_per_program, pixels), N, K,
-                                  s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, IEEE, BLOCK_M, BLOCK_K)
+                                  s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M, BLOCK_K)
         tl.store(parts_ptr + (chunk * N + rn[:, None]) * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
