@@ -11,9 +11,10 @@ output with that output's batch norm and SiLU to apply:
 - `bn_depthwise` (effnet.fast.bn_depthwise): its forward (the activation pass and the conv with the
   output's statistics), weight gradient (which writes g, the gradient reaching the raw output) and input
   gradient (reading g, with the activation's backward), each with its default tiles and each sweep
-  configuration, timed apart; on stride-1 layers the forward with its default tiles and its taps warmed
-  (`kernels._depthwise_taps`, WARM: a fifth tile value of 1); and, as column "dx dy,y", the input gradient
-  forming g from dy and y at every tap itself, as it did before session 14 (default tiles).
+  configuration, timed apart; on stride-1 layers the forward and the input gradient with their default
+  tiles and their taps warmed (`kernels._depthwise_taps`, WARM: a fifth tile value of 1); and, as column
+  "dx dy,y", the input gradient forming g from dy and y at every tap itself, as it did before session 14
+  (default tiles).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -122,14 +123,18 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         passes["bn_depthwise"][name] = timer.median(partial(forward, tiles))
         passes["bn_depthwise_input_grad"][name] = timer.median(partial(input_grad, tiles))
         passes["bn_depthwise_weight_grad"][name] = timer.median(partial(weight_grad, weight_tiles))
-    warm = {}  # the forward with its taps in two phases (`kernels._depthwise_taps`, WARM): stride 1 only
-    if stride == 1:
-        tiles = (*bnd._tiles("bn_depthwise", x, k, stride)[:4], 1)
-        name = f"{tiles} warm"
+    # The forward and the input gradient with their taps in two phases (`kernels._depthwise_taps`, WARM): stride 1
+    warm = {op: {} for op in passes}
+    for op, function, outputs in (("bn_depthwise", forward, slice(0, 3)), ("bn_depthwise_input_grad", input_grad,
+                                                                            slice(3, 4))):
+        if stride != 1:
+            break
+        tiles = (*bnd._tiles(op, x, k, stride)[:4], 1)
+        name = f"{tiles} warm" + ("" if op == "bn_depthwise" else " dx")
         try:
-            errors[name] = max(relative_error(a_.float(), b_) for a_, b_ in zip(forward(tiles)[:3], expected))
-            passes["bn_depthwise"][name] = timer.median(partial(forward, tiles))
-            warm[name] = ("tiled", tiles, {})
+            errors[name] = max(relative_error(a_.float(), b_) for a_, b_ in zip(function(tiles)[:3], expected[outputs]))
+            passes[op][name] = timer.median(partial(function, tiles))
+            warm[op][name] = ("tiled", tiles, {})
         except OutOfResources:
             skipped.append(name)
     for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
@@ -140,8 +145,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     for op, op_times in passes.items():
         index = 1 if op == "bn_depthwise_weight_grad" else 0
         choices = {name: ("tiled", pair[index], {}) for name, pair in configs.items() if pair[index] is not None}
-        if op == "bn_depthwise":
-            choices.update(warm)
+        choices.update(warm[op])
         promoted[op] = promote(args.tuning, op, key, choices, op_times, errors, bound, device)
     times["fused"] = sum(op_times["default"] for op_times in passes.values())
     times["fused best"] = sum(min(t for n, t in op_times.items() if n != AGAIN) for op_times in passes.values())

@@ -244,8 +244,8 @@ def _launches(models: tuple[str, ...] = MODELS) -> list[Launch]:
 
 def _sweep_launches() -> list[Launch]:
     """Every tile set `bn_pointwise_sweep.py` tries, on a B0 expansion (40 -> 240, 28 px) and a gated
-    projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward with its taps
-    warmed on two of B0's stride-1 layers; and `_inference_sweep_launches`."""
+    projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward and input
+    gradient with their taps warmed on two of B0's stride-1 layers; and `_inference_sweep_launches`."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bn_pointwise_sweep import SWEEP
 
@@ -267,15 +267,18 @@ def _sweep_launches() -> list[Launch]:
                 with _catching(launches, f"sweep {role} {tiles}"):
                     passes[op](tiles)
     launches = [launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")]
-    # the training depthwise forward with its taps warmed, as `bn_depthwise_sweep.py` tries it on stride-1 layers
+    # the training depthwise forward and input gradient with their taps warmed, as `bn_depthwise_sweep.py` tries
+    # them on stride-1 layers
     warm = []
     for channels, size, k in ((144, 56, 3), (240, 28, 5)):
         x = _meta(BATCH, channels, size, size, channels_last=True)
-        scale = _meta(channels, dtype=torch.float32)
+        scale, taps, padding = _meta(channels, dtype=torch.float32), _meta(k * k, channels), (k // 2, k // 2)
         with _catching(warm, f"B0 training warm {channels} ch {k}x{k} {size} px"):
-            bnd._forward(x, _meta(k * k, channels), scale, scale, k, 1, (k // 2, k // 2), (size, size), True,
+            bnd._forward(x, taps, scale, scale, k, 1, padding, (size, size), True,
                          (*bnd._tiles("bn_depthwise", x, k, 1), 1))
-    warm = [launch for launch in warm if launch.kernel.fn.__name__ == "_dw_forward_kernel"]
+            bnd._input_grad(x, _meta(3, channels, dtype=torch.float32), x, x, taps, scale, scale, k, 1, padding,
+                            True, True, (*bnd._tiles("bn_depthwise_input_grad", x, k, 1), 1))
+    warm = [launch for launch in warm if launch.kernel.fn.__name__ in ("_dw_forward_kernel", "_dw_input_grad_kernel")]
     return _distinct(launches + warm + _inference_sweep_launches())
 
 

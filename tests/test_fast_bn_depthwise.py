@@ -83,6 +83,35 @@ def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride
 
 
 @needs_triton
+@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [(3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)),
+                                                                  (5, 1, 32, (2, 4, 16, 4, 1)), (3, 2, 32, (2, 4, 16, 4)),
+                                                                  (3, 1, 20, (4, 4, 16, 4, 1))])
+def test_bn_depthwise_input_gradient_at_stride_1_is_the_flipped_conv_of_g(monkeypatch, kernel_size, stride, channels,
+                                                                          tiles):
+    """At stride 1 the input gradient convolves the written g by the flipped kernel with the forward's taps:
+    interior tiles of this 14 x 19 map unmasked (no channel mask either with 32 channels), border tiles masked,
+    the taps warmed in two phases with a fifth tile value of 1; at stride 2 it walks its parity classes. All
+    four gradients are the composite's."""
+    monkeypatch.setattr(bnd, "_tiles", lambda op, x, k, s: tiles if op != "bn_depthwise_weight_grad"
+                        else (4, 2, 4, 16, 4))
+    tensors, options = _case(torch.float32, True, kernel_size, stride, False, shape=(2, channels, 14, 19))
+    fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)
+    for name, value, expected in zip(["y", "mean", "var", "dx", "dweight", "dscale", "dshift"], fused, reference,
+                                     strict=True):
+        assert relative_error(value, expected) <= 1e-5, name
+
+
+@needs_triton
+def test_bn_depthwise_input_gradient_warms_its_taps_at_stride_1_only():
+    (x, weight, scale, shift), options = _case(torch.float32, True, 3, 2, False)
+    taps = weight.flatten(1).t().contiguous()
+    y, mean, _, _ = bnd._forward(x, taps, scale, shift, 3, 2, options["padding"], options["output_size"], True)
+    stats = torch.zeros(3, x.shape[1])
+    with pytest.raises(ValueError, match="stride 1"):
+        bnd._input_grad(y, stats, x, y, taps, scale, shift, 3, 2, options["padding"], True, True, (4, 8, 16, 4, 1))
+
+
+@needs_triton
 @pytest.mark.parametrize("frozen", ["weight", "input"])
 def test_bn_depthwise_one_gradient_alone(frozen):
     """Both gradients run the weight gradient first, which writes g for the input gradient; asked for one,

@@ -107,7 +107,7 @@ if triton is not None:
                               dscale_ptr, dshift_ptr, H, W, C, HO, WO, pad_h, pad_w,
                               s_n, s_h, s_w, s_c, o_n, o_h, o_w, o_c,
                               K: tl.constexpr, STRIDE: tl.constexpr, AFFINE: tl.constexpr, ACT: tl.constexpr,
-                              G_READY: tl.constexpr, ALIGN: tl.constexpr,
+                              G_READY: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr, WARM: tl.constexpr,
                               BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BLOCK_H x BLOCK_W input pixels of one image x BLOCK_C channels, all of one parity class
         # (rows ph, ph + STRIDE, ..., columns pw, pw + STRIDE, ...): a tap reaches all of them or none, so a
@@ -115,7 +115,10 @@ if triton is not None:
         # instead of masking them lane by lane. da gathers g from every output pixel whose window covers
         # them; then dx = da * act'(z) * scale, with z = x * scale + shift. (s_*: the input's strides, shared
         # by x and dx; o_*: the output's, shared by dy and y.) With G_READY, dy_ptr holds g itself (the weight
-        # gradient wrote it): one load a tap, where forming g loads dy and y.
+        # gradient wrote it): one load a tap, where forming g loads dy and y. At stride 1 that makes da the conv
+        # of g by the flipped kernel, padded k - 1 - pad: the forward's taps (`kernels._depthwise_taps`: no masks
+        # where every tap reads inside g and the tile lies inside the map, the channel mask gone with EVEN_C,
+        # WARM's two phases).
         C, s_n, s_h, s_w = _multiple(C, ALIGN), _multiple(s_n, ALIGN), _multiple(s_h, ALIGN), _multiple(s_w, ALIGN)
         o_n, o_h, o_w = _multiple(o_n, ALIGN), _multiple(o_h, ALIGN), _multiple(o_w, ALIGN)  # (`kernels.map_alignment`)
         pid = tl.program_id(0)
@@ -126,25 +129,38 @@ if triton is not None:
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
         in_ok = (hi < H) & (wi < W)
-        da = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
-        # Loops the compiler does not unroll: unrolled, it hoists every tap's two loads and runs out of
-        # registers (255 and 1.4 kB spilled for 5 x 5 taps, compile_check.py).
-        for kh in range(K):
-            dh = ph + pad_h - kh  # hi + pad_h - kh = ho * STRIDE where the tap lines up
-            if dh % STRIDE == 0:
-                ho = i + dh // STRIDE
-                h_ok = in_ok & (ho >= 0) & (ho < HO)
-                for kw in range(K):
-                    dw = pw + pad_w - kw
-                    if dw % STRIDE == 0:
-                        wo = j + dw // STRIDE
-                        ok = h_ok & (wo >= 0) & (wo < WO)
-                        if G_READY:
-                            g = _load_pixels(dy_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c).to(tl.float32)
-                        else:
-                            g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c,
-                                             C)
-                        da += g * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
+        if (STRIDE == 1) & G_READY:
+            blocks_w = tl.cdiv(W, BLOCK_W)
+            left = (pid % blocks_w) * BLOCK_W
+            top = ((pid // blocks_w) % tl.cdiv(H, BLOCK_H)) * BLOCK_H
+            flip_h, flip_w = K - 1 - pad_h, K - 1 - pad_w
+            if ((left - flip_w >= 0) & (left + BLOCK_W - 1 - flip_w + K <= WO) & (left + BLOCK_W <= W)
+                    & (top - flip_h >= 0) & (top + BLOCK_H - 1 - flip_h + K <= HO) & (top + BLOCK_H <= H)):
+                da = _depthwise_taps(dy_ptr, w_ptr, n, hi, wi, wi < W, c, c_ok, 1, flip_h, flip_w, HO, WO, C,
+                                     o_n, o_h, o_w, o_c, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, True)
+            else:
+                da = _depthwise_taps(dy_ptr, w_ptr, n, hi, wi, wi < W, c, c_ok, 1, flip_h, flip_w, HO, WO, C,
+                                     o_n, o_h, o_w, o_c, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, True)
+        else:
+            da = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
+            # Loops the compiler does not unroll: unrolled, it hoists every tap's two loads and runs out of
+            # registers (255 and 1.4 kB spilled for 5 x 5 taps, compile_check.py).
+            for kh in range(K):
+                dh = ph + pad_h - kh  # hi + pad_h - kh = ho * STRIDE where the tap lines up
+                if dh % STRIDE == 0:
+                    ho = i + dh // STRIDE
+                    h_ok = in_ok & (ho >= 0) & (ho < HO)
+                    for kw in range(K):
+                        dw = pw + pad_w - kw
+                        if dw % STRIDE == 0:
+                            wo = j + dw // STRIDE
+                            ok = h_ok & (wo >= 0) & (wo < WO)
+                            if G_READY:
+                                g = _load_pixels(dy_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w, o_c).to(tl.float32)
+                            else:
+                                g = _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, ho, wo, c, ok, c_ok, o_n, o_h, o_w,
+                                                 o_c, C)
+                            da += g * _tap_weight(w_ptr, kh, kw, c, c_ok, C, K)[None, :]
         dz = da
         if AFFINE:
             x = _load_pixels(x_ptr, n, hi, wi, c, in_ok, c_ok, s_n, s_h, s_w, s_c).to(tl.float32)
@@ -209,7 +225,8 @@ _INTERPRET_WEIGHT_TILES = (16, 8, 16, 64, 4)  # (BAND, BLOCK_H, BLOCK_W, BLOCK_C
 
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
     """The tuning file's tiles for this layer shape and pass, else the defaults (first guesses, untimed):
-    `bn_depthwise` and `bn_depthwise_input_grad` take (BLOCK_H, BLOCK_W, BLOCK_C, num_warps), the
+    `bn_depthwise` and `bn_depthwise_input_grad` take (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, warm]: a fifth
+    value of 1 takes a stride-1 conv's taps in two phases, `kernels._depthwise_taps`), the
     inference kernel's tiles by default (8 x 8 pixels for 3 x 3, one row of 16 for 5 x 5, where 8 x 8
     spills registers in the input gradient); `bn_depthwise_weight_grad` takes (BAND, BLOCK_H, BLOCK_W,
     BLOCK_C, num_warps), where the (taps, pixels, channels) accumulator holds KK x P x BC floats, so
@@ -305,7 +322,10 @@ def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, paddin
     gradient's `write_g`): the kernel loads one tensor a tap instead of dy and y."""
     batch, channels, height, width = x.shape
     out_h, out_w = y.shape[2:]
-    block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
+    block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
+    warm = bool(warm and warm[0])
+    if warm and not (stride == 1 and g_ready):
+        raise ValueError("the warmed depthwise taps are for stride 1 (and the input gradient's, for a written g)")
     # each image's pixels in stride^2 parity classes, each tiled (the kernel's `_pixel_tile`)
     programs = (batch * stride * stride * triton.cdiv(triton.cdiv(height, stride), block_h)
                 * triton.cdiv(triton.cdiv(width, stride), block_w))
@@ -315,8 +335,8 @@ def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, paddin
         dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
         dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
         *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
-        G_READY=g_ready, ALIGN=kernels.map_alignment(x, y), BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
-        **({} if INTERPRET else {"num_warps": warps}))
+        G_READY=g_ready, ALIGN=kernels.map_alignment(x, y), EVEN_C=channels % block_c == 0, WARM=warm,
+        BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
     if scale is None:
         return dx, *(x.new_empty((0,), dtype=torch.float32) for _ in range(2))
     return dx, parts[0].sum(0), parts[1].sum(0)

@@ -21,8 +21,8 @@ dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. An expansio
 widest tensor and its input the narrowest: where all its input channels fit one K block, both gradients
 recompute y's tiles as the forward made them (a @ weight.T, on the tiles of a and the weight they hold,
 on tensor cores the pass leaves idle) instead of reading y (`_recompute`): each reads one wide tensor,
-dy, not two. With `a` recomputed from x as it is loaded, it computes dweight in one pass split over the rows into a few chunks per tile of dweight
-(which gives dgate too: per image, the sum over the output channels of weight * (g.T @ s), with s the
+dy, not two. With `a` recomputed from x as it is loaded, it computes dweight in one pass split over the
+rows into a few chunks per tile of dweight (which gives dgate too: per image, the sum over the output channels of weight * (g.T @ s), with s the
 activation before the gate) and dx in another whose epilogue applies the SiLU's and the affine map's
 derivatives and sums dscale and dshift, so the wide `da` is never written either. Sums are per
 program, added up by PyTorch afterwards (exact order: deterministic, no atomics). The weight

@@ -159,7 +159,8 @@ if triton is not None:
     @triton.jit
     def _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C, sxn, sxh, sxw, sxc,
                         K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr, WARM: tl.constexpr,
-                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                        FLIP: tl.constexpr = False):
         """The k x k depthwise sums (P, BC) float32 at output pixels (ho, wo) (P,) of image n, channels c.
         MASKED tests every tap's pixels against the image (zero padding); without it the caller knows they lie
         inside, and with EVEN_C every channel of the block is real: the loads take no mask, so the compiler
@@ -170,7 +171,10 @@ if triton is not None:
         together cover the tile's whole input halo (the corners of a 2-D tile, the two ends of every row of a
         one-row tile), then the rest, whose loads then find their lines in L1. Without it every tap's load is
         issued before the first returns and most of them go to L2 (run 3: L1 hit rate 33%, L2 throughput 68%,
-        DRAM 28%): the input crosses L2 about k² times. The sums are the same, added in another order."""
+        DRAM 28%): the input crosses L2 about k² times. The sums are the same, added in another order.
+
+        FLIP takes tap (kh, kw)'s weight from row (k - 1 - kh, k - 1 - kw): the conv by the flipped kernel, as
+        the input gradient of a stride-1 conv convolves the output gradient (`bn_depthwise`)."""
         acc = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
         for phase in tl.static_range(2 if WARM else 1):
             for kh in tl.static_range(K):
@@ -185,10 +189,11 @@ if triton is not None:
                             x = tl.load(pointers)
                         else:
                             x = tl.load(pointers, mask=c_ok[None, :], other=0.0)
+                        row = K * K - 1 - (kh * K + kw) if FLIP else kh * K + kw
                         if EVEN_C:
-                            w = tl.load(w_ptr + (kh * K + kw) * C + c)  # (BC,)
+                            w = tl.load(w_ptr + row * C + c)  # (BC,)
                         else:
-                            w = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0)
+                            w = tl.load(w_ptr + row * C + c, mask=c_ok, other=0.0)
                         acc += x.to(tl.float32) * w.to(tl.float32)[None, :]
             if WARM and phase == 0:
                 tl.debug_barrier()  # the first phase's products, hence its loads, are done: its lines are in L1

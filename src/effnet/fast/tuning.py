@@ -55,7 +55,7 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), 
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
-                ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4,),
+                ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,)}
 
 
@@ -111,7 +111,7 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
-        warm_at = {"depthwise": 5, "bn_depthwise": 4}.get(op)
+        warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
         if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
                               "stride 1 only")
