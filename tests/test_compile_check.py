@@ -39,9 +39,15 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     # multiprocessor (the weight gradients' 200-odd registers) then leaves the memory idle while it multiplies.
     assert not [line for line in lines if "copies wait" in line]
     assert any("bn_pointwise_kernels _pw_weight_grad_kernel" in line and "copies overlap" in line for line in lines)
-    # The bf16 inference kernels take their SiLU on the tanh instruction (one special-function op a value, not
-    # two); the training kernels keep exp and the division (their backward needs the sigmoid itself).
+    # The bf16 kernels take their SiLU's sigmoid on the tanh instruction (one special-function op a value, not
+    # exp and a division): the inference kernels, and since session 14 the training kernels' (whose backward
+    # takes the same sigmoid for the derivative), the activation pass, the SE pool and the projection's passes.
     for kernel in ("_stem_kernel", "kernels _depthwise_kernel", "kernels _pointwise_kernel (efficientnet_b0 "
-                   "inference block 2)", "_streaming_kernel"):
+                   "inference block 2)", "_streaming_kernel", "_se_pool_kernel", "_dw_activate_kernel",
+                   "_pw_forward_kernel (efficientnet_b0 block 1 projection)",
+                   "_pw_input_grad_kernel (efficientnet_b0 block 1 projection)",
+                   "_pw_weight_grad_kernel (efficientnet_b0 block 1 projection)",
+                   "_dw_input_grad_kernel (efficientnet_b0 block 1, k3 s2)"):
         assert any(kernel in line and "tanh SiLU" in line for line in lines), kernel
-    assert not [line for line in lines if line.startswith("ok   bn_") and "tanh SiLU" in line]
+    # ... and only where there is a SiLU: not in an expansion (its input is the block's, raw).
+    assert not [line for line in lines if "expansion)" in line and "tanh SiLU" in line]

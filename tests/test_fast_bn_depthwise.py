@@ -61,9 +61,9 @@ def test_weight_gradient_walks_several_images_per_program(monkeypatch, per_progr
 
 
 @needs_triton
-@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [(3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)),
-                                                                  (5, 2, 32, (2, 4, 16, 4)), (3, 1, 32, (4, 4, 16, 4, 1)),
-                                                                  (5, 1, 20, (1, 8, 16, 4, 1))])
+@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [
+    (3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)), (5, 2, 32, (2, 4, 16, 4)), (3, 1, 32, (4, 4, 16, 4, 1)),
+    (5, 1, 20, (1, 8, 16, 4, 1))])
 def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride, channels, tiles):
     """The forward sums its taps as the inference kernel does: tiles whose taps all read inside the map load
     without masks (without a channel mask too where the channel blocks are whole: 32 channels here, not 20),
@@ -83,9 +83,9 @@ def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride
 
 
 @needs_triton
-@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [(3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)),
-                                                                  (5, 1, 32, (2, 4, 16, 4, 1)), (3, 2, 32, (2, 4, 16, 4)),
-                                                                  (3, 1, 20, (4, 4, 16, 4, 1))])
+@pytest.mark.parametrize("kernel_size, stride, channels, tiles", [
+    (3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)), (5, 1, 32, (2, 4, 16, 4, 1)), (3, 2, 32, (2, 4, 16, 4)),
+    (3, 1, 20, (4, 4, 16, 4, 1))])
 def test_bn_depthwise_input_gradient_at_stride_1_is_the_flipped_conv_of_g(monkeypatch, kernel_size, stride, channels,
                                                                           tiles):
     """At stride 1 the input gradient convolves the written g by the flipped kernel with the forward's taps:

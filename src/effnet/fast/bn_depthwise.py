@@ -35,7 +35,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _depthwise_taps, _load_pixels, _multiple, _pixel_tile, _store_pixels, _tap_weight
+    from effnet.fast.kernels import (_depthwise_taps, _load_pixels, _multiple, _pixel_tile, _sigmoid, _store_pixels,
+                                     _tap_weight)
 
     @triton.jit
     def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr, ALIGN: tl.constexpr,
@@ -50,7 +51,7 @@ if triton is not None:
         z = x * tl.load(scale_ptr + c, mask=c_ok, other=0.0)[None, :] + tl.load(shift_ptr + c, mask=c_ok,
                                                                                 other=0.0)[None, :]
         if ACT:
-            z = z * tl.sigmoid(z)
+            z = z * _sigmoid(z, ACT)
         tl.store(a_ptr + rm[:, None] * C + c[None, :], z.to(a_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
@@ -167,7 +168,7 @@ if triton is not None:
             scale = tl.load(scale_ptr + c, mask=c_ok, other=0.0)
             if ACT:
                 z = x * scale[None, :] + tl.load(shift_ptr + c, mask=c_ok, other=0.0)[None, :]
-                sig = tl.sigmoid(z)
+                sig = _sigmoid(z, ACT)
                 dz = da * (sig * (1.0 + z * (1.0 - sig)))
             dz = tl.where(in_ok[:, None] & c_ok[None, :], dz, 0.0)
             tl.store(dscale_ptr + pid * C + c, tl.sum(dz * x, axis=0), mask=c_ok)
@@ -257,8 +258,8 @@ def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bo
     rows, channels = x.numel() // x.shape[1], x.shape[1]
     block_m, block_c = _activate_tiles(channels)
     _dw_activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
-        x, scale, shift, a, rows, channels, ACT=act, ALIGN=kernels.alignment(channels), BLOCK_M=block_m,
-        BLOCK_C=block_c)
+        x, scale, shift, a, rows, channels, ACT=kernels.act_mode(act, x), ALIGN=kernels.alignment(channels),
+        BLOCK_M=block_m, BLOCK_C=block_c)
     return a
 
 
@@ -334,7 +335,8 @@ def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, paddin
     _dw_input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
         dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
         dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
-        *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None, ACT=act,
+        *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None,
+        ACT=kernels.act_mode(act, x),
         G_READY=g_ready, ALIGN=kernels.map_alignment(x, y), EVEN_C=channels % block_c == 0, WARM=warm,
         BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
     if scale is None:

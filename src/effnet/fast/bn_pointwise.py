@@ -15,22 +15,21 @@ variance that the next batch norm needs, gathered in the epilogue:
 Each program block keeps its rows' sum and sum of squared deviations from its own mean;
 `bn_stats.merge_moments` merges the blocks (Chan et al.'s pairwise update), so the variance does not
 suffer the cancellation of E[y^2] - E[y]^2. The backward takes dy and the gradients of mean and var
-(which autograd brings back from whatever the next layer made of them: `bn_stats.batch_norm_train`),
-so the gradient reaching y is
-dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. An expansion's y is the block's
-widest tensor and its input the narrowest: where all its input channels fit one K block, both gradients
-recompute y's tiles as the forward made them (a @ weight.T, on the tiles of a and the weight they hold,
-on tensor cores the pass leaves idle) instead of reading y (`_recompute`): each reads one wide tensor,
-dy, not two. With `a` recomputed from x as it is loaded, it computes dweight in one pass split over the
-rows into a few chunks per tile of dweight (which gives dgate too: per image, the sum over the output channels of weight * (g.T @ s), with s the
-activation before the gate) and dx in another whose epilogue applies the SiLU's and the affine map's
-derivatives and sums dscale and dshift, so the wide `da` is never written either. Sums are per
-program, added up by PyTorch afterwards (exact order: deterministic, no atomics). The weight
-gradient's chunks are few (about four programs per multiprocessor, at least 512 rows each): split
-per image into about 512 chunks, as run 6 ran it, B0's 7 x 7 layers at batch 128 made 128 partial
-dweights each, added atomically (451 million adds per training step, where its 1x1 passes read about
-4 billion values). Where nothing is per image (no SE gate), the row tiles run across images, so small
-maps fill whole tiles.
+(which autograd brings back from whatever the next layer made of them: `bn_stats.batch_norm_train`), so
+the gradient reaching y is dy + dmean / n + dvar * 2 (y - mean) / n, formed as each tile loads. An
+expansion's y is the block's widest tensor and its input the narrowest: where all its input channels fit
+one K block, both gradients recompute y's tiles as the forward made them (a @ weight.T, on the tiles of
+a and the weight they hold, on tensor cores the pass leaves idle) instead of reading y (`_recompute`):
+each reads one wide tensor, dy, not two. With `a` recomputed from x as it is loaded, it computes dweight
+in one pass split over the rows into a few chunks per tile of dweight (which gives dgate too: per image,
+the sum over the output channels of weight * (g.T @ s), with s the activation before the gate) and dx in
+another whose epilogue applies the SiLU's and the affine map's derivatives and sums dscale and dshift,
+so the wide `da` is never written either. Sums are per program, added up by PyTorch afterwards (exact
+order: deterministic, no atomics). The weight gradient's chunks are few (about four programs per
+multiprocessor, at least 512 rows each): split per image into about 512 chunks, as run 6 ran it, B0's 7
+x 7 layers at batch 128 made 128 partial dweights each, added atomically (451 million adds per training
+step, where its 1x1 passes read about 4 billion values). Where nothing is per image (no SE gate), the
+row tiles run across images, so small maps fill whole tiles.
 
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
@@ -130,7 +129,8 @@ def _flags(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, ga
     """The kernels' constexpr flags. ALIGN divides the channel counts and every row stride: x's and dx's (a
     pixel of channels-last x: its channels), y's and dy's (the weight's rows) and the weight's
     (`kernels._multiple`)."""
-    return dict(AFFINE=scale is not None, ACT=act, GATE=gate is not None, IEEE=x.dtype == torch.float32,
+    return dict(AFFINE=scale is not None, ACT=kernels.act_mode(act, x), GATE=gate is not None,
+                IEEE=x.dtype == torch.float32,
                 ALIGN=kernels.alignment(x.stride(3), weight.shape[0], weight.stride(0)))
 
 

@@ -9,18 +9,19 @@ from effnet.fast.kernels import triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _dot, _multiple
+    from effnet.fast.kernels import _dot, _multiple, _sigmoid
 
     @triton.jit
     def _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K,
                   AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr):
         """a = act(x * scale + shift) * gate for a (rows, BK) tile of raw input at columns k (BK,),
-        in float32, with the sigmoid and the pre-gate activation s for the backward."""
+        in float32, with the sigmoid and the pre-gate activation s for the backward. ACT is NO_ACT, SILU or
+        FAST_SILU (`kernels.act_mode`: the sigmoid on the tanh instruction, for 16-bit maps on a GPU)."""
         z = x.to(tl.float32)
         if AFFINE:
             z = z * tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :] + \
                 tl.load(shift_ptr + k, mask=k_ok, other=0.0)[None, :]
-        sig = tl.sigmoid(z)
+        sig = _sigmoid(z, ACT)
         s = z * sig if ACT else z
         a = s
         if GATE:

@@ -18,6 +18,10 @@ training forward with autograd on, computes the same function with `effnet.fast.
   epilogue), and gathers `bn3`'s statistics in its epilogue. `bn3` and the residual are one
   element-wise step on the narrow output.
 
+In bf16 and fp16 on a GPU, every SiLU's sigmoid (the forward's and the one its backward differentiates)
+runs on the tanh instruction, 1/2 + tanh(z/2)/2, as the inference kernels' does (`kernels.fast_silu`:
+one special-function instruction a value, not an exp and a division); float32 keeps the exact form.
+
 Each batch norm's running statistics are updated once per forward as `nn.BatchNorm2d` updates them
 (momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
 channels-last, float64, no GPU and no TRITON_INTERPRET) and blocks with other layers (another

@@ -93,6 +93,16 @@ if triton is not None:
         return value // ALIGN * ALIGN
 
     @triton.jit
+    def _sigmoid(x, ACT: tl.constexpr):
+        """sigmoid(x) of a float32 tile: with ACT == FAST_SILU as 1/2 + tanh(x/2)/2, one tanh.approx
+        instruction a value (`fast_silu`), else exp and a division (the training kernels' SiLU and its
+        derivative)."""
+        if ACT == 2:
+            return 0.5 + 0.5 * tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x * 0.5],
+                                                          dtype=tl.float32, is_pure=True, pack=1)
+        return tl.sigmoid(x)
+
+    @triton.jit
     def _silu(x, ACT: tl.constexpr):
         """x * sigmoid(x) of a float32 tile: with ACT == FAST_SILU as x/2 + x/2 tanh(x/2), one tanh.approx
         instruction a value (`fast_silu`), else exp and a division."""

@@ -49,7 +49,7 @@ if triton is not None:
 
     @triton.jit
     def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
-                        ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                        ACT: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: rows_per_program pixels of one image (`_image_chunk`) x BLOCK_K channels; the sum of
         # silu(x * scale + shift) over them goes to row `chunk` of the (chunks, K) buffer.
         K, s_xm = _multiple(K, ALIGN), _multiple(s_xm, ALIGN)
@@ -62,7 +62,7 @@ if triton is not None:
             rm = m0 + tl.arange(0, BLOCK_M)
             ok = (rm < end)[:, None] & k_ok[None, :]
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)
-            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, scale_ptr, image, K, True, True, False)
+            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, scale_ptr, image, K, True, ACT, False)
             acc += tl.where(ok, s, 0.0)
         tl.store(sums_ptr + chunk * K + k, tl.sum(acc, axis=0), mask=k_ok)
 
@@ -88,7 +88,7 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     a = bnp._matrix(x)
     _se_pool_kernel[(chunks, triton.cdiv(channels, block_k))](
         a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1),
-        ALIGN=kernels.alignment(a.stride(0)), BLOCK_M=block_m, BLOCK_K=block_k,
+        ACT=kernels.act_mode(True, x), ALIGN=kernels.alignment(a.stride(0)), BLOCK_M=block_m, BLOCK_K=block_k,
         **({} if INTERPRET else {"num_warps": warps}))
     return sums.view(batch, -1, channels).sum(1) / pixels
 
