@@ -378,6 +378,7 @@ def parse_args() -> argparse.Namespace:
                         help="seconds from the start by which the last timing row should end")
     parser.add_argument("--only", nargs="*", help="model names from the plan to run (default: all)")
     parser.add_argument("--tasks", nargs="*", help="tasks to time (default: all in the plan)")
+    parser.add_argument("--modes", nargs="*", help="modes to time (eager, compile, cudagraphs, ...; default: all)")
     parser.add_argument("--profile", action="store_true",
                         help="print the top kernels of the fused forward of each model timed (B0 and B4)")
     parser.add_argument("--profile-training", action="store_true",
@@ -406,7 +407,7 @@ def time_rows(args: argparse.Namespace, start: float, document: dict) -> None:
             config={"model": model_name, "image_size": size, "batch_size": batch, "training_batch_size": train_batch,
                     "precision": "bf16", "memory_format": "channels_last"}, environment=document["environment"]))
         for task, mode, name in rows:
-            if args.tasks and task not in args.tasks:
+            if (args.tasks and task not in args.tasks) or (args.modes and mode not in args.modes):
                 continue
             if time.time() - start + ROW_SECONDS.get((model_name, task, mode), EAGER_ROW_SECONDS) > args.budget_s:
                 document["skipped"].append(f"{model_name} {task} {mode} {name}")

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# A GPU lease in two calls (session 13's plan; benchmarks/RESULTS.md, "Next GPU lease"). Run 7 found timm's
-# compiled B0 inference slower than timm eager for the third run running, so the B0 verdict divides by a row no
-# one trusts; and B0's depthwise kernels, 57% of its fused forward, did not speed up when session 12 cut their
-# instructions and registers. The calls, by what they can settle:
+# A GPU lease in two calls (sessions 13 and 14's plan; benchmarks/RESULTS.md, "Next GPU lease"). Run 7 found
+# timm's compiled B0 inference slower than timm eager for the third run running, so the B0 verdict divides by a
+# row no one trusts; and B0's depthwise kernels, 57% of its fused forward, did not speed up when session 12 cut
+# their instructions and registers. Session 14 changed four of the fused training's kernels. The calls, by what
+# they can settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
 #              timm's compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py), the
 #              inference goal rows of B0 and B4 against timm compiled, alone and with its compiled forward
 #              captured in a CUDA graph, and Nsight Compute on two of B0's depthwise inference layers
-#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
+#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
+#              session 14's training kernels: their gradients checked, B0's captured training rows, the profile
+#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
 #              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, and
 #              Nsight Compute on the two weight gradients
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
@@ -54,6 +57,19 @@ case "$STAGE" in
       ncu_kernel _dw_weight_grad_kernel "96 ch 3x3 s2 from 112 px" benchmarks/bn_depthwise_sweep.py --layers 1 \
         --configs 0 --no-compile
       cat "$KEEP"/ncu_*.txt > "$OUT/ncu.txt" 2>/dev/null
+      cp "$KEEP/tuning.json" "$OUT/tuning.json"
+    } 2>&1 | tee "$OUT/lease.log"
+    ;;
+  train)
+    # Session 14's fused training kernels on a GPU for the first time (the depthwise weight gradient writes g once
+    # and the input gradient reads it, at stride 1 as the flipped-kernel conv through the forward's taps; an
+    # expansion's gradients recompute y instead of reading it; every SiLU's sigmoid on the tanh instruction in
+    # bf16): their gradients against the plain model's (fp32 within 1e-4; bf16 within twice the plain model's own
+    # bf16 error; compiled), then B0's captured training rows (effnet-ftrain, timm, the plain step) and the
+    # kernels of an eager step, against run 7's (32.7 ms per step of batch 128). About 200 s with the cache.
+    {
+      python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --checks ftrain \
+        --tasks training --modes cudagraphs --budget-s "${2:-200}" --profile-training
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
     } 2>&1 | tee "$OUT/lease.log"
     ;;
@@ -117,7 +133,7 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, sweeps, rows or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, sweeps, rows or b4)" >&2
     exit 2
     ;;
 esac
