@@ -391,3 +391,20 @@ def test_excitation_equals_the_se_module():
     expected = torch.sigmoid(se.conv_expand(F.silu(se.conv_reduce(x.mean((2, 3), keepdim=True))))).flatten(1)
     gate = ops.excitation(x.sum((2, 3)), 35, se.conv_reduce, se.conv_expand)
     assert gate.dtype == torch.float32 and relative_error(gate, expected) <= 1e-6
+
+
+@needs_triton
+@pytest.mark.parametrize("batch, channels, reduced", [(4, 16, 4), (20, 100, 25), (1, 72, 18)])
+def test_excitation_in_one_triton_launch_is_the_se_gate(batch, channels, reduced):
+    """The Triton excitation (`effnet.fast.excitation`: both products and the SiLU in one launch, the hidden
+    layer in registers) computes the same gate: images past a block of 16, channels past a block of 32, the
+    hidden layer padded to 16 or 32 columns."""
+    torch.manual_seed(4)
+    reduce, expand = nn.Conv2d(channels, reduced, 1), nn.Conv2d(reduced, channels, 1)
+    x = torch.randn(batch, channels, 6, 5, device=DEVICE)
+    reduce, expand = reduce.to(DEVICE), expand.to(DEVICE)
+    with torch.no_grad():
+        expected = torch.sigmoid(expand(F.silu(reduce(x.mean((2, 3), keepdim=True))))).flatten(1)
+        gate = ops.excitation(x.sum((2, 3)), 30, reduce, expand, use_triton=True)
+    assert gate.dtype == torch.float32 and gate.shape == (batch, channels)
+    assert relative_error(gate, expected) <= 1e-5

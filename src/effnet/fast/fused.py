@@ -70,7 +70,8 @@ class FusedMBConv(nn.Module):
                                     use_triton=self.use_triton)  # (N, mid, H/s, W/s)
         gate = None
         if self.has_se:
-            gate = ops.excitation(sums, x.shape[2] * x.shape[3], self.se.conv_reduce, self.se.conv_expand)
+            gate = ops.excitation(sums, x.shape[2] * x.shape[3], self.se.conv_reduce, self.se.conv_expand,
+                                  use_triton=self.use_triton)
         return ops.pointwise(x, self.conv_pwl.weight, self.pwl_t, self.conv_pwl.bias, act=False, gate=gate,
                              residual=shortcut if self.has_skip else None,
                              use_triton=self.use_triton)  # (N, out, H/s, W/s)
