@@ -54,25 +54,29 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
 @needs_triton
 def test_fused_training_under_autocast_rounds_as_pytorchs_autocast_does():
     """Mixed precision (float16 autocast here: the interpreter's matrix products have no bfloat16): the
-    half-precision output, no further from the float32 model than PyTorch's own autocast model is.
+    half-precision output, on average over six inputs no further from the float32 model than PyTorch's own
+    autocast model is.
 
     At 64 px, where the last batch norms see 2 x 2 maps of two images: at 32 px they normalise two
     values per channel, and any rounding can flip the output (both paths then stray 10-90% on some
-    inputs); here both stray 4-9e-3 over several inputs."""
+    inputs); here both stray 3-12e-3 from input to input (the fused path's SE gate in float32, the plain
+    block's in float16: on some inputs the fused output strays twice as far, on others half as far; over
+    these six, 1.04 times as far in all)."""
     plain = tiny().to(DEVICE).train()
     fused = use_fused_training(copy.deepcopy(plain))
-    x = torch.randn(2, 3, 64, 64, device=DEVICE, generator=torch.Generator(device=DEVICE).manual_seed(36))
-    x = x.contiguous(memory_format=torch.channels_last)
-    torch.manual_seed(35)
-    expected = copy.deepcopy(plain)(x)
-    halves = []
-    for model in (plain, fused):
+    errors = {"plain": 0.0, "fused": 0.0}
+    for seed in (36, 37, 38, 39, 40, 41):
+        x = torch.randn(2, 3, 64, 64, device=DEVICE, generator=torch.Generator(device=DEVICE).manual_seed(seed))
+        x = x.contiguous(memory_format=torch.channels_last)
         torch.manual_seed(35)
-        with torch.autocast(torch.device(DEVICE).type, dtype=torch.float16):
-            halves.append(model(x))
-    plain_half, fused_half = halves
-    assert fused_half.dtype == plain_half.dtype == torch.float16
-    assert relative_error(fused_half.float(), expected) <= 1.5 * relative_error(plain_half.float(), expected)
+        expected = copy.deepcopy(plain)(x)
+        for name, model in (("plain", plain), ("fused", fused)):
+            torch.manual_seed(35)
+            with torch.autocast(torch.device(DEVICE).type, dtype=torch.float16):
+                half = model(x)
+            assert half.dtype == torch.float16
+            errors[name] += relative_error(half.float(), expected)
+    assert errors["fused"] <= 1.5 * errors["plain"], errors
 
 
 @needs_triton

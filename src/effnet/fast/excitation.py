@@ -53,6 +53,83 @@ if triton is not None:
                      mask=rows_ok[:, None] & c_ok[None, :])
 
 
+    @triton.jit
+    def _excitation_backward_rows_kernel(pooled_ptr, dgate_ptr, gate_ptr, w1_ptr, b1_ptr, w2_ptr, dpooled_ptr,
+                                         dhidden_ptr, act_ptr, N, C, R, dpooled_scale, PRECISION: tl.constexpr,
+                                         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+        # One program: BLOCK_N images of the backward of gate = sigmoid(silu(p @ w1.T + b1) @ w2.T + b2). It
+        # recomputes the hidden layer h (BN, R), forms dhidden = ((dz @ w2) * silu'(h)) with dz = dgate * gate *
+        # (1 - gate), writes dhidden and silu(h) (N, R) for the weight gradients, and dpooled = dhidden @ w1
+        # times `dpooled_scale`.
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows_ok = rows < N
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R
+        hidden = tl.zeros([BLOCK_N, BLOCK_R], dtype=tl.float32)
+        dact = tl.zeros([BLOCK_N, BLOCK_R], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):  # (two loops, one product each: together they spill registers)
+            c = c0 + tl.arange(0, BLOCK_C)
+            ok = rows_ok[:, None] & (c < C)[None, :]
+            w_ok = (c < C)[:, None] & r_ok[None, :]
+            p = tl.load(pooled_ptr + rows[:, None] * C + c[None, :], mask=ok, other=0.0)
+            hidden += tl.dot(p, tl.load(w1_ptr + r[None, :] * C + c[:, None], mask=w_ok, other=0.0),
+                             input_precision=PRECISION)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            ok = rows_ok[:, None] & (c < C)[None, :]
+            w_ok = (c < C)[:, None] & r_ok[None, :]
+            gate = tl.load(gate_ptr + rows[:, None] * C + c[None, :], mask=ok, other=0.0)
+            dz = tl.load(dgate_ptr + rows[:, None] * C + c[None, :], mask=ok, other=0.0) * gate * (1.0 - gate)
+            dact += tl.dot(dz, tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=w_ok, other=0.0),
+                           input_precision=PRECISION)
+        hidden += tl.load(b1_ptr + r, mask=r_ok, other=0.0)[None, :]
+        sig = tl.sigmoid(hidden)
+        dhidden = tl.where(r_ok[None, :], dact * (sig * (1.0 + hidden * (1.0 - sig))), 0.0)
+        out_ok = rows_ok[:, None] & r_ok[None, :]
+        tl.store(dhidden_ptr + rows[:, None] * R + r[None, :], dhidden, mask=out_ok)
+        tl.store(act_ptr + rows[:, None] * R + r[None, :], hidden * sig, mask=out_ok)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            w1 = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=r_ok[:, None] & (c < C)[None, :], other=0.0)
+            dp = tl.dot(dhidden, w1, input_precision=PRECISION) * dpooled_scale
+            tl.store(dpooled_ptr + rows[:, None] * C + c[None, :], dp, mask=rows_ok[:, None] & (c < C)[None, :])
+
+    @triton.jit
+    def _excitation_backward_weights_kernel(pooled_ptr, dgate_ptr, gate_ptr, dhidden_ptr, act_ptr, dw1_ptr, db1_ptr,
+                                            dw2_ptr, db2_ptr, N, C, R, PRECISION: tl.constexpr,
+                                            BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+        # One program: BLOCK_C channels of the SE's weight gradients, summed over all N images in order:
+        # dw1[:, c] = dhidden.T @ p[:, c], dw2[c, :] = dz[:, c].T @ silu(h), db2[c] = sum of dz[:, c]; program 0
+        # also sums db1 = sum of dhidden.
+        c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R
+        dw1 = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+        dw2 = tl.zeros([BLOCK_C, BLOCK_R], dtype=tl.float32)
+        db2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+        db1 = tl.zeros([BLOCK_R], dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            rows = n0 + tl.arange(0, BLOCK_N)
+            rows_ok = rows < N
+            ok = rows_ok[:, None] & c_ok[None, :]
+            h_ok = rows_ok[:, None] & r_ok[None, :]
+            gate = tl.load(gate_ptr + rows[:, None] * C + c[None, :], mask=ok, other=0.0)
+            dz = tl.load(dgate_ptr + rows[:, None] * C + c[None, :], mask=ok, other=0.0) * gate * (1.0 - gate)
+            dhidden_t = tl.load(dhidden_ptr + rows[None, :] * R + r[:, None], mask=r_ok[:, None] & rows_ok[None, :],
+                                other=0.0)  # (BR, BN)
+            dw1 += tl.dot(dhidden_t, tl.load(pooled_ptr + rows[:, None] * C + c[None, :], mask=ok, other=0.0),
+                          input_precision=PRECISION)
+            dw2 += tl.dot(tl.trans(dz), tl.load(act_ptr + rows[:, None] * R + r[None, :], mask=h_ok, other=0.0),
+                          input_precision=PRECISION)
+            db2 += tl.sum(dz, axis=0)
+            db1 += tl.sum(dhidden_t, axis=1)
+        tl.store(dw1_ptr + r[:, None] * C + c[None, :], dw1, mask=r_ok[:, None] & c_ok[None, :])
+        tl.store(dw2_ptr + c[:, None] * R + r[None, :], dw2, mask=c_ok[:, None] & r_ok[None, :])
+        tl.store(db2_ptr + c, db2, mask=c_ok)
+        tl.store(db1_ptr + r, db1, mask=r_ok & (tl.program_id(0) == 0))
+
+
 def _pow2(value: int, low: int) -> int:
     return max(low, triton.next_power_of_2(value))
 
@@ -69,6 +146,38 @@ def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, red
     block_c = 32 if INTERPRET else (64 if block_r <= 64 else 32)  # the (BN, BR) hidden and a (BR, BC) tile
     _excitation_kernel[(triton.cdiv(batch, block_n),)](
         sums, reduce_weight, reduce_bias, expand_weight, expand_bias, gate, batch, channels, reduced, 1.0 / pixels,
-        PRECISION="tf32" if torch.backends.cuda.matmul.allow_tf32 and not INTERPRET else "ieee", BLOCK_N=block_n,
-        BLOCK_C=block_c, BLOCK_R=block_r, **({} if INTERPRET else {"num_warps": 4}))
+        PRECISION=_precision(), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
     return gate
+
+
+def excitation_backward(dgate: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor, reduce_weight: torch.Tensor,
+                        reduce_bias: torch.Tensor, expand_weight: torch.Tensor, dpooled_scale: float = 1.0
+                        ) -> tuple[torch.Tensor, ...]:
+    """The backward of `excitation(pooled, 1, ...)` in two launches, float32: (dpooled * dpooled_scale,
+    dreduce_weight (R, C), dreduce_bias (R,), dexpand_weight (C, R), dexpand_bias (C,)), from dgate (N, C)
+    and the forward's gate. The weight gradients are summed over the images in order (deterministic)."""
+    batch, channels = pooled.shape
+    reduced = reduce_weight.shape[0]
+    block_n, block_r = 16, _pow2(reduced, 16)
+    block_c = 32 if INTERPRET or block_r > 32 else 64  # with 64, a hidden layer of 64 spills in IEEE float32
+    dpooled = torch.empty_like(pooled)
+    dhidden, act = (pooled.new_empty((batch, reduced)) for _ in range(2))
+    _excitation_backward_rows_kernel[(triton.cdiv(batch, block_n),)](
+        pooled, dgate, gate, reduce_weight, reduce_bias, expand_weight, dpooled, dhidden, act, batch, channels,
+        reduced, dpooled_scale, PRECISION=_precision(), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r,
+        **_options())
+    dw1, dw2 = torch.empty_like(reduce_weight), torch.empty_like(expand_weight)
+    db1, db2 = pooled.new_empty((reduced,)), pooled.new_empty((channels,))
+    _excitation_backward_weights_kernel[(triton.cdiv(channels, block_c),)](
+        pooled, dgate, gate, dhidden, act, dw1, db1, dw2, db2, batch, channels, reduced, PRECISION=_precision(),
+        BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
+    return dpooled, dw1, db1, dw2, db2
+
+
+def _precision() -> str:
+    """The products' precision: TF32 where PyTorch's float32 products on a GPU take it, else IEEE float32."""
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 and not INTERPRET else "ieee"
+
+
+def _options(warps: int = 4) -> dict:
+    return {} if INTERPRET else {"num_warps": warps}

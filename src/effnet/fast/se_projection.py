@@ -8,19 +8,21 @@ every pixel) and autograd would read it again to add it to the projection's; eag
 pools through float32 temporaries. One operator takes both:
 
     pooled = mean over pixels of s                    (one read of x: `_se_pool_kernel`)
-    gate = sigmoid(expand(silu(reduce(pooled))))      ((N, C) float32; the linear layers in x's dtype)
+    gate = sigmoid(expand(silu(reduce(pooled))))      ((N, C) float32: `effnet.fast.excitation`, one launch)
     y, mean, var = bn_pointwise(x, weight, scale, shift, gate, act=True)
 
 and its backward needs no pass of its own for the pool: the 1x1 weight gradient's pass also gives
 dgate (per image, the product g.T @ s it makes anyway, summed against the weight), the SE's backward
-turns dgate into dpooled on (N, C) values, and the 1x1 input gradient adds dpooled / pixels to the
+turns dgate into dpooled on (N, C) values (two launches, the SE's weight gradients with it; in PyTorch about
+twenty small kernels), and the 1x1 input gradient adds dpooled / pixels to the
 activation's gradient as it applies the SiLU's derivative in its epilogue, summing dscale and dshift
 with the pool's share included. The pool's gradient is never written.
 
 `se_projection` is differentiable in every tensor, through PyTorch custom operators (so
 `torch.compile` traces it). It runs the Triton kernels where `bn_pointwise` does, and the same
-function in plain PyTorch elsewhere (`se_projection_reference`). The squeeze-excitation is
-EfficientNet's: a SiLU between its two biased 1x1 convs, a sigmoid gate. Not yet timed on a GPU.
+function in plain PyTorch elsewhere (`se_projection_reference`, whose SE runs its linear layers in x's dtype,
+as autocast runs the plain block's; the Triton path's in float32). The squeeze-excitation is EfficientNet's:
+a SiLU between its two biased 1x1 convs, a sigmoid gate.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_stats, kernels
 from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.excitation import excitation, excitation_backward
 from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
@@ -105,20 +108,18 @@ def _excite(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, dtyp
     return torch.sigmoid(_linear(F.silu(hidden), expand_weight, expand_bias, dtype))
 
 
-def _excite_backward(dgate, gate, pooled, hidden, reduce_weight, expand_weight):
-    """(dpooled, dreduce_weight, dreduce_bias, dexpand_weight, dexpand_bias) of `_excite`, in float32."""
-    dlogit = dgate * gate * (1.0 - gate)
-    sig = torch.sigmoid(hidden)
-    dhidden = (dlogit @ expand_weight.float()) * (sig * (1.0 + hidden * (1.0 - sig)))
-    return (dhidden @ reduce_weight.float(), dhidden.t() @ pooled, dhidden.sum(0),
-            dlogit.t() @ (hidden * sig), dlogit.sum(0))
+def _se_weights(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The SE's weights and biases as the Triton excitation takes them: float32, contiguous."""
+    return [t.float().contiguous() for t in tensors]
 
 
 def _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias, tiles=None):
-    """(y, mean, var, pooled, gate). `tiles` overrides the 1x1 kernels' tiles (for the sweep)."""
+    """(y, mean, var, pooled, gate). `tiles` overrides the 1x1 kernels' tiles (for the sweep). The gate comes
+    from one Triton launch in float32 (`effnet.fast.excitation`), where the composite runs the SE's linear
+    layers in x's dtype as autocast does (four to six launches, each a few microseconds)."""
     with torch.autocast(x.device.type, enabled=False):  # the dtypes chosen here, whatever the caller's autocast
         pooled = _pool(x, scale, shift)
-        gate = _excite(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, x.dtype)
+        gate = excitation(pooled, 1, *_se_weights(reduce_weight, reduce_bias, expand_weight, expand_bias))
         return (*bnp._forward(x, weight, scale, shift, gate, True, tiles), pooled, gate)
 
 
@@ -129,12 +130,13 @@ def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight
     `bn_pointwise._backward`."""
     with torch.autocast(x.device.type, enabled=False):
         dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, weight_tiles)
-        hidden = _linear(pooled, reduce_weight, reduce_bias, x.dtype)
-        dpooled, *dse = _excite_backward(dgate, gate, pooled, hidden, reduce_weight, expand_weight)
+        # the pool's gradient reaches each of its pixels divided by their count
+        dpool, *dse = excitation_backward(dgate, gate, pooled, *_se_weights(reduce_weight, reduce_bias, expand_weight),
+                                          dpooled_scale=1.0 / (x.shape[2] * x.shape[3]))
         dx, dscale, dshift = (dw.new_empty((0,)) for _ in range(3))
         if need_dx:
-            dx, dscale, dshift = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True,
-                                                 pool=dpooled / (x.shape[2] * x.shape[3]), tiles=tiles)
+            dx, dscale, dshift = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True, pool=dpool,
+                                                 tiles=tiles)
         return (dx, dw, dscale, dshift, *dse)
 
 
