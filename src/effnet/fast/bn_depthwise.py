@@ -35,8 +35,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import (_depthwise_taps, _load_pixels, _multiple, _pixel_tile, _sigmoid, _store_pixels,
-                                     _tap_weight)
+    from effnet.fast.kernels import (_depthwise_taps, _interior, _load_pixels, _multiple, _pixel_tile, _sigmoid,
+                                     _store_pixels, _tap_weight)
 
     @triton.jit
     def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr, ALIGN: tl.constexpr,
@@ -85,9 +85,7 @@ if triton is not None:
         c_ok = c < C
         wo_ok = wo < WO
         out_ok = (ho < HO) & wo_ok
-        if ((left * STRIDE - pad_w >= 0) & ((left + BLOCK_W - 1) * STRIDE - pad_w + K <= W) & (left + BLOCK_W <= WO)
-                & (top * STRIDE - pad_h >= 0) & ((top + BLOCK_H - 1) * STRIDE - pad_h + K <= H)
-                & (top + BLOCK_H <= HO)):
+        if _interior(top, left, STRIDE, pad_h, pad_w, H, W, HO, WO, K, BLOCK_H, BLOCK_W):
             acc = _depthwise_taps(a_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, STRIDE, pad_h, pad_w, H, W, C,
                                   s_n, s_h, s_w, s_c, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
         else:
@@ -135,8 +133,7 @@ if triton is not None:
             left = (pid % blocks_w) * BLOCK_W
             top = ((pid // blocks_w) % tl.cdiv(H, BLOCK_H)) * BLOCK_H
             flip_h, flip_w = K - 1 - pad_h, K - 1 - pad_w
-            if ((left - flip_w >= 0) & (left + BLOCK_W - 1 - flip_w + K <= WO) & (left + BLOCK_W <= W)
-                    & (top - flip_h >= 0) & (top + BLOCK_H - 1 - flip_h + K <= HO) & (top + BLOCK_H <= H)):
+            if _interior(top, left, 1, flip_h, flip_w, HO, WO, H, W, K, BLOCK_H, BLOCK_W):  # g is the map here
                 da = _depthwise_taps(dy_ptr, w_ptr, n, hi, wi, wi < W, c, c_ok, 1, flip_h, flip_w, HO, WO, C,
                                      o_n, o_h, o_w, o_c, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, True)
             else:

@@ -167,6 +167,15 @@ if triton is not None:
                  value.to(ptr.dtype.element_ty), mask=ok[:, None] & c_ok[None, :])
 
     @triton.jit
+    def _interior(top, left, stride, pad_h, pad_w, H, W, HO, WO, K: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_W: tl.constexpr):
+        """Whether the BLOCK_H x BLOCK_W tile of output pixels at (top, left) lies inside the (HO, WO) output
+        and every one of its k x k taps reads inside the (H, W) map: `_depthwise_taps` may load it unmasked."""
+        return ((left * stride - pad_w >= 0) & ((left + BLOCK_W - 1) * stride - pad_w + K <= W)
+                & (left + BLOCK_W <= WO) & (top * stride - pad_h >= 0)
+                & ((top + BLOCK_H - 1) * stride - pad_h + K <= H) & (top + BLOCK_H <= HO))
+
+    @triton.jit
     def _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C, sxn, sxh, sxw, sxc,
                         K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr, WARM: tl.constexpr,
                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -230,8 +239,6 @@ if triton is not None:
         wo = left + p % BLOCK_W  # (P,)
         top0 = ((pid // blocks_w) % blocks_h) * (BLOCK_H * ROWS)
         ho0 = top0 + p // BLOCK_W  # (P,)
-        columns_inside = ((left * stride - pad_w >= 0) & ((left + BLOCK_W - 1) * stride - pad_w + K <= W)
-                          & (left + BLOCK_W <= WO))
         n = pid // (blocks_w * blocks_h)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
@@ -241,8 +248,7 @@ if triton is not None:
         for r in range(ROWS):
             ho = ho0 + r * BLOCK_H  # (P,)
             top = top0 + r * BLOCK_H
-            if columns_inside & (top * stride - pad_h >= 0) & ((top + BLOCK_H - 1) * stride - pad_h + K <= H) & (
-                    top + BLOCK_H <= HO):
+            if _interior(top, left, stride, pad_h, pad_w, H, W, HO, WO, K, BLOCK_H, BLOCK_W):
                 acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
                                       sxn, sxh, sxw, sxc, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
             else:
