@@ -35,8 +35,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import (_depthwise_taps, _interior, _load_pixels, _multiple, _pixel_tile, _sigmoid,
-                                     _store_pixels, _tap_weight)
+    from effnet.fast.kernels import (_load_pixels, _multiple, _pixel_tile, _sigmoid, _store_pixels, _tap_weight,
+                                     _tile_taps)
 
     @triton.jit
     def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr, ALIGN: tl.constexpr,
@@ -85,12 +85,8 @@ if triton is not None:
         c_ok = c < C
         wo_ok = wo < WO
         out_ok = (ho < HO) & wo_ok
-        if _interior(top, left, STRIDE, pad_h, pad_w, H, W, HO, WO, K, BLOCK_H, BLOCK_W):
-            acc = _depthwise_taps(a_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, STRIDE, pad_h, pad_w, H, W, C,
-                                  s_n, s_h, s_w, s_c, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
-        else:
-            acc = _depthwise_taps(a_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, STRIDE, pad_h, pad_w, H, W, C,
-                                  s_n, s_h, s_w, s_c, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
+        acc = _tile_taps(a_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, top, left, STRIDE, pad_h, pad_w, H, W, C, HO, WO,
+                         s_n, s_h, s_w, s_c, K, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
         y = acc.to(y_ptr.dtype.element_ty)
         _store_pixels(y_ptr, y, n, ho, wo, c, out_ok, c_ok, o_n, o_h, o_w, o_c)
         ok = out_ok[:, None] & c_ok[None, :]
@@ -133,12 +129,9 @@ if triton is not None:
             left = (pid % blocks_w) * BLOCK_W
             top = ((pid // blocks_w) % tl.cdiv(H, BLOCK_H)) * BLOCK_H
             flip_h, flip_w = K - 1 - pad_h, K - 1 - pad_w
-            if _interior(top, left, 1, flip_h, flip_w, HO, WO, H, W, K, BLOCK_H, BLOCK_W):  # g is the map here
-                da = _depthwise_taps(dy_ptr, w_ptr, n, hi, wi, wi < W, c, c_ok, 1, flip_h, flip_w, HO, WO, C,
-                                     o_n, o_h, o_w, o_c, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, True)
-            else:
-                da = _depthwise_taps(dy_ptr, w_ptr, n, hi, wi, wi < W, c, c_ok, 1, flip_h, flip_w, HO, WO, C,
-                                     o_n, o_h, o_w, o_c, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, True)
+            # g (HO, WO) is the map here, the input (H, W) the output
+            da = _tile_taps(dy_ptr, w_ptr, n, hi, wi, wi < W, c, c_ok, top, left, 1, flip_h, flip_w, HO, WO, C, H, W,
+                            o_n, o_h, o_w, o_c, K, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, True)
         else:
             da = tl.zeros([BLOCK_H * BLOCK_W, BLOCK_C], dtype=tl.float32)
             # Loops the compiler does not unroll: unrolled, it hoists every tap's two loads and runs out of

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, _pow2, triton
 
 if triton is not None:
     import triton.language as tl
@@ -130,8 +130,12 @@ if triton is not None:
         tl.store(db1_ptr + r, db1, mask=r_ok & (tl.program_id(0) == 0))
 
 
-def _pow2(value: int, low: int) -> int:
-    return max(low, triton.next_power_of_2(value))
+def _tiles(reduced: int, wide_c_up_to: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_R, BLOCK_C): 16 images (`tl.dot`'s least), the hidden layer padded to a power of two,
+    64 channels a step where the hidden layer is at most `wide_c_up_to` wide, else 32 (32 under the
+    interpreter)."""
+    block_r = _pow2(reduced, 16, 1 << 16)
+    return 16, block_r, (32 if INTERPRET or block_r > wide_c_up_to else 64)
 
 
 def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, reduce_bias: torch.Tensor,
@@ -141,9 +145,7 @@ def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, red
     batch, channels = sums.shape
     reduced = reduce_weight.shape[0]
     gate = torch.empty_like(sums)
-    block_n = 16  # tl.dot's least
-    block_r = _pow2(reduced, 16)
-    block_c = 32 if INTERPRET else (64 if block_r <= 64 else 32)  # the (BN, BR) hidden and a (BR, BC) tile
+    block_n, block_r, block_c = _tiles(reduced, 64)  # the (BN, BR) hidden and a (BR, BC) tile in registers
     _excitation_kernel[(triton.cdiv(batch, block_n),)](
         sums, reduce_weight, reduce_bias, expand_weight, expand_bias, gate, batch, channels, reduced, 1.0 / pixels,
         PRECISION=_precision(), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
@@ -158,8 +160,7 @@ def excitation_backward(dgate: torch.Tensor, gate: torch.Tensor, pooled: torch.T
     and the forward's gate. The weight gradients are summed over the images in order (deterministic)."""
     batch, channels = pooled.shape
     reduced = reduce_weight.shape[0]
-    block_n, block_r = 16, _pow2(reduced, 16)
-    block_c = 32 if INTERPRET or block_r > 32 else 64  # with 64, a hidden layer of 64 spills in IEEE float32
+    block_n, block_r, block_c = _tiles(reduced, 32)  # with 64 channels, a hidden layer of 64 spills in IEEE float32
     dpooled = torch.empty_like(pooled)
     dhidden, act = (pooled.new_empty((batch, reduced)) for _ in range(2))
     _excitation_backward_rows_kernel[(triton.cdiv(batch, block_n),)](

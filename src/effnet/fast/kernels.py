@@ -219,6 +219,20 @@ if triton is not None:
         return acc
 
     @triton.jit
+    def _tile_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, top, left, stride, pad_h, pad_w, H, W, C, HO, WO,
+                   sxn, sxh, sxw, sxc, K: tl.constexpr, EVEN_C: tl.constexpr, WARM: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, FLIP: tl.constexpr = False):
+        """`_depthwise_taps` of the tile at (top, left) of the (HO, WO) output over the (H, W) map: unmasked
+        where `_interior` says every tap reads inside, else every tap tested."""
+        if _interior(top, left, stride, pad_h, pad_w, H, W, HO, WO, K, BLOCK_H, BLOCK_W):
+            acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
+                                  sxn, sxh, sxw, sxc, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, FLIP)
+        else:
+            acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
+                                  sxn, sxh, sxw, sxc, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C, FLIP)
+        return acc
+
+    @triton.jit
     def _depthwise_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr,
                           H, W, C, HO, WO, stride, pad_h, pad_w,
                           sxn, sxh, sxw, sxc, syn, syh, syw, syc,
@@ -248,12 +262,8 @@ if triton is not None:
         for r in range(ROWS):
             ho = ho0 + r * BLOCK_H  # (P,)
             top = top0 + r * BLOCK_H
-            if _interior(top, left, stride, pad_h, pad_w, H, W, HO, WO, K, BLOCK_H, BLOCK_W):
-                acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
-                                      sxn, sxh, sxw, sxc, K, False, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
-            else:
-                acc = _depthwise_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, stride, pad_h, pad_w, H, W, C,
-                                      sxn, sxh, sxw, sxc, K, True, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
+            acc = _tile_taps(x_ptr, w_ptr, n, ho, wo, wo_ok, c, c_ok, top, left, stride, pad_h, pad_w, H, W, C, HO, WO,
+                             sxn, sxh, sxw, sxc, K, EVEN_C, WARM, BLOCK_H, BLOCK_W, BLOCK_C)
             acc += bias[None, :]
             if ACT:
                 acc = _silu(acc, ACT)
