@@ -8,8 +8,8 @@
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
 see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
 registers, and how wide the loads are. This script runs the host code of a bf16 training step of B0 and of
-B4 (batch 128; `effnet.fast.bn_pointwise`, `se_projection`, `bn_depthwise`, `bn_stats`) layer by layer on
-PyTorch's meta device, where no data exists, catching each kernel launch as the Triton JIT would see it:
+B4 (batch 128; `effnet.fast.bn_pointwise`, `se_projection`, `bn_depthwise`, `bn_stats`, `block_output`) layer by
+layer on PyTorch's meta device, where no data exists, catching each kernel launch as the Triton JIT would see it:
 its arguments specialised as the JIT specialises them (an integer 1 becomes a constant, one divisible by 16
 and 16-byte aligned pointers are marked so: what lets the compiler vectorise a channels-last load), its
 tiles and launch options. Each distinct compilation (named by the first layer that needs it) and the
@@ -19,8 +19,8 @@ registers per thread, spilled bytes (local memory), shared memory, how full the 
 resident per multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves
 of what 132 of them hold at once), whether a pipelined loop's copies stay in flight while it computes
 ("copies overlap") or are all awaited at each step ("copies wait"), the widths of its global loads (16 B:
-eight bf16 values per instruction; 2 B: one), and whether its SiLU runs on the tanh instruction. A kernel that fails to compile is one failed line and
-exit status 1; a spill is a warning (slow, not wrong).
+eight bf16 values per instruction; 2 B: one), and whether its SiLU runs on the tanh instruction. A kernel that
+fails to compile is one failed line and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 from triton.runtime.jit import JITFunction, native_specialize_impl  # noqa: E402
 
+from effnet.fast import block_output as bo  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import bn_stats as bns  # noqa: E402
@@ -199,8 +200,20 @@ def _training_launches(model_name: str) -> list[Launch]:
             se = (_meta(reduced, dw_out[1]), _meta(reduced, dtype=torch.float32), _meta(dw_out[1], reduced),
                   _meta(dw_out[1], dtype=torch.float32))
         weight = _meta(block.conv_pwl.out_channels, dw_out[1])
-        _pointwise_launches(y2, weight, scale, shift, se, f"{where} projection", launches)
+        y3 = _pointwise_launches(y2, weight, scale, shift, se, f"{where} projection", launches)
+        scale, shift = _batch_norm(block.conv_pwl.out_channels, where, launches)
+        _output_launches(y3, scale, shift, block.has_skip, f"{where} output", launches)
     return launches
+
+
+def _output_launches(y, scale, shift, residual: bool, where: str, launches: list) -> None:
+    """A block's output pass (`block_output`: bn3, stochastic depth and the residual), forward and backward."""
+    y = y.detach().requires_grad_()
+    keep = _meta(BATCH) if residual else None
+    shortcut = torch.empty_like(y).requires_grad_() if residual else None
+    with _catching(launches, where):
+        out = bo.block_output(y, scale, shift, keep, shortcut)
+        out.backward(torch.empty_like(out))
 
 
 def _inference_launches(model_name: str) -> list[Launch]:

@@ -289,6 +289,15 @@ def training_checks(what: str, convert) -> list[tuple[str, float, float]]:
     results.append(("plain model gradients bf16 (the yardstick)", yardstick, float("inf")))
     results.append((f"{what} gradients bf16", relative_error(gradients(triton_model, torch.bfloat16), expected),
                     max(2 * yardstick, 1e-2)))
+    # Stochastic depth on (rate 0.5; the checks above run without): from one seed both models drop the same images.
+    dropping = effnet.create_model("efficientnet_b0", drop_rate=0.0, drop_path_rate=0.5).cuda().train()
+    dropping.load_state_dict(reference.state_dict())
+    dropping = dropping.to(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    expected_dropping = gradients(dropping)
+    torch.manual_seed(1)
+    results.append((f"{what} gradients fp32, stochastic depth 0.5",
+                    relative_error(gradients(convert(copy.deepcopy(dropping))), expected_dropping), 1e-4))
     # Compiled: a narrow, shallow B0 (every block kind) compiles in seconds; the timing rows compile the real one.
     from effnet.models import get_entry
     from effnet.scaling import scale_by_multipliers
@@ -463,7 +472,8 @@ def main() -> int:
     failed = [c for c in check_rows if not c[1] <= c[2]]
     for what, error, bound in check_rows:
         print(f"check {what:45} error {error:.2e} bound {bound:.0e} {'ok' if error <= bound else 'FAIL'}", flush=True)
-    print(f"checks done in {time.time() - start:.0f} s: {len(check_rows) - len(failed)}/{len(check_rows)} ok", flush=True)
+    print(f"checks done in {time.time() - start:.0f} s: {len(check_rows) - len(failed)}/{len(check_rows)} ok",
+          flush=True)
     document = {"environment": env, "checks": [dict(zip(("what", "error", "bound"), c)) for c in check_rows],
                 "models": {}, "skipped": []}
     time_rows(args, start, document)

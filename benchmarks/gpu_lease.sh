@@ -65,8 +65,9 @@ case "$STAGE" in
     # and the input gradient reads it, at stride 1 as the flipped-kernel conv through the forward's taps; an
     # expansion's gradients recompute y instead of reading it; every SiLU's sigmoid on the tanh instruction in
     # bf16): their gradients against the plain model's (fp32 within 1e-4; bf16 within twice the plain model's own
-    # bf16 error; compiled), then B0's captured training rows (effnet-ftrain, timm, the plain step) and the
-    # kernels of an eager step, against run 7's (32.7 ms per step of batch 128). About 200 s with the cache.
+    # bf16 error; compiled; with stochastic depth, whose draw session 15's block output makes), then B0's captured
+    # training rows (effnet-ftrain, timm, the plain step) and the kernels of an eager step, against run 7's (32.7
+    # ms per step of batch 128). About 200 s with the cache.
     {
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --checks ftrain \
         --tasks training --modes cudagraphs --budget-s "${2:-200}" --profile-training

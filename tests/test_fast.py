@@ -408,3 +408,37 @@ def test_excitation_in_one_triton_launch_is_the_se_gate(batch, channels, reduced
         gate = ops.excitation(x.sum((2, 3)), 30, reduce, expand, use_triton=True)
     assert gate.dtype == torch.float32 and gate.shape == (batch, channels)
     assert relative_error(gate, expected) <= 1e-5
+
+
+@needs_triton
+def test_excitation_takes_tf32_for_16_bit_activations(monkeypatch):
+    """On a GPU the excitation's products take TF32 for the SE of 16-bit activations (the fused bf16 inference
+    block's and the fused training's under autocast), else only where PyTorch's float32 products would; IEEE
+    float32 under the interpreter. IEEE on the multiprocessors' FMA units would cost B4 about 1 ms a forward."""
+    from effnet.fast import excitation as fused_excitation
+    from effnet.fast import se_projection
+
+    monkeypatch.setattr(fused_excitation, "INTERPRET", False)
+    saved = torch.backends.cuda.matmul.allow_tf32  # a property monkeypatch cannot restore
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert fused_excitation._precision(False) == "ieee" and fused_excitation._precision(True) == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert fused_excitation._precision(False) == "tf32"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    monkeypatch.setattr(fused_excitation, "INTERPRET", True)
+    assert fused_excitation._precision(True) == "ieee"
+    half = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.float16), torch.empty(1)
+    assert [se_projection._half(t) for t in half] == [True, True, False]
+    # The fused inference blocks ask for it with their activations' dtype.
+    calls = []
+    real = ops.fused_excitation
+    monkeypatch.setattr(ops, "fused_excitation", lambda *args, tf32: calls.append(tf32) or real(*args, tf32=tf32))
+    model = tiny("efficientnet_b0")
+    x = torch.randn(1, 3, 16, 16, device=DEVICE)
+    with torch.inference_mode():
+        for dtype in (torch.float16, torch.float32):
+            optimize_for_inference(model, dtype=dtype, use_triton=True).to(DEVICE)(x)
+    blocks = sum(getattr(m, "has_se", False) for m in model.modules())
+    assert calls == [True] * blocks + [False] * blocks and blocks == 7

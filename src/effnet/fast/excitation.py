@@ -9,9 +9,12 @@ two tiny matrix products with a SiLU between. In PyTorch that is four launches (
 `addmm`s, the SiLU, the sigmoid) of a few microseconds each on a GPU: 64 in a B0 forward, 128 in a B4 one
 (run 6's profile: about 0.2 ms of B0's 7.1 ms). Here one program takes BLOCK_N images: the hidden layer
 (BLOCK_N, R) stays in registers between the two products. Float32 throughout; the products take TF32 where
-PyTorch's own float32 products would (`torch.backends.cuda.matmul.allow_tf32`), else IEEE float32 (slower:
-B4's widest SE, 2688 x 112, then costs tens of microseconds), so it is the PyTorch path's function under the
-same settings.
+PyTorch's own float32 products would (`torch.backends.cuda.matmul.allow_tf32`), so it is the PyTorch path's
+function under the same settings, and for the SE of 16-bit activations (`tf32=True`), whose gate scales values
+rounded far more coarsely (bf16 keeps 8 bits, TF32 products 11). Else the products are IEEE float32 on the
+multiprocessors' FMA units, one program per 16 images: counted at about 150 GFLOP/s a program, B4's SEs would
+take about 1 ms per forward of batch 128 that way (its widest, 2688 x 112, tens of microseconds each), where
+TF32 takes the tensor cores.
 """
 from __future__ import annotations
 
@@ -139,25 +142,27 @@ def _tiles(reduced: int, wide_c_up_to: int) -> tuple[int, int, int]:
 
 
 def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, reduce_bias: torch.Tensor,
-               expand_weight: torch.Tensor, expand_bias: torch.Tensor) -> torch.Tensor:
+               expand_weight: torch.Tensor, expand_bias: torch.Tensor, *, tf32: bool = False) -> torch.Tensor:
     """The gate (N, C) float32 from channel sums (N, C) float32 over `pixels` pixels; the reduce conv's
-    weight (R, C) and bias (R,), the expand conv's weight (C, R) and bias (C,), all float32 and contiguous."""
+    weight (R, C) and bias (R,), the expand conv's weight (C, R) and bias (C,), all float32 and contiguous.
+    `tf32`: TF32 products whatever PyTorch's setting (the SE of 16-bit activations; module docstring)."""
     batch, channels = sums.shape
     reduced = reduce_weight.shape[0]
     gate = torch.empty_like(sums)
     block_n, block_r, block_c = _tiles(reduced, 64)  # the (BN, BR) hidden and a (BR, BC) tile in registers
     _excitation_kernel[(triton.cdiv(batch, block_n),)](
         sums, reduce_weight, reduce_bias, expand_weight, expand_bias, gate, batch, channels, reduced, 1.0 / pixels,
-        PRECISION=_precision(), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
+        PRECISION=_precision(tf32), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
     return gate
 
 
 def excitation_backward(dgate: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor, reduce_weight: torch.Tensor,
-                        reduce_bias: torch.Tensor, expand_weight: torch.Tensor, dpooled_scale: float = 1.0
-                        ) -> tuple[torch.Tensor, ...]:
-    """The backward of `excitation(pooled, 1, ...)` in two launches, float32: (dpooled * dpooled_scale,
-    dreduce_weight (R, C), dreduce_bias (R,), dexpand_weight (C, R), dexpand_bias (C,)), from dgate (N, C)
-    and the forward's gate. The weight gradients are summed over the images in order (deterministic)."""
+                        reduce_bias: torch.Tensor, expand_weight: torch.Tensor, dpooled_scale: float = 1.0, *,
+                        tf32: bool = False) -> tuple[torch.Tensor, ...]:
+    """The backward of `excitation(pooled, 1, ..., tf32=tf32)` in two launches, float32: (dpooled *
+    dpooled_scale, dreduce_weight (R, C), dreduce_bias (R,), dexpand_weight (C, R), dexpand_bias (C,)), from
+    dgate (N, C) and the forward's gate. The weight gradients are summed over the images in order
+    (deterministic)."""
     batch, channels = pooled.shape
     reduced = reduce_weight.shape[0]
     block_n, block_r, block_c = _tiles(reduced, 32)  # with 64 channels, a hidden layer of 64 spills in IEEE float32
@@ -165,19 +170,20 @@ def excitation_backward(dgate: torch.Tensor, gate: torch.Tensor, pooled: torch.T
     dhidden, act = (pooled.new_empty((batch, reduced)) for _ in range(2))
     _excitation_backward_rows_kernel[(triton.cdiv(batch, block_n),)](
         pooled, dgate, gate, reduce_weight, reduce_bias, expand_weight, dpooled, dhidden, act, batch, channels,
-        reduced, dpooled_scale, PRECISION=_precision(), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r,
+        reduced, dpooled_scale, PRECISION=_precision(tf32), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r,
         **_options())
     dw1, dw2 = torch.empty_like(reduce_weight), torch.empty_like(expand_weight)
     db1, db2 = pooled.new_empty((reduced,)), pooled.new_empty((channels,))
     _excitation_backward_weights_kernel[(triton.cdiv(channels, block_c),)](
-        pooled, dgate, gate, dhidden, act, dw1, db1, dw2, db2, batch, channels, reduced, PRECISION=_precision(),
+        pooled, dgate, gate, dhidden, act, dw1, db1, dw2, db2, batch, channels, reduced, PRECISION=_precision(tf32),
         BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
     return dpooled, dw1, db1, dw2, db2
 
 
-def _precision() -> str:
-    """The products' precision: TF32 where PyTorch's float32 products on a GPU take it, else IEEE float32."""
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 and not INTERPRET else "ieee"
+def _precision(tf32: bool) -> str:
+    """The products' precision on a GPU: TF32 when asked for or where PyTorch's float32 products take it, else
+    IEEE float32 (and always under the interpreter)."""
+    return "tf32" if (tf32 or torch.backends.cuda.matmul.allow_tf32) and not INTERPRET else "ieee"
 
 
 def _options(warps: int = 4) -> dict:

@@ -15,8 +15,9 @@ training forward with autograd on, computes the same function with `effnet.fast.
   reads the raw depthwise output once, and the projection applies `bn2`, the SiLU and the SE gate as it
   loads it, so the activation after the depthwise conv is neither written nor read back (nor its
   gradient, in the backward, where the pool's gradient joins the projection's input gradient in its
-  epilogue), and gathers `bn3`'s statistics in its epilogue. `bn3` and the residual are one
-  element-wise step on the narrow output.
+  epilogue), and gathers `bn3`'s statistics in its epilogue;
+- `bn3`, stochastic depth and the residual are one pass over the narrow output, and one in the backward
+  (`effnet.fast.block_output`).
 
 In bf16 and fp16 on a GPU, every SiLU's sigmoid (the forward's and the one its backward differentiates)
 runs on the tanh instruction, 1/2 + tanh(z/2)/2, as the inference kernels' does (`kernels.fast_silu`:
@@ -34,19 +35,36 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_stats
 from effnet.fast import ops
+from effnet.fast.block_output import block_output
 from effnet.fast.se_projection import se_projection
 from effnet.models.blocks import MBConv
 from effnet.models.layers import SameConv2d
 
 
-def _affine(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """y * scale + shift per channel, in float32 (one pass: eager writes one temporary, not three)."""
-    return torch.addcmul(shift[None, :, None, None], y, scale[None, :, None, None])
+def _draws(drop_path: nn.Module) -> bool:
+    """Whether `_stochastic_depth_draw` stands for `drop_path` (a block's nn.Identity or torchvision's
+    StochasticDepth with a valid rate)."""
+    return type(drop_path) is nn.Identity or (type(drop_path) is StochasticDepth and 0.0 <= drop_path.p <= 1.0
+                                              and drop_path.mode in ("row", "batch"))
+
+
+def _stochastic_depth_draw(drop_path: nn.Module, like: torch.Tensor) -> torch.Tensor | None:
+    """StochasticDepth's factor per image (N,) for a batch shaped as `like`, drawn as torchvision draws it (the
+    same random numbers, in like's dtype): 0 or 1 / survival. None for nn.Identity, evaluation or rate 0."""
+    if type(drop_path) is nn.Identity or not drop_path.training or drop_path.p == 0.0:
+        return None
+    survival = 1.0 - drop_path.p
+    draws = like.shape[0] if drop_path.mode == "row" else 1
+    keep = torch.empty((draws,), dtype=like.dtype, device=like.device).bernoulli_(survival)
+    if survival > 0.0:
+        keep.div_(survival)
+    return keep.expand(like.shape[0])
 
 
 class FusedTrainingMBConv(MBConv):
@@ -77,10 +95,11 @@ class FusedTrainingMBConv(MBConv):
         else:
             y3, mean, var = bnp.bn_pointwise(y2, self.conv_pwl.weight, scale, shift, act=True)
         scale, shift = bn_stats.batch_norm_train(self.bn3, mean, var, count)
-        out = _affine(y3, scale, shift).to(y3.dtype)
-        if self.has_skip:
-            out = self.drop_path(out) + shortcut
-        return out
+        if not self.has_skip:
+            return block_output(y3, scale, shift)
+        if _draws(self.drop_path):
+            return block_output(y3, scale, shift, _stochastic_depth_draw(self.drop_path, y3), shortcut)
+        return self.drop_path(block_output(y3, scale, shift)) + shortcut  # a drop path of the caller's own
 
     def _fused(self, x: torch.Tensor) -> bool:
         bns = (self.bn2, self.bn3, *([self.bn1] * self.expands))

@@ -160,16 +160,16 @@ def default_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tenso
 
 
 def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand: torch.nn.Conv2d,
-               use_triton: bool | None = None) -> torch.Tensor:
+               use_triton: bool | None = None, *, tf32: bool = False) -> torch.Tensor:
     """The squeeze-excitation gate (N, C) in float32 from the float32 channel sums of an activation (N, C):
-    sigmoid(expand(silu(reduce(sums / pixels)))). On the Triton path one launch (`effnet.fast.excitation`);
-    in PyTorch (and while `torch.compile` traces, which fuses it itself) four kernels, the mean's 1/pixels
-    folded into the first product (`addmm`'s alpha). `optimize_for_inference` keeps the SE in float32, so the
-    casts are no-ops."""
+    sigmoid(expand(silu(reduce(sums / pixels)))). On the Triton path one launch (`effnet.fast.excitation`; with
+    `tf32`, for 16-bit activations, its products on TF32 whatever PyTorch's setting); in PyTorch (and while
+    `torch.compile` traces, which fuses it itself) four kernels, the mean's 1/pixels folded into the first
+    product (`addmm`'s alpha). `optimize_for_inference` keeps the SE in float32, so the casts are no-ops."""
     if _triton(sums, use_triton) and not torch.compiler.is_compiling():
         return fused_excitation(sums.float().contiguous(), pixels, reduce.weight.flatten(1).float().contiguous(),
                                 reduce.bias.float(), expand.weight.flatten(1).float().contiguous(),
-                                expand.bias.float())
+                                expand.bias.float(), tf32=tf32)
     hidden = torch.addmm(reduce.bias.float(), sums, reduce.weight.flatten(1).float().t(), alpha=1.0 / pixels)
     hidden = torch.addmm(expand.bias.float(), F.silu(hidden), expand.weight.flatten(1).float().t())
     return torch.sigmoid(hidden)  # (N, C)

@@ -108,6 +108,12 @@ def _excite(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, dtyp
     return torch.sigmoid(_linear(F.silu(hidden), expand_weight, expand_bias, dtype))
 
 
+def _half(x: torch.Tensor) -> bool:
+    """Whether x is 16-bit: its SE's products then take TF32 (`effnet.fast.excitation`), as the plain block's
+    autocast takes them in 16 bits."""
+    return x.dtype in (torch.bfloat16, torch.float16)
+
+
 def _se_weights(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """The SE's weights and biases as the Triton excitation takes them: float32, contiguous."""
     return [t.float().contiguous() for t in tensors]
@@ -119,7 +125,8 @@ def _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight,
     layers in x's dtype as autocast does (four to six launches, each a few microseconds)."""
     with torch.autocast(x.device.type, enabled=False):  # the dtypes chosen here, whatever the caller's autocast
         pooled = _pool(x, scale, shift)
-        gate = excitation(pooled, 1, *_se_weights(reduce_weight, reduce_bias, expand_weight, expand_bias))
+        gate = excitation(pooled, 1, *_se_weights(reduce_weight, reduce_bias, expand_weight, expand_bias),
+                          tf32=_half(x))
         return (*bnp._forward(x, weight, scale, shift, gate, True, tiles), pooled, gate)
 
 
@@ -132,7 +139,7 @@ def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight
         dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, weight_tiles)
         # the pool's gradient reaches each of its pixels divided by their count
         dpool, *dse = excitation_backward(dgate, gate, pooled, *_se_weights(reduce_weight, reduce_bias, expand_weight),
-                                          dpooled_scale=1.0 / (x.shape[2] * x.shape[3]))
+                                          dpooled_scale=1.0 / (x.shape[2] * x.shape[3]), tf32=_half(x))
         dx, dscale, dshift = (dw.new_empty((0,)) for _ in range(3))
         if need_dx:
             dx, dscale, dshift = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True, pool=dpool,
