@@ -1,7 +1,8 @@
 """Where the fused depthwise kernel stands against its memory floor, layer by layer.
 
     PYTHONPATH=src python benchmarks/depthwise_sweep.py --out results/          # on a GPU, ~1 minute
-    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 --configs 2 --rolling-configs 1
+    TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 \
+        --configs 2 --rolling-configs 1
 
 For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last
 activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
@@ -128,7 +129,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     def rate(seconds: float) -> float:
         return moved / seconds / 1e9
 
-    print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2} | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
+    print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2}"
+          f" | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
           f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
           f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e}, noise {noise(times):.0%})"
           f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
@@ -150,8 +152,8 @@ def main() -> int:
     timer = sweep_timer(device)
     bound = 1e-2 if dtype == torch.bfloat16 else 1e-4
     rows, totals = [], Counter()
-    print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6} | {'default us':>10} {'GB/s':>6}"
-          f" | {'best us':>8} {'GB/s':>6} best tiles", flush=True)
+    print(f"{'#':>2} {'C':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>2} | {'torch us':>9} {'GB/s':>6}"
+          f" | {'default us':>10} {'GB/s':>6} | {'best us':>8} {'GB/s':>6} best tiles", flush=True)
     for index, shape, count, x, weight in layer_inputs(args, device, dtype):
         row = sweep_layer(args, index, shape, count, x, weight, timer, bound)
         rows.append(row)

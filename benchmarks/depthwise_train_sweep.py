@@ -9,9 +9,10 @@ activations, PyTorch's depthwise backward as eager training runs it (`aten.convo
 for both gradients, and for the input and the weight gradient alone) and the two Triton kernels of
 `effnet.fast.depthwise_train`: `input_grad` and `weight_grad`, each with its default and with each
 configuration of a small sweep. (`input_grad`'s default on stride-1 layers is the inference kernel run
-on dy with flipped taps; its sweep configurations are the dedicated gradient kernel's tiles.) Every kernel result is checked against PyTorch's. The totals
-weight each layer shape by how often the network runs it: what one backward pass through the
-network's depthwise convs costs in PyTorch, with the default tiles and with the best tiles per layer.
+on dy with flipped taps; its sweep configurations are the dedicated gradient kernel's tiles.) Every kernel
+result is checked against PyTorch's. The totals weight each layer shape by how often the network runs it:
+what one backward pass through the network's depthwise convs costs in PyTorch, with the default tiles and
+with the best tiles per layer.
 `--tuning FILE` records, per layer, the best tiles of each kernel where they beat its default by 3%.
 """
 from __future__ import annotations

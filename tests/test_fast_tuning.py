@@ -77,7 +77,8 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
         if key["stride"] == 1:
             tuning.record(path, "depthwise", key, "rolling", (8, 64, 4, 4), device="test", seconds=1, default_seconds=2)
         else:
-            tuning.record(path, "depthwise", key, "tiled", (2, 4, 64, 1, 4), device="test", seconds=1, default_seconds=2)
+            tuning.record(path, "depthwise", key, "tiled", (2, 4, 64, 1, 4), device="test", seconds=1,
+                          default_seconds=2)
     for key in pointwise:
         if key["gated"] and key["height"] * key["width"] < 16:  # a gated stream's tiles lie in at most two images
             tuning.record(path, "pointwise", key, "tiled", (16, 64, 64, 4, 1), device="test", seconds=1,

@@ -91,7 +91,8 @@ def test_report_of_run_4_prints_its_tables_and_the_verdicts_recorded_in_results(
     assert verdicts["B0 inference >= 1.5x timm compiled"]["ratio"] == pytest.approx(31724 / 25668, rel=1e-3)
     assert verdicts["B4 inference >= 1.2x timm compiled"]["verdict"] == "met"
     assert verdicts["B4 inference >= 1.2x timm compiled"]["ratio"] == pytest.approx(4057 / 3365, rel=1e-3)
-    assert verdicts["B0 training >= 1.3x timm compiled"]["verdict"] == "not measured"  # run 4 timed no compiled training
+    # run 4 timed no compiled training
+    assert verdicts["B0 training >= 1.3x timm compiled"]["verdict"] == "not measured"
     assert gpu_check.off_reference(document) == []  # run 4's timm rows were within 10% of the issue's figures
 
 

@@ -58,7 +58,8 @@ def test_run_learns_and_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_p
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
-    ema_expected, ema_actual = load_file(straight / "model_ema.safetensors"), load_file(killed / "model_ema.safetensors")
+    ema_expected = load_file(straight / "model_ema.safetensors")
+    ema_actual = load_file(killed / "model_ema.safetensors")
     assert all(torch.equal(ema_expected[key], ema_actual[key]) for key in ema_expected)
 
 
@@ -133,7 +134,8 @@ def _write_bad_and_awkward_tree(root: Path) -> list[str]:
     good = (train_a / "0.png").read_bytes()
     (train_a / "truncated.png").write_bytes(good[: len(good) // 2])
     Image.new("L", (20000, 20000)).save(root / "train" / "b" / "bomb.png", optimize=False)
-    return [str(train_a / n) for n in ("empty.jpg", "notes.jpg", "truncated.png")] + [str(root / "train" / "b" / "bomb.png")]
+    return [str(train_a / n) for n in ("empty.jpg", "notes.jpg", "truncated.png")] + [
+        str(root / "train" / "b" / "bomb.png")]
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path, capsys):

@@ -179,7 +179,8 @@ def measure(candidate: Candidate, task: str, mode: str, *, device: torch.device,
     try:
         _peak_start(device)
         model = candidate.build(device, dtype, memory_format)
-        images = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=memory_format)
+        images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+        images = images.contiguous(memory_format=memory_format)
         make = _training_step if task == "training" else _inference_step
         step = make(model, images, candidate, mode, device, dtype)
         seconds = timer.median(step)

@@ -30,9 +30,9 @@ def describe(name: str, resolution: int | None = None, num_classes: int = 1000) 
     plan = resolve(spec)
     cost = spec_cost(spec, num_classes=num_classes)
     stages = [
-        {"stage": index + 1, "block": _BLOCK_LABELS[stage_spec.block].format(ratio=stage_spec.expand_ratio), "kernel": stage_spec.kernel_size,
-         "stride": stage_spec.stride, "channels": blocks[0].out_channels, "repeats": len(blocks),
-         "se": blocks[0].se_channels > 0}
+        {"stage": index + 1, "block": _BLOCK_LABELS[stage_spec.block].format(ratio=stage_spec.expand_ratio),
+         "kernel": stage_spec.kernel_size, "stride": stage_spec.stride, "channels": blocks[0].out_channels,
+         "repeats": len(blocks), "se": blocks[0].se_channels > 0}
         for index, (stage_spec, blocks) in enumerate(zip(spec.stages, plan.stages))
     ]
     return {

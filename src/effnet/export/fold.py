@@ -40,7 +40,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of `model` in eval mode with every conv -> BatchNorm pair folded into the conv.
 
     Pairs are found by role name (`conv_stem`/`bn1`, `conv_dw`/`bn2`, ...), the module's public key
-    format; a BatchNorm that follows no convolution (or an `nn.Identity` part) is left alone. Only effnet models: anything else is an `ExportError`.
+    format; a BatchNorm that follows no convolution (or an `nn.Identity` part) is left alone. Only effnet
+    models: anything else is an `ExportError`.
     The input model is not changed.
     """
     if not isinstance(model, _Trunk):

@@ -90,7 +90,8 @@ class _Trunk(nn.Module):
         return stage(x)
 
 
-def _recompute_contexts(stage: nn.Module) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+def _recompute_contexts(stage: nn.Module) -> tuple[contextlib.AbstractContextManager,
+                                                     contextlib.AbstractContextManager]:
     """(forward, recomputation) contexts: the backward's re-run of a stage leaves BN statistics as
     the forward left them (else each training step would update them twice)."""
     return contextlib.nullcontext(), _kept_batchnorm_statistics(stage)
@@ -98,8 +99,8 @@ def _recompute_contexts(stage: nn.Module) -> tuple[contextlib.AbstractContextMan
 
 @contextlib.contextmanager
 def _kept_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
-    saved = [(buffer, buffer.clone()) for layer in module.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)
-             for buffer in layer.buffers()]
+    saved = [(buffer, buffer.clone()) for layer in module.modules()
+             if isinstance(layer, nn.modules.batchnorm._BatchNorm) for buffer in layer.buffers()]
     try:
         yield
     finally:

@@ -1,8 +1,9 @@
 """The paper's Figure 3 / Table 3 on the user's data: scale one dimension, or all three, to matched MACs.
 
 For each MACs multiple, each strategy gets the largest multiplier whose trunk (everything but the
-classifier, whose size depends on the data) costs at most that multiple of the base's (costs are monotone step functions of the multiplier, so a bisection finds
-it); then every network is trained the same way and top-1 is plotted against measured MACs.
+classifier, whose size depends on the data) costs at most that multiple of the base's (costs are monotone
+step functions of the multiplier, so a bisection finds it); then every network is trained the same way and
+top-1 is plotted against measured MACs.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def _largest_multiplier(make: Callable[[float], NetworkSpec], budget: float, tol
     return low
 
 
-def matched_specs(base: NetworkSpec, multiple: float, coefficients: Sequence[float]) -> dict[str, tuple[float, NetworkSpec]]:
+def matched_specs(base: NetworkSpec, multiple: float,
+                  coefficients: Sequence[float]) -> dict[str, tuple[float, NetworkSpec]]:
     """strategy -> (multiplier or phi, spec) with MACs at most `multiple` x the base's."""
     budget = multiple * _trunk_macs(base)
     makers = {

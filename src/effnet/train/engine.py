@@ -79,7 +79,8 @@ def train_one_epoch(
             with precision.autocast(device):
                 loss = criterion(model(images), targets)
             if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; lower the learning rate or use --amp none")
+                raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; lower the learning rate or use "
+                                         "--amp none")
             scaled = loss / grad_accum_steps
             (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
         seen += images.shape[0]
