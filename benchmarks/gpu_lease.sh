@@ -15,6 +15,8 @@
 #              Nsight Compute on the two weight gradients
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the fused training's gradient checks, B0's training rows, the profiles
+#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
+#              B4's training rows (its goal never measured): eager, captured and compiled, as the budget allows
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
 # (carry [".compile_cache"] with each). A later call on the still-warm machine takes the tuning file the earlier
 # ones left in $KEEP (a fresh machine starts from run 7's file). Each call writes a log, its JSON documents and
@@ -113,6 +115,16 @@ case "$STAGE" in
       cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"
     ;;
+  b4train)
+    # B4's training goal (>= 1.2x timm compiled), never measured: B4's training rows alone, no checks (the fused
+    # training's kernels are checked on B0's layers by the train stage; each row is checked against the plain
+    # model's output): timm and effnet-ftrain eager, effnet-stages (memory), effnet-ftrain captured, then timm and
+    # effnet-ftrain compiled (about 240 s each, compiling cold) and timm captured, as the budget allows.
+    {
+      python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --no-checks \
+        --tasks training --budget-s "${2:-400}"
+    } 2>&1 | tee "$OUT/lease.log"
+    ;;
   b4)
     # B0's and B4's inference rows (timm compiled, from a reset compiler, against the fused path with a CUDA graph):
     # B0's to confirm its goal against a clean timm row, B4's the goal closest to met. First three of B4's 1x1
@@ -134,7 +146,7 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, sweeps, rows or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, sweeps, rows, b4train or b4)" >&2
     exit 2
     ;;
 esac

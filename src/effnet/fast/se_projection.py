@@ -21,8 +21,8 @@ with the pool's share included. The pool's gradient is never written.
 `se_projection` is differentiable in every tensor, through PyTorch custom operators (so
 `torch.compile` traces it). It runs the Triton kernels where `bn_pointwise` does, and the same
 function in plain PyTorch elsewhere (`se_projection_reference`, whose SE runs its linear layers in x's dtype,
-as autocast runs the plain block's; the Triton path's in float32). The squeeze-excitation is EfficientNet's:
-a SiLU between its two biased 1x1 convs, a sigmoid gate.
+as autocast runs the plain block's; the Triton path's in float32, its products on TF32 where x is 16-bit). The
+squeeze-excitation is EfficientNet's: a SiLU between its two biased 1x1 convs, a sigmoid gate.
 """
 from __future__ import annotations
 
@@ -121,8 +121,9 @@ def _se_weights(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 def _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias, tiles=None):
     """(y, mean, var, pooled, gate). `tiles` overrides the 1x1 kernels' tiles (for the sweep). The gate comes
-    from one Triton launch in float32 (`effnet.fast.excitation`), where the composite runs the SE's linear
-    layers in x's dtype as autocast does (four to six launches, each a few microseconds)."""
+    from one Triton launch in float32 (`effnet.fast.excitation`; TF32 products for 16-bit x), where the
+    composite runs the SE's linear layers in x's dtype as autocast does (four to six launches, each a few
+    microseconds)."""
     with torch.autocast(x.device.type, enabled=False):  # the dtypes chosen here, whatever the caller's autocast
         pooled = _pool(x, scale, shift)
         gate = excitation(pooled, 1, *_se_weights(reduce_weight, reduce_bias, expand_weight, expand_bias),
