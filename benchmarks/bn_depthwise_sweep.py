@@ -14,7 +14,9 @@ output with that output's batch norm and SiLU to apply:
   configuration, timed apart; on stride-1 layers the forward and the input gradient with their default
   tiles and their taps warmed (`kernels._depthwise_taps`, WARM: a fifth tile value of 1); and, as column
   "dx dy,y", the input gradient forming g from dy and y at every tap itself, as it did before session 14
-  (default tiles).
+  (default tiles); and both gradients through cuDNN ("dx cudnn": cuDNN's input gradient of g and the
+  activation's backward; "dw cudnn": a pass writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where
+  cuDNN's symmetric padding is the conv's.
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
+from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
 from effnet.fast import ops  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
@@ -124,7 +127,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         passes["bn_depthwise_input_grad"][name] = timer.median(partial(input_grad, tiles))
         passes["bn_depthwise_weight_grad"][name] = timer.median(partial(weight_grad, weight_tiles))
     # The forward and the input gradient with their taps in two phases (`kernels._depthwise_taps`, WARM): stride 1
-    warm = {op: {} for op in passes}
+    warm = {op: {} for op in passes}  # other kernels' choices (the warmed taps, cuDNN's gradients) by pass
     for op, function, outputs in (("bn_depthwise", forward, slice(0, 3)), ("bn_depthwise_input_grad", input_grad,
                                                                             slice(3, 4))):
         if stride != 1:
@@ -137,6 +140,22 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             warm[op][name] = ("tiled", tiles, {})
         except OutOfResources:
             skipped.append(name)
+    # The gradients through cuDNN (`bn_depthwise_cudnn`) where its symmetric padding is the conv's: the weight
+    # gradient with its own pass writing g (as the Triton one writes it), the input gradient from g.
+    if bdc.takes(x, k, stride, padding, output_size):
+        def weight_grad_cudnn():
+            return bdc.weight_grad(bdc.output_gradient(dy, stats, y), a, taps, k, stride, padding)
+
+        def input_grad_cudnn():
+            return bdc.input_grad(g, taps, x, scale, shift, k, stride, padding, True)
+
+        errors["dw cudnn"] = relative_error(weight_grad_cudnn().t().reshape(channels, 1, k, k), expected[4])
+        errors["dx cudnn"] = max(relative_error(value.float(), reference) for value, reference in zip(
+            input_grad_cudnn(), (expected[3], expected[5], expected[6]), strict=True))
+        for op, name, function in (("bn_depthwise_weight_grad", "dw cudnn", weight_grad_cudnn),
+                                   ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
+            passes[op][name] = timer.median(function)
+            warm[op][name] = ("cudnn", (), {})
     for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
                          ("bn_depthwise_weight_grad", weight_grad)):
         passes[op][AGAIN] = timer.median(function)
@@ -160,11 +179,17 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
           f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
                                                        passes.values())
           + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused best'] * 1e6:8.1f} "
-          f"{times['dx from dy, y'] * 1e6:9.1f} "
+          f"{times['dx from dy, y'] * 1e6:9.1f} {_cell(passes, 'bn_depthwise_input_grad', 'dx cudnn')} "
+          f"{_cell(passes, 'bn_depthwise_weight_grad', 'dw cudnn')} "
           f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
             "bytes": moved, "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise,
             "skipped": skipped, "tuned": promoted}
+
+
+def _cell(passes: dict, op: str, name: str) -> str:
+    """A pass's time in microseconds for the printed line, '-' where it was not timed."""
+    return f"{passes[op][name] * 1e6:9.1f}" if name in passes[op] else f"{'-':>9}"
 
 
 def _conv_step(x, weight, stride, same, dy):
@@ -186,7 +211,8 @@ def main() -> int:
     compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnd.bn_depthwise_reference,
                                                                                     dynamic=True)
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
-          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9}", flush=True)
+          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9} {'dx cudnn':>9} "
+          f"{'dw cudnn':>9}", flush=True)
     rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")

@@ -5,22 +5,22 @@
     PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles and variants the sweeps try
     EFFNET_TUNING=FILE PYTHONPATH=src python benchmarks/compile_check.py    # the kernels a tuning file picks
 
-Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot
-see what only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory,
-registers, and how wide the loads are. This script runs the host code of a bf16 training step of B0 and of
-B4 (batch 128; `effnet.fast.bn_pointwise`, `se_projection`, `bn_depthwise`, `bn_stats`, `block_output`) layer by
-layer on PyTorch's meta device, where no data exists, catching each kernel launch as the Triton JIT would see it:
-its arguments specialised as the JIT specialises them (an integer 1 becomes a constant, one divisible by 16
-and 16-byte aligned pointers are marked so: what lets the compiler vectorise a channels-last load), its
-tiles and launch options. Each distinct compilation (named by the first layer that needs it) and the
+Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot see what
+only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks, shared memory, registers, and
+how wide the loads are. This script runs the host code of a bf16 training step of B0 and of B4 (batch 128;
+`effnet.fast.bn_pointwise`, `se_projection`, `bn_depthwise` and its cuDNN form's passes, `bn_stats`,
+`block_output`) layer by layer on PyTorch's meta device, where no data exists, catching each kernel launch as the
+Triton JIT would see it: its arguments specialised as the JIT specialises them (an integer 1 becomes a constant,
+one divisible by 16 and 16-byte aligned pointers are marked so: what lets the compiler vectorise a channels-last
+load), its tiles and launch options. Each distinct compilation (named by the first layer that needs it) and the
 inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`, timed on H100s since run 1) go through
-Triton's CUDA backend to a cubin (ptxas ships with Triton), and each line prints what a program needs:
-registers per thread, spilled bytes (local memory), shared memory, how full the multiprocessors are (warps
-resident per multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves
-of what 132 of them hold at once), whether a pipelined loop's copies stay in flight while it computes
-("copies overlap") or are all awaited at each step ("copies wait"), the widths of its global loads (16 B:
-eight bf16 values per instruction; 2 B: one), and whether its SiLU runs on the tanh instruction. A kernel that
-fails to compile is one failed line and exit status 1; a spill is a warning (slow, not wrong).
+Triton's CUDA backend to a cubin (ptxas ships with Triton), and each line prints what a program needs: registers
+per thread, spilled bytes (local memory), shared memory, how full the multiprocessors are (warps resident per
+multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves of what 132 of
+them hold at once), whether a pipelined loop's copies stay in flight while it computes ("copies overlap") or are
+all awaited at each step ("copies wait"), the widths of its global loads (16 B: eight bf16 values per
+instruction; 2 B: one), and whether its SiLU runs on the tanh instruction. A kernel that fails to compile is one
+failed line and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
 
@@ -50,10 +50,12 @@ from triton.runtime.jit import JITFunction, native_specialize_impl  # noqa: E402
 
 from effnet.fast import block_output as bo  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
+from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import bn_stats as bns  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
+from effnet.fast.affine_grad import affine_grad  # noqa: E402
 
 # The models whose training layers the check walks, each at its own resolution, batch 128.
 MODELS = ("efficientnet_b0", "efficientnet_b4")
@@ -193,6 +195,10 @@ def _training_launches(model_name: str) -> list[Launch]:
             stats = bns.gradient_stats(mean, mean, mean, y2)
             bnd._backward(torch.empty_like(y2), stats, y1, a, y2, taps, scale, shift, k, stride, padding, True, True,
                           True)
+            # the element-wise passes of the gradients' cuDNN form (`bn_depthwise_cudnn`, a tuning file's choice)
+            bdc.output_gradient(torch.empty_like(y2), stats, y2)
+            if scale is not None:
+                affine_grad(torch.empty_like(y1), y1, scale, shift, act=True)
         scale, shift = _batch_norm(dw_out[1], where, launches)
         se = None
         if block.has_se:

@@ -11,8 +11,9 @@
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
 #              session 14's training kernels: their gradients checked, B0's captured training rows, the profile
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
-#              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, and
-#              Nsight Compute on the two weight gradients
+#              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, the
+#              depthwise gradients through cuDNN beside them (session 15), and Nsight Compute on the two weight
+#              gradients; the winners go into the tuning file the later calls take
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the fused training's gradient checks, B0's training rows, the profiles
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]

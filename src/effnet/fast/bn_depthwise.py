@@ -16,7 +16,8 @@ g * a elementwise; it reduces over the pixels once per program (no per-tile redu
 cost of `depthwise_train`'s weight gradient). The input gradient then gathers g over the taps, one load
 a tap (forming g there would load dy and y at every tap), and, in its epilogue, applies the SiLU's and
 the affine map's derivatives and sums dscale and dshift: da, the gradient of the widest tensor of the
-block, is never written. Per-program sums are added up by PyTorch (deterministic).
+block, is never written. Per-program sums are added up by PyTorch (deterministic). A tuning file may send
+either gradient through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -28,31 +29,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_stats, kernels, tuning
+from effnet.fast import bn_depthwise_cudnn, bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import (_load_pixels, _multiple, _pixel_tile, _sigmoid, _store_pixels, _tap_weight,
-                                     _tile_taps)
+    from effnet.fast.kernels import (_load_pixels, _multiple, _pixel_tile, _row_tile, _sigmoid, _store_pixels,
+                                     _tap_weight, _tile_taps)
 
     @triton.jit
     def _dw_activate_kernel(x_ptr, scale_ptr, shift_ptr, a_ptr, M, C, ACT: tl.constexpr, ALIGN: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         # a = act(x * scale + shift) over the (M, C) channels-last matrix, in x's dtype.
         C = _multiple(C, ALIGN)
-        rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = c < C
-        ok = (rm < M)[:, None] & c_ok[None, :]
-        x = tl.load(x_ptr + rm[:, None] * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        _, c, c_ok, ok, offsets = _row_tile(M, C, BLOCK_M, BLOCK_C)
+        x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
         z = x * tl.load(scale_ptr + c, mask=c_ok, other=0.0)[None, :] + tl.load(shift_ptr + c, mask=c_ok,
                                                                                 other=0.0)[None, :]
         if ACT:
             z = z * _sigmoid(z, ACT)
-        tl.store(a_ptr + rm[:, None] * C + c[None, :], z.to(a_ptr.dtype.element_ty), mask=ok)
+        tl.store(a_ptr + offsets, z.to(a_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
     def _grad_pixels(dy_ptr, y_ptr, stats_ptr, n, h, w, c, ok, c_ok, s_n, s_h, s_w, s_c, C):
@@ -214,6 +212,21 @@ _INTERPRET_TILES = (16, 16, 64, 4)  # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps)
 _INTERPRET_WEIGHT_TILES = (16, 8, 16, 64, 4)  # (BAND, BLOCK_H, BLOCK_W, BLOCK_C, num_warps)
 
 
+def _choice(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> dict | None:
+    """The tuning file's entry for this layer shape and pass, if it names one."""
+    _, channels, height, width = x.shape
+    return tuning.lookup(op, kernel_size=kernel_size, stride=stride, channels=channels, height=height, width=width)
+
+
+def _cudnn(op: str, x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
+           output_size: tuple[int, int]) -> bool:
+    """Whether this pass runs through cuDNN (`bn_depthwise_cudnn`): the tuning file says so for the layer
+    shape, and cuDNN's symmetric padding gives this conv."""
+    choice = _choice(op, x, kernel_size, stride)
+    return (choice is not None and choice["kernel"] == "cudnn"
+            and bn_depthwise_cudnn.takes(x, kernel_size, stride, padding, output_size))
+
+
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
     """The tuning file's tiles for this layer shape and pass, else the defaults (first guesses, untimed):
     `bn_depthwise` and `bn_depthwise_input_grad` take (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, warm]: a fifth
@@ -223,9 +236,8 @@ def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int
     BLOCK_C, num_warps), where the (taps, pixels, channels) accumulator holds KK x P x BC floats, so
     5 x 5 kernels (KK = 32) take half the channels of 3 x 3 (KK = 16)."""
     _, channels, height, width = x.shape
-    choice = tuning.lookup(op, kernel_size=kernel_size, stride=stride, channels=channels, height=height,
-                           width=width)
-    if choice is not None:
+    choice = _choice(op, x, kernel_size, stride)
+    if choice is not None and choice["kernel"] == "tiled":
         return tuple(choice["tiles"])
     if op == "bn_depthwise_weight_grad":
         if INTERPRET:
@@ -360,15 +372,27 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
     """(dx, dtaps (k*k, C) float32, dscale, dshift), each empty where not asked for or not an input.
     `stats` (3, C): dmean / n, 2 dvar / n and mean of y. Asked for both, the weight gradient runs first and
     writes g, which the input gradient then reads (a tap's one load instead of two; g rounded to dy's dtype
-    once, as an eager backward rounds each gradient it writes). `tiles` and `weight_tiles` override the
-    input and weight gradients' tiles (for the sweep)."""
+    once, as an eager backward rounds each gradient it writes). Where the tuning file names cuDNN for a pass,
+    it runs there (`bn_depthwise_cudnn`), on g written by the Triton weight gradient or by a pass of its own.
+    `tiles` and `weight_tiles` override the Triton input and weight gradients' tiles (for the sweep)."""
     dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
+    output_size = tuple(y.shape[2:])
     g = None
     if need_dw:
-        dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
+        if _cudnn("bn_depthwise_weight_grad", x, kernel_size, stride, padding, output_size):
+            g = bn_depthwise_cudnn.output_gradient(dy, stats, y)
+            dtaps = bn_depthwise_cudnn.weight_grad(g, a if scale is not None else x, taps, kernel_size, stride,
+                                                   padding)
+        else:
+            dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
     if need_dx:
-        dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
-                                         stride, padding, act, g is not None, tiles)
+        if _cudnn("bn_depthwise_input_grad", x, kernel_size, stride, padding, output_size):
+            g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
+            dx, dscale, dshift = bn_depthwise_cudnn.input_grad(g, taps, x, scale, shift, kernel_size, stride,
+                                                               padding, act)
+        else:
+            dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
+                                             stride, padding, act, g is not None, tiles)
     return dx, dtaps, dscale, dshift
 
 

@@ -113,6 +113,15 @@ if triton is not None:
         return x * tl.sigmoid(x)
 
     @triton.jit
+    def _row_tile(M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Program (i, j)'s BLOCK_M rows x BLOCK_C channels of an (M, C) row-major matrix (a channels-last map's
+        pixels by channels): (rows, channels, the channels' mask, the tile's mask, its element offsets)."""
+        rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        return rm, c, c_ok, (rm < M)[:, None] & c_ok[None, :], rm[:, None] * C + c[None, :]
+
+    @triton.jit
     def _row_gates(gate_ptr, rm, start, pixels, M, K, k, k_ok):
         """The (N, K) gate's rows for a tile's rows rm (BM,) = start, start + 1, ..., at most `pixels` of them,
         at columns k (BK,): they lie in row `start`'s image and, past its last pixel, the next one, so two (BK,)

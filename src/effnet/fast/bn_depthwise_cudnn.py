@@ -1,0 +1,103 @@
+"""The training depthwise conv's gradients through cuDNN, for the layers where a sweep finds them faster.
+
+`bn_depthwise`'s backward runs two Triton kernels: the weight gradient, which forms and writes g = dy +
+dmean / n + (2 dvar / n)(y - mean), and the input gradient, which gathers g over the taps and applies the SiLU's
+and bn1's derivatives in its epilogue. In run 7 they took 8.5 ms of an eager B0 step at batch 128, where
+cuDNN's own depthwise gradients in the plain model's step took 3.5-4.5 (its `dgrad2d_c1_k1_nhwc` 2.4 ms, the
+weight gradients 1.1-2.1). This module gives each pass a cuDNN form (`aten.convolution_backward`, the kernels
+the plain model's backward runs), at the price of the element-wise passes those kernels cannot fuse:
+
+- `output_gradient`: g in one pass, in dy's dtype (needed unless the Triton weight gradient wrote it);
+- `weight_grad`: cuDNN's weight gradient of g and the conv's input a;
+- `input_grad`: cuDNN's input gradient da of g, then one pass (`affine_grad`) for the SiLU's and bn1's
+  derivatives with dscale and dshift.
+
+A tuning entry with kernel `cudnn` for `bn_depthwise_weight_grad` or `bn_depthwise_input_grad` picks it for
+its layer shape (`benchmarks/bn_depthwise_sweep.py` times both forms); the Triton kernels stay the default
+until a GPU run says otherwise. Symmetric padding only (`takes`): the `efficientnet_*` models; the `tf_`
+twins' "same" padding of even maps pads one side more, and keeps the Triton kernels.
+"""
+from __future__ import annotations
+
+import torch
+
+from effnet.fast import kernels
+from effnet.fast.affine_grad import WARPS, affine_grad, row_tiles
+from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.kernels import INTERPRET, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.kernels import _multiple, _row_tile
+
+    @triton.jit
+    def _dwc_output_grad_kernel(dy_ptr, y_ptr, stats_ptr, g_ptr, M, C, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr,
+                                BLOCK_C: tl.constexpr):
+        # g = dy + dmean / n + (2 dvar / n)(y - mean) over the (M, C) channels-last matrices; `stats_ptr` holds
+        # the rows dmean / n, 2 dvar / n and mean (`bn_stats.gradient_stats`).
+        C = _multiple(C, ALIGN)
+        _, c, c_ok, ok, offsets = _row_tile(M, C, BLOCK_M, BLOCK_C)
+        dmean = tl.load(stats_ptr + c, mask=c_ok, other=0.0)
+        dvar = tl.load(stats_ptr + C + c, mask=c_ok, other=0.0)
+        mean = tl.load(stats_ptr + 2 * C + c, mask=c_ok, other=0.0)
+        dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        g = dy + dmean[None, :] + dvar[None, :] * (y - mean[None, :])
+        tl.store(g_ptr + offsets, g.to(g_ptr.dtype.element_ty), mask=ok)
+
+
+_TILE = 4096  # values per (BLOCK_M, BLOCK_C) tile of `output_gradient`
+
+
+def takes(x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
+          output_size: tuple[int, int]) -> bool:
+    """Whether cuDNN's conv, padded `padding` on both sides, has the output the kernels' padding gives (top and
+    left `padding`, bottom and right as `output_size` needs): then its gradients are this conv's."""
+    return all((size + 2 * pad - kernel_size) // stride + 1 == out
+               for size, pad, out in zip(x.shape[2:], padding, output_size, strict=True))
+
+
+def output_gradient(dy: torch.Tensor, stats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """g = dy + dmean / n + (2 dvar / n)(y - mean) in dy's dtype and y's channels-last layout; `stats` (3, C)
+    holds dmean / n, 2 dvar / n and mean."""
+    g = channels_last_empty(y, tuple(y.shape), dy.dtype)
+    rows, channels = y.numel() // y.shape[1], y.shape[1]
+    block_m, block_c = row_tiles(channels, _TILE)
+    _dwc_output_grad_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
+        dy, y, stats, g, rows, channels, ALIGN=kernels.map_alignment(dy, y, g), BLOCK_M=block_m, BLOCK_C=block_c,
+        **({} if INTERPRET else {"num_warps": WARPS}))
+    return g
+
+
+def _weight(taps: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The (C, 1, k, k) weight of the (k * k, C) taps."""
+    return taps.t().reshape(taps.shape[1], 1, kernel_size, kernel_size)
+
+
+def _gradients(g, conv_input, taps, kernel_size, stride, padding, mask):
+    return torch.ops.aten.convolution_backward(g, conv_input, _weight(taps, kernel_size).to(g.dtype), None,
+                                               [stride, stride], list(padding), [1, 1], False, [0, 0],
+                                               conv_input.shape[1], mask)
+
+
+def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int,
+                padding: tuple[int, int]) -> torch.Tensor:
+    """The (k * k, C) float32 gradient of the taps: cuDNN's, of g (the gradient reaching the conv's output) and
+    the conv's input (a, or x without an affine map before the conv)."""
+    _, dweight, _ = _gradients(g, conv_input, taps, kernel_size, stride, padding, [False, True, False])
+    return dweight.flatten(1).t().float().contiguous()  # (k * k, C), laid out as the Triton kernel's
+
+
+def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None,
+               shift: torch.Tensor | None, kernel_size: int, stride: int, padding: tuple[int, int],
+               act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dscale, dshift), the last two empty without scale: cuDNN's input gradient da of g, then dx = da *
+    act'(z) * scale with z = x * scale + shift, dscale and dshift in one pass (`affine_grad`); without an affine
+    map dx is da."""
+    da, _, _ = _gradients(g, x, taps, kernel_size, stride, padding, [True, False, False])
+    da = da.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    if scale is None:
+        return da, *(x.new_empty((0,), dtype=torch.float32) for _ in range(2))
+    dx, dscale, dshift = affine_grad(da, x, scale, shift, act=act)
+    return dx, dscale, dshift.clone()  # views of one sum, where a custom operator's outputs may not alias

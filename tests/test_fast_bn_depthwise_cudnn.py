@@ -1,0 +1,113 @@
+"""The training depthwise conv's gradients through cuDNN (`effnet.fast.bn_depthwise_cudnn`), where a tuning file
+names them for a layer shape: the same gradients as the PyTorch composite, either pass alone or both, with the
+Triton kernels doing the rest; and the Triton kernels where cuDNN's symmetric padding is not the conv's.
+
+Float32 under Triton's interpreter when there is no GPU (PyTorch's CPU convolution stands in for cuDNN: the
+same `aten.convolution_backward`).
+"""
+import pytest
+import torch
+
+from effnet.fast import bn_depthwise as bnd
+from effnet.fast import bn_depthwise_cudnn as bdc
+from effnet.fast import ops, tuning
+from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
+
+PASSES = {"weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
+          "both": ("bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
+
+
+@pytest.fixture(autouse=True)
+def _small_tiles_and_no_tuning_left_behind(monkeypatch):
+    monkeypatch.setattr(bnd, "_INTERPRET_TILES", (4, 8, 16, 4))
+    monkeypatch.setattr(bnd, "_INTERPRET_WEIGHT_TILES", (4, 2, 4, 16, 4))
+    yield
+    tuning.use(None)
+
+
+def _case(affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):
+    torch.manual_seed(43)
+    channels = shape[1]
+    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE) / kernel_size
+    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
+    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
+    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+    return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+
+
+def _use_cudnn(tmp_path, ops_named, x, kernel_size, stride):
+    path = tmp_path / "tuning.json"
+    key = dict(kernel_size=kernel_size, stride=stride, channels=x.shape[1], height=x.shape[2], width=x.shape[3])
+    for op in ops_named:
+        tuning.record(path, op, key, "cudnn", [], device="test", seconds=1, default_seconds=2)
+    tuning.use(path)
+
+
+def _spy(monkeypatch):
+    """The cuDNN passes called, in order (still the real functions)."""
+    calls = []
+    for name in ("weight_grad", "input_grad"):
+        real = getattr(bdc, name)
+        monkeypatch.setattr(bdc, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
+                            or real(*args, **kwargs))
+    return calls
+
+
+@needs_triton
+@pytest.mark.parametrize("passes", ["weight", "input", "both"])
+@pytest.mark.parametrize("affine, kernel_size, stride", [(True, 3, 1), (True, 5, 2), (False, 3, 2)])
+def test_cudnn_gradients_equal_the_composite(tmp_path, monkeypatch, passes, affine, kernel_size, stride):
+    """Each pass through cuDNN where the tuning file says so (the other one Triton's, on the g the cuDNN path or
+    the Triton weight gradient wrote): output, statistics and every gradient within 1e-5 of the composite."""
+    tensors, options = _case(affine, kernel_size, stride, False)
+    expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 44, **options)
+    _use_cudnn(tmp_path, PASSES[passes], tensors[0], kernel_size, stride)
+    calls = _spy(monkeypatch)
+    fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 44, **options)
+    assert calls == [{"bn_depthwise_weight_grad": "weight_grad", "bn_depthwise_input_grad": "input_grad"}[op]
+                     for op in PASSES[passes]]
+    names = ["y", "mean", "var", "dx", "dweight"] + ["dscale", "dshift"] * affine
+    for name, value, reference in zip(names, fused, expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5, (name, relative_error(value, reference))
+    assert fused[3].is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_triton
+def test_asymmetric_padding_keeps_the_triton_kernels(tmp_path, monkeypatch):
+    """TF "same" padding of a 5 x 5, stride-2 conv on an 8 x 10 map pads one side more than cuDNN would: the
+    tuning file's cuDNN entries are passed over and the gradients stay the composite's."""
+    tensors, options = _case(True, 5, 2, True, shape=(2, 20, 8, 10))
+    x = tensors[0]
+    assert not bdc.takes(x, 5, 2, options["padding"], options["output_size"])
+    _use_cudnn(tmp_path, PASSES["both"], x, 5, 2)
+    calls = _spy(monkeypatch)
+    fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 44, **options)
+    expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 44, **options)
+    assert calls == []
+    for value, reference in zip(fused, expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5
+
+
+def test_takes_the_convs_cudnns_padding_gives():
+    x = torch.empty(1, 8, 14, 15)
+    for kernel_size, stride in ((3, 1), (5, 1), (3, 2), (5, 2)):  # symmetric padding k // 2: always
+        output_size, padding = ops.conv_geometry(x, kernel_size, stride, False)
+        assert bdc.takes(x, kernel_size, stride, padding, output_size)
+    output_size, padding = ops.conv_geometry(torch.empty(1, 8, 14, 14), 3, 2, True)  # TF "same", even map
+    assert padding == (0, 0) and not bdc.takes(torch.empty(1, 8, 14, 14), 3, 2, padding, output_size)
+
+
+def test_a_cudnn_entry_takes_no_tiles(tmp_path):
+    key = dict(kernel_size=3, stride=1, channels=8, height=8, width=8)
+    path = tmp_path / "tuning.json"
+    tuning.record(path, "bn_depthwise_input_grad", key, "cudnn", [], device="test", seconds=1, default_seconds=2)
+    tuning.use(path)
+    assert tuning.lookup("bn_depthwise_input_grad", **key)["kernel"] == "cudnn"
+    for name, (op, tiles, message) in enumerate([
+            ("bn_depthwise_weight_grad", [4], "bn_depthwise_weight_grad cudnn tiles must be 0 whole numbers"),
+            ("bn_depthwise", [], "'kernel' in")]):  # the forward has no cuDNN form
+        bad = tmp_path / f"bad{name}.json"
+        tuning.record(bad, op, key, "cudnn", tiles, device="test", seconds=1, default_seconds=2)
+        with pytest.raises(tuning.TuningError, match=message):
+            tuning.use(bad)
