@@ -14,9 +14,9 @@ output with that output's batch norm and SiLU to apply:
   configuration, timed apart; on stride-1 layers the forward and the input gradient with their default
   tiles and their taps warmed (`kernels._depthwise_taps`, WARM: a fifth tile value of 1); and, as column
   "dx dy,y", the input gradient forming g from dy and y at every tap itself, as it did before session 14
-  (default tiles); and both gradients through cuDNN ("dx cudnn": cuDNN's input gradient of g and the
-  activation's backward; "dw cudnn": a pass writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where
-  cuDNN's symmetric padding is the conv's.
+  (default tiles); and each pass through cuDNN ("fwd cudnn": the activation pass, cuDNN's conv and a pass for
+  the statistics; "dx cudnn": cuDNN's input gradient of g and the activation's backward; "dw cudnn": a pass
+  writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's.
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -140,8 +140,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             warm[op][name] = ("tiled", tiles, {})
         except OutOfResources:
             skipped.append(name)
-    # The gradients through cuDNN (`bn_depthwise_cudnn`) where its symmetric padding is the conv's: the weight
-    # gradient with its own pass writing g (as the Triton one writes it), the input gradient from g.
+    # The passes through cuDNN (`bn_depthwise_cudnn`) where its symmetric padding is the conv's: the forward with
+    # its activation pass, the weight gradient with its own pass writing g (as the Triton one writes it), the
+    # input gradient from g.
     if bdc.takes(x, k, stride, padding, output_size):
         def weight_grad_cudnn():
             return bdc.weight_grad(bdc.output_gradient(dy, stats, y), a, taps, k, stride, padding)
@@ -149,10 +150,16 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         def input_grad_cudnn():
             return bdc.input_grad(g, taps, x, scale, shift, k, stride, padding, True)
 
+        def forward_cudnn():  # with the activation pass, as `forward` times it
+            return bdc.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding)
+
+        errors["fwd cudnn"] = max(relative_error(value.float(), reference) for value, reference in zip(
+            forward_cudnn(), expected[:3], strict=True))
         errors["dw cudnn"] = relative_error(weight_grad_cudnn().t().reshape(channels, 1, k, k), expected[4])
         errors["dx cudnn"] = max(relative_error(value.float(), reference) for value, reference in zip(
             input_grad_cudnn(), (expected[3], expected[5], expected[6]), strict=True))
-        for op, name, function in (("bn_depthwise_weight_grad", "dw cudnn", weight_grad_cudnn),
+        for op, name, function in (("bn_depthwise", "fwd cudnn", forward_cudnn),
+                                   ("bn_depthwise_weight_grad", "dw cudnn", weight_grad_cudnn),
                                    ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
             passes[op][name] = timer.median(function)
             warm[op][name] = ("cudnn", (), {})
@@ -179,7 +186,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
           f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
                                                        passes.values())
           + f" {moved / times['fused'] / 1e9:6.0f} | {times['fused best'] * 1e6:8.1f} "
-          f"{times['dx from dy, y'] * 1e6:9.1f} {_cell(passes, 'bn_depthwise_input_grad', 'dx cudnn')} "
+          f"{times['dx from dy, y'] * 1e6:9.1f} {_cell(passes, 'bn_depthwise', 'fwd cudnn')} "
+          f"{_cell(passes, 'bn_depthwise_input_grad', 'dx cudnn')} "
           f"{_cell(passes, 'bn_depthwise_weight_grad', 'dw cudnn')} "
           f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
@@ -211,8 +219,8 @@ def main() -> int:
     compiled = None if args.no_compile or device.type != "cuda" else torch.compile(bnd.bn_depthwise_reference,
                                                                                     dynamic=True)
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
-          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9} {'dx cudnn':>9} "
-          f"{'dw cudnn':>9}", flush=True)
+          f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9} {'fwd cudnn':>9} "
+          f"{'dx cudnn':>9} {'dw cudnn':>9}", flush=True)
     rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")

@@ -197,6 +197,7 @@ def _training_launches(model_name: str) -> list[Launch]:
                           True)
             # the element-wise passes of the gradients' cuDNN form (`bn_depthwise_cudnn`, a tuning file's choice)
             bdc.output_gradient(torch.empty_like(y2), stats, y2)
+            bdc.forward(a if scale is not None else y1, taps, k, stride, padding)
             if scale is not None:
                 affine_grad(torch.empty_like(y1), y1, scale, shift, act=True)
         scale, shift = _batch_norm(dw_out[1], where, launches)

@@ -16,6 +16,9 @@
 #              gradients; the winners go into the tuning file the later calls take
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the fused training's gradient checks, B0's training rows, the profiles
+#     call 3:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwcudnn [SECONDS]
+#              (if 200 s are left) session 15's cuDNN forms of the training depthwise passes swept against the Triton
+#              kernels on B0's layers, the winners kept, then B0's captured training rows with them
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
 #              B4's training rows (its goal never measured): eager, captured and compiled, as the budget allows
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
@@ -116,6 +119,17 @@ case "$STAGE" in
       cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"
     ;;
+  dwcudnn)
+    # Session 15's cuDNN forms of the training depthwise passes against the Triton kernels, B0's layers (the default
+    # tiles only), the winners into the tuning file; then effnet-ftrain's captured B0 step with them, beside timm's.
+    {
+      timeout "${2:-120}" python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
+        --configs 0 --no-compile
+      python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
+        --tasks training --modes cudagraphs --budget-s 70
+      cp "$KEEP/tuning.json" "$OUT/tuning.json"
+    } 2>&1 | tee "$OUT/lease.log"
+    ;;
   b4train)
     # B4's training goal (>= 1.2x timm compiled), never measured: B4's training rows alone, no checks (the fused
     # training's kernels are checked on B0's layers by the train stage; each row is checked against the plain
@@ -147,7 +161,7 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, sweeps, rows, b4train or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, dwcudnn, sweeps, rows, b4train or b4)" >&2
     exit 2
     ;;
 esac

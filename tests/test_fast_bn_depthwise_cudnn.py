@@ -1,6 +1,7 @@
-"""The training depthwise conv's gradients through cuDNN (`effnet.fast.bn_depthwise_cudnn`), where a tuning file
-names them for a layer shape: the same gradients as the PyTorch composite, either pass alone or both, with the
-Triton kernels doing the rest; and the Triton kernels where cuDNN's symmetric padding is not the conv's.
+"""The training depthwise conv's passes through cuDNN (`effnet.fast.bn_depthwise_cudnn`), where a tuning file
+names them for a layer shape: the same output, statistics and gradients as the PyTorch composite, any pass alone
+or all three, the Triton kernels doing the rest; and the Triton kernels where cuDNN's symmetric padding is not
+the conv's.
 
 Float32 under Triton's interpreter when there is no GPU (PyTorch's CPU convolution stands in for cuDNN: the
 same `aten.convolution_backward`).
@@ -13,8 +14,10 @@ from effnet.fast import bn_depthwise_cudnn as bdc
 from effnet.fast import ops, tuning
 from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
 
-PASSES = {"weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
-          "both": ("bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
+PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
+          "all": ("bn_depthwise", "bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
+FUNCTIONS = {"bn_depthwise": "forward", "bn_depthwise_weight_grad": "weight_grad",
+             "bn_depthwise_input_grad": "input_grad"}  # each pass's function in `bn_depthwise_cudnn`
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +50,7 @@ def _use_cudnn(tmp_path, ops_named, x, kernel_size, stride):
 def _spy(monkeypatch):
     """The cuDNN passes called, in order (still the real functions)."""
     calls = []
-    for name in ("weight_grad", "input_grad"):
+    for name in FUNCTIONS.values():
         real = getattr(bdc, name)
         monkeypatch.setattr(bdc, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
                             or real(*args, **kwargs))
@@ -55,18 +58,18 @@ def _spy(monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("passes", ["weight", "input", "both"])
+@pytest.mark.parametrize("passes", ["forward", "weight", "input", "all"])
 @pytest.mark.parametrize("affine, kernel_size, stride", [(True, 3, 1), (True, 5, 2), (False, 3, 2)])
 def test_cudnn_gradients_equal_the_composite(tmp_path, monkeypatch, passes, affine, kernel_size, stride):
-    """Each pass through cuDNN where the tuning file says so (the other one Triton's, on the g the cuDNN path or
-    the Triton weight gradient wrote): output, statistics and every gradient within 1e-5 of the composite."""
+    """Each pass through cuDNN where the tuning file says so (the others Triton's; the input gradient on the g
+    the cuDNN weight gradient's pass or the Triton kernel wrote): output, statistics and every gradient within
+    1e-5 of the composite."""
     tensors, options = _case(affine, kernel_size, stride, False)
     expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 44, **options)
     _use_cudnn(tmp_path, PASSES[passes], tensors[0], kernel_size, stride)
     calls = _spy(monkeypatch)
     fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 44, **options)
-    assert calls == [{"bn_depthwise_weight_grad": "weight_grad", "bn_depthwise_input_grad": "input_grad"}[op]
-                     for op in PASSES[passes]]
+    assert calls == [FUNCTIONS[op] for op in PASSES[passes]]
     names = ["y", "mean", "var", "dx", "dweight"] + ["dscale", "dshift"] * affine
     for name, value, reference in zip(names, fused, expected, strict=True):
         assert relative_error(value, reference) <= 1e-5, (name, relative_error(value, reference))
@@ -80,7 +83,7 @@ def test_asymmetric_padding_keeps_the_triton_kernels(tmp_path, monkeypatch):
     tensors, options = _case(True, 5, 2, True, shape=(2, 20, 8, 10))
     x = tensors[0]
     assert not bdc.takes(x, 5, 2, options["padding"], options["output_size"])
-    _use_cudnn(tmp_path, PASSES["both"], x, 5, 2)
+    _use_cudnn(tmp_path, PASSES["all"], x, 5, 2)
     calls = _spy(monkeypatch)
     fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 44, **options)
     expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 44, **options)
@@ -106,7 +109,7 @@ def test_a_cudnn_entry_takes_no_tiles(tmp_path):
     assert tuning.lookup("bn_depthwise_input_grad", **key)["kernel"] == "cudnn"
     for name, (op, tiles, message) in enumerate([
             ("bn_depthwise_weight_grad", [4], "bn_depthwise_weight_grad cudnn tiles must be 0 whole numbers"),
-            ("bn_depthwise", [], "'kernel' in")]):  # the forward has no cuDNN form
+            ("depthwise", [], "'kernel' in")]):  # the inference depthwise has no cuDNN form
         bad = tmp_path / f"bad{name}.json"
         tuning.record(bad, op, key, "cudnn", tiles, device="test", seconds=1, default_seconds=2)
         with pytest.raises(tuning.TuningError, match=message):

@@ -17,7 +17,7 @@ cost of `depthwise_train`'s weight gradient). The input gradient then gathers g 
 a tap (forming g there would load dy and y at every tap), and, in its epilogue, applies the SiLU's and
 the affine map's derivatives and sums dscale and dshift: da, the gradient of the widest tensor of the
 block, is never written. Per-program sums are added up by PyTorch (deterministic). A tuning file may send
-either gradient through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`).
+any of the three passes through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -270,11 +270,15 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, act, tiles=None):
-    """(y, mean, var, a): a is act(x * scale + shift) (empty without scale: x is the conv's input).
-    `tiles` overrides the tile choice (for the sweep)."""
+    """(y, mean, var, a): a is act(x * scale + shift) (empty without scale: x is the conv's input). The conv
+    through cuDNN where the tuning file says so (`bn_depthwise_cudnn.forward`); `tiles` overrides the Triton
+    kernel's tile choice (for the sweep)."""
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
     a = _activate(x, scale, shift, act) if scale is not None else x
+    if tiles is None and _cudnn("bn_depthwise", x, kernel_size, stride, padding, output_size):
+        y, mean, var = bn_depthwise_cudnn.forward(a, taps, kernel_size, stride, padding)
+        return y, mean, var, (a if scale is not None else x.new_empty((0,)))
     y = channels_last_empty(x, (batch, channels, out_h, out_w))
     block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
     warm = bool(warm and warm[0])

@@ -22,7 +22,7 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
   `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
-  `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernel `tiled`; the two gradients also `cudnn`
+  `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled` and `cudnn`
   (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list).
 """
 from __future__ import annotations
@@ -49,18 +49,18 @@ KEYS = {
     "bn_depthwise_input_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
+_CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
 KERNELS = {"depthwise": ("tiled", "rolling"), "pointwise": ("tiled", "streaming"),
-           "bn_depthwise_input_grad": ("tiled", "cudnn"), "bn_depthwise_weight_grad": ("tiled", "cudnn"),
-           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "bn_depthwise_input_grad",
-                                                          "bn_depthwise_weight_grad")}}
+           **{op: ("tiled", "cudnn") for op in _CUDNN_OPS},
+           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
-                ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise_input_grad", "cudnn"): (0,),
-                ("bn_depthwise_weight_grad", "cudnn"): (0,)}
+                ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
+                ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,)}
 
 
 class TuningError(EffnetError, ValueError):
