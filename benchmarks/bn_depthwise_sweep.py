@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
-from effnet.fast import ops  # noqa: E402
+from effnet.fast import ops, tuning  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
                           sweep_parser, sweep_timer)
@@ -213,6 +213,7 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tuning.use(None)  # "default" means the Triton kernels' own tiles, whatever $EFFNET_TUNING names
     timer = sweep_timer(device)
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
     # One compiled function for every shape (dynamic), so the sweep compiles a handful of graphs, not one per layer.

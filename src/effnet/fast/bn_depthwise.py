@@ -378,19 +378,19 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
     writes g, which the input gradient then reads (a tap's one load instead of two; g rounded to dy's dtype
     once, as an eager backward rounds each gradient it writes). Where the tuning file names cuDNN for a pass,
     it runs there (`bn_depthwise_cudnn`), on g written by the Triton weight gradient or by a pass of its own.
-    `tiles` and `weight_tiles` override the Triton input and weight gradients' tiles (for the sweep)."""
+    `tiles` and `weight_tiles` take the Triton input and weight gradients with those tiles (for the sweep)."""
     dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
     output_size = tuple(y.shape[2:])
     g = None
     if need_dw:
-        if _cudnn("bn_depthwise_weight_grad", x, kernel_size, stride, padding, output_size):
+        if weight_tiles is None and _cudnn("bn_depthwise_weight_grad", x, kernel_size, stride, padding, output_size):
             g = bn_depthwise_cudnn.output_gradient(dy, stats, y)
             dtaps = bn_depthwise_cudnn.weight_grad(g, a if scale is not None else x, taps, kernel_size, stride,
                                                    padding)
         else:
             dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
     if need_dx:
-        if _cudnn("bn_depthwise_input_grad", x, kernel_size, stride, padding, output_size):
+        if tiles is None and _cudnn("bn_depthwise_input_grad", x, kernel_size, stride, padding, output_size):
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
             dx, dscale, dshift = bn_depthwise_cudnn.input_grad(g, taps, x, scale, shift, kernel_size, stride,
                                                                padding, act)
