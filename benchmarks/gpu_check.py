@@ -45,7 +45,9 @@ ROW_SECONDS = {("efficientnet_b0", "inference", "compile"): 45, ("efficientnet_b
                ("efficientnet_b4", "inference", "compile"): 130, ("efficientnet_b4", "training", "compile"): 240,
                # compiled again, most of it from the caches the compile row left (Inductor's, Triton's)
                ("efficientnet_b0", "inference", "compile-cudagraphs"): 40,
-               ("efficientnet_b4", "inference", "compile-cudagraphs"): 90}
+               ("efficientnet_b4", "inference", "compile-cudagraphs"): 90,
+               ("efficientnet_b0", "training", "compile-cudagraphs"): 80,
+               ("efficientnet_b4", "training", "compile-cudagraphs"): 200}
 EAGER_ROW_SECONDS = 15  # eager and CUDA-graph rows take 1-10 s (new Triton kernels compile in the first)
 ROW_BOUND = 5e-2  # a timing row's sanity check: autocast models round more than the fused path
 # build_candidates' options: every row the plan names (the tests build the same set)
@@ -65,6 +67,8 @@ PLAN = [
         ("training", "eager", "effnet-ftrain"),
         # the whole step captured: no launch cost (run 6: eager effnet-ftrain 180 ms of wall, 44 of kernels)
         ("training", "cudagraphs", "effnet-ftrain"), ("training", "cudagraphs", "timm"),
+        # compiled and captured (session 16): Inductor around the fused operators, no launch cost; timm's the same
+        ("training", "compile-cudagraphs", "effnet-ftrain"), ("training", "compile-cudagraphs", "timm"),
         ("training", "cudagraphs", "effnet"),  # the plain step's kernels at their pace, beside effnet-ftrain's
         ("training", "eager", "timm"), ("training", "eager", "effnet-stages"),
         ("training", "compile", "effnet"),  # the same graph as timm's (run 1: 0.98x)
@@ -75,6 +79,7 @@ PLAN = [
         ("training", "eager", "timm"), ("training", "eager", "effnet-ftrain"), ("training", "eager", "effnet-stages"),
         ("training", "cudagraphs", "effnet-ftrain"),  # B4's training never timed yet (gpu_lease.sh b4train)
         ("training", "compile", "timm"), ("training", "compile", "effnet-ftrain"), ("training", "cudagraphs", "timm"),
+        ("training", "compile-cudagraphs", "effnet-ftrain"), ("training", "compile-cudagraphs", "timm"),
     ]),
     (*B0, [
         ("inference", "compile", "effnet-fast"),  # Inductor around the fused operators (effnet.fast.custom_ops)

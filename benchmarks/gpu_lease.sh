@@ -73,10 +73,11 @@ case "$STAGE" in
     # bf16): their gradients against the plain model's (fp32 within 1e-4; bf16 within twice the plain model's own
     # bf16 error; compiled; with stochastic depth, whose draw session 15's block output makes), then B0's captured
     # training rows (effnet-ftrain, timm, the plain step) and the kernels of an eager step, against run 7's (32.7
-    # ms per step of batch 128). About 200 s with the cache.
+    # ms per step of batch 128), and, as the budget allows, effnet-ftrain's and timm's compiled steps captured
+    # (session 16: Inductor around the fused operators, no launch cost). About 200 s with the cache.
     {
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --checks ftrain \
-        --tasks training --modes cudagraphs --budget-s "${2:-200}" --profile-training
+        --tasks training --modes cudagraphs compile-cudagraphs --budget-s "${2:-200}" --profile-training
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
     } 2>&1 | tee "$OUT/lease.log"
     ;;

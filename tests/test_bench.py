@@ -31,7 +31,7 @@ def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
 
 
 def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
-    assert main(["bench", "--model", "efficientnet_lite0", *FAST_ARGS, "--task", "inference",
+    assert main(["bench", "--model", "efficientnet_lite0", *FAST_ARGS, "--task", "inference", "training",
                  "--mode", "eager", "cudagraphs", "compile-cudagraphs", "--libraries", "effnet", "timm",
                  "torchvision"]) == 0
     out = capsys.readouterr().out
@@ -39,7 +39,8 @@ def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
     # torchvision has no Lite models, and CUDA graphs need a GPU: said in the row, not a crash.
     assert "torchvision has no efficientnet_lite0" in out
     graph_rows = [line for line in out.splitlines() if line.split()[1:2] in (["cudagraphs"], ["compile-cudagraphs"])]
-    assert {line.split()[1] for line in graph_rows} == {"cudagraphs", "compile-cudagraphs"}
+    assert {(line.split()[0], line.split()[1]) for line in graph_rows} == {
+        (task, mode) for task in ("inference", "training") for mode in ("cudagraphs", "compile-cudagraphs")}
     assert all("CUDA graphs need a CUDA device" in line for line in graph_rows)
 
 

@@ -309,9 +309,11 @@ def test_cuda_graphs_need_a_cuda_input():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_training_step_trains_as_the_eager_step():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_graph_training_step_trains_as_the_eager_step(compiled):
     """A captured training step replays forward, backward and the optimizer step: from the same weights and
-    batch, the warm-up steps and the replays move the weights as that many eager steps do."""
+    batch, the warm-up steps and the replays move the weights as that many eager steps do; a compiled model's
+    too (`effnet bench --mode compile-cudagraphs`: its forward and backward compile in the warm-up steps)."""
     import copy
 
     from effnet.fast.graphs import CudaGraphTrainingStep
@@ -334,7 +336,8 @@ def test_cuda_graph_training_step_trains_as_the_eager_step():
         return step
 
     graph_optimizer = torch.optim.SGD(graphed.parameters(), lr=0.1, momentum=0.9)
-    replay = CudaGraphTrainingStep(stepper(graphed, graph_optimizer), graph_optimizer, "cuda", warmup=2)
+    forward = torch.compile(graphed, dynamic=False) if compiled else graphed
+    replay = CudaGraphTrainingStep(stepper(forward, graph_optimizer), graph_optimizer, "cuda", warmup=2)
     for _ in range(3):
         replay()
     eager_optimizer = torch.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9)

@@ -134,26 +134,26 @@ class _Wrapped(nn.Module):
 
 def _training_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
                    device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
-    if mode == "compile-cudagraphs":
-        raise ValueError("compile-cudagraphs times inference; a captured training step is mode cudagraphs")
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     targets = torch.randint(0, 1000, (images.shape[0],), device=device)
-    if mode == "cudagraphs":
+    forward = _compile(model) if mode in ("compile", "compile-cudagraphs") else model
+    if mode in GRAPH_MODES:
         if dtype == torch.float16:
             raise ValueError("CUDA-graph training runs bf16 or fp32 (float16's loss scaling waits on the host)")
         from effnet.fast.graphs import CudaGraphTrainingStep
 
+        # compile-cudagraphs: the compiled forward and backward captured with the optimizer's step (compiled in
+        # the capture's warm-up steps), as `torch.compile(mode="reduce-overhead")` would replay them
         def captured() -> torch.Tensor:
             with _autocast(candidate, device, dtype, cache=False):
-                loss = F.cross_entropy(model(images), targets)
+                loss = F.cross_entropy(forward(images), targets)
             loss.backward()
             optimizer.step()
             return loss
 
         return CudaGraphTrainingStep(captured, optimizer, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    forward = _compile(model) if mode == "compile" else model
 
     def step() -> torch.Tensor:
         with _autocast(candidate, device, dtype):
