@@ -8,9 +8,10 @@ For every distinct depthwise layer of a model (B0 at 224 px by default) it times
 activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
 default tiles, the kernel with each tile configuration of a small sweep (BLOCK_H, BLOCK_W,
 BLOCK_C, ROWS, warps) and, on stride-1 layers, the rolling-row kernel (`effnet.fast.rolling`, which
-loads each input row once per program) with each of its configurations, and the tiled kernel with its
+loads each input row once per program) with each of its configurations, the tiled kernel with its
 taps in two phases, the first loading each tile's whole input halo (the default tiles, then the sweep's;
-`--warm-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write
+`--warm-configs`), and the banded kernel (`effnet.fast.banded`: each kernel row a matrix product on tensor
+cores; `--banded-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write
 of the output) and every kernel result is checked against PyTorch. The totals weight each layer
 shape by how often the network runs it, so the last lines say what tiles alone could gain over
 the defaults, and how far the best tiles stay from the memory floor, before any redesign.
@@ -30,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
+from effnet.fast.banded import banded_depthwise  # noqa: E402
+from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
 from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
@@ -41,6 +44,16 @@ SWEEP = [(8, 8, 32, 1, 4), (1, 16, 64, 1, 4), (4, 16, 32, 1, 4), (4, 8, 64, 1, 4
          (8, 8, 64, 1, 8), (4, 4, 128, 1, 4), (8, 16, 32, 2, 8)]
 # (BLOCK_W, BLOCK_C, ROWS, num_warps) of `effnet.fast.rolling`, which loads each input row once (stride 1).
 ROLLING = [(16, 64, 8, 4), (16, 32, 16, 4), (8, 64, 16, 4), (16, 64, 16, 8), (8, 32, 32, 4), (16, 128, 8, 8)]
+# (BLOCK_R, BLOCK_C, num_warps) of `effnet.fast.banded` beside its default, at the default tile width (16 or 32):
+# none spills on sm_90 under Triton 3.6 (`compile_check.py --sweeps`): more rows a program (the tables' loads
+# spread over more outputs, twice the registers), more channels, fewer warps.
+BANDED = [(64, 8, 8), (32, 16, 8), (64, 4, 4)]
+
+
+def banded_configs(width: int, kernel_size: int, count: int) -> list[tuple[int, int, int, int]]:
+    """The banded kernel's default tiles for a layer, then `BANDED` at the default tile width: `count` in all."""
+    default = banded_tiles(width, kernel_size)
+    return list(dict.fromkeys([default, *((default[0], *tiles) for tiles in BANDED)]))[:count]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
@@ -103,6 +116,10 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
                                  act=True, pool=True, tiles=tiles)
 
+    def band(tiles):
+        return banded_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
+                                act=True, pool=True, tiles=tiles)
+
     choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
     if stride == 1:
         choices.update({f"rolling {t}": ("rolling", t, {}) for t in ROLLING[:args.rolling_configs]})
@@ -110,7 +127,10 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         # the default tiles, then the sweep's
         warm = [kernels._depthwise_tiles(k, out_w, channels), *SWEEP][:args.warm_configs]
         choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
-    variants = {"default": run, **{name: partial(run if kernel == "tiled" else rolling, tiles)
+        # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
+        choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, args.banded_configs)})
+    runners = {"tiled": run, "rolling": rolling, "banded": band}
+    variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
     errors = {}
@@ -146,6 +166,9 @@ def main() -> int:
     parser.add_argument("--warm-configs", type=int, default=2,
                         help="how many tile sets to try with the warmed taps (stride-1 layers): the default tiles, "
                              "then the sweep's")
+    parser.add_argument("--banded-configs", type=int, default=2,
+                        help="how many configurations of the banded kernel (tensor cores) to try (stride-1 layers): "
+                             "its default tiles, then others")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -5,9 +5,10 @@
 # their instructions and registers. Session 14 changed four of the fused training's kernels. The calls, by what
 # they can settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
-#              timm's compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py), the
-#              inference goal rows of B0 and B4 against timm compiled, alone and with its compiled forward
-#              captured in a CUDA graph, and Nsight Compute on two of B0's depthwise inference layers
+#              timm's compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py), B0's
+#              and B4's depthwise layers swept (warmed taps, the banded tensor-core kernel), the inference goal
+#              rows of B0 and B4 against timm compiled, alone and with its compiled forward captured in a CUDA
+#              graph, and Nsight Compute on two of B0's depthwise inference layers
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
 #              session 14's training kernels: their gradients checked, B0's captured training rows, the profile
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
@@ -92,7 +93,8 @@ case "$STAGE" in
     # timm's compiled B0 in a fresh process first (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster):
     # with and without the Timer's GPU spin, by the host clock, after eager rows, the host's time to launch one
     # call, and captured in a CUDA graph. Then B0's and B4's depthwise layers swept with the warmed taps (session
-    # 13: each tile's input halo loaded first, so that the other taps' loads hit L1; checked against PyTorch).
+    # 13: each tile's input halo loaded first, so that the other taps' loads hit L1) and, at stride 1, the banded
+    # kernel (session 16: each kernel row a matrix product on tensor cores), all checked against PyTorch.
     # Then the inference goal rows with run 7's tuning file and the sweep's winners, no checks (run 7 checked
     # these paths; the warmed taps are checked by the sweep): B0's and B4's timm compiled, effnet-fast captured
     # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
@@ -103,12 +105,12 @@ case "$STAGE" in
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
       echo "== timm's compiled B0 inference, timed several ways"
       timeout 150 python3 benchmarks/peer_compile_probe.py --out "$OUT"
-      echo "== B0's depthwise layers: the warmed taps against the default (winners into the tuning file)"
-      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --rolling-configs 0 --warm-configs 2 \
-        --tuning "$KEEP/tuning.json" --out "$OUT"
-      echo "== B4's depthwise layers (batch 128, 380 px): the warmed default tiles against the default"
+      echo "== B0's depthwise layers: the warmed taps and the banded kernel against the default (winners kept)"
+      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --rolling-configs 0 --warm-configs 1 \
+        --banded-configs 2 --tuning "$KEEP/tuning.json" --out "$OUT"
+      echo "== B4's depthwise layers (batch 128, 380 px): the warmed taps and the banded kernel, default tiles"
       timeout 90 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
-        --rolling-configs 0 --warm-configs 1 --tuning "$KEEP/tuning.json"
+        --rolling-configs 0 --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"
       echo "== the inference goal rows"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
         --no-checks --tasks inference --budget-s "${2:-270}" --profile

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # (script, its options for one layer shape and one configuration of each kernel, the tuning ops it may write)
 SWEEPS = [
-    ("depthwise_sweep", ["--configs", "1", "--rolling-configs", "1"], {"depthwise"}),
+    ("depthwise_sweep", ["--configs", "1", "--rolling-configs", "1", "--banded-configs", "1"], {"depthwise"}),
     ("pointwise_sweep", ["--configs", "1", "--stream-configs", "1"], {"pointwise"}),
     ("depthwise_train_sweep", ["--configs", "1"], {"depthwise_input_grad", "depthwise_weight_grad"}),
     # layer 2 is a projection: the input's batch norm, SiLU and gate applied as it loads
@@ -47,6 +47,8 @@ def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take
     if script == "bn_depthwise_sweep":  # each pass through cuDNN too (B0's first layer: symmetric padding)
         assert {"fwd cudnn", "dx cudnn", "dw cudnn"} <= set(rows[0]["errors"]) and "dx cudnn" in rows[0][
             "pass_seconds"]["bn_depthwise_input_grad"]
+    if script == "depthwise_sweep":  # B0's first layer is stride 1: the banded kernel too
+        assert any(name.startswith("banded") for name in rows[0]["errors"])
     if path.exists():  # a variant beat the default by 3% (under the interpreter the default's tiles are slow)
         table = tuning.load(path)
         assert {key[0] for key in table} <= ops

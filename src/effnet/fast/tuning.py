@@ -14,7 +14,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 - `depthwise` (inference) and `depthwise_input_grad` / `depthwise_weight_grad` (training):
   `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
   (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first)
-  or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s).
+  or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s) and, for `depthwise`, `banded`
+  (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or `streaming` (gated: in row tiles of at most
   one image's pixels).
@@ -50,11 +51,12 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
-KERNELS = {"depthwise": ("tiled", "rolling"), "pointwise": ("tiled", "streaming"),
+KERNELS = {"depthwise": ("tiled", "rolling", "banded"), "pointwise": ("tiled", "streaming"),
            **{op: ("tiled", "cudnn") for op in _CUDNN_OPS},
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
-TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), ("pointwise", "tiled"): (5,),
+TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), ("depthwise", "banded"): (4,),
+                ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
@@ -115,6 +117,10 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
+        if entry["kernel"] == "banded" and not (entry["key"]["stride"] == 1 and _banded_width(tiles[0])
+                                                and tiles[0] > entry["key"]["kernel_size"]):
+            raise TuningError(f"tuning file {path}: the banded kernel takes stride-1 convs, in tiles wider than the "
+                              "kernel, a power of two of at least 16")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
         if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
@@ -125,6 +131,10 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"one image's pixels, got {tiles[0]} rows")
         table[key] = entry
     return table
+
+
+def _banded_width(width: int) -> bool:
+    return width >= 16 and width & (width - 1) == 0
 
 
 def other_gpu(path: str | Path) -> str | None:
