@@ -308,9 +308,9 @@ def _inference_sweep_launches() -> list[Launch]:
     configuration on B4's two narrowest layers at 190 px (the 24 -> 144 expansion, the gated 24 -> 24
     projection with its residual), and the tiled kernel with the gate on the activations (two gate rows per
     tile) in its first tile sets on B4's gated 1632 -> 272 projection at 12 px; and the depthwise kernel with its
-    taps warmed (`kernels._depthwise_taps`, WARM) in the tile sets `depthwise_sweep.py` tries it with first, and
-    the banded kernel (`effnet.fast.banded`) in every tile set the sweep tries, on three of B0's stride-1 layers
-    (3x3 at 56 px, 5x5 at 28 and 7 px)."""
+    taps warmed (`kernels._depthwise_taps`, WARM) in the tile sets `depthwise_sweep.py` tries it with first,
+    on three of B0's stride-1 layers (3x3 at 56 px, 5x5 at 28 and 7 px); and the banded kernel (`effnet.fast.banded`)
+    in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56)."""
     from depthwise_sweep import BANDED, banded_configs
     from depthwise_sweep import SWEEP as DEPTHWISE_SWEEP
     from pointwise_sweep import STREAM_SWEEP, SWEEP
@@ -325,11 +325,14 @@ def _inference_sweep_launches() -> list[Launch]:
                 kernels.depthwise(x, _meta(k * k, channels), _meta(channels), kernel_size=k, stride=1,
                                   padding=(k // 2, k // 2), output_size=(size, size), act=True, pool=True,
                                   tiles=(*tiles, 1))
-        for tiles in banded_configs(size, k, len(BANDED) + 1):
-            with _catching(launches, f"B0 banded {channels} ch {k}x{k} {size} px {tiles}"):
+    for channels, size, k, stride in ((144, 56, 3, 1), (240, 28, 5, 1), (1152, 7, 5, 1), (96, 112, 3, 2),
+                                      (144, 56, 5, 2)):
+        x, out = _meta(BATCH, channels, size, size, channels_last=True), size // stride
+        for tiles in banded_configs(out, k, stride, len(BANDED) + 1):
+            with _catching(launches, f"B0 banded {channels} ch {k}x{k} s{stride} {size} px {tiles}"):
                 banded.banded_depthwise(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels), kernel_size=k,
-                                        padding=(k // 2, k // 2), output_size=(size, size), act=True, pool=True,
-                                        tiles=tiles)
+                                        stride=stride, padding=(k // 2, k // 2), output_size=(out, out), act=True,
+                                        pool=True, tiles=tiles)
     x = _meta(BATCH, 1632, 12, 12, channels_last=True)
     for tiles in (None, *SWEEP[:2]):
         with _catching(launches, f"B4 gate-rows 1632 -> 272 {tiles or 'default'}"):

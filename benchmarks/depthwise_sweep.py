@@ -50,9 +50,9 @@ ROLLING = [(16, 64, 8, 4), (16, 32, 16, 4), (8, 64, 16, 4), (16, 64, 16, 8), (8,
 BANDED = [(64, 8, 8), (32, 16, 8), (64, 4, 4)]
 
 
-def banded_configs(width: int, kernel_size: int, count: int) -> list[tuple[int, int, int, int]]:
+def banded_configs(width: int, kernel_size: int, stride: int, count: int) -> list[tuple[int, int, int, int]]:
     """The banded kernel's default tiles for a layer, then `BANDED` at the default tile width: `count` in all."""
-    default = banded_tiles(width, kernel_size)
+    default = banded_tiles(width, kernel_size, stride)
     return list(dict.fromkeys([default, *((default[0], *tiles) for tiles in BANDED)]))[:count]
 
 
@@ -117,8 +117,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
                                  act=True, pool=True, tiles=tiles)
 
     def band(tiles):
-        return banded_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
-                                act=True, pool=True, tiles=tiles)
+        return banded_depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
+                                output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
     choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
     if stride == 1:
@@ -127,8 +127,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         # the default tiles, then the sweep's
         warm = [kernels._depthwise_tiles(k, out_w, channels), *SWEEP][:args.warm_configs]
         choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
-        # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
-        choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, args.banded_configs)})
+    # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
+    choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})
     runners = {"tiled": run, "rolling": rolling, "banded": band}
     variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
@@ -167,8 +167,8 @@ def main() -> int:
                         help="how many tile sets to try with the warmed taps (stride-1 layers): the default tiles, "
                              "then the sweep's")
     parser.add_argument("--banded-configs", type=int, default=2,
-                        help="how many configurations of the banded kernel (tensor cores) to try (stride-1 layers): "
-                             "its default tiles, then others")
+                        help="how many configurations of the banded kernel (tensor cores) to try: its default tiles, "
+                             "then others")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -91,7 +91,7 @@ def tuned_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
     if choice is not None and choice["kernel"] == "rolling":
         return rolling.rolling_depthwise(x, weight_taps, bias, **geometry, tiles=tuple(choice["tiles"]))
     if choice is not None and choice["kernel"] == "banded":
-        return banded.banded_depthwise(x, weight_taps, bias, **geometry, tiles=tuple(choice["tiles"]))
+        return banded.banded_depthwise(x, weight_taps, bias, stride=stride, **geometry, tiles=tuple(choice["tiles"]))
     return kernels.depthwise(x, weight_taps, bias, stride=stride, **geometry,
                              tiles=tuple(choice["tiles"]) if choice is not None else tiles)
 

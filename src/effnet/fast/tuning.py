@@ -117,10 +117,10 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
-        if entry["kernel"] == "banded" and not (entry["key"]["stride"] == 1 and _banded_width(tiles[0])
-                                                and tiles[0] > entry["key"]["kernel_size"]):
-            raise TuningError(f"tuning file {path}: the banded kernel takes stride-1 convs, in tiles wider than the "
-                              "kernel, a power of two of at least 16")
+        if entry["kernel"] == "banded" and not _banded_width(tiles[0], entry["key"]["kernel_size"],
+                                                             entry["key"]["stride"]):
+            raise TuningError(f"tuning file {path}: the banded kernel takes tiles a power of two, at least 16 x the "
+                              f"stride and wider than the kernel, got {tiles[0]}")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
         if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
@@ -133,8 +133,9 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
     return table
 
 
-def _banded_width(width: int) -> bool:
-    return width >= 16 and width & (width - 1) == 0
+def _banded_width(width: int, kernel_size: int, stride: int) -> bool:
+    """`banded.valid_tile` (that module needs Triton; a tuning file is read without)."""
+    return width & (width - 1) == 0 and width // stride >= 16 and width >= kernel_size
 
 
 def other_gpu(path: str | Path) -> str | None:
