@@ -16,7 +16,9 @@ output with that output's batch norm and SiLU to apply:
   "dx dy,y", the input gradient forming g from dy and y at every tap itself, as it did before session 14
   (default tiles); and each pass through cuDNN ("fwd cudnn": the activation pass, cuDNN's conv and a pass for
   the statistics; "dx cudnn": cuDNN's input gradient of g and the activation's backward; "dw cudnn": a pass
-  writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's.
+  writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's;
+  and the forward and, at stride 1, the input gradient on the banded tensor-core kernel ("fwd banded", "dx
+  banded": `bn_depthwise_banded`, the same element-wise passes as the cuDNN forms).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
+from effnet.fast import bn_depthwise_banded as bdb  # noqa: E402
 from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
@@ -163,6 +166,22 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                                    ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
             passes[op][name] = timer.median(function)
             warm[op][name] = ("cudnn", (), {})
+    # The forward and, at stride 1, the input gradient on the banded tensor-core kernel (`bn_depthwise_banded`)
+    def forward_banded():  # with the activation pass, as `forward` times it
+        return bdb.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size)
+
+    def input_grad_banded():
+        return bdb.input_grad(g, taps, x, scale, shift, k, padding, True)
+
+    banded = [("bn_depthwise", "fwd banded", forward_banded, expected[:3])]
+    if stride == 1:
+        banded.append(("bn_depthwise_input_grad", "dx banded", input_grad_banded,
+                       (expected[3], expected[5], expected[6])))
+    for op, name, function, references in banded:
+        errors[name] = max(relative_error(value.float(), reference) for value, reference in zip(
+            function(), references, strict=True))
+        passes[op][name] = timer.median(function)
+        warm[op][name] = ("banded", (), {})
     for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
                          ("bn_depthwise_weight_grad", weight_grad)):
         passes[op][AGAIN] = timer.median(function)
@@ -189,6 +208,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
           f"{times['dx from dy, y'] * 1e6:9.1f} {_cell(passes, 'bn_depthwise', 'fwd cudnn')} "
           f"{_cell(passes, 'bn_depthwise_input_grad', 'dx cudnn')} "
           f"{_cell(passes, 'bn_depthwise_weight_grad', 'dw cudnn')} "
+          f"{_cell(passes, 'bn_depthwise', 'fwd banded')} {_cell(passes, 'bn_depthwise_input_grad', 'dx banded')} "
           f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
             "bytes": moved, "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise,
@@ -221,7 +241,7 @@ def main() -> int:
                                                                                     dynamic=True)
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
           f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9} {'fwd cudnn':>9} "
-          f"{'dx cudnn':>9} {'dw cudnn':>9}", flush=True)
+          f"{'dx cudnn':>9} {'dw cudnn':>9} {'fwd band':>9} {'dx band':>9}", flush=True)
     rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")

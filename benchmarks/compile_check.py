@@ -266,7 +266,8 @@ def _launches(models: tuple[str, ...] = MODELS) -> list[Launch]:
 def _sweep_launches() -> list[Launch]:
     """Every tile set `bn_pointwise_sweep.py` tries, on a B0 expansion (40 -> 240, 28 px) and a gated
     projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward and input
-    gradient with their taps warmed on two of B0's stride-1 layers; and `_inference_sweep_launches`."""
+    gradient with their taps warmed on two of B0's stride-1 layers, and the banded kernel as its training forms
+    launch it; and `_inference_sweep_launches`."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bn_pointwise_sweep import SWEEP
 
@@ -300,6 +301,13 @@ def _sweep_launches() -> list[Launch]:
             bnd._input_grad(x, _meta(3, channels, dtype=torch.float32), x, x, taps, scale, scale, k, 1, padding,
                             True, True, (*bnd._tiles("bn_depthwise_input_grad", x, k, 1), 1))
     warm = [launch for launch in warm if launch.kernel.fn.__name__ in ("_dw_forward_kernel", "_dw_input_grad_kernel")]
+    # the training forward and stride-1 input gradient on the banded kernel (`bn_depthwise_banded`): no bias, no
+    # SiLU, no pool, as its forms launch it
+    for channels, size, k, stride in ((144, 56, 3, 1), (240, 28, 5, 1), (96, 112, 3, 2)):
+        x, out = _meta(BATCH, channels, size, size, channels_last=True), size // stride
+        with _catching(warm, f"B0 training banded {channels} ch {k}x{k} s{stride} {size} px"):
+            banded.banded_depthwise(x, _meta(k * k, channels), None, kernel_size=k, stride=stride,
+                                    padding=(k // 2, k // 2), output_size=(out, out), act=False, pool=False)
     return _distinct(launches + warm + _inference_sweep_launches())
 
 

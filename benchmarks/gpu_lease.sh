@@ -18,8 +18,9 @@
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the fused training's gradient checks, B0's training rows, the profiles
 #     call 3:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwcudnn [SECONDS]
-#              (if 200 s are left) session 15's cuDNN forms of the training depthwise passes swept against the Triton
-#              kernels on B0's layers, the winners kept, then B0's captured training rows with them
+#              (if 200 s are left) session 15's cuDNN forms and session 16's banded forms of the training depthwise
+#              passes swept against the Triton kernels on B0's layers, the winners kept, then B0's captured
+#              training rows with them
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
 #              B4's training rows (its goal never measured): eager, captured and compiled, as the budget allows
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
@@ -123,8 +124,9 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   dwcudnn)
-    # Session 15's cuDNN forms of the training depthwise passes against the Triton kernels, B0's layers (the default
-    # tiles only), the winners into the tuning file; then effnet-ftrain's captured B0 step with them, beside timm's.
+    # Session 15's cuDNN forms of the training depthwise passes and session 16's banded tensor-core forms (forward,
+    # stride-1 input gradient) against the Triton kernels, B0's layers (the default tiles only), the winners into
+    # the tuning file; then effnet-ftrain's captured B0 step with them, beside timm's.
     {
       timeout "${2:-120}" python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
         --configs 0 --no-compile

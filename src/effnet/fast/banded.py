@@ -40,7 +40,8 @@ if triton is not None:
     def _banded_depthwise_kernel(x_ptr, t_ptr, b_ptr, y_ptr, pool_ptr,
                                  H, W, C, HO, WO, ROWS, pad_h, pad_w,
                                  sxn, sxh, sxw, syn, syh, syw,
-                                 K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
+                                 K: tl.constexpr, STRIDE: tl.constexpr, BIAS: tl.constexpr, ACT: tl.constexpr,
+                                 POOL: tl.constexpr,
                                  BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
                                  ALIGN: tl.constexpr, IEEE: tl.constexpr):
         # One program: BLOCK_R output rows (image and row flattened) x the BLOCK_W // STRIDE output columns whose
@@ -68,7 +69,9 @@ if triton is not None:
             a = tl.load(x_ptr + nn_ * sxn + hi * sxh + ww * sxw + cc, mask=ok, other=0.0)
             t = tl.load(t_ptr + i * C * BLOCK_W * BLOCK_O + t_offsets, mask=c_ok[:, None, None], other=0.0)
             acc += _dot(a, t, IEEE)
-        out = acc + tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None, None]
+        out = acc
+        if BIAS:
+            out += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None, None]
         if ACT:
             out = _silu(out, ACT)
         lane = tl.arange(0, BLOCK_O)
@@ -138,11 +141,12 @@ def valid_tile(width_tile: int, kernel_size: int, stride: int) -> bool:
             and whole_outputs(width_tile, kernel_size, stride) >= 1)
 
 
-def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
+def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, *, kernel_size: int, stride: int,
                      padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
                      tiles: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`kernels.depthwise` (its arguments; `taps` (k*k, C)) on tensor cores: the output and, with `pool`, the
-    float32 per-image channel sums. `tiles` = (BLOCK_W, BLOCK_R, BLOCK_C, num_warps)."""
+    float32 per-image channel sums. No bias where `bias` is None (the training forms, `bn_depthwise_banded`).
+    `tiles` = (BLOCK_W, BLOCK_R, BLOCK_C, num_warps)."""
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
     width_tile, block_r, block_c, warps = tiles or default_tiles(out_w, kernel_size, stride)
@@ -157,9 +161,9 @@ def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, *,
     grid = (triton.cdiv(rows, block_r), triton.cdiv(out_w, whole_outputs(width_tile, kernel_size, stride)),
             triton.cdiv(channels, block_c))
     _banded_depthwise_kernel[grid](
-        x, tables, bias, y, sums, height, width, channels, out_h, out_w, rows, padding[0], padding[1],
+        x, tables, bias if bias is not None else taps, y, sums, height, width, channels, out_h, out_w, rows, padding[0], padding[1],
         x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),
-        K=kernel_size, STRIDE=stride, ACT=act_mode(act, y), POOL=pool, BLOCK_R=block_r, BLOCK_W=width_tile,
+        K=kernel_size, STRIDE=stride, BIAS=bias is not None, ACT=act_mode(act, y), POOL=pool, BLOCK_R=block_r, BLOCK_W=width_tile,
         BLOCK_C=block_c, ALIGN=map_alignment(x, y), IEEE=x.dtype == torch.float32,
         **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)

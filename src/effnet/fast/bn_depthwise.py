@@ -17,7 +17,8 @@ cost of `depthwise_train`'s weight gradient). The input gradient then gathers g 
 a tap (forming g there would load dy and y at every tap), and, in its epilogue, applies the SiLU's and
 the affine map's derivatives and sums dscale and dshift: da, the gradient of the widest tensor of the
 block, is never written. Per-program sums are added up by PyTorch (deterministic). A tuning file may send
-any of the three passes through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`).
+any of the three passes through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`), or the
+forward and a stride-1 input gradient through the banded tensor-core kernel (`bn_depthwise_banded`).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -29,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_depthwise_cudnn, bn_stats, kernels, tuning
+from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -57,6 +58,14 @@ def _cudnn(op: str, x: torch.Tensor, kernel_size: int, stride: int, padding: tup
     choice = _choice(op, x, kernel_size, stride)
     return (choice is not None and choice["kernel"] == "cudnn"
             and bn_depthwise_cudnn.takes(x, kernel_size, stride, padding, output_size))
+
+
+def _banded(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
+    """Whether this pass runs on the banded tensor-core kernel (`bn_depthwise_banded`): the tuning file says so
+    for the layer shape (the input gradient at stride 1 only)."""
+    choice = _choice(op, x, kernel_size, stride)
+    return (choice is not None and choice["kernel"] == "banded"
+            and (op == "bn_depthwise" or stride == 1))
 
 
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
@@ -110,6 +119,9 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     a = _activate(x, scale, shift, act) if scale is not None else x
     if tiles is None and _cudnn("bn_depthwise", x, kernel_size, stride, padding, output_size):
         y, mean, var = bn_depthwise_cudnn.forward(a, taps, kernel_size, stride, padding)
+        return y, mean, var, (a if scale is not None else x.new_empty((0,)))
+    if tiles is None and _banded("bn_depthwise", x, kernel_size, stride):
+        y, mean, var = bn_depthwise_banded.forward(a, taps, kernel_size, stride, padding, output_size)
         return y, mean, var, (a if scale is not None else x.new_empty((0,)))
     y = channels_last_empty(x, (batch, channels, out_h, out_w))
     block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
@@ -226,6 +238,9 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
             dx, dscale, dshift = bn_depthwise_cudnn.input_grad(g, taps, x, scale, shift, kernel_size, stride,
                                                                padding, act)
+        elif tiles is None and _banded("bn_depthwise_input_grad", x, kernel_size, stride):
+            g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
+            dx, dscale, dshift = bn_depthwise_banded.input_grad(g, taps, x, scale, shift, kernel_size, padding, act)
         else:
             dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
                                              stride, padding, act, g is not None, tiles)

@@ -103,6 +103,12 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int,
         y = torch.nn.functional.conv2d(a, _weight(taps, kernel_size).to(a.dtype), stride=stride, padding=padding,
                                        groups=a.shape[1])
     y = y.contiguous(memory_format=torch.channels_last)
+    return y, *statistics(y)
+
+
+def statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 batch mean and biased variance of channels-last y per channel, in one pass over y
+    (`_dwc_stats_kernel` and `bn_stats.merge_moments`), as the Triton forward gathers them in its epilogue."""
     rows, channels = y.numel() // y.shape[1], y.shape[1]
     block_m, block_c = row_tiles(channels, _TILE)
     tiles = triton.cdiv(rows, block_m)
@@ -111,8 +117,7 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int,
     _dwc_stats_kernel[(tiles, triton.cdiv(channels, block_c))](
         y, sums, m2, rows, channels, ALIGN=kernels.map_alignment(y), BLOCK_M=block_m, BLOCK_C=block_c,
         **({} if INTERPRET else {"num_warps": WARPS}))
-    mean, var = bn_stats.merge_moments(sums, m2, bn_stats.block_counts(y.device, _tile_rows, rows, block_m))
-    return y, mean, var
+    return bn_stats.merge_moments(sums, m2, bn_stats.block_counts(y.device, _tile_rows, rows, block_m))
 
 
 def _weight(taps: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -141,7 +146,13 @@ def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torc
     act'(z) * scale with z = x * scale + shift, dscale and dshift in one pass (`affine_grad`); without an affine
     map dx is da."""
     da, _, _ = _gradients(g, x, taps, kernel_size, stride, padding, [True, False, False])
-    da = da.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    return activation_backward(da.to(x.dtype).contiguous(memory_format=torch.channels_last), x, scale, shift, act)
+
+
+def activation_backward(da: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
+                        act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dscale, dshift) from da, the gradient reaching the conv's input a = act(x * scale + shift): one pass
+    (`affine_grad`); without an affine map dx is da and the others are empty."""
     if scale is None:
         return da, *(x.new_empty((0,), dtype=torch.float32) for _ in range(2))
     dx, dscale, dshift = affine_grad(da, x, scale, shift, act=act)

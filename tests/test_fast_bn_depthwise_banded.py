@@ -1,0 +1,86 @@
+"""The training depthwise conv's forward and stride-1 input gradient on the banded tensor-core kernel
+(`effnet.fast.bn_depthwise_banded`), where a tuning file names it for a layer shape: the same output, statistics
+and gradients as the PyTorch composite, either pass alone or both, the Triton kernels doing the rest; TF "same"
+padding too. Float32 under Triton's interpreter when there is no GPU (exact float32 products)."""
+import pytest
+import torch
+
+from effnet.fast import bn_depthwise as bnd
+from effnet.fast import bn_depthwise_banded as bdb
+from effnet.fast import ops, tuning
+from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
+
+PASSES = {"forward": ("bn_depthwise",), "input": ("bn_depthwise_input_grad",),
+          "both": ("bn_depthwise", "bn_depthwise_input_grad")}
+FUNCTIONS = {"bn_depthwise": "forward", "bn_depthwise_input_grad": "input_grad"}
+
+
+@pytest.fixture(autouse=True)
+def _small_tiles_and_no_tuning_left_behind(monkeypatch):
+    monkeypatch.setattr(bnd, "_INTERPRET_TILES", (4, 8, 16, 4))
+    monkeypatch.setattr(bnd, "_INTERPRET_WEIGHT_TILES", (4, 2, 4, 16, 4))
+    yield
+    tuning.use(None)
+
+
+def _case(affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):
+    torch.manual_seed(45)
+    channels = shape[1]
+    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE) / kernel_size
+    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
+    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
+    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+    return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+
+
+def _spy(monkeypatch):
+    """The banded passes called, in order (still the real functions)."""
+    calls = []
+    for name in FUNCTIONS.values():
+        real = getattr(bdb, name)
+        monkeypatch.setattr(bdb, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
+                            or real(*args, **kwargs))
+    return calls
+
+
+@needs_triton
+@pytest.mark.parametrize("passes", ["forward", "input", "both"])
+@pytest.mark.parametrize("affine, kernel_size, stride, same", [(True, 3, 1, False), (True, 5, 1, True),
+                                                               (False, 5, 1, False), (True, 3, 2, True)])
+def test_banded_passes_equal_the_composite(tmp_path, monkeypatch, passes, affine, kernel_size, stride, same):
+    """Each pass on the banded kernel where the tuning file says so (the input gradient at stride 1 only: a
+    strided conv's stays Triton's): output, statistics and every gradient within 1e-5 of the composite."""
+    tensors, options = _case(affine, kernel_size, stride, same)
+    expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 46, **options)
+    x = tensors[0]
+    key = dict(kernel_size=kernel_size, stride=stride, channels=x.shape[1], height=x.shape[2], width=x.shape[3])
+    path = tmp_path / "tuning.json"
+    for op in PASSES[passes]:
+        if op == "bn_depthwise" or stride == 1:
+            tuning.record(path, op, key, "banded", [], device="test", seconds=1, default_seconds=2)
+    if path.exists():
+        tuning.use(path)
+    calls = _spy(monkeypatch)
+    fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 46, **options)
+    assert calls == [FUNCTIONS[op] for op in PASSES[passes] if op == "bn_depthwise" or stride == 1]
+    names = ["y", "mean", "var", "dx", "dweight"] + ["dscale", "dshift"] * affine
+    for name, value, reference in zip(names, fused, expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5, (name, relative_error(value, reference))
+    assert fused[0].is_contiguous(memory_format=torch.channels_last)
+    assert fused[3].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_banded_input_gradient_is_for_stride_1(tmp_path):
+    key = dict(kernel_size=3, stride=2, channels=8, height=8, width=8)
+    path = tmp_path / "tuning.json"
+    tuning.record(path, "bn_depthwise", key, "banded", [], device="test", seconds=1, default_seconds=2)
+    tuning.use(path)  # a strided forward is fine
+    tuning.record(path, "bn_depthwise_input_grad", key, "banded", [], device="test", seconds=1, default_seconds=2)
+    with pytest.raises(tuning.TuningError, match="banded input gradient is for stride-1"):
+        tuning.use(path)
+    bad = tmp_path / "bad.json"
+    tuning.record(bad, "bn_depthwise_weight_grad", dict(key, stride=1), "banded", [], device="test", seconds=1,
+                  default_seconds=2)
+    with pytest.raises(tuning.TuningError, match="'kernel' in"):
+        tuning.use(bad)
