@@ -51,9 +51,12 @@ BANDED = [(64, 8, 8), (32, 16, 8), (64, 4, 4)]
 
 
 def banded_configs(width: int, kernel_size: int, stride: int, count: int) -> list[tuple[int, int, int, int]]:
-    """The banded kernel's default tiles for a layer, then `BANDED` at the default tile width: `count` in all."""
+    """The banded kernel's default tiles for a layer, at stride 1 the same in the other tile width (16 or 32: a
+    14-pixel map's 5 x 5 conv fills half a 32-column tile, or two 16-column tiles of 12 whole outputs), then
+    `BANDED` at the default width: `count` in all."""
     default = banded_tiles(width, kernel_size, stride)
-    return list(dict.fromkeys([default, *((default[0], *tiles) for tiles in BANDED)]))[:count]
+    other = [(48 - default[0], *default[1:])] if stride == 1 else []
+    return list(dict.fromkeys([default, *other, *((default[0], *tiles) for tiles in BANDED)]))[:count]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
