@@ -17,8 +17,8 @@ output with that output's batch norm and SiLU to apply:
   (default tiles); and each pass through cuDNN ("fwd cudnn": the activation pass, cuDNN's conv and a pass for
   the statistics; "dx cudnn": cuDNN's input gradient of g and the activation's backward; "dw cudnn": a pass
   writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's;
-  and the forward and, at stride 1, the input gradient on the banded tensor-core kernel ("fwd banded", "dx
-  banded": `bn_depthwise_banded`, the same element-wise passes as the cuDNN forms).
+  and each pass on the banded tensor-core kernels ("fwd banded", "dw banded" and, at stride 1, "dx banded":
+  `bn_depthwise_banded`, the same element-wise passes as the cuDNN forms).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -166,14 +166,19 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                                    ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
             passes[op][name] = timer.median(function)
             warm[op][name] = ("cudnn", (), {})
-    # The forward and, at stride 1, the input gradient on the banded tensor-core kernel (`bn_depthwise_banded`)
+    # Each pass on the banded tensor-core kernels (`bn_depthwise_banded`; the input gradient at stride 1)
     def forward_banded():  # with the activation pass, as `forward` times it
         return bdb.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size)
 
     def input_grad_banded():
         return bdb.input_grad(g, taps, x, scale, shift, k, padding, True)
 
-    banded = [("bn_depthwise", "fwd banded", forward_banded, expected[:3])]
+    def weight_grad_banded():  # with its pass writing g, as the Triton kernel writes it
+        return (bdb.weight_grad(bdc.output_gradient(dy, stats, y), a, k, stride, padding).t().reshape(
+            channels, 1, k, k),)
+
+    banded = [("bn_depthwise", "fwd banded", forward_banded, expected[:3]),
+              ("bn_depthwise_weight_grad", "dw banded", weight_grad_banded, expected[4:5])]
     if stride == 1:
         banded.append(("bn_depthwise_input_grad", "dx banded", input_grad_banded,
                        (expected[3], expected[5], expected[6])))
@@ -209,6 +214,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
           f"{_cell(passes, 'bn_depthwise_input_grad', 'dx cudnn')} "
           f"{_cell(passes, 'bn_depthwise_weight_grad', 'dw cudnn')} "
           f"{_cell(passes, 'bn_depthwise', 'fwd banded')} {_cell(passes, 'bn_depthwise_input_grad', 'dx banded')} "
+          f"{_cell(passes, 'bn_depthwise_weight_grad', 'dw banded')} "
           f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
             "bytes": moved, "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise,
@@ -241,7 +247,7 @@ def main() -> int:
                                                                                     dynamic=True)
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
           f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9} {'fwd cudnn':>9} "
-          f"{'dx cudnn':>9} {'dw cudnn':>9} {'fwd band':>9} {'dx band':>9}", flush=True)
+          f"{'dx cudnn':>9} {'dw cudnn':>9} {'fwd band':>9} {'dx band':>9} {'dw band':>9}", flush=True)
     rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")

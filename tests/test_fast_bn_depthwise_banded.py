@@ -1,7 +1,7 @@
-"""The training depthwise conv's forward and stride-1 input gradient on the banded tensor-core kernel
-(`effnet.fast.bn_depthwise_banded`), where a tuning file names it for a layer shape: the same output, statistics
-and gradients as the PyTorch composite, either pass alone or both, the Triton kernels doing the rest; TF "same"
-padding too. Float32 under Triton's interpreter when there is no GPU (exact float32 products)."""
+"""The training depthwise conv's passes on tensor cores (`effnet.fast.bn_depthwise_banded`: the forward, the weight
+gradient and the stride-1 input gradient), where a tuning file names them for a layer shape: the same output,
+statistics and gradients as the PyTorch composite, any pass alone or all three, the Triton kernels doing the
+rest; TF "same" padding too. Float32 under Triton's interpreter when there is no GPU (exact float32 products)."""
 import pytest
 import torch
 
@@ -10,9 +10,10 @@ from effnet.fast import bn_depthwise_banded as bdb
 from effnet.fast import ops, tuning
 from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
 
-PASSES = {"forward": ("bn_depthwise",), "input": ("bn_depthwise_input_grad",),
-          "both": ("bn_depthwise", "bn_depthwise_input_grad")}
-FUNCTIONS = {"bn_depthwise": "forward", "bn_depthwise_input_grad": "input_grad"}
+PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
+          "all": ("bn_depthwise", "bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
+FUNCTIONS = {"bn_depthwise": "forward", "bn_depthwise_weight_grad": "weight_grad",
+             "bn_depthwise_input_grad": "input_grad"}
 
 
 @pytest.fixture(autouse=True)
@@ -45,25 +46,26 @@ def _spy(monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("passes", ["forward", "input", "both"])
+@pytest.mark.parametrize("passes", list(PASSES))
 @pytest.mark.parametrize("affine, kernel_size, stride, same", [(True, 3, 1, False), (True, 5, 1, True),
                                                                (False, 5, 1, False), (True, 3, 2, True)])
 def test_banded_passes_equal_the_composite(tmp_path, monkeypatch, passes, affine, kernel_size, stride, same):
-    """Each pass on the banded kernel where the tuning file says so (the input gradient at stride 1 only: a
-    strided conv's stays Triton's): output, statistics and every gradient within 1e-5 of the composite."""
+    """Each pass on the banded kernels where the tuning file says so (the input gradient at stride 1 only: a
+    strided conv's stays Triton's; the input gradient on the g the banded weight gradient's pass or the Triton
+    kernel wrote): output, statistics and every gradient within 1e-5 of the composite."""
     tensors, options = _case(affine, kernel_size, stride, same)
     expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 46, **options)
     x = tensors[0]
     key = dict(kernel_size=kernel_size, stride=stride, channels=x.shape[1], height=x.shape[2], width=x.shape[3])
     path = tmp_path / "tuning.json"
     for op in PASSES[passes]:
-        if op == "bn_depthwise" or stride == 1:
+        if op != "bn_depthwise_input_grad" or stride == 1:
             tuning.record(path, op, key, "banded", [], device="test", seconds=1, default_seconds=2)
     if path.exists():
         tuning.use(path)
     calls = _spy(monkeypatch)
     fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 46, **options)
-    assert calls == [FUNCTIONS[op] for op in PASSES[passes] if op == "bn_depthwise" or stride == 1]
+    assert calls == [FUNCTIONS[op] for op in PASSES[passes] if op != "bn_depthwise_input_grad" or stride == 1]
     names = ["y", "mean", "var", "dx", "dweight"] + ["dscale", "dshift"] * affine
     for name, value, reference in zip(names, fused, expected, strict=True):
         assert relative_error(value, reference) <= 1e-5, (name, relative_error(value, reference))
@@ -80,7 +82,27 @@ def test_a_banded_input_gradient_is_for_stride_1(tmp_path):
     with pytest.raises(tuning.TuningError, match="banded input gradient is for stride-1"):
         tuning.use(path)
     bad = tmp_path / "bad.json"
-    tuning.record(bad, "bn_depthwise_weight_grad", dict(key, stride=1), "banded", [], device="test", seconds=1,
+    tuning.record(bad, "bn_depthwise_weight_grad", dict(key, kernel_size=7), "banded", [], device="test", seconds=1,
                   default_seconds=2)
-    with pytest.raises(tuning.TuningError, match="'kernel' in"):
+    with pytest.raises(tuning.TuningError, match="banded weight gradient is for 3x3 and 5x5"):
         tuning.use(bad)
+
+
+@needs_triton
+@pytest.mark.parametrize("kernel_size, stride, same, shape, tiles", [
+    (3, 1, False, (2, 20, 9, 7), None),
+    (5, 2, True, (2, 12, 11, 10), None),               # TF "same": one more pixel of padding after than before
+    (3, 1, False, (1, 16, 6, 40), (16, 16, 16, 4)),    # 40 columns in tiles of 14 whole outputs
+    (3, 2, False, (2, 8, 12, 33), (32, 16, 8, 4)),     # 17 outputs a row in tiles of 15
+])
+def test_banded_weight_gradient_equals_pytorchs(kernel_size, stride, same, shape, tiles):
+    """Chunks of rows that end inside an image, column tiles, channels off the block."""
+    torch.manual_seed(47)
+    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(shape[1], 1, kernel_size, kernel_size, device=DEVICE, requires_grad=True)
+    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+    y = torch.nn.functional.conv2d(ops.pad_for_conv(x, kernel_size, stride, same), weight, stride=stride,
+                                   groups=shape[1])
+    g = torch.randn_like(y).contiguous(memory_format=torch.channels_last)
+    expected = torch.autograd.grad(y, weight, g)[0].flatten(1).t()
+    assert relative_error(bdb.weight_grad(g, x.detach(), kernel_size, stride, padding, tiles), expected) <= 1e-5

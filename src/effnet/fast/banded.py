@@ -161,9 +161,9 @@ def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | N
     grid = (triton.cdiv(rows, block_r), triton.cdiv(out_w, whole_outputs(width_tile, kernel_size, stride)),
             triton.cdiv(channels, block_c))
     _banded_depthwise_kernel[grid](
-        x, tables, bias if bias is not None else taps, y, sums, height, width, channels, out_h, out_w, rows, padding[0], padding[1],
-        x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),
-        K=kernel_size, STRIDE=stride, BIAS=bias is not None, ACT=act_mode(act, y), POOL=pool, BLOCK_R=block_r, BLOCK_W=width_tile,
-        BLOCK_C=block_c, ALIGN=map_alignment(x, y), IEEE=x.dtype == torch.float32,
+        x, tables, bias if bias is not None else taps, y, sums, height, width, channels, out_h, out_w, rows,
+        padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),
+        K=kernel_size, STRIDE=stride, BIAS=bias is not None, ACT=act_mode(act, y), POOL=pool, BLOCK_R=block_r,
+        BLOCK_W=width_tile, BLOCK_C=block_c, ALIGN=map_alignment(x, y), IEEE=x.dtype == torch.float32,
         **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)

@@ -17,8 +17,8 @@ cost of `depthwise_train`'s weight gradient). The input gradient then gathers g 
 a tap (forming g there would load dy and y at every tap), and, in its epilogue, applies the SiLU's and
 the affine map's derivatives and sums dscale and dshift: da, the gradient of the widest tensor of the
 block, is never written. Per-program sums are added up by PyTorch (deterministic). A tuning file may send
-any of the three passes through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`), or the
-forward and a stride-1 input gradient through the banded tensor-core kernel (`bn_depthwise_banded`).
+any of the three passes through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`), or onto the
+banded tensor-core kernels (`bn_depthwise_banded`).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -62,10 +62,11 @@ def _cudnn(op: str, x: torch.Tensor, kernel_size: int, stride: int, padding: tup
 
 def _banded(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
     """Whether this pass runs on the banded tensor-core kernel (`bn_depthwise_banded`): the tuning file says so
-    for the layer shape (the input gradient at stride 1 only)."""
+    for the layer shape (the input gradient at stride 1 only, the weight gradient 3 x 3 and 5 x 5 only)."""
     choice = _choice(op, x, kernel_size, stride)
     return (choice is not None and choice["kernel"] == "banded"
-            and (op == "bn_depthwise" or stride == 1))
+            and (op != "bn_depthwise_input_grad" or stride == 1)
+            and (op != "bn_depthwise_weight_grad" or kernel_size in (3, 5)))
 
 
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
@@ -231,6 +232,9 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
             g = bn_depthwise_cudnn.output_gradient(dy, stats, y)
             dtaps = bn_depthwise_cudnn.weight_grad(g, a if scale is not None else x, taps, kernel_size, stride,
                                                    padding)
+        elif weight_tiles is None and _banded("bn_depthwise_weight_grad", x, kernel_size, stride):
+            g = bn_depthwise_cudnn.output_gradient(dy, stats, y)
+            dtaps = bn_depthwise_banded.weight_grad(g, a if scale is not None else x, kernel_size, stride, padding)
         else:
             dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
     if need_dx:

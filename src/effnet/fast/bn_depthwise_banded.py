@@ -1,20 +1,24 @@
 """The training depthwise conv on tensor cores, pass by pass, for the layers where a sweep finds it faster.
 
 `effnet.fast.banded` computes a depthwise conv as k banded matrix products per kernel row, batched over channels
-(about a quarter to a half of the Triton tap kernel's instructions per output, compiled for sm_90). Two of
-`bn_depthwise`'s passes take it here, in the shape of their cuDNN forms (`bn_depthwise_cudnn`), whose
+(about a quarter to a half of the Triton tap kernel's instructions per output, compiled for sm_90). Each of
+`bn_depthwise`'s passes takes tensor cores here, in the shape of its cuDNN form (`bn_depthwise_cudnn`), whose
 element-wise passes they share:
 
 - `forward`: the banded conv of the activation a, then its output's statistics in one pass;
 - `input_grad` (stride 1): the gradient reaching a is the conv of g (the gradient reaching the raw output) by the
   kernel turned half a turn, padded k - 1 - p before: a banded conv too; then one pass for the SiLU's and bn1's
-  derivatives with dscale and dshift.
+  derivatives with dscale and dshift;
+- `weight_grad`: for each kernel row, the conv's input rows against g's as a product summed over the rows (a
+  `tl.dot` batched over channels, K = the rows), then each tap the sum along one band of that product; on g
+  written by a pass of its own (`bn_depthwise_cudnn.output_gradient`) unless the input gradient's form needs it
+  anyway.
 
-The weight gradient keeps its Triton kernel or cuDNN's form. A tuning entry with kernel `banded` (no tiles: the
-banded kernel's defaults) for `bn_depthwise`, or `bn_depthwise_input_grad` at stride 1, picks the form per layer
-shape (`benchmarks/bn_depthwise_sweep.py` times it as "fwd banded" and "dx banded"). Any padding: the banded
-kernel masks what lies outside the map, as the Triton kernels do. The banded tables are made from the taps at
-every call (the weights change every step): about k C 32² values a layer.
+A tuning entry with kernel `banded` (no tiles: the kernels' defaults) for `bn_depthwise`,
+`bn_depthwise_weight_grad` (3 x 3 and 5 x 5) or, at stride 1, `bn_depthwise_input_grad` picks the form per layer
+shape (`benchmarks/bn_depthwise_sweep.py` times them as "fwd banded", "dw banded" and "dx banded"). Any padding:
+the banded kernels mask what lies outside the map, as the Triton kernels do. The forward's banded tables are made
+from the taps at every call (the weights change every step): about k C 32² values a layer.
 """
 from __future__ import annotations
 
@@ -22,6 +26,80 @@ import torch
 
 from effnet.fast import banded
 from effnet.fast.bn_depthwise_cudnn import activation_backward, statistics
+from effnet.fast.kernels import INTERPRET, map_alignment, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.kernels import _dot, _multiple
+
+    @triton.jit
+    def _tap_sums(acc, w, j, K: tl.constexpr, STRIDE: tl.constexpr, part_ptr, row, c, c_ok, C):
+        """Store the K taps of one kernel row: tap d sums the (w, j) products on the band w = STRIDE j + d."""
+        for d in tl.static_range(K):
+            on_band = w[None, :, None] == STRIDE * j[None, None, :] + d
+            tl.store(part_ptr + (row + d) * C + c, tl.sum(tl.sum(tl.where(on_band, acc, 0.0), axis=2), axis=1),
+                     mask=c_ok)
+
+    @triton.jit
+    def _banded_weight_grad_kernel(a_ptr, g_ptr, part_ptr, H, W, C, HO, WO, pad_h, pad_w, rows_per_program, ROWS,
+                                   san, sah, saw, sgn, sgh, sgw,
+                                   K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_R: tl.constexpr,
+                                   BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ALIGN: tl.constexpr,
+                                   IEEE: tl.constexpr):
+        # One program: a column tile's VALID whole output columns x BLOCK_C channels, over a chunk of output rows
+        # (image and row flattened). For each kernel row i, P_i = A_i^T G (the tile's BLOCK_W input columns against
+        # its output columns, summed over the rows, a `tl.dot` batched over channels); tap (i, d) is the sum of P_i
+        # along the band w = STRIDE j + d. G is zero past the whole outputs, so P_i holds no partial ones.
+        C, san, sah, saw = _multiple(C, ALIGN), _multiple(san, ALIGN), _multiple(sah, ALIGN), _multiple(saw, ALIGN)
+        sgn, sgh, sgw = _multiple(sgn, ALIGN), _multiple(sgh, ALIGN), _multiple(sgw, ALIGN)
+        BLOCK_O: tl.constexpr = BLOCK_W // STRIDE
+        VALID: tl.constexpr = (BLOCK_W - K) // STRIDE + 1
+        j0 = tl.program_id(0) * VALID
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        w = tl.arange(0, BLOCK_W)
+        j = tl.arange(0, BLOCK_O)
+        wi, wo = j0 * STRIDE - pad_w + w, j0 + j
+        cc = c[:, None, None]
+        a_cols = (wi >= 0) & (wi < W)
+        g_cols = (j < VALID) & (wo < WO)
+        acc0 = tl.zeros([BLOCK_C, BLOCK_W, BLOCK_O], dtype=tl.float32)
+        acc1 = tl.zeros([BLOCK_C, BLOCK_W, BLOCK_O], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_C, BLOCK_W, BLOCK_O], dtype=tl.float32)
+        acc3 = tl.zeros([BLOCK_C, BLOCK_W, BLOCK_O], dtype=tl.float32)
+        acc4 = tl.zeros([BLOCK_C, BLOCK_W, BLOCK_O], dtype=tl.float32)
+        first = tl.program_id(2) * rows_per_program
+        last = tl.minimum(first + rows_per_program, ROWS)
+        for start in range(first, last, BLOCK_R):
+            r = start + tl.arange(0, BLOCK_R)
+            r_ok = r < last
+            n, ho = r // HO, r % HO
+            g = tl.load(g_ptr + n[None, :, None] * sgn + ho[None, :, None] * sgh + wo[None, None, :] * sgw + cc,
+                        mask=c_ok[:, None, None] & r_ok[None, :, None] & g_cols[None, None, :], other=0.0)
+            for i in tl.static_range(K):
+                hi = ho * STRIDE + (i - pad_h)
+                rows_ok = r_ok & (hi >= 0) & (hi < H)
+                # (BLOCK_C, BLOCK_W, BLOCK_R): the input rows i below each output row's top, transposed
+                a = tl.load(a_ptr + n[None, None, :] * san + hi[None, None, :] * sah + wi[None, :, None] * saw + cc,
+                            mask=c_ok[:, None, None] & a_cols[None, :, None] & rows_ok[None, None, :], other=0.0)
+                if i == 0:
+                    acc0 += _dot(a, g, IEEE)
+                elif i == 1:
+                    acc1 += _dot(a, g, IEEE)
+                elif i == 2:
+                    acc2 += _dot(a, g, IEEE)
+                elif i == 3:
+                    acc3 += _dot(a, g, IEEE)
+                else:
+                    acc4 += _dot(a, g, IEEE)
+        part_ptr += (tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)) * K * K * C
+        _tap_sums(acc0, w, j, K, STRIDE, part_ptr, 0, c, c_ok, C)
+        _tap_sums(acc1, w, j, K, STRIDE, part_ptr, K, c, c_ok, C)
+        _tap_sums(acc2, w, j, K, STRIDE, part_ptr, 2 * K, c, c_ok, C)
+        if K > 3:
+            _tap_sums(acc3, w, j, K, STRIDE, part_ptr, 3 * K, c, c_ok, C)
+            _tap_sums(acc4, w, j, K, STRIDE, part_ptr, 4 * K, c, c_ok, C)
 
 
 def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
@@ -44,3 +122,46 @@ def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torc
                                     padding=(k - 1 - padding[0], k - 1 - padding[1]), output_size=tuple(x.shape[2:]),
                                     act=False, pool=False)
     return activation_backward(da, x, scale, shift, act)
+
+
+# Output rows a weight-gradient program walks at least (its (k*k, C) partial sums against the rows it reads), and
+# the programs wanted per multiprocessor.
+_MIN_ROWS = 64
+_WAVES = 4
+
+
+def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, kernel_size: int, stride: int,
+                padding: tuple[int, int], tiles: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """The (k * k, C) float32 gradient of the taps of a 3 x 3 or 5 x 5 conv, from g (the gradient reaching the
+    conv's output) and the conv's input (a, or x without an affine map), on tensor cores: per kernel row the
+    input rows against g's, summed over the rows, then along the band; each program's sums are added up by
+    PyTorch (deterministic). `tiles` = (BLOCK_W, BLOCK_R, BLOCK_C, num_warps); by default (16 x stride, 16, 8, 8):
+    compiled for sm_90 under Triton 3.6, 94-208 registers (3 x 3 stride 1 to 5 x 5 stride 2), no spill, where 32
+    rows a step spill the 5 x 5 ones."""
+    if kernel_size not in (3, 5):
+        raise ValueError(f"the banded weight gradient takes 3x3 and 5x5 convs, got {kernel_size}x{kernel_size}")
+    batch, channels, height, width = conv_input.shape
+    out_h, out_w = g.shape[2:]
+    width_tile, block_r, block_c, warps = tiles or ((32, 16, 16, 4) if INTERPRET else (16 * stride, 16, 8, 8))
+    if not banded.valid_tile(width_tile, kernel_size, stride):
+        raise ValueError(f"banded weight-gradient tiles must be a power of two, at least 16 x the stride ({stride}) "
+                         f"and wider than the kernel ({kernel_size}), got {width_tile}")
+    column_tiles = triton.cdiv(out_w, banded.whole_outputs(width_tile, kernel_size, stride))
+    channel_blocks = triton.cdiv(channels, block_c)
+    rows = batch * out_h
+    if INTERPRET:
+        rows_per_program = 2 * block_r
+    else:
+        wanted = _WAVES * torch.cuda.get_device_properties(g.device).multi_processor_count
+        chunks = max(1, min(wanted // (column_tiles * channel_blocks), triton.cdiv(rows, _MIN_ROWS)))
+        rows_per_program = triton.cdiv(triton.cdiv(rows, chunks), block_r) * block_r
+    chunks = triton.cdiv(rows, rows_per_program)
+    parts = torch.empty((chunks * column_tiles, kernel_size * kernel_size, channels), device=g.device,
+                        dtype=torch.float32)
+    _banded_weight_grad_kernel[(column_tiles, channel_blocks, chunks)](
+        conv_input, g.to(conv_input.dtype), parts, height, width, channels, out_h, out_w, padding[0], padding[1],
+        rows_per_program, rows, conv_input.stride(0), conv_input.stride(2), conv_input.stride(3), g.stride(0),
+        g.stride(2), g.stride(3), K=kernel_size, STRIDE=stride, BLOCK_R=block_r, BLOCK_W=width_tile,
+        BLOCK_C=block_c, ALIGN=map_alignment(conv_input, g), IEEE=conv_input.dtype == torch.float32,
+        **({} if INTERPRET else {"num_warps": warps}))
+    return parts.sum(0)

@@ -24,8 +24,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
-  (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list) and, for the forward and a stride-1 input
-  gradient, `banded` (`effnet.fast.bn_depthwise_banded`, no tiles).
+  (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list) and `banded` (`effnet.fast.bn_depthwise_banded`,
+  no tiles; the input gradient at stride 1, the weight gradient 3x3 and 5x5).
 """
 from __future__ import annotations
 
@@ -52,9 +52,8 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
-_BANDED_OPS = ("bn_depthwise", "bn_depthwise_input_grad")  # `bn_depthwise_banded`
 KERNELS = {"depthwise": ("tiled", "rolling", "banded"), "pointwise": ("tiled", "streaming"),
-           **{op: ("tiled", "cudnn", *(("banded",) if op in _BANDED_OPS else ())) for op in _CUDNN_OPS},
+           **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), ("depthwise", "banded"): (4,),
@@ -65,7 +64,7 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), 
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
                 ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,),
-                ("bn_depthwise", "banded"): (0,), ("bn_depthwise_input_grad", "banded"): (0,)}
+                **{(op, "banded"): (0,) for op in _CUDNN_OPS}}
 
 
 class TuningError(EffnetError, ValueError):
@@ -122,6 +121,9 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
         if entry["kernel"] == "banded" and op == "bn_depthwise_input_grad" and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the banded input gradient is for stride-1 convs only")
+        if (entry["kernel"] == "banded" and op == "bn_depthwise_weight_grad"
+                and entry["key"]["kernel_size"] not in (3, 5)):
+            raise TuningError(f"tuning file {path}: the banded weight gradient is for 3x3 and 5x5 convs only")
         if entry["kernel"] == "banded" and tiles and not _banded_width(tiles[0], entry["key"]["kernel_size"],
                                                                        entry["key"]["stride"]):
             raise TuningError(f"tuning file {path}: the banded kernel takes tiles a power of two, at least 16 x the "
