@@ -17,7 +17,7 @@
 #              gradients; the winners go into the tuning file the later calls take
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the fused training's gradient checks, B0's training rows, the profiles
-#     call 3:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwcudnn [SECONDS]
+#     call 3:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
 #              (if 200 s are left) session 15's cuDNN forms and session 16's banded forms of the training depthwise
 #              passes swept against the Triton kernels on B0's layers, the winners kept, then B0's captured
 #              training rows with them
@@ -123,7 +123,7 @@ case "$STAGE" in
       cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"
     ;;
-  dwcudnn)
+  dwforms|dwcudnn)  # (dwcudnn: its name before the banded forms joined it)
     # Session 15's cuDNN forms of the training depthwise passes and session 16's banded tensor-core forms (forward,
     # stride-1 input gradient) against the Triton kernels, B0's layers (the default tiles only), the winners into
     # the tuning file; then effnet-ftrain's captured B0 step with them, beside timm's.
@@ -166,7 +166,7 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, dwcudnn, sweeps, rows, b4train or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, dwforms, sweeps, rows, b4train or b4)" >&2
     exit 2
     ;;
 esac
