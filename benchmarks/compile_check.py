@@ -19,7 +19,8 @@ per thread, spilled bytes (local memory), shared memory, how full the multiproce
 multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves of what 132 of
 them hold at once), whether a pipelined loop's copies stay in flight while it computes ("copies overlap") or are
 all awaited at each step ("copies wait"), the widths of its global loads (16 B: eight bf16 values per
-instruction; 2 B: one), and whether its SiLU runs on the tanh instruction. A kernel that fails to compile is one
+instruction; 2 B: one), whether its SiLU runs on the tanh instruction, and its SASS instructions (the static
+count: what a thread runs where the kernel has no loop). A kernel that fails to compile is one
 failed line and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
@@ -390,14 +391,20 @@ def silu(compiled) -> str:
 
 
 def resource_usage(compiled) -> dict[str, int]:
-    """Registers, stack (spill) bytes and shared memory of a compiled kernel, from cuobjdump's view of its cubin."""
+    """Registers, stack (spill) bytes and shared memory of a compiled kernel, from cuobjdump's view of its cubin,
+    and its SASS instructions (the static count, NOPs left out: per program for an unrolled kernel, per loop step
+    and more for a looping one)."""
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
         text = subprocess.run([str(cuobjdump), "-res-usage", cubin.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([str(cuobjdump), "-sass", cubin.name], capture_output=True, text=True).stdout
     usage = {key.lower(): int(value) for key, value in re.findall(r"(REG|STACK|LOCAL):(\d+)", text)}
-    return {**usage, "shared": compiled.metadata.shared}  # Triton's shared memory is dynamic: its own count
+    instructions = sum(1 for op in re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass,
+                                               re.MULTILINE) if not op.startswith("NOP"))
+    return {**usage, "shared": compiled.metadata.shared,  # Triton's shared memory is dynamic: its own count
+            "instructions": instructions}
 
 
 def resident(registers: int, shared: int, num_warps: int) -> int:
@@ -421,8 +428,8 @@ def main() -> int:
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, major*10+minor (90: H100)")
     parser.add_argument("--only", help="compile only the kernels whose name contains this")
     parser.add_argument("--sweeps", action="store_true",
-                        help="compile the tile sets bn_pointwise_sweep.py tries, and the streaming 1x1 kernel's "
-                             "pointwise_sweep.py tries, instead of the defaults")
+                        help="compile the tile sets and kernels the sweeps try beyond the defaults (bn_pointwise's "
+                             "tiles, the streaming 1x1 kernel, the warmed and the banded depthwise kernels) instead")
     args = parser.parse_args()
     failed = 0
     for launch in (_sweep_launches() if args.sweeps else _launches()):
@@ -440,7 +447,7 @@ def main() -> int:
         spilled = usage.get("stack", 0) + usage.get("local", 0)
         print(f"ok   {launch.name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
               f"{usage.get('shared', 0):6} bytes shared, {fill(launch, compiled, usage)}{prefetch(compiled)}, "
-              f"loads {load_widths(compiled)}{silu(compiled)}"
+              f"loads {load_widths(compiled)}{silu(compiled)}, {usage['instructions']} instructions"
               f"  ({time.time() - start:.1f} s)"
               + ("  (spills: slow)" if spilled else ""), flush=True)
     return 1 if failed else 0
