@@ -79,7 +79,8 @@ if triton is not None:
         out_ok = c_ok[:, None, None] & r_ok[None, :, None] & ((lane < VALID) & (wo < WO))[None, None, :]
         tl.store(y_ptr + nn_ * syn + hh * syh + wo[None, None, :] * syw + cc, out.to(y_ptr.dtype.element_ty),
                  mask=out_ok)
-        if POOL:
+        if POOL:  # one atomic add per row and channel: summing the rows of each image first costs more instructions
+            # (compiled for sm_90: 12% more at 28 px, 40% at 7 px) than the adds, which need no answer
             rowsums = tl.sum(tl.where(out_ok, out, 0.0), axis=2)  # (BLOCK_C, BLOCK_R)
             tl.atomic_add(pool_ptr + n[None, :] * C + c[:, None], rowsums, mask=c_ok[:, None] & r_ok[None, :])
 
