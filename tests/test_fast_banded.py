@@ -57,6 +57,9 @@ def test_band_tables_hold_each_rows_taps_on_its_diagonals_and_follow_the_taps(st
     assert banded.band_tables(taps, k, stride, width, torch.float32) is tables  # made once
     taps.mul_(2)  # weights changed in place: made again
     assert torch.equal(banded.band_tables(taps, k, stride, width, torch.float32), 2 * tables)
+    held = len(banded._TABLES)
+    del taps, expected  # and let go with the taps (a training step's new taps each step must not pile up)
+    assert len(banded._TABLES) == held - 1
 
 
 @pytest.mark.parametrize("stride, width", [(1, 24), (2, 16)])

@@ -124,10 +124,8 @@ def band_tables(taps: torch.Tensor, kernel_size: int, stride: int, width_tile: i
     inside = (offset >= 0) & (offset < k)
     rows = taps.t().reshape(-1, k, k).permute(1, 0, 2)  # (k rows, C, k columns)
     tables = (rows[:, :, offset.clamp(0, k - 1)] * inside).to(dtype).contiguous()
-    if not torch.compiler.is_compiling():
-        for gone in [old for old, entry in _TABLES.items() if entry[0]() is None]:
-            del _TABLES[gone]
-        _TABLES[key] = (weakref.ref(taps), taps._version, tables)
+    if not torch.compiler.is_compiling():  # kept while the taps live (the tables go with them)
+        _TABLES[key] = (weakref.ref(taps, lambda _, key=key: _TABLES.pop(key, None)), taps._version, tables)
     return tables
 
 
