@@ -141,6 +141,7 @@ def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, kernel_size: int, str
     if kernel_size not in (3, 5):
         raise ValueError(f"the banded weight gradient takes 3x3 and 5x5 convs, got {kernel_size}x{kernel_size}")
     batch, channels, height, width = conv_input.shape
+    g = g.to(conv_input.dtype)
     out_h, out_w = g.shape[2:]
     width_tile, block_r, block_c, warps = tiles or ((32, 16, 16, 4) if INTERPRET else (16 * stride, 16, 8, 8))
     if not banded.valid_tile(width_tile, kernel_size, stride):
@@ -159,7 +160,7 @@ def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, kernel_size: int, str
     parts = torch.empty((chunks * column_tiles, kernel_size * kernel_size, channels), device=g.device,
                         dtype=torch.float32)
     _banded_weight_grad_kernel[(column_tiles, channel_blocks, chunks)](
-        conv_input, g.to(conv_input.dtype), parts, height, width, channels, out_h, out_w, padding[0], padding[1],
+        conv_input, g, parts, height, width, channels, out_h, out_w, padding[0], padding[1],
         rows_per_program, rows, conv_input.stride(0), conv_input.stride(2), conv_input.stride(3), g.stride(0),
         g.stride(2), g.stride(3), K=kernel_size, STRIDE=stride, BLOCK_R=block_r, BLOCK_W=width_tile,
         BLOCK_C=block_c, ALIGN=map_alignment(conv_input, g), IEEE=conv_input.dtype == torch.float32,
