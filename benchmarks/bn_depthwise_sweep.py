@@ -17,8 +17,8 @@ output with that output's batch norm and SiLU to apply:
   (default tiles); and each pass through cuDNN ("fwd cudnn": the activation pass, cuDNN's conv and a pass for
   the statistics; "dx cudnn": cuDNN's input gradient of g and the activation's backward; "dw cudnn": a pass
   writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's;
-  and each pass on the banded tensor-core kernels ("fwd banded", "dw banded" and, at stride 1, "dx banded":
-  `bn_depthwise_banded`, the same element-wise passes as the cuDNN forms).
+  and each pass on the banded tensor-core kernels ("fwd banded", "dx banded", "dw banded": `bn_depthwise_banded`,
+  the same element-wise passes as the cuDNN forms).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -166,22 +166,20 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                                    ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
             passes[op][name] = timer.median(function)
             warm[op][name] = ("cudnn", (), {})
-    # Each pass on the banded tensor-core kernels (`bn_depthwise_banded`; the input gradient at stride 1)
+    # Each pass on the banded tensor-core kernels (`bn_depthwise_banded`)
     def forward_banded():  # with the activation pass, as `forward` times it
         return bdb.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size)
 
     def input_grad_banded():
-        return bdb.input_grad(g, taps, x, scale, shift, k, padding, True)
+        return bdb.input_grad(g, taps, x, scale, shift, k, stride, padding, True)
 
     def weight_grad_banded():  # with its pass writing g, as the Triton kernel writes it
         return (bdb.weight_grad(bdc.output_gradient(dy, stats, y), a, k, stride, padding).t().reshape(
             channels, 1, k, k),)
 
     banded = [("bn_depthwise", "fwd banded", forward_banded, expected[:3]),
-              ("bn_depthwise_weight_grad", "dw banded", weight_grad_banded, expected[4:5])]
-    if stride == 1:
-        banded.append(("bn_depthwise_input_grad", "dx banded", input_grad_banded,
-                       (expected[3], expected[5], expected[6])))
+              ("bn_depthwise_weight_grad", "dw banded", weight_grad_banded, expected[4:5]),
+              ("bn_depthwise_input_grad", "dx banded", input_grad_banded, (expected[3], expected[5], expected[6]))]
     for op, name, function, references in banded:
         errors[name] = max(relative_error(value.float(), reference) for value, reference in zip(
             function(), references, strict=True))

@@ -304,13 +304,16 @@ def _sweep_launches() -> list[Launch]:
                             True, True, (*bnd._tiles("bn_depthwise_input_grad", x, k, 1), 1))
     warm = [launch for launch in warm if launch.kernel.fn.__name__ in ("_dw_forward_kernel", "_dw_input_grad_kernel")]
     # the training passes on the banded kernels (`bn_depthwise_banded`): the conv with no bias, no SiLU, no pool,
-    # as its forms launch it, and the weight gradient
+    # as its forms launch it, the weight gradient and the strided input gradient
     for channels, size, k, stride in ((144, 56, 3, 1), (240, 28, 5, 1), (96, 112, 3, 2), (144, 56, 5, 2)):
         x, out = _meta(BATCH, channels, size, size, channels_last=True), size // stride
         with _catching(warm, f"B0 training banded {channels} ch {k}x{k} s{stride} {size} px"):
             banded.banded_depthwise(x, _meta(k * k, channels), None, kernel_size=k, stride=stride,
                                     padding=(k // 2, k // 2), output_size=(out, out), act=False, pool=False)
             bdb.weight_grad(_meta(BATCH, channels, out, out, channels_last=True), x, k, stride, (k // 2, k // 2))
+            if stride > 1:
+                bdb.transposed_conv(_meta(BATCH, channels, out, out, channels_last=True), _meta(k * k, channels),
+                                    (size, size), k, stride, (k // 2, k // 2))
     return _distinct(launches + warm + _inference_sweep_launches())
 
 

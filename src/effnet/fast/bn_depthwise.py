@@ -62,10 +62,9 @@ def _cudnn(op: str, x: torch.Tensor, kernel_size: int, stride: int, padding: tup
 
 def _banded(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
     """Whether this pass runs on the banded tensor-core kernel (`bn_depthwise_banded`): the tuning file says so
-    for the layer shape (the input gradient at stride 1 only, the weight gradient 3 x 3 and 5 x 5 only)."""
+    for the layer shape (the weight gradient 3 x 3 and 5 x 5 only)."""
     choice = _choice(op, x, kernel_size, stride)
     return (choice is not None and choice["kernel"] == "banded"
-            and (op != "bn_depthwise_input_grad" or stride == 1)
             and (op != "bn_depthwise_weight_grad" or kernel_size in (3, 5)))
 
 
@@ -244,7 +243,8 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
                                                                padding, act)
         elif tiles is None and _banded("bn_depthwise_input_grad", x, kernel_size, stride):
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
-            dx, dscale, dshift = bn_depthwise_banded.input_grad(g, taps, x, scale, shift, kernel_size, padding, act)
+            dx, dscale, dshift = bn_depthwise_banded.input_grad(g, taps, x, scale, shift, kernel_size, stride,
+                                                                padding, act)
         else:
             dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
                                              stride, padding, act, g is not None, tiles)

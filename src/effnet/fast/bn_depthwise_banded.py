@@ -6,19 +6,20 @@
 element-wise passes they share:
 
 - `forward`: the banded conv of the activation a, then its output's statistics in one pass;
-- `input_grad` (stride 1): the gradient reaching a is the conv of g (the gradient reaching the raw output) by the
-  kernel turned half a turn, padded k - 1 - p before: a banded conv too; then one pass for the SiLU's and bn1's
-  derivatives with dscale and dshift;
+- `input_grad`: the gradient reaching a is, at stride 1, the conv of g (the gradient reaching the raw output)
+  by the kernel turned half a turn, padded k - 1 - p before: a banded conv too; strided, per kernel row g's rows
+  that land on an input row times a banded matrix of that row's taps (`transposed_conv`); then one pass for the
+  SiLU's and bn1's derivatives with dscale and dshift;
 - `weight_grad`: for each kernel row, the conv's input rows against g's as a product summed over the rows (a
   `tl.dot` batched over channels, K = the rows), then each tap the sum along one band of that product; on g
   written by a pass of its own (`bn_depthwise_cudnn.output_gradient`) unless the input gradient's form needs it
   anyway.
 
 A tuning entry with kernel `banded` (no tiles: the kernels' defaults) for `bn_depthwise`,
-`bn_depthwise_weight_grad` (3 x 3 and 5 x 5) or, at stride 1, `bn_depthwise_input_grad` picks the form per layer
-shape (`benchmarks/bn_depthwise_sweep.py` times them as "fwd banded", "dw banded" and "dx banded"). Any padding:
-the banded kernels mask what lies outside the map, as the Triton kernels do. The forward's banded tables are made
-from the taps at every call (the weights change every step): about k C 32² values a layer.
+`bn_depthwise_input_grad` or `bn_depthwise_weight_grad` (3 x 3 and 5 x 5) picks the form per layer shape
+(`benchmarks/bn_depthwise_sweep.py` times them as "fwd banded", "dx banded" and "dw banded"). Any padding: the
+banded kernels mask what lies outside the map, as the Triton kernels do. The banded tables are made from the taps
+at every call (the weights change every step): about k C 32 x 32 values a layer.
 """
 from __future__ import annotations
 
@@ -102,6 +103,43 @@ if triton is not None:
             _tap_sums(acc4, w, j, K, STRIDE, part_ptr, 4 * K, c, c_ok, C)
 
 
+    @triton.jit
+    def _banded_transposed_kernel(g_ptr, u_ptr, da_ptr, H, W, C, HO, WO, ROWS, pad_h, first_column, j_back,
+                                  sgn, sgh, sgw, sdn, sdh, sdw,
+                                  K: tl.constexpr, STRIDE: tl.constexpr, WHOLE: tl.constexpr, BLOCK_R: tl.constexpr,
+                                  BLOCK_G: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                                  ALIGN: tl.constexpr, IEEE: tl.constexpr):
+        # The input gradient of a strided conv: da[h, w] sums g[r, j] W[i, d] over h = STRIDE r + i - pad_h,
+        # w = STRIDE j + d - pad_w. One program: BLOCK_R input rows (image and row flattened) x WHOLE input columns
+        # from w0 x BLOCK_C channels, from g's BLOCK_G columns from j0 = w0 / STRIDE - ...: d = K - 1 + u - STRIDE v
+        # for the tile's column u and g's column v, so each kernel row is a product with one banded matrix U.
+        C, sgn, sgh, sgw = _multiple(C, ALIGN), _multiple(sgn, ALIGN), _multiple(sgh, ALIGN), _multiple(sgw, ALIGN)
+        sdn, sdh, sdw = _multiple(sdn, ALIGN), _multiple(sdh, ALIGN), _multiple(sdw, ALIGN)
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        j0 = tl.program_id(1) * (WHOLE // STRIDE) - j_back
+        w0 = tl.program_id(1) * WHOLE + first_column
+        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        n, h = rows // H, rows % H
+        r_ok, c_ok = rows < ROWS, c < C
+        v, u = tl.arange(0, BLOCK_G), tl.arange(0, BLOCK_W)
+        j = j0 + v
+        cc = c[:, None, None]
+        g_ok = c_ok[:, None, None] & ((j >= 0) & (j < WO))[None, None, :]
+        u_offsets = (c[:, None, None] * BLOCK_G + v[None, :, None]) * BLOCK_W + u[None, None, :]
+        acc = tl.zeros([BLOCK_C, BLOCK_R, BLOCK_W], dtype=tl.float32)
+        for i in tl.static_range(K):
+            shifted = h + pad_h - i  # STRIDE r, where it divides
+            r = shifted // STRIDE
+            ok = r_ok & (shifted >= 0) & (shifted % STRIDE == 0) & (r < HO)
+            grad = tl.load(g_ptr + n[None, :, None] * sgn + r[None, :, None] * sgh + j[None, None, :] * sgw + cc,
+                           mask=g_ok & ok[None, :, None], other=0.0)
+            band = tl.load(u_ptr + i * C * BLOCK_G * BLOCK_W + u_offsets, mask=c_ok[:, None, None], other=0.0)
+            acc += _dot(grad, band, IEEE)
+        w = w0 + u
+        out_ok = c_ok[:, None, None] & r_ok[None, :, None] & ((u < WHOLE) & (w >= 0) & (w < W))[None, None, :]
+        tl.store(da_ptr + n[None, :, None] * sdn + h[None, :, None] * sdh + w[None, None, :] * sdw + cc,
+                 acc.to(da_ptr.dtype.element_ty), mask=out_ok)
+
 def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
             output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, var): the banded depthwise conv of a (the activation, channels-last) by the (k * k, C) taps
@@ -113,15 +151,58 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, 
 
 
 def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None,
-               shift: torch.Tensor | None, kernel_size: int, padding: tuple[int, int],
+               shift: torch.Tensor | None, kernel_size: int, stride: int, padding: tuple[int, int],
                act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dscale, dshift) of a stride-1 conv, the last two empty without scale: da, the banded conv of g by the
-    turned taps, then dx = da * act'(z) * scale with z = x * scale + shift, dscale and dshift in one pass."""
+    """(dx, dscale, dshift), the last two empty without scale: da, the gradient reaching the conv's input (at
+    stride 1 the banded conv of g by the turned taps; strided, `transposed_conv`), then dx = da * act'(z) * scale
+    with z = x * scale + shift, dscale and dshift in one pass."""
     k = kernel_size
-    da, _ = banded.banded_depthwise(g.to(x.dtype), taps.flip(0), None, kernel_size=k, stride=1,
-                                    padding=(k - 1 - padding[0], k - 1 - padding[1]), output_size=tuple(x.shape[2:]),
-                                    act=False, pool=False)
+    if stride == 1:
+        da, _ = banded.banded_depthwise(g.to(x.dtype), taps.flip(0), None, kernel_size=k, stride=1,
+                                        padding=(k - 1 - padding[0], k - 1 - padding[1]),
+                                        output_size=tuple(x.shape[2:]), act=False, pool=False)
+    else:
+        da = transposed_conv(g.to(x.dtype), taps, tuple(x.shape[2:]), k, stride, padding)
     return activation_backward(da, x, scale, shift, act)
+
+
+def transposed_tables(taps: torch.Tensor, kernel_size: int, stride: int, block_g: int, block_w: int) -> torch.Tensor:
+    """(k, C, block_g, block_w) in the taps' dtype: U[i, c, v, u] = taps[i k + d, c] with d = k - 1 + u - stride v
+    where 0 <= d < k, else zero (`_banded_transposed_kernel`'s bands)."""
+    k = kernel_size
+    offset = (k - 1 + torch.arange(block_w, device=taps.device)[None, :]
+              - stride * torch.arange(block_g, device=taps.device)[:, None])  # (v, u)
+    rows = taps.t().reshape(-1, k, k).permute(1, 0, 2)  # (k rows, C, k columns)
+    return (rows[:, :, offset.clamp(0, k - 1)] * ((offset >= 0) & (offset < k))).contiguous()
+
+
+def transposed_conv(g: torch.Tensor, taps: torch.Tensor, input_size: tuple[int, int], kernel_size: int, stride: int,
+                    padding: tuple[int, int], tiles: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """The gradient reaching a strided depthwise conv's input (channels-last, g's dtype) from g, the gradient
+    reaching its output, on tensor cores: per kernel row, g's rows that land on an input row (every stride-th)
+    times a banded matrix of that row's taps. `tiles` = (BLOCK_G, BLOCK_R, BLOCK_C, num_warps): BLOCK_G of g's
+    columns give stride (BLOCK_G - 1) - k + 2 input columns whole (rounded down to a multiple of the stride)."""
+    batch, channels, out_h, out_w = g.shape
+    height, width = input_size
+    k = kernel_size
+    block_g, block_r, block_c, warps = tiles or ((16, 16, 16, 4) if INTERPRET else (16, 32, 8, 8))
+    whole = (stride * (block_g - 1) - k + 2) // stride * stride
+    if whole < stride:
+        raise ValueError(f"{block_g} columns of g give no whole input column of a {k}x{k}, stride-{stride} conv")
+    block_w = triton.next_power_of_2(whole)
+    back = -(-(k - 1 - padding[1]) // stride)  # g's columns before the first tile's: it starts at or before column 0
+    first_column = k - 1 - padding[1] - stride * back
+    tables = transposed_tables(taps.to(g.dtype), k, stride, block_g, block_w)
+    da = torch.empty((batch, channels, height, width), device=g.device, dtype=g.dtype,
+                     memory_format=torch.channels_last)
+    rows = batch * height
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(width - first_column, whole), triton.cdiv(channels, block_c))
+    _banded_transposed_kernel[grid](
+        g, tables, da, height, width, channels, out_h, out_w, rows, padding[0], first_column, back,
+        g.stride(0), g.stride(2), g.stride(3), da.stride(0), da.stride(2), da.stride(3), K=k, STRIDE=stride,
+        WHOLE=whole, BLOCK_R=block_r, BLOCK_G=block_g, BLOCK_W=block_w, BLOCK_C=block_c, ALIGN=map_alignment(g, da),
+        IEEE=g.dtype == torch.float32, **({} if INTERPRET else {"num_warps": warps}))
+    return da
 
 
 # Output rows a weight-gradient program walks at least (its (k*k, C) partial sums against the rows it reads), and

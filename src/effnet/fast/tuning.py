@@ -25,7 +25,7 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
   (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list) and `banded` (`effnet.fast.bn_depthwise_banded`,
-  no tiles; the input gradient at stride 1, the weight gradient 3x3 and 5x5).
+  no tiles; the weight gradient 3x3 and 5x5 only).
 """
 from __future__ import annotations
 
@@ -119,8 +119,6 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
         if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
             raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
-        if entry["kernel"] == "banded" and op == "bn_depthwise_input_grad" and entry["key"]["stride"] != 1:
-            raise TuningError(f"tuning file {path}: the banded input gradient is for stride-1 convs only")
         if (entry["kernel"] == "banded" and op == "bn_depthwise_weight_grad"
                 and entry["key"]["kernel_size"] not in (3, 5)):
             raise TuningError(f"tuning file {path}: the banded weight gradient is for 3x3 and 5x5 convs only")
