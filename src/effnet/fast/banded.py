@@ -151,7 +151,7 @@ def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | N
     width_tile, block_r, block_c, warps = tiles or default_tiles(out_w, kernel_size, stride)
     if not valid_tile(width_tile, kernel_size, stride):
         raise ValueError(f"banded depthwise tiles must be a power of two, at least 16 x the stride ({stride}) and "
-                         f"wider than the kernel ({kernel_size}), got {width_tile}")
+                         f"as wide as the kernel ({kernel_size}), got {width_tile}")
     tables = band_tables(taps, kernel_size, stride, width_tile, x.dtype)
     y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype,
                     memory_format=torch.channels_last)

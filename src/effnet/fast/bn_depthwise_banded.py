@@ -227,7 +227,7 @@ def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, kernel_size: int, str
     width_tile, block_r, block_c, warps = tiles or ((32, 16, 16, 4) if INTERPRET else (16 * stride, 16, 8, 8))
     if not banded.valid_tile(width_tile, kernel_size, stride):
         raise ValueError(f"banded weight-gradient tiles must be a power of two, at least 16 x the stride ({stride}) "
-                         f"and wider than the kernel ({kernel_size}), got {width_tile}")
+                         f"and as wide as the kernel ({kernel_size}), got {width_tile}")
     column_tiles = triton.cdiv(out_w, banded.whole_outputs(width_tile, kernel_size, stride))
     channel_blocks = triton.cdiv(channels, block_c)
     rows = batch * out_h

@@ -14,8 +14,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 - `depthwise` (inference) and `depthwise_input_grad` / `depthwise_weight_grad` (training):
   `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
   (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first)
-  or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s) and, for `depthwise`, `banded`
-  (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores).
+  or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s); for `depthwise` also `banded`
+  (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or `streaming` (gated: in row tiles of at most
   one image's pixels).
@@ -125,7 +125,7 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if entry["kernel"] == "banded" and tiles and not _banded_width(tiles[0], entry["key"]["kernel_size"],
                                                                        entry["key"]["stride"]):
             raise TuningError(f"tuning file {path}: the banded kernel takes tiles a power of two, at least 16 x the "
-                              f"stride and wider than the kernel, got {tiles[0]}")
+                              f"stride and as wide as the kernel, got {tiles[0]}")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
         if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
