@@ -47,19 +47,23 @@ def test_band_tables_hold_each_rows_taps_on_its_diagonals_and_follow_the_taps(st
     k, channels, width = 3, 4, 32
     taps = torch.randn(k * k, channels)
     tables = banded.band_tables(taps, k, stride, width, torch.float32)
-    assert tables.shape == (k, channels, width, width // stride)
+    turned = banded.band_tables(taps, k, stride, width, torch.float32, flip=True)  # the kernel turned half a turn
+    assert tables.shape == turned.shape == (k, channels, width, width // stride)
     for i in range(k):
         for w in range(width):
             for j in range(width // stride):
                 offset = w - stride * j
                 expected = taps[i * k + offset] if 0 <= offset < k else torch.zeros(channels)
                 assert torch.equal(tables[i, :, w, j], expected)
+                expected = taps[(k - 1 - i) * k + k - 1 - offset] if 0 <= offset < k else torch.zeros(channels)
+                assert torch.equal(turned[i, :, w, j], expected)
     assert banded.band_tables(taps, k, stride, width, torch.float32) is tables  # made once
     taps.mul_(2)  # weights changed in place: made again
     assert torch.equal(banded.band_tables(taps, k, stride, width, torch.float32), 2 * tables)
-    held = len(banded._TABLES)
+    held = id(taps)
+    assert sum(key[0] == held for key in banded._TABLES) == 2
     del taps, expected  # and let go with the taps (a training step's new taps each step must not pile up)
-    assert len(banded._TABLES) == held - 1
+    assert not any(key[0] == held for key in banded._TABLES)
 
 
 @pytest.mark.parametrize("stride, width", [(1, 24), (2, 16)])

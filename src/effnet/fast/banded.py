@@ -14,8 +14,8 @@ columns, the first (BLOCK_W - k) / s + 1 of them whole. A program takes BLOCK_R 
 images: a row's input rows are masked to its own image) by those columns by BLOCK_C channels, as a `tl.dot`
 batched over its channels: per output, about k BLOCK_W / (whole outputs) values loaded instead of k², the
 products on tensor cores, which do the band's zeros at no cost that matters. The tables T (k, C, BLOCK_W,
-BLOCK_W / s) are made once per layer and geometry (`band_tables`). The SE sums are added per (image, channel),
-one atomic add per tile row.
+BLOCK_W / s) are gathered from the taps once per layer and geometry (`band_tables`). The SE sums are added
+per (image, channel), one atomic add per tile row.
 
 Float32 maps take exact float32 products (no TF32): that is for the tests under the interpreter, whose
 products have no bfloat16; on a GPU the 16-bit maps are the point. Equal to `kernels.depthwise` up to float32
@@ -25,6 +25,7 @@ output, but up to twice its registers (`default_tiles`).
 """
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
@@ -61,7 +62,7 @@ if triton is not None:
         nn_, hh = n[None, :, None], ho[None, :, None]
         base_ok = c_ok[:, None, None] & r_ok[None, :, None] & (ww >= 0) & (ww < W)
         t_offsets = ((c[:, None, None] * BLOCK_W + tl.arange(0, BLOCK_W)[None, :, None]) * BLOCK_O
-                     + tl.arange(0, BLOCK_O)[None, None, :])
+                     + tl.arange(0, BLOCK_O)[None, None, :])  # the tables (K, C, BLOCK_W, BLOCK_O)
         acc = tl.zeros([BLOCK_C, BLOCK_R, BLOCK_O], dtype=tl.float32)
         for i in tl.static_range(K):
             hi = hh * STRIDE + (i - pad_h)
@@ -108,28 +109,44 @@ def default_tiles(width: int, kernel_size: int, stride: int = 1) -> tuple[int, i
     return width_tile, 32, 8, 8
 
 
-def band_tables(taps: torch.Tensor, kernel_size: int, stride: int, width_tile: int, dtype: torch.dtype
-                ) -> torch.Tensor:
+@functools.lru_cache(maxsize=None)
+def band_index(kernel_size: int, rows: int, columns: int, offset: int, row_step: int, column_step: int,
+               flip: bool, device: torch.device) -> torch.Tensor:
+    """(k, rows, columns) int64: for each kernel row i and table entry (a, b), the tap i k + d of row-major taps,
+    d = offset + row_step a + column_step b (with `flip`, the kernel turned half a turn: (k - 1 - i) k + k - 1 - d),
+    and k² (a zero appended to the taps) where d is outside 0..k-1. Made once per geometry and device."""
+    k = kernel_size
+    d = (offset + row_step * torch.arange(rows)[:, None] + column_step * torch.arange(columns)[None, :])[None]
+    i = torch.arange(k)[:, None, None]
+    tap = (k - 1 - i) * k + k - 1 - d if flip else i * k + d
+    return torch.where((d >= 0) & (d < k), tap, k * k).to(device)
+
+
+def gather_tables(taps: torch.Tensor, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(k, C, rows, columns) in `dtype`: the taps (k*k, C) at `index` (`band_index`), zero at k²; four launches.
+    A band's columns innermost: what the kernels' products take without reordering (compiled for sm_90, channels
+    innermost cost the 5 x 5 kernel 18% more instructions; channels outermost, 34 more registers)."""
+    return torch.nn.functional.pad(taps.t().to(dtype), (0, 1))[:, index].transpose(0, 1).contiguous()
+
+
+def band_tables(taps: torch.Tensor, kernel_size: int, stride: int, width_tile: int, dtype: torch.dtype,
+                flip: bool = False) -> torch.Tensor:
     """The banded matrices of depthwise taps (k*k, C) (row-major taps, as `kernels.depthwise` takes them):
     (k, C, width_tile, width_tile / stride) in `dtype`, T[i, c, w, j] = taps[i k + w - stride j, c] where
-    0 <= w - stride j < k, else zero. Made once per taps tensor, geometry and dtype, and again when the taps
-    change in place."""
-    key = (id(taps), kernel_size, stride, width_tile, dtype)
+    0 <= w - stride j < k, else zero (with `flip`, of the kernel turned half a turn). Made once per taps tensor,
+    geometry and dtype while the taps live, and again when they change in place."""
+    key = (id(taps), kernel_size, stride, width_tile, dtype, flip)
     cached = _TABLES.get(key)
     if cached is not None and cached[0]() is taps and cached[1] == taps._version:
         return cached[2]
-    k = kernel_size
-    offset = (torch.arange(width_tile, device=taps.device)[:, None]
-              - stride * torch.arange(width_tile // stride, device=taps.device)[None, :])  # (w, j): w - stride j
-    inside = (offset >= 0) & (offset < k)
-    rows = taps.t().reshape(-1, k, k).permute(1, 0, 2)  # (k rows, C, k columns)
-    tables = (rows[:, :, offset.clamp(0, k - 1)] * inside).to(dtype).contiguous()
+    index = band_index(kernel_size, width_tile, width_tile // stride, 0, 1, -stride, flip, taps.device)
+    tables = gather_tables(taps, index, dtype)
     if not torch.compiler.is_compiling():  # kept while the taps live (the tables go with them)
         _TABLES[key] = (weakref.ref(taps, lambda _, key=key: _TABLES.pop(key, None)), taps._version, tables)
     return tables
 
 
-# (id of the taps, k, stride, tile width, dtype) -> (a weak reference to the taps, their version, the tables)
+# (id of the taps, k, stride, tile width, dtype, flip) -> (a weak reference to the taps, their version, the tables)
 _TABLES: dict[tuple, tuple[weakref.ref, int, torch.Tensor]] = {}
 
 
@@ -142,17 +159,18 @@ def valid_tile(width_tile: int, kernel_size: int, stride: int) -> bool:
 
 def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, *, kernel_size: int, stride: int,
                      padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
-                     tiles: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     tiles: tuple[int, int, int, int] | None = None,
+                     flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`kernels.depthwise` (its arguments; `taps` (k*k, C)) on tensor cores: the output and, with `pool`, the
-    float32 per-image channel sums. No bias where `bias` is None (the training forms, `bn_depthwise_banded`).
-    `tiles` = (BLOCK_W, BLOCK_R, BLOCK_C, num_warps)."""
+    float32 per-image channel sums. No bias where `bias` is None, and with `flip` the taps turned half a turn (the
+    training forms, `bn_depthwise_banded`). `tiles` = (BLOCK_W, BLOCK_R, BLOCK_C, num_warps)."""
     batch, channels, height, width = x.shape
     out_h, out_w = output_size
     width_tile, block_r, block_c, warps = tiles or default_tiles(out_w, kernel_size, stride)
     if not valid_tile(width_tile, kernel_size, stride):
         raise ValueError(f"banded depthwise tiles must be a power of two, at least 16 x the stride ({stride}) and "
                          f"as wide as the kernel ({kernel_size}), got {width_tile}")
-    tables = band_tables(taps, kernel_size, stride, width_tile, x.dtype)
+    tables = band_tables(taps, kernel_size, stride, width_tile, x.dtype, flip)
     y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype,
                     memory_format=torch.channels_last)
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y

@@ -125,7 +125,7 @@ if triton is not None:
         j = j0 + v
         cc = c[:, None, None]
         g_ok = c_ok[:, None, None] & ((j >= 0) & (j < WO))[None, None, :]
-        u_offsets = (c[:, None, None] * BLOCK_G + v[None, :, None]) * BLOCK_W + u[None, None, :]
+        u_offsets = (c[:, None, None] * BLOCK_G + v[None, :, None]) * BLOCK_W + u[None, None, :]  # U (K, C, G, W)
         acc = tl.zeros([BLOCK_C, BLOCK_R, BLOCK_W], dtype=tl.float32)
         for i in tl.static_range(K):
             shifted = h + pad_h - i  # STRIDE r, where it divides
@@ -158,22 +158,20 @@ def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torc
     with z = x * scale + shift, dscale and dshift in one pass."""
     k = kernel_size
     if stride == 1:
-        da, _ = banded.banded_depthwise(g.to(x.dtype), taps.flip(0), None, kernel_size=k, stride=1,
+        da, _ = banded.banded_depthwise(g.to(x.dtype), taps, None, kernel_size=k, stride=1,
                                         padding=(k - 1 - padding[0], k - 1 - padding[1]),
-                                        output_size=tuple(x.shape[2:]), act=False, pool=False)
+                                        output_size=tuple(x.shape[2:]), act=False, pool=False, flip=True)
     else:
         da = transposed_conv(g.to(x.dtype), taps, tuple(x.shape[2:]), k, stride, padding)
     return activation_backward(da, x, scale, shift, act)
 
 
-def transposed_tables(taps: torch.Tensor, kernel_size: int, stride: int, block_g: int, block_w: int) -> torch.Tensor:
-    """(k, C, block_g, block_w) in the taps' dtype: U[i, c, v, u] = taps[i k + d, c] with d = k - 1 + u - stride v
-    where 0 <= d < k, else zero (`_banded_transposed_kernel`'s bands)."""
-    k = kernel_size
-    offset = (k - 1 + torch.arange(block_w, device=taps.device)[None, :]
-              - stride * torch.arange(block_g, device=taps.device)[:, None])  # (v, u)
-    rows = taps.t().reshape(-1, k, k).permute(1, 0, 2)  # (k rows, C, k columns)
-    return (rows[:, :, offset.clamp(0, k - 1)] * ((offset >= 0) & (offset < k))).contiguous()
+def transposed_tables(taps: torch.Tensor, kernel_size: int, stride: int, block_g: int, block_w: int,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """(k, C, block_g, block_w) in `dtype`: U[i, c, v, u] = taps[i k + d, c] with d = k - 1 + u - stride v where
+    0 <= d < k, else zero (`_banded_transposed_kernel`'s bands)."""
+    index = banded.band_index(kernel_size, block_g, block_w, kernel_size - 1, -stride, 1, False, taps.device)
+    return banded.gather_tables(taps, index, dtype)
 
 
 def transposed_conv(g: torch.Tensor, taps: torch.Tensor, input_size: tuple[int, int], kernel_size: int, stride: int,
@@ -192,7 +190,7 @@ def transposed_conv(g: torch.Tensor, taps: torch.Tensor, input_size: tuple[int, 
     block_w = triton.next_power_of_2(whole)
     back = -(-(k - 1 - padding[1]) // stride)  # g's columns before the first tile's: it starts at or before column 0
     first_column = k - 1 - padding[1] - stride * back
-    tables = transposed_tables(taps.to(g.dtype), k, stride, block_g, block_w)
+    tables = transposed_tables(taps, k, stride, block_g, block_w, g.dtype)
     da = torch.empty((batch, channels, height, width), device=g.device, dtype=g.dtype,
                      memory_format=torch.channels_last)
     rows = batch * height
