@@ -256,6 +256,15 @@ def test_forcing_triton_where_it_cannot_run_is_a_clear_error(monkeypatch):
         ops.pointwise(x, torch.randn(8, 8, 1, 1), torch.randn(8, 8), torch.zeros(8), act=True, use_triton=True)
 
 
+def test_forcing_triton_past_its_32_bit_offsets_is_a_clear_error(monkeypatch):
+    """The kernels' offsets are 32-bit: a pass whose widest tensor (here the 1x1 conv's output, 8 times its input)
+    has more elements than that takes the PyTorch path by default, and forced onto Triton says why."""
+    monkeypatch.setattr(kernels, "MAX_ELEMENTS", 1_000)
+    x = torch.randn(1, 8, 4, 4)  # 128 elements in, 1,024 out
+    with pytest.raises(RuntimeError, match="at most 1,000 elements .*this pass has 1,024"):
+        ops.pointwise(x, torch.randn(64, 8, 1, 1), torch.randn(8, 64), torch.zeros(64), act=True, use_triton=True)
+
+
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     torch.manual_seed(3)  # the same dropout and drop-path draws for both models
     loss = F.cross_entropy(model(x), y)

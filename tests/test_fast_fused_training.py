@@ -13,6 +13,7 @@ import torch
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
+from effnet.fast import kernels
 from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
 from effnet.models.blocks import MBConv
 from kernel_helpers import DEVICE, graph_recorder, needs_triton, relative_error, tiny
@@ -99,6 +100,31 @@ def test_fused_training_evaluates_and_falls_back_as_the_block_itself():
     expected = plain(x)
     torch.manual_seed(34)
     assert torch.equal(fused(x), expected)
+
+
+@needs_triton
+def test_blocks_past_the_kernels_32_bit_offsets_run_their_own_forward(monkeypatch):
+    """A block whose widest tensor (the expansion's output) has more elements than the kernels can address
+    (2^31 on a GPU; 4,000 here) trains through MBConv's own forward, bit for bit; smaller blocks stay fused."""
+    plain = tiny().to(DEVICE).train()
+    fused = use_fused_training(copy.deepcopy(plain))
+    x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(kernels, "MAX_ELEMENTS", 4_000)
+    widest = {}
+    for name, block in fused.named_modules():
+        if isinstance(block, FusedTrainingMBConv):
+            block.register_forward_pre_hook(lambda module, inputs, name=name: widest.__setitem__(
+                name, inputs[0].numel() // inputs[0].shape[1] * module.conv_dw.in_channels))
+    calls = []
+    real = bnd.bn_depthwise
+    monkeypatch.setattr(bnd, "bn_depthwise", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    torch.manual_seed(35)
+    expected = plain(x)
+    torch.manual_seed(35)
+    out = fused(x)
+    assert relative_error(out, expected) <= 1e-5
+    big = sum(elements > 4_000 for elements in widest.values())
+    assert 0 < big < len(widest) and len(calls) == len(widest) - big
 
 
 def test_bench_offers_the_fused_training_candidate_only_when_asked():

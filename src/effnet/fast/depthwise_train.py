@@ -381,7 +381,7 @@ class TritonDepthwiseConv2d(nn.Conv2d):
     def _triton(self, x: torch.Tensor) -> bool:
         # Float64 would lose precision in the float32 accumulators; the weight gradient's atomic adds
         # are not deterministic.
-        return (kernels.usable(x) and x.dim() == 4 and x.dtype != torch.float64
+        return (kernels.usable(x) and kernels.addressable(x.numel()) and x.dim() == 4 and x.dtype != torch.float64
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and not torch.are_deterministic_algorithms_enabled())
 

@@ -25,10 +25,10 @@ one special-function instruction a value, not an exp and a division); float32 ke
 
 Each batch norm's running statistics are updated once per forward as `nn.BatchNorm2d` updates them
 (momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
-channels-last, float64, no GPU and no TRITON_INTERPRET) and blocks with other layers (another
-activation, a biased or differently padded conv, an SE other than EfficientNet's) run the block's own
-forward. The kernels add no partial sum atomically, so the fused training is deterministic (it runs
-under `torch.use_deterministic_algorithms` too). Not yet timed on a GPU:
+channels-last, float64, no GPU and no TRITON_INTERPRET, a block's widest tensor past the kernels' 32-bit
+offsets) and blocks with other layers (another activation, a biased or differently padded conv, an SE other
+than EfficientNet's) run the block's own forward. The kernels add no partial sum atomically, so the fused
+training is deterministic (it runs under `torch.use_deterministic_algorithms` too). Not yet timed on a GPU:
 `effnet bench --fused-training` adds the `effnet-ftrain` training row.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from torchvision.ops import StochasticDepth
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
-from effnet.fast import bn_stats
+from effnet.fast import bn_stats, kernels
 from effnet.fast import ops
 from effnet.fast.block_output import block_output
 from effnet.fast.se_projection import se_projection
@@ -104,7 +104,9 @@ class FusedTrainingMBConv(MBConv):
     def _fused(self, x: torch.Tensor) -> bool:
         bns = (self.bn2, self.bn3, *([self.bn1] * self.expands))
         convs = (self.conv_pwl, *([self.conv_pw] * self.expands))
-        return (self.training and torch.is_grad_enabled() and bnp.usable(x) and isinstance(self.act2, nn.SiLU)
+        widest = x.numel() // x.shape[1] * self.conv_dw.in_channels if x.dim() == 4 else 0  # the expansion's output
+        return (self.training and torch.is_grad_enabled() and bnp.usable(x) and kernels.addressable(x.numel(), widest)
+                and isinstance(self.act2, nn.SiLU)
                 and (not self.expands or isinstance(self.act1, nn.SiLU))
                 and (not self.has_se or (isinstance(self.se.act, nn.SiLU) and isinstance(self.se.gate, nn.Sigmoid)))
                 and all(type(bn) is nn.BatchNorm2d and bn.affine for bn in bns)

@@ -83,6 +83,17 @@ def usable(tensor: torch.Tensor) -> bool:
     return triton is not None and (tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu"))
 
 
+# The kernels compute their offsets in 32-bit integers (Triton's program ids and ranges, and the integer arguments
+# that fit, are int32): a tensor of 2^31 elements or more, B7's widest at 600 px from a batch of about 120, would
+# wrap around. Layers that large take the PyTorch path.
+MAX_ELEMENTS = 2**31 - 1
+
+
+def addressable(*elements: int) -> bool:
+    """Whether tensors of these many elements lie within the kernels' 32-bit offsets (`MAX_ELEMENTS`)."""
+    return max(elements) <= MAX_ELEMENTS
+
+
 if triton is not None:
 
     @triton.jit

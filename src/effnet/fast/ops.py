@@ -20,13 +20,25 @@ from effnet.fast import banded, custom_ops, expansion, kernels, rolling, streami
 from effnet.fast.excitation import excitation as fused_excitation
 
 
-def _triton(x: torch.Tensor, use_triton: bool | None) -> bool:
+def _triton(x: torch.Tensor, use_triton: bool | None, widest: int = 0) -> bool:
+    """Whether a pass on x runs the Triton kernels: `use_triton`, or by default on a GPU; never for tensors (x, or
+    the pass's widest, `widest` elements) past the kernels' 32-bit offsets (`kernels.addressable`)."""
+    addressable = kernels.addressable(x.numel(), widest)
     if use_triton is None:
-        return x.is_cuda and kernels.usable(x)
+        return x.is_cuda and kernels.usable(x) and addressable
     if use_triton and not kernels.usable(x):
         raise RuntimeError(f"Triton kernels cannot run on a {x.device.type} tensor here "
                            "(no Triton, or no GPU and TRITON_INTERPRET is not 1)")
+    if use_triton and not addressable:
+        raise RuntimeError(f"Triton kernels take tensors of at most {kernels.MAX_ELEMENTS:,} elements (32-bit "
+                           f"offsets); this pass has {max(x.numel(), widest):,}: take a smaller batch or "
+                           "use_triton=None")
     return use_triton
+
+
+def _widened(x: torch.Tensor, channels: int) -> int:
+    """Elements of a map of x's batch and pixels with `channels` channels."""
+    return x.numel() // max(x.shape[1], 1) * channels
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int, same: bool) -> tuple[int, int]:
@@ -106,7 +118,7 @@ def expand_depthwise(x: torch.Tensor, expand: tuple[torch.Tensor, torch.Tensor, 
     """
     expand_weight, expand_t, expand_bias = expand
     weight, taps, bias = depthwise_weights
-    if _triton(x, use_triton):
+    if _triton(x, use_triton, _widened(x, expand_weight.shape[0])):
         kernel_size = weight.shape[-1]
         output_size, padding = conv_geometry(x, kernel_size, stride, same)
         return expansion.expand_depthwise(x, expand_t, expand_bias, taps, bias, kernel_size=kernel_size,
@@ -123,7 +135,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bia
     `weight` is the conv's (out, in, 1, 1); `weight_t` the same values laid out (in, out).
     `gate` is (N, in) float32 or None; `residual` (N, out, H, W) or None.
     """
-    if _triton(x, use_triton):
+    if _triton(x, use_triton, _widened(x, weight.shape[0])):
         if torch.compiler.is_compiling():
             return custom_ops.fused_pointwise(x, weight_t, bias, act, gate, residual)
         return tuned_pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)

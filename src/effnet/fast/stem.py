@@ -90,7 +90,7 @@ def stem(x: torch.Tensor, weight: torch.Tensor, weight_cols: torch.Tensor, bias:
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"the stem takes {weight.shape[1]} input channels, got an input with {x.shape[1]}")
     kernel_size = weight.shape[-1]
-    if ops._triton(x, use_triton):
+    if ops._triton(x, use_triton, ops._widened(x, weight.shape[0])):
         output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
         if torch.compiler.is_compiling():
             return custom_ops.fused_stem(x, weight_cols, bias, kernel_size, stride, list(padding), list(output_size))
