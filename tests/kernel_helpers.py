@@ -10,8 +10,8 @@ from effnet.fast import kernels
 from effnet.models import get_entry
 from effnet.scaling import scale_by_multipliers
 
-__all__ = ["DEVICE", "graph_recorder", "needs_triton", "outputs_and_gradients", "randomise_batchnorm",
-           "relative_error", "tiny"]
+__all__ = ["DEVICE", "depthwise_training_case", "graph_recorder", "needs_triton", "outputs_and_gradients",
+           "randomise_batchnorm", "relative_error", "spy_calls", "tiny"]
 
 needs_triton = pytest.mark.skipif(
     not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
@@ -47,6 +47,32 @@ def outputs_and_gradients(function, tensors, seed: int, **options) -> list[torch
     weights = [torch.randn(t.shape, device=DEVICE, generator=generator) for t in (y, mean, var)]
     loss = (y.float() * weights[0]).sum() + (mean * weights[1]).sum() + (var * weights[2]).sum()
     return [y, mean, var, *torch.autograd.grad(loss, [t for t in leaves if t is not None])]
+
+
+def depthwise_training_case(affine: bool, kernel_size: int, stride: int, same: bool, seed: int,
+                            shape: tuple[int, ...] = (2, 20, 7, 9)) -> tuple[tuple, dict]:
+    """((x, weight, scale, shift), options) for `bn_depthwise` and its reference: a channels-last x, a depthwise
+    weight, the input's batch norm as an affine map (None without `affine`) and the conv's geometry."""
+    from effnet.fast import ops
+
+    torch.manual_seed(seed)
+    channels = shape[1]
+    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE) / kernel_size
+    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
+    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
+    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
+    return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+
+
+def spy_calls(monkeypatch, module, names) -> list[str]:
+    """The names of `module`'s functions `names` as they are called, in order (still the real functions)."""
+    calls = []
+    for name in names:
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
+                            or real(*args, **kwargs))
+    return calls
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:

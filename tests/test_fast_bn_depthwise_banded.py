@@ -8,7 +8,8 @@ import torch
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_depthwise_banded as bdb
 from effnet.fast import ops, tuning
-from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
+from kernel_helpers import (DEVICE, depthwise_training_case, needs_triton, outputs_and_gradients,
+                            relative_error, spy_calls)
 
 PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
           "all": ("bn_depthwise", "bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
@@ -25,24 +26,12 @@ def _small_tiles_and_no_tuning_left_behind(monkeypatch):
 
 
 def _case(affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):
-    torch.manual_seed(45)
-    channels = shape[1]
-    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE) / kernel_size
-    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
-    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
-    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
-    return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+    return depthwise_training_case(affine, kernel_size, stride, same, 45, shape)
 
 
 def _spy(monkeypatch):
-    """The banded passes called, in order (still the real functions)."""
-    calls = []
-    for name in FUNCTIONS.values():
-        real = getattr(bdb, name)
-        monkeypatch.setattr(bdb, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
-                            or real(*args, **kwargs))
-    return calls
+    """The passes of `bn_depthwise_banded` called, in order."""
+    return spy_calls(monkeypatch, bdb, FUNCTIONS.values())
 
 
 @needs_triton

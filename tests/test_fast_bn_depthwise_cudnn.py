@@ -12,7 +12,8 @@ import torch
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_depthwise_cudnn as bdc
 from effnet.fast import ops, tuning
-from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error
+from kernel_helpers import (DEVICE, depthwise_training_case, needs_triton, outputs_and_gradients,
+                            relative_error, spy_calls)
 
 PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
           "all": ("bn_depthwise", "bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
@@ -29,14 +30,7 @@ def _small_tiles_and_no_tuning_left_behind(monkeypatch):
 
 
 def _case(affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):
-    torch.manual_seed(43)
-    channels = shape[1]
-    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE) / kernel_size
-    scale = torch.rand(channels, device=DEVICE) + 0.5 if affine else None
-    shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
-    output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
-    return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+    return depthwise_training_case(affine, kernel_size, stride, same, 43, shape)
 
 
 def _use_cudnn(tmp_path, ops_named, x, kernel_size, stride):
@@ -48,13 +42,8 @@ def _use_cudnn(tmp_path, ops_named, x, kernel_size, stride):
 
 
 def _spy(monkeypatch):
-    """The cuDNN passes called, in order (still the real functions)."""
-    calls = []
-    for name in FUNCTIONS.values():
-        real = getattr(bdc, name)
-        monkeypatch.setattr(bdc, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
-                            or real(*args, **kwargs))
-    return calls
+    """The passes of `bn_depthwise_cudnn` called, in order."""
+    return spy_calls(monkeypatch, bdc, FUNCTIONS.values())
 
 
 @needs_triton

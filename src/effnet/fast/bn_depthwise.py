@@ -237,14 +237,14 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         else:
             dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
     if need_dx:
+        form = None  # the module of the input gradient's cuDNN or banded form, where the tuning file names one
         if tiles is None and _cudnn("bn_depthwise_input_grad", x, kernel_size, stride, padding, output_size):
-            g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
-            dx, dscale, dshift = bn_depthwise_cudnn.input_grad(g, taps, x, scale, shift, kernel_size, stride,
-                                                               padding, act)
+            form = bn_depthwise_cudnn
         elif tiles is None and _banded("bn_depthwise_input_grad", x, kernel_size, stride):
+            form = bn_depthwise_banded
+        if form is not None:
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
-            dx, dscale, dshift = bn_depthwise_banded.input_grad(g, taps, x, scale, shift, kernel_size, stride,
-                                                                padding, act)
+            dx, dscale, dshift = form.input_grad(g, taps, x, scale, shift, kernel_size, stride, padding, act)
         else:
             dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
                                              stride, padding, act, g is not None, tiles)

@@ -122,8 +122,7 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if (entry["kernel"] == "banded" and op == "bn_depthwise_weight_grad"
                 and entry["key"]["kernel_size"] not in (3, 5)):
             raise TuningError(f"tuning file {path}: the banded weight gradient is for 3x3 and 5x5 convs only")
-        if entry["kernel"] == "banded" and tiles and not _banded_width(tiles[0], entry["key"]["kernel_size"],
-                                                                       entry["key"]["stride"]):
+        if entry["kernel"] == "banded" and tiles and not _banded_tile(tiles[0], entry["key"]):
             raise TuningError(f"tuning file {path}: the banded kernel takes tiles a power of two, at least 16 x the "
                               f"stride and as wide as the kernel, got {tiles[0]}")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
@@ -138,9 +137,10 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
     return table
 
 
-def _banded_width(width: int, kernel_size: int, stride: int) -> bool:
-    """`banded.valid_tile` (that module needs Triton; a tuning file is read without)."""
-    return width & (width - 1) == 0 and width // stride >= 16 and width >= kernel_size
+def _banded_tile(width: int, key: dict[str, Any]) -> bool:
+    from effnet.fast.banded import valid_tile  # (the kernel modules load when a file names one of their kernels)
+
+    return valid_tile(width, key["kernel_size"], key["stride"])
 
 
 def other_gpu(path: str | Path) -> str | None:
