@@ -1,8 +1,9 @@
 """Compile the Triton kernels for a GPU without one: fused training's and the inference path's, bf16.
 
-    PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), ~50 kernels, about a minute
+    PYTHONPATH=src python benchmarks/compile_check.py                 # sm_90 (H100), ~200 kernels, 1-2 minutes
     PYTHONPATH=src python benchmarks/compile_check.py --arch 80 --only bn_depthwise
     PYTHONPATH=src python benchmarks/compile_check.py --sweeps    # the tiles and variants the sweeps try
+    PYTHONPATH=src python benchmarks/compile_check.py --no-sass   # without the SASS counts: ten times faster
     EFFNET_TUNING=FILE PYTHONPATH=src python benchmarks/compile_check.py    # the kernels a tuning file picks
 
 Triton's interpreter (how the tests run the kernels on CPU) executes them as NumPy code, so it cannot see what
@@ -393,21 +394,23 @@ def silu(compiled) -> str:
     return ", tanh SiLU" if "tanh.approx.f32" in compiled.asm["ptx"] else ""
 
 
-def resource_usage(compiled) -> dict[str, int]:
+def resource_usage(compiled, sass: bool = True) -> dict[str, int]:
     """Registers, stack (spill) bytes and shared memory of a compiled kernel, from cuobjdump's view of its cubin,
-    and its SASS instructions (the static count, NOPs left out: per program for an unrolled kernel, per loop step
-    and more for a looping one)."""
+    and with `sass` its SASS instructions (the static count, NOPs left out: per program for an unrolled kernel, per
+    loop step and more for a looping one; disassembling takes most of this script's time, ~0.4 s a kernel)."""
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
         text = subprocess.run([str(cuobjdump), "-res-usage", cubin.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([str(cuobjdump), "-sass", cubin.name], capture_output=True, text=True).stdout
+        listing = subprocess.run([str(cuobjdump), "-sass", cubin.name], capture_output=True,
+                                 text=True).stdout if sass else ""
     usage = {key.lower(): int(value) for key, value in re.findall(r"(REG|STACK|LOCAL):(\d+)", text)}
-    instructions = sum(1 for op in re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass,
-                                               re.MULTILINE) if not op.startswith("NOP"))
-    return {**usage, "shared": compiled.metadata.shared,  # Triton's shared memory is dynamic: its own count
-            "instructions": instructions}
+    usage["shared"] = compiled.metadata.shared  # Triton's shared memory is dynamic: its own count
+    if sass:
+        ops = re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", listing, re.MULTILINE)
+        usage["instructions"] = sum(1 for op in ops if not op.startswith("NOP"))
+    return usage
 
 
 def resident(registers: int, shared: int, num_warps: int) -> int:
@@ -433,6 +436,8 @@ def main() -> int:
     parser.add_argument("--sweeps", action="store_true",
                         help="compile the tile sets and kernels the sweeps try beyond the defaults (bn_pointwise's "
                              "tiles, the streaming 1x1 kernel, the warmed and the banded depthwise kernels) instead")
+    parser.add_argument("--no-sass", action="store_true",
+                        help="leave out the SASS instruction counts (disassembling is most of the time taken)")
     args = parser.parse_args()
     failed = 0
     for launch in (_sweep_launches() if args.sweeps else _launches()):
@@ -441,7 +446,7 @@ def main() -> int:
         start = time.time()
         try:
             compiled = compile_kernel(launch, args.arch)
-            usage = resource_usage(compiled)
+            usage = resource_usage(compiled, sass=not args.no_sass)
         except Exception as error:  # noqa: BLE001 - each kernel's failure is one line, the rest still compile
             failed += 1
             print(f"FAIL {launch.name}: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1]}",
@@ -450,8 +455,9 @@ def main() -> int:
         spilled = usage.get("stack", 0) + usage.get("local", 0)
         print(f"ok   {launch.name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
               f"{usage.get('shared', 0):6} bytes shared, {fill(launch, compiled, usage)}{prefetch(compiled)}, "
-              f"loads {load_widths(compiled)}{silu(compiled)}, {usage['instructions']} instructions"
-              f"  ({time.time() - start:.1f} s)"
+              f"loads {load_widths(compiled)}{silu(compiled)}"
+              + (f", {usage['instructions']} instructions" if "instructions" in usage else "")
+              + f"  ({time.time() - start:.1f} s)"
               + ("  (spills: slow)" if spilled else ""), flush=True)
     return 1 if failed else 0
 

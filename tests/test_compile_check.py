@@ -19,8 +19,9 @@ triton = pytest.importorskip("triton")
                     reason="this Triton ships no ptxas")
 def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_check.py")], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    # Without the SASS counts (no assertion reads them; disassembling is nine tenths of the script's time).
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_check.py"), "--no-sass"], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert all(line.startswith("ok ") and "registers" in line for line in lines), lines
