@@ -51,10 +51,10 @@ if triton is not None:
         return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
 
     @triton.jit
-    def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk,
+    def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk, inv_pixels,
                         ACT: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
         # One program: rows_per_program pixels of one image (`_image_chunk`) x BLOCK_K channels; the sum of
-        # silu(x * scale + shift) over them goes to row `chunk` of the (chunks, K) buffer.
+        # silu(x * scale + shift) over them, times inv_pixels, goes to row `chunk` of the (chunks, K) buffer.
         K, s_xm = _multiple(K, ALIGN), _multiple(s_xm, ALIGN)
         chunk = tl.program_id(0)
         k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -67,7 +67,7 @@ if triton is not None:
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)
             _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, scale_ptr, image, K, True, ACT, False)
             acc += tl.where(ok, s, 0.0)
-        tl.store(sums_ptr + chunk * K + k, tl.sum(acc, axis=0), mask=k_ok)
+        tl.store(sums_ptr + chunk * K + k, tl.sum(acc, axis=0) * inv_pixels, mask=k_ok)
 
 
 def _image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
@@ -90,10 +90,11 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
     a = bnp._matrix(x)
     _se_pool_kernel[(chunks, triton.cdiv(channels, block_k))](
-        a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1),
+        a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1), 1.0 / pixels,
         ACT=kernels.act_mode(True, x), ALIGN=kernels.alignment(a.stride(0)), BLOCK_M=block_m, BLOCK_K=block_k,
         **({} if INTERPRET else {"num_warps": warps}))
-    return sums.view(batch, -1, channels).sum(1) / pixels
+    # each chunk's share of its image's mean, added up (one launch; none where an image is one chunk)
+    return sums if chunks == batch else sums.view(batch, -1, channels).sum(1)
 
 
 def _linear(t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
