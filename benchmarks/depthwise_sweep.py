@@ -2,14 +2,12 @@
 
     PYTHONPATH=src python benchmarks/depthwise_sweep.py --out results/          # on a GPU, ~1 minute
     TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 \
-        --configs 2 --rolling-configs 1
+        --configs 2 --banded-configs 1
 
 For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last
 activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
 default tiles, the kernel with each tile configuration of a small sweep (BLOCK_H, BLOCK_W,
-BLOCK_C, ROWS, warps) and, on stride-1 layers, the rolling-row kernel (`effnet.fast.rolling`, which
-loads each input row once per program) with each of its configurations, the tiled kernel with its
-taps in two phases, the first loading each tile's whole input halo (the default tiles, then the sweep's;
+BLOCK_C, ROWS, warps) and, on stride-1 layers, the tiled kernel with its taps in two phases, the first loading each tile's whole input halo (the default tiles, then the sweep's;
 `--warm-configs`), and the banded kernel (`effnet.fast.banded`: each kernel row a matrix product on tensor
 cores; `--banded-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write
 of the output) and every kernel result is checked against PyTorch. The totals weight each layer
@@ -33,7 +31,6 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.banded import banded_depthwise  # noqa: E402
 from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
-from effnet.fast.rolling import rolling_depthwise  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
 
@@ -42,8 +39,6 @@ from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_time
 SWEEP = [(8, 8, 32, 1, 4), (1, 16, 64, 1, 4), (4, 16, 32, 1, 4), (4, 8, 64, 1, 4),
          (1, 8, 128, 1, 4), (1, 16, 64, 4, 4), (1, 32, 64, 2, 8), (4, 8, 64, 2, 4), (2, 16, 64, 1, 8),
          (8, 8, 64, 1, 8), (4, 4, 128, 1, 4), (8, 16, 32, 2, 8)]
-# (BLOCK_W, BLOCK_C, ROWS, num_warps) of `effnet.fast.rolling`, which loads each input row once (stride 1).
-ROLLING = [(16, 64, 8, 4), (16, 32, 16, 4), (8, 64, 16, 4), (16, 64, 16, 8), (8, 32, 32, 4), (16, 128, 8, 8)]
 # (BLOCK_R, BLOCK_C, num_warps) of `effnet.fast.banded` beside its default, at the default tile width (16 or 32):
 # none spills on sm_90 under Triton 3.6 (`compile_check.py --sweeps`): more rows a program (the tables' loads
 # spread over more outputs, twice the registers), more channels, fewer warps.
@@ -99,8 +94,8 @@ def torch_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s
 
 def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, x: torch.Tensor, weight: torch.Tensor,
                 timer, bound: float) -> dict:
-    """One depthwise layer shape: PyTorch, the kernel's default tiles and every variant (other tiles, rolling rows
-    at stride 1), each checked and timed; prints the layer's line and returns its row (the winner recorded in the
+    """One depthwise layer shape: PyTorch, the kernel's default tiles and every variant (other tiles, the warmed
+    taps at stride 1, the banded kernel), each checked and timed; prints the layer's line and returns its row (the winner recorded in the
     tuning file if it beats the default)."""
     channels, height, width, k, stride, same = shape
     device, dtype = x.device, x.dtype
@@ -115,24 +110,19 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         return kernels.depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                  output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
-    def rolling(tiles):
-        return rolling_depthwise(x, taps, bias, kernel_size=k, padding=padding, output_size=(out_h, out_w),
-                                 act=True, pool=True, tiles=tiles)
-
     def band(tiles):
         return banded_depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                 output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
     choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
     if stride == 1:
-        choices.update({f"rolling {t}": ("rolling", t, {}) for t in ROLLING[:args.rolling_configs]})
         # the taps in two phases, the first loading each tile's whole input halo (`kernels._depthwise_taps`):
         # the default tiles, then the sweep's
         warm = [kernels._depthwise_tiles(k, out_w, channels), *SWEEP][:args.warm_configs]
         choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
     # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
     choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})
-    runners = {"tiled": run, "rolling": rolling, "banded": band}
+    runners = {"tiled": run, "banded": band}
     variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
@@ -164,8 +154,6 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
 
 def main() -> int:
     parser = sweep_parser(__doc__, "depthwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
-    parser.add_argument("--rolling-configs", type=int, default=len(ROLLING),
-                        help="how many configurations of the rolling-row kernel to try (stride-1 layers)")
     parser.add_argument("--warm-configs", type=int, default=2,
                         help="how many tile sets to try with the warmed taps (stride-1 layers): the default tiles, "
                              "then the sweep's")

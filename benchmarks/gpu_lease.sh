@@ -107,18 +107,18 @@ case "$STAGE" in
       echo "== timm's compiled B0 inference, timed several ways"
       timeout 150 python3 benchmarks/peer_compile_probe.py --out "$OUT"
       echo "== B0's depthwise layers: the warmed taps and the banded kernel against the default (winners kept)"
-      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --rolling-configs 0 --warm-configs 1 \
+      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --warm-configs 1 \
         --banded-configs 2 --tuning "$KEEP/tuning.json" --out "$OUT"
       echo "== B4's depthwise layers (batch 128, 380 px): the warmed taps and the banded kernel, default tiles"
       timeout 90 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
-        --rolling-configs 0 --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"
+        --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"
       echo "== the inference goal rows"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
         --no-checks --tasks inference --budget-s "${2:-270}" --profile
       ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py --layers 2 --configs 0 \
-        --rolling-configs 0 --warm-configs 0
+        --warm-configs 0 --banded-configs 0
       ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py --layers 4 --configs 0 \
-        --rolling-configs 0 --warm-configs 0
+        --warm-configs 0 --banded-configs 0
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
       cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"

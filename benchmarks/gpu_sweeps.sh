@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU call for the kernel data (about 10 minutes): the depthwise and 1x1 sweeps of B0 (bf16, batch 256;
-# with the rolling-row and streaming variants), the training depthwise's gradient sweep, the fused training
+# with the warmed, banded and streaming variants), the training depthwise's gradient sweep, the fused training
 # kernels' sweeps (bn_pointwise, bn_depthwise; batch 128), each writing its per-layer winners to
 # OUT/tuning.json, and Nsight Compute's view of the default depthwise kernel on B0's largest depthwise layer. (benchmarks/gpu_lease.sh is the short version followed by gpu_check.)
 #     OUT=results/ bash benchmarks/gpu_sweeps.sh

@@ -128,26 +128,6 @@ def test_depthwise_kernel_interior_tiles_load_without_masks(kernel_size, stride,
 
 
 @needs_triton
-@pytest.mark.parametrize("kernel_size, same, shape, tiles", [(3, False, (1, 24, 9, 7), (8, 16, 4, 4)),
-                                                             (5, True, (1, 20, 7, 6), (8, 16, 3, 4))])
-def test_rolling_depthwise_kernel_equals_pytorch(kernel_size, same, shape, tiles):
-    """Each input row loaded once, k accumulators rolled down: bands of rows ragged at the bottom,
-    channels off the block, TF "same" padding."""
-    from effnet.fast.rolling import rolling_depthwise
-
-    torch.manual_seed(7)
-    x = torch.randn(shape, device=DEVICE).contiguous(memory_format=torch.channels_last)
-    channels = shape[1]
-    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE)
-    taps, bias = weight.flatten(1).t().contiguous(), torch.randn(channels, device=DEVICE)
-    y_ref, sums_ref = ops.depthwise(x, weight, taps, bias, stride=1, same=same, pool=True, use_triton=False)
-    output_size, padding = ops.conv_geometry(x, kernel_size, 1, same)
-    y, sums = rolling_depthwise(x, taps, bias, kernel_size=kernel_size, padding=padding, output_size=output_size,
-                                act=True, pool=True, tiles=tiles)
-    assert relative_error(y, y_ref) <= 1e-5 and relative_error(sums, sums_ref) <= 1e-5
-
-
-@needs_triton
 @pytest.mark.parametrize("pixels", [(5, 7), (4, 4)])  # 35 pixels: tiles end inside an image; 16: on its edge
 def test_pointwise_gate_on_weights_equals_gate_on_activations(pixels):
     torch.manual_seed(6)

@@ -1,7 +1,7 @@
 """A tuning file (per-layer kernel choices measured on a GPU) changes which kernel runs, never the result.
 
 Float32 under Triton's interpreter when there is no GPU: the fused tiny model with every depthwise
-layer on tuned tiles or the rolling-row kernel and every 1x1 conv on tuned tiles (either gate) or
+layer on tuned tiles or the banded kernel and every 1x1 conv on tuned tiles (either gate) or
 the streaming kernel still equals the plain model; the training depthwise takes tuned gradient
 tiles; bad files are one clear error.
 """
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import kernels, optimize_for_inference, rolling, streaming, tuning
+from effnet.fast import banded, kernels, optimize_for_inference, streaming, tuning
 from effnet.fast.depthwise_train import use_triton_depthwise
 from effnet.models.blocks import MBConv
 from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
@@ -75,7 +75,8 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
     path = tmp_path / "tuning.json"
     for key in depthwise:
         if key["stride"] == 1:
-            tuning.record(path, "depthwise", key, "rolling", (8, 64, 4, 4), device="test", seconds=1, default_seconds=2)
+            tuning.record(path, "depthwise", key, "banded", (16, 16, 16, 4), device="test", seconds=1,
+                          default_seconds=2)
         else:
             tuning.record(path, "depthwise", key, "tiled", (2, 4, 64, 1, 4), device="test", seconds=1,
                           default_seconds=2)
@@ -86,7 +87,7 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
         else:
             tuning.record(path, "pointwise", key, "streaming", (16 if key["gated"] else 32, 64, 4, 1, 1),
                           device="test", seconds=1, default_seconds=2)
-    rolled = _spy(monkeypatch, rolling, "rolling_depthwise")
+    band = _spy(monkeypatch, banded, "banded_depthwise")
     tiled = _spy(monkeypatch, kernels, "depthwise")
     streamed = _spy(monkeypatch, streaming, "pointwise_streaming")
     gated = _spy(monkeypatch, kernels, "pointwise")
@@ -96,7 +97,7 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
         out, expected = fast(x), model(x)
     assert relative_error(out, expected) <= 1e-5
     strided = sum(key["stride"] == 2 for key in depthwise)
-    assert len(rolled) == len(depthwise) - strided and len(tiled) == strided > 0
+    assert len(band) == len(depthwise) - strided and len(tiled) == strided > 0
     assert all(call["tiles"] == (2, 4, 64, 1, 4) for call in tiled)
     small_gated = sum(key["gated"] and key["height"] * key["width"] < 16 for key in pointwise)
     assert len(streamed) == len(pointwise) - small_gated and small_gated > 0
@@ -136,11 +137,11 @@ def test_record_replaces_one_shape_and_keeps_the_others(tmp_path):
     second = dict(first, channels=480)
     tuning.record(path, "depthwise", first, "tiled", (1, 16, 64, 1, 4), device="gpu", seconds=2, default_seconds=3)
     tuning.record(path, "depthwise", second, "tiled", (1, 16, 64, 1, 4), device="gpu", seconds=2, default_seconds=3)
-    tuning.record(path, "depthwise", first, "rolling", (16, 64, 8, 4), device="gpu", seconds=1, default_seconds=3)
+    tuning.record(path, "depthwise", first, "banded", (32, 32, 8, 8), device="gpu", seconds=1, default_seconds=3)
     table = tuning.load(path)
     assert len(table) == 2
     tuning.use(path)
-    assert tuning.lookup("depthwise", **first)["kernel"] == "rolling"
+    assert tuning.lookup("depthwise", **first)["kernel"] == "banded"
     assert tuning.lookup("depthwise", **second)["tiles"] == [1, 16, 64, 1, 4]
     assert tuning.lookup("depthwise", **dict(first, width=14)) is None  # an unnamed shape: the default
 
@@ -167,9 +168,9 @@ def test_record_replaces_one_shape_and_keeps_the_others(tmp_path):
                                            "key": dict(kernel_size=5, stride=2, channels=8, height=8, width=8),
                                            "kernel": "tiled", "tiles": [1, 16, 32, 4, 1]}]}),
      "warmed depthwise taps .* stride 1 only"),
-    (json.dumps({"format": 1, "entries": [{"op": "depthwise", "key": dict(kernel_size=3, stride=2, channels=8,
+    (json.dumps({"format": 1, "entries": [{"op": "depthwise", "key": dict(kernel_size=3, stride=1, channels=8,
                                                                            height=8, width=8),
-                                           "kernel": "rolling", "tiles": [8, 16, 4, 4]}]}), "stride-1"),
+                                           "kernel": "rolling", "tiles": [8, 16, 4, 4]}]}), "'kernel' in"),
     (json.dumps({"format": 1, "entries": [{"op": "depthwise", "key": dict(kernel_size=3, stride=2, channels=8,
                                                                            height=8, width=8),
                                            "kernel": "banded", "tiles": [16, 32, 8, 8]}]}), "16 x the stride"),

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # (script, its options for one layer shape and one configuration of each kernel, the tuning ops it may write)
 SWEEPS = [
-    ("depthwise_sweep", ["--configs", "1", "--rolling-configs", "1", "--banded-configs", "1"], {"depthwise"}),
+    ("depthwise_sweep", ["--configs", "1", "--banded-configs", "1"], {"depthwise"}),
     ("pointwise_sweep", ["--configs", "1", "--stream-configs", "1"], {"pointwise"}),
     ("depthwise_train_sweep", ["--configs", "1"], {"depthwise_input_grad", "depthwise_weight_grad"}),
     # layer 2 is a projection: the input's batch norm, SiLU and gate applied as it loads

@@ -184,7 +184,7 @@ def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size:
                                height=height, width=width)
         if choice is None and stride == 1:
             # dx is the forward conv of dy with the taps flipped on both axes and k-1-pad padding: the
-            # inference kernel, with its measured tiles (and rolling rows where a tuning file says so).
+            # inference kernel, with its measured tiles (and the banded kernel where a tuning file says so).
             k = kernel_size
             flipped = weight_taps.reshape(k, k, channels).flip(0, 1).reshape(k * k, channels).contiguous()
             return _forward(grad_output, flipped, kernel_size=k, stride=1,

@@ -13,8 +13,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 
 - `depthwise` (inference) and `depthwise_input_grad` / `depthwise_weight_grad` (training):
   `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
-  (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first)
-  or, stride 1 only, `rolling` (`rolling.rolling_depthwise`'s); for `depthwise` also `banded`
+  (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first);
+  for `depthwise` also `banded`
   (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or `streaming` (gated: in row tiles of at most
@@ -52,11 +52,11 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
-KERNELS = {"depthwise": ("tiled", "rolling", "banded"), "pointwise": ("tiled", "streaming"),
+KERNELS = {"depthwise": ("tiled", "banded"), "pointwise": ("tiled", "streaming"),
            **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
-TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "rolling"): (4,), ("depthwise", "banded"): (4,),
+TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,),
                 ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
@@ -117,8 +117,6 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if len(tiles) not in lengths or not all(isinstance(t, int) and t >= 0 for t in tiles):
             raise TuningError(f"tuning file {path}: {op} {entry['kernel']} tiles must be "
                               f"{' or '.join(map(str, lengths))} whole numbers, got {tiles}")
-        if entry["kernel"] == "rolling" and not (entry["key"]["stride"] == 1 and entry["key"]["kernel_size"] in (3, 5)):
-            raise TuningError(f"tuning file {path}: the rolling kernel takes stride-1 3x3 or 5x5 convs only")
         if (entry["kernel"] == "banded" and op == "bn_depthwise_weight_grad"
                 and entry["key"]["kernel_size"] not in (3, 5)):
             raise TuningError(f"tuning file {path}: the banded weight gradient is for 3x3 and 5x5 convs only")
