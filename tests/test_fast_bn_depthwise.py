@@ -68,9 +68,9 @@ def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride
     """The forward sums its taps as the inference kernel does: tiles whose taps all read inside the map load
     without masks (without a channel mask too where the channel blocks are whole: 32 channels here, not 20),
     border tiles test every tap, and a fifth tile value of 1 takes the taps in two phases (stride 1). Both kinds
-    of tile occur on this 14 x 19 map; the output and its statistics are the composite's."""
+    of tile occur on this 10 x 19 map; the output and its statistics are the composite's."""
     (x, weight, scale, shift), options = _case(torch.float32, True, kernel_size, stride, False,
-                                               shape=(2, channels, 14, 19))
+                                               shape=(2, channels, 10, 19))
     taps = weight.flatten(1).t().contiguous()
     y, mean, var, _ = bnd._forward(x, taps, scale, shift, kernel_size, stride, options["padding"],
                                    options["output_size"], True, tiles)
@@ -89,12 +89,12 @@ def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride
 def test_bn_depthwise_input_gradient_at_stride_1_is_the_flipped_conv_of_g(monkeypatch, kernel_size, stride, channels,
                                                                           tiles):
     """At stride 1 the input gradient convolves the written g by the flipped kernel with the forward's taps:
-    interior tiles of this 14 x 19 map unmasked (no channel mask either with 32 channels), border tiles masked,
+    interior tiles of this 10 x 19 map unmasked (no channel mask either with 32 channels), border tiles masked,
     the taps warmed in two phases with a fifth tile value of 1; at stride 2 it walks its parity classes. All
     four gradients are the composite's."""
     monkeypatch.setattr(bnd, "_tiles", lambda op, x, k, s: tiles if op != "bn_depthwise_weight_grad"
                         else (4, 2, 4, 16, 4))
-    tensors, options = _case(torch.float32, True, kernel_size, stride, False, shape=(2, channels, 14, 19))
+    tensors, options = _case(torch.float32, True, kernel_size, stride, False, shape=(2, channels, 10, 19))
     fused, reference = _run(bnd.bn_depthwise, tensors, options), _run(bnd.bn_depthwise_reference, tensors, options)
     for name, value, expected in zip(["y", "mean", "var", "dx", "dweight", "dscale", "dshift"], fused, reference,
                                      strict=True):
