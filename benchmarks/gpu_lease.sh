@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A GPU lease in two calls (sessions 13 and 14's plan; benchmarks/RESULTS.md, "Next GPU lease"). Run 7 found
+# A GPU lease in two calls (sessions 13-16's plan; benchmarks/RESULTS.md, "The next lease"). Run 7 found
 # timm's compiled B0 inference slower than timm eager for the third run running, so the B0 verdict divides by a
 # row no one trusts; and B0's depthwise kernels, 57% of its fused forward, did not speed up when session 12 cut
 # their instructions and registers. Session 14 changed four of the fused training's kernels. The calls, by what
