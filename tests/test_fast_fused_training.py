@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
@@ -50,6 +51,32 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
     for name, value, torch_value, expected in zip(names, fused_values, plain_values, reference, strict=True):
         bound = max(4 * relative_error(torch_value.double(), expected), 1e-5)
         assert relative_error(value.double(), expected) <= bound, (name, relative_error(value.double(), expected))
+
+
+class _OpNames(TorchDispatchMode):
+    """The names of the PyTorch operators called while active (a custom operator's insides not included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@needs_triton
+def test_backward_fills_no_zero_gradients_for_outputs_without_one():
+    """The fused operators' outputs that no loss reaches (the depthwise pass's activation, kept for its weight
+    gradient; the SE's pool and gate) stay without a gradient: autograd would otherwise fill a tensor of zeros
+    for each, every step, the activation as large as the block's widest tensor."""
+    model = use_fused_training(tiny().to(DEVICE).train())
+    x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    loss = model(x).square().sum()
+    with _OpNames() as ops:
+        loss.backward()
+    assert "convolution_backward" in ops.names  # the stem's and head's plain layers: the mode saw the backward
+    assert not {"zeros", "zeros_like", "zero_", "fill_", "new_zeros", "full", "full_like"} & ops.names
 
 
 @needs_triton

@@ -290,6 +290,7 @@ def _setup_context(ctx, inputs, output) -> None:
     x, taps, scale, shift, kernel_size, stride, padding, _, act = inputs
     ctx.save_for_backward(x, output[3], output[0], output[1], taps, scale, shift)
     ctx.geometry = (kernel_size, stride, padding, act)
+    ctx.set_materialize_grads(False)  # `a` gets no gradient: not a full-size tensor of zeros every step
 
 
 def _autograd_backward(ctx, dy, dmean, dvar, _):

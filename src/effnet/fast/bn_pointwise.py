@@ -341,6 +341,7 @@ def _setup_context(ctx, inputs, output) -> None:
     x, weight, scale, shift, gate, act = inputs
     ctx.save_for_backward(x, output[0], output[1], weight, scale, shift, gate)
     ctx.act = act
+    ctx.set_materialize_grads(False)  # an output without a gradient stays None, not zeros made for it
 
 
 def _autograd_backward(ctx, dy, dmean, dvar):

@@ -192,6 +192,7 @@ def _setup_context(ctx, inputs, output) -> None:
     y, mean, _, pooled, gate = output
     ctx.save_for_backward(x, y, mean, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias,
                           expand_weight, expand_bias)
+    ctx.set_materialize_grads(False)  # pooled and gate get no gradient: not two (N, C) tensors of zeros a step
 
 
 def _autograd_backward(ctx, dy, dmean, dvar, _, __):
