@@ -226,11 +226,14 @@ def test_bn_pointwise_wants_scale_and_shift_together():
 
 
 @needs_triton
-def test_bn_pointwise_operators_pass_pytorchs_operator_checks():
-    """Schema, fake functions, autograd registration and AOT dispatch, as `torch.compile` relies on."""
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.float64])
+def test_bn_pointwise_operators_pass_pytorchs_operator_checks(weight_dtype):
+    """Schema, fake functions, autograd registration and AOT dispatch, as `torch.compile` relies on; with the
+    weight in x's dtype (used as it is) and in another (the operator returns its copy, as under autocast)."""
     x, weight, scale, shift, gate = _inputs(torch.float32, affine=True, gate=True, shape=(2, 12, 3, 5),
                                             out_channels=8)
-    results = torch.library.opcheck(bnp._forward_op, (x, weight.requires_grad_(), scale, shift, gate, True))
+    weight = weight.to(weight_dtype).requires_grad_()
+    results = torch.library.opcheck(bnp._forward_op, (x, weight, scale, shift, gate, True))
     assert set(results.values()) == {"SUCCESS"}, results
 
 

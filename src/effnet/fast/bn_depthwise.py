@@ -251,18 +251,29 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
     return dx, dtaps, dscale, dshift
 
 
+def _taps(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The conv's (C, 1, k, k) weight as the kernels take it: (k*k, C) in `dtype`, made in one copy."""
+    taps = weight.new_empty((weight.shape[-2] * weight.shape[-1], weight.shape[0]), dtype=dtype)
+    return taps.copy_(weight.flatten(1).t())
+
+
+# The operators take the parameter as it is (float32 under autocast) and return the taps they made of it: a
+# step then casts each weight once, and its gradient reaches the parameter in float32, without the cast and
+# the cast back that autocast's copy of the weight would cost in the backward.
 @torch.library.custom_op("effnet::bn_depthwise", mutates_args=())
-def _forward_op(x: torch.Tensor, taps: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
+def _forward_op(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
                 kernel_size: int, stride: int, padding: list[int], output_size: list[int],
-                act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(x, taps, scale, shift, kernel_size, stride, tuple(padding), tuple(output_size), act)
+                act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    taps = _taps(weight, x.dtype)
+    return (*_forward(x, taps, scale, shift, kernel_size, stride, tuple(padding), tuple(output_size), act), taps)
 
 
 @_forward_op.register_fake
-def _(x, taps, scale, shift, kernel_size, stride, padding, output_size, act):
+def _(x, weight, scale, shift, kernel_size, stride, padding, output_size, act):
     mean = x.new_empty((x.shape[1],), dtype=torch.float32)
     a = channels_last_empty(x, tuple(x.shape)) if scale is not None else x.new_empty((0,))
-    return channels_last_empty(x, (x.shape[0], x.shape[1], *output_size)), mean, torch.empty_like(mean), a
+    return (channels_last_empty(x, (x.shape[0], x.shape[1], *output_size)), mean, torch.empty_like(mean), a,
+            x.new_empty((kernel_size * kernel_size, x.shape[1])))
 
 
 @torch.library.custom_op("effnet::bn_depthwise_backward", mutates_args=())
@@ -287,13 +298,15 @@ def _(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act,
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, taps, scale, shift, kernel_size, stride, padding, _, act = inputs
-    ctx.save_for_backward(x, output[3], output[0], output[1], taps, scale, shift)
+    x, weight, scale, shift, kernel_size, stride, padding, _, act = inputs
+    y, mean, _, a, taps = output
+    ctx.save_for_backward(x, a, y, mean, taps, scale, shift)
     ctx.geometry = (kernel_size, stride, padding, act)
+    ctx.weight = (weight.shape, weight.dtype)
     ctx.set_materialize_grads(False)  # `a` gets no gradient: not a full-size tensor of zeros every step
 
 
-def _autograd_backward(ctx, dy, dmean, dvar, _):
+def _autograd_backward(ctx, dy, dmean, dvar, _, __):
     x, a, y, mean, taps, scale, shift = ctx.saved_tensors
     kernel_size, stride, padding, act = ctx.geometry
     needs = ctx.needs_input_grad
@@ -302,8 +315,14 @@ def _autograd_backward(ctx, dy, dmean, dvar, _):
     need_dx = needs[0] or needs[2] or needs[3]
     dx, dtaps, dscale, dshift = _backward_op(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding,
                                              act, need_dx, needs[1])
-    return (dx if needs[0] else None, dtaps.to(taps.dtype) if needs[1] else None,
-            dscale if needs[2] else None, dshift if needs[3] else None, None, None, None, None, None)
+    dweight = None
+    if needs[1]:  # (k*k, C) float32 into the parameter's (C, 1, k, k) layout and dtype: one copy
+        shape, dtype = ctx.weight
+        dweight = dtaps.new_empty((shape[0], dtaps.shape[0]), dtype=dtype)
+        dweight.t().copy_(dtaps)
+        dweight = dweight.view(shape)
+    return (dx if needs[0] else None, dweight, dscale if needs[2] else None, dshift if needs[3] else None,
+            None, None, None, None, None)
 
 
 _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -348,8 +367,7 @@ def bn_depthwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | No
     if not usable(x):
         return bn_depthwise_reference(x, weight, scale, shift, stride=stride, padding=padding,
                                       output_size=output_size, act=act)
-    taps = weight.to(x.dtype).flatten(1).t().contiguous()  # (k*k, C)
-    y, mean, var, _ = _forward_op(x, taps, scale, shift, weight.shape[-1], stride, list(padding), list(output_size),
-                                  act)
+    y, mean, var, _, _ = _forward_op(x, weight, scale, shift, weight.shape[-1], stride, list(padding),
+                                     list(output_size), act)
     return y, mean, var
 

@@ -305,16 +305,35 @@ def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw
 # As PyTorch custom operators, so `torch.compile` traces a model through them (one opaque node each)
 # and autograd takes the forward's gradient from the backward operator.
 
+def casts(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether the kernels need a copy of `weight` (not already in x's dtype and contiguous)."""
+    return weight.dtype != x.dtype or not weight.is_contiguous()
+
+
+def cast_output(weight: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weight the kernels take, what an operator returns of it): the copy in x's dtype, or where none is
+    needed the weight itself and an empty tensor (an operator may not return one of its inputs)."""
+    if not casts(weight, x):
+        return weight, weight.new_empty((0,))
+    kernel_weight = weight.to(x.dtype).contiguous()
+    return kernel_weight, kernel_weight
+
+
+# The operators take the parameter as it is (float32 under autocast) and return the copy the kernels use: a
+# step then casts each weight once, and its gradient reaches the parameter in float32, without the cast and
+# the cast back that autocast's copy of the weight would cost in the backward.
 @torch.library.custom_op("effnet::bn_pointwise", mutates_args=())
 def _forward_op(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
-                gate: torch.Tensor | None, act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(x, weight, scale, shift, gate, act)
+                gate: torch.Tensor | None, act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    kernel_weight, returned = cast_output(weight, x)
+    return (*_forward(x, kernel_weight, scale, shift, gate, act), returned)
 
 
 @_forward_op.register_fake
 def _(x, weight, scale, shift, gate, act):
     mean = x.new_empty((weight.shape[0],), dtype=torch.float32)
-    return channels_last_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:])), mean, torch.empty_like(mean)
+    return (channels_last_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:])), mean, torch.empty_like(mean),
+            x.new_empty(tuple(weight.shape) if casts(weight, x) else (0,)))
 
 
 @torch.library.custom_op("effnet::bn_pointwise_backward", mutates_args=())
@@ -339,12 +358,14 @@ def _(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw):
 
 def _setup_context(ctx, inputs, output) -> None:
     x, weight, scale, shift, gate, act = inputs
-    ctx.save_for_backward(x, output[0], output[1], weight, scale, shift, gate)
+    y, mean, _, cast = output
+    ctx.save_for_backward(x, y, mean, cast if casts(weight, x) else weight, scale, shift, gate)
     ctx.act = act
+    ctx.weight_dtype = weight.dtype
     ctx.set_materialize_grads(False)  # an output without a gradient stays None, not zeros made for it
 
 
-def _autograd_backward(ctx, dy, dmean, dvar):
+def _autograd_backward(ctx, dy, dmean, dvar, _):
     x, y, mean, weight, scale, shift, gate = ctx.saved_tensors
     needs = ctx.needs_input_grad
     stats = bn_stats.gradient_stats(dmean, dvar, mean, y)
@@ -352,7 +373,7 @@ def _autograd_backward(ctx, dy, dmean, dvar):
     need_dx = needs[0] or any(needs[2:5])
     dx, dw, dscale, dshift, dgate = _backward_op(dy, stats, x, y, weight, scale, shift, gate, ctx.act,
                                                  need_dx, needs[1])
-    return (dx if needs[0] else None, dw.to(weight.dtype) if needs[1] else None,
+    return (dx if needs[0] else None, dw.to(ctx.weight_dtype) if needs[1] else None,
             dscale if needs[2] else None, dshift if needs[3] else None, dgate if needs[4] else None, None)
 
 
@@ -396,4 +417,5 @@ def bn_pointwise(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | No
         weight = weight.flatten(1)
     if not usable(x):
         return bn_pointwise_reference(x, weight, scale, shift, gate, act)
-    return _forward_op(x, weight.to(x.dtype).contiguous(), scale, shift, gate, act)
+    y, mean, var, _ = _forward_op(x, weight, scale, shift, gate, act)
+    return y, mean, var

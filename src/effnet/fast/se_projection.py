@@ -149,12 +149,16 @@ def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight
         return (dx, dw, dscale, dshift, *dse)
 
 
+# The projection's weight enters as the parameter is and leaves as the copy the kernels use, as in
+# `bn_pointwise`'s operator (one cast a step, the gradient in the parameter's dtype).
 @torch.library.custom_op("effnet::se_projection", mutates_args=())
 def _forward_op(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                 reduce_weight: torch.Tensor, reduce_bias: torch.Tensor, expand_weight: torch.Tensor,
                 expand_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                    torch.Tensor]:
-    return _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias)
+                                                    torch.Tensor, torch.Tensor]:
+    kernel_weight, returned = bnp.cast_output(weight, x)
+    return (*_forward(x, kernel_weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias),
+            returned)
 
 
 @_forward_op.register_fake
@@ -162,7 +166,7 @@ def _(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand
     mean = x.new_empty((weight.shape[0],), dtype=torch.float32)
     pooled = x.new_empty(tuple(x.shape[:2]), dtype=torch.float32)
     return (channels_last_empty(x, (x.shape[0], weight.shape[0], *x.shape[2:])), mean, torch.empty_like(mean),
-            pooled, torch.empty_like(pooled))
+            pooled, torch.empty_like(pooled), x.new_empty(tuple(weight.shape) if bnp.casts(weight, x) else (0,)))
 
 
 @torch.library.custom_op("effnet::se_projection_backward", mutates_args=())
@@ -189,19 +193,20 @@ def _(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce
 
 def _setup_context(ctx, inputs, output) -> None:
     x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight, expand_bias = inputs
-    y, mean, _, pooled, gate = output
-    ctx.save_for_backward(x, y, mean, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias,
-                          expand_weight, expand_bias)
+    y, mean, _, pooled, gate, cast = output
+    ctx.save_for_backward(x, y, mean, cast if bnp.casts(weight, x) else weight, scale, shift, pooled, gate,
+                          reduce_weight, reduce_bias, expand_weight, expand_bias)
+    ctx.weight_dtype = weight.dtype
     ctx.set_materialize_grads(False)  # pooled and gate get no gradient: not two (N, C) tensors of zeros a step
 
 
-def _autograd_backward(ctx, dy, dmean, dvar, _, __):
+def _autograd_backward(ctx, dy, dmean, dvar, _, __, ___):
     x, y, mean, weight, scale, shift, pooled, gate, *se = ctx.saved_tensors
     needs = ctx.needs_input_grad
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
     dx, dw, dscale, dshift, *dse = _backward_op(dy, bn_stats.gradient_stats(dmean, dvar, mean, y), x, y, weight,
                                                 scale, shift, pooled, gate, *se[:3], needs[0] or needs[2] or needs[3])
-    grads = (dx, dw.to(weight.dtype), dscale, dshift, *(grad.to(p.dtype) for grad, p in zip(dse, se, strict=True)))
+    grads = (dx, dw.to(ctx.weight_dtype), dscale, dshift, *(grad.to(p.dtype) for grad, p in zip(dse, se, strict=True)))
     return tuple(grad if need else None for grad, need in zip(grads, needs, strict=True))
 
 
@@ -228,6 +233,6 @@ def se_projection(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, sh
     if not bnp.usable(x):
         return se_projection_reference(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight,
                                        expand_bias)
-    y, mean, var, _, _ = _forward_op(x, weight.flatten(1).to(x.dtype).contiguous(), scale, shift,
-                                     reduce_weight.flatten(1), reduce_bias, expand_weight.flatten(1), expand_bias)
+    y, mean, var, _, _, _ = _forward_op(x, weight.flatten(1), scale, shift, reduce_weight.flatten(1), reduce_bias,
+                                        expand_weight.flatten(1), expand_bias)
     return y, mean, var
