@@ -166,3 +166,32 @@ def test_impossible_sizes_are_spec_errors(options, message):
         effnet.create_model("efficientnet_b0", **options)
     with pytest.raises(effnet.SpecError, match="num_classes must be"):
         effnet.create_model("efficientnet_b0").reset_classifier(-3)
+
+
+def test_silu_works_in_place_only_without_autograd():
+    """In training an in-place SiLU would make PyTorch copy its input for the backward (a clone of every
+    activation, no memory saved); without autograd it overwrites its input (one allocation fewer)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Names(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    model = effnet.create_model("efficientnet_b0", num_classes=10).train()
+    x = torch.randn(2, 3, 32, 32)
+    with Names() as ops:
+        model(x).sum().backward()
+    assert "clone" not in ops.names and "silu" in ops.names and "silu_" not in ops.names
+    act = model.blocks[1][0].act1
+    assert isinstance(act, torch.nn.SiLU) and act.inplace
+    with torch.no_grad():
+        y = torch.randn(4, 8)
+        assert act(y) is y
+    y = torch.randn(4, 8, requires_grad=True) * 1.0
+    out = act(y)
+    assert out is not y and torch.equal(out, torch.nn.functional.silu(y))

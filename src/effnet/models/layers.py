@@ -7,8 +7,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+class SiLU(nn.SiLU):
+    """`nn.SiLU` that works in place only without autograd. With autograd on, an in-place SiLU makes PyTorch copy
+    its input for the backward (SiLU's derivative needs it): one more read and write of the whole activation,
+    and no memory saved. So training takes the out-of-place SiLU, evaluation the in-place one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=self.inplace and not torch.is_grad_enabled())
+
+
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "silu": lambda: nn.SiLU(inplace=True),
+    "silu": lambda: SiLU(inplace=True),  # ReLU and ReLU6 differentiate their output: in place either way
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
 }
