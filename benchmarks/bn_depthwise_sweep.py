@@ -102,7 +102,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
 
     def check(tiles, weight_tiles) -> float:
         y_, mean_, var_, _ = forward(tiles)
-        dx, dscale, dshift = input_grad(tiles)
+        dx, (dscale, dshift) = input_grad(tiles)
         dtaps = weight_grad(weight_tiles)[0]
         dweight = dtaps.t().reshape(channels, 1, k, k)
         fused = [y_, mean_, var_, dx, dweight, dscale, dshift]
@@ -159,8 +159,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         errors["fwd cudnn"] = max(relative_error(value.float(), reference) for value, reference in zip(
             forward_cudnn(), expected[:3], strict=True))
         errors["dw cudnn"] = relative_error(weight_grad_cudnn().t().reshape(channels, 1, k, k), expected[4])
+        dx, daffine = input_grad_cudnn()
         errors["dx cudnn"] = max(relative_error(value.float(), reference) for value, reference in zip(
-            input_grad_cudnn(), (expected[3], expected[5], expected[6]), strict=True))
+            (dx, *daffine), (expected[3], expected[5], expected[6]), strict=True))
         for op, name, function in (("bn_depthwise", "fwd cudnn", forward_cudnn),
                                    ("bn_depthwise_weight_grad", "dw cudnn", weight_grad_cudnn),
                                    ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
@@ -179,7 +180,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
 
     banded = [("bn_depthwise", "fwd banded", forward_banded, expected[:3]),
               ("bn_depthwise_weight_grad", "dw banded", weight_grad_banded, expected[4:5]),
-              ("bn_depthwise_input_grad", "dx banded", input_grad_banded, (expected[3], expected[5], expected[6]))]
+              ("bn_depthwise_input_grad", "dx banded", input_grad_banded,  # (dx, daffine: dscale and dshift)
+               (expected[3], torch.stack((expected[5], expected[6]))))]
     for op, name, function, references in banded:
         errors[name] = max(relative_error(value.float(), reference) for value, reference in zip(
             function(), references, strict=True))

@@ -127,12 +127,13 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     pool = torch.zeros(args.batch, cin, device=device) if se else None
 
     def backward(tiles=None, weight_tiles=None, outputs=outputs):
-        if se:  # (dx, dweight, dscale, dshift, and the SE's four)
-            return sep._backward(dy, stats, x, outputs[0], weight, scale, shift, *outputs[3:], *tensors[4:7], True,
-                                 tiles, weight_tiles)
-        grads = bnp._backward(dy, stats, x, outputs[0], weight, scale, shift, None, act, True, True, tiles,
-                              weight_tiles)
-        return grads[:len(tensors)]  # (dx, dweight, then dscale, dshift for a projection)
+        if se:  # (dx, dweight, daffine (dscale and dshift), and the SE's four)
+            dx, dw, daffine, *dse = sep._backward(dy, stats, x, outputs[0], weight, scale, shift, *outputs[3:],
+                                                  *tensors[4:7], True, tiles, weight_tiles)
+            return dx, dw, *daffine, *dse
+        dx, dw, daffine, _ = bnp._backward(dy, stats, x, outputs[0], weight, scale, shift, None, act, True, True,
+                                           tiles, weight_tiles)
+        return (dx, dw, *daffine)  # dscale and dshift for a projection
 
     def input_grad(tiles=None):
         return bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=pool, tiles=tiles)

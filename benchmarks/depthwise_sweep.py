@@ -4,15 +4,15 @@
     TRITON_INTERPRET=1 PYTHONPATH=src python benchmarks/depthwise_sweep.py --device cpu --batch 2 --size 32 \
         --configs 2 --banded-configs 1
 
-For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last
-activations: PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its
-default tiles, the kernel with each tile configuration of a small sweep (BLOCK_H, BLOCK_W,
-BLOCK_C, ROWS, warps) and, on stride-1 layers, the tiled kernel with its taps in two phases, the first loading each tile's whole input halo (the default tiles, then the sweep's;
-`--warm-configs`), and the banded kernel (`effnet.fast.banded`: each kernel row a matrix product on tensor
-cores; `--banded-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write
-of the output) and every kernel result is checked against PyTorch. The totals weight each layer
-shape by how often the network runs it, so the last lines say what tiles alone could gain over
-the defaults, and how far the best tiles stay from the memory floor, before any redesign.
+For every distinct depthwise layer of a model (B0 at 224 px by default) it times, on channels-last activations:
+PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its default tiles, the kernel with
+each tile configuration of a small sweep (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, warps) and, on stride-1 layers, the
+tiled kernel with its taps in two phases, the first loading each tile's whole input halo (the default tiles,
+then the sweep's; `--warm-configs`), and the banded kernel (`effnet.fast.banded`: each kernel row a matrix
+product on tensor cores; `--banded-configs`). Each time is printed with the bandwidth it implies (one read of
+the input, one write of the output) and every kernel result is checked against PyTorch. The totals weight each
+layer shape by how often the network runs it, so the last lines say what tiles alone could gain over the
+defaults, and how far the best tiles stay from the memory floor, before any redesign.
 """
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def torch_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s
 def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, x: torch.Tensor, weight: torch.Tensor,
                 timer, bound: float) -> dict:
     """One depthwise layer shape: PyTorch, the kernel's default tiles and every variant (other tiles, the warmed
-    taps at stride 1, the banded kernel), each checked and timed; prints the layer's line and returns its row (the winner recorded in the
-    tuning file if it beats the default)."""
+    taps at stride 1, the banded kernel), each checked and timed; prints the layer's line and returns its row (the
+    winner recorded in the tuning file if it beats the default)."""
     channels, height, width, k, stride, same = shape
     device, dtype = x.device, x.dtype
     sweep = SWEEP[:args.configs]

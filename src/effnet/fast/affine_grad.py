@@ -81,11 +81,12 @@ def _rows_per_program(rows: int, block_m: int, channel_blocks: int, device: torc
 
 def affine_grad(g: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None,
                 keep: torch.Tensor | None = None, act: bool = False,
-                need_dx: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """(dx, dscale, dshift) of out = act(x * scale + shift) * keep[n] from out's gradient g: dx in x's dtype
-    (None without `need_dx`), dscale and dshift (C,) float32. g and x are channels-last (N, C, H, W) maps of
-    one shape; scale and shift (C,) float32 (shift is read only with `act`); keep (N,) float32 or None; act:
-    SiLU (its sigmoid on the tanh instruction where `kernels.act_mode` says so, as the forward's)."""
+                need_dx: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(dx, daffine) of out = act(x * scale + shift) * keep[n] from out's gradient g: dx in x's dtype (None without
+    `need_dx`), daffine (2, C) float32 the rows dscale and dshift (one reduction for both). g and x are
+    channels-last (N, C, H, W) maps of one shape; scale and shift (C,) float32 (shift is read only with `act`); keep
+    (N,) float32 or None; act: SiLU (its sigmoid on the tanh instruction where `kernels.act_mode` says so, as the
+    forward's)."""
     batch, channels, height, width = x.shape
     dx = channels_last_empty(x, tuple(x.shape)) if need_dx else None
     block_m, block_c = row_tiles(channels, TILE)
@@ -99,5 +100,4 @@ def affine_grad(g: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, shift: to
         dx if need_dx else x, partial, rows, channels, height * width, per_program, ACT=kernels.act_mode(act, x),
         KEEP=keep is not None, DX=need_dx, ALIGN=kernels.map_alignment(g, x), BLOCK_M=block_m, BLOCK_C=block_c,
         **({} if INTERPRET else {"num_warps": WARPS}))
-    sums = partial.sum(0)
-    return dx, sums[:channels], sums[channels:]
+    return dx, partial.sum(0).view(2, channels)

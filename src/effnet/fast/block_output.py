@@ -74,8 +74,8 @@ class _BlockOutput(torch.autograd.Function):
     def backward(ctx, dout):  # noqa: D102 - see the class
         y, scale, keep = ctx.saved_tensors
         dout = dout.to(y.dtype).contiguous(memory_format=torch.channels_last)
-        dy, dscale, dshift = affine_grad(dout, y, scale, keep=keep, need_dx=ctx.needs_input_grad[0])
-        return dy, dscale, dshift, None, dout if ctx.has_shortcut else None
+        dy, daffine = affine_grad(dout, y, scale, keep=keep, need_dx=ctx.needs_input_grad[0])
+        return dy, daffine[0], daffine[1], None, dout if ctx.has_shortcut else None
 
 
 def block_output_reference(y: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, keep: torch.Tensor | None = None,

@@ -169,8 +169,8 @@ def _tile_counts(batch: int, out_h: int, out_w: int, block_h: int, block_w: int)
 
 
 def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, padding, act, g_ready, tiles=None):
-    """(dx, dscale, dshift), the last two empty without scale. With `g_ready`, `dy` is g itself (the weight
-    gradient's `write_g`): the kernel loads one tensor a tap instead of dy and y."""
+    """(dx, daffine), daffine (2, C) dscale and dshift, empty without scale. With `g_ready`, `dy` is g itself
+    (the weight gradient's `write_g`): the kernel loads one tensor a tap instead of dy and y."""
     batch, channels, height, width = x.shape
     out_h, out_w = y.shape[2:]
     block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise_input_grad", x, kernel_size, stride)
@@ -190,8 +190,8 @@ def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, paddin
         G_READY=g_ready, ALIGN=kernels.map_alignment(x, y), EVEN_C=channels % block_c == 0, WARM=warm,
         BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, **({} if INTERPRET else {"num_warps": warps}))
     if scale is None:
-        return dx, *(x.new_empty((0,), dtype=torch.float32) for _ in range(2))
-    return dx, parts[0].sum(0), parts[1].sum(0)
+        return dx, x.new_empty((0,), dtype=torch.float32)
+    return dx, parts.sum(1)  # (2, C): dscale and dshift in one reduction
 
 
 def _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, write_g, tiles=None):
@@ -217,13 +217,14 @@ def _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, write_
 
 def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act, need_dx, need_dw,
               tiles=None, weight_tiles=None):
-    """(dx, dtaps (k*k, C) float32, dscale, dshift), each empty where not asked for or not an input.
+    """(dx, dtaps (k*k, C) float32, daffine (2, C): dscale and dshift), each empty where not asked for or not
+    an input.
     `stats` (3, C): dmean / n, 2 dvar / n and mean of y. Asked for both, the weight gradient runs first and
     writes g, which the input gradient then reads (a tap's one load instead of two; g rounded to dy's dtype
     once, as an eager backward rounds each gradient it writes). Where the tuning file names cuDNN for a pass,
     it runs there (`bn_depthwise_cudnn`), on g written by the Triton weight gradient or by a pass of its own.
     `tiles` and `weight_tiles` take the Triton input and weight gradients with those tiles (for the sweep)."""
-    dx, dtaps, dscale, dshift = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
+    dx, dtaps, daffine = (x.new_empty((0,), dtype=torch.float32) for _ in range(3))
     output_size = tuple(y.shape[2:])
     g = None
     if need_dw:
@@ -244,11 +245,11 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
             form = bn_depthwise_banded
         if form is not None:
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
-            dx, dscale, dshift = form.input_grad(g, taps, x, scale, shift, kernel_size, stride, padding, act)
+            dx, daffine = form.input_grad(g, taps, x, scale, shift, kernel_size, stride, padding, act)
         else:
-            dx, dscale, dshift = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
+            dx, daffine = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
                                              stride, padding, act, g is not None, tiles)
-    return dx, dtaps, dscale, dshift
+    return dx, dtaps, daffine
 
 
 def _taps(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -280,7 +281,7 @@ def _(x, weight, scale, shift, kernel_size, stride, padding, output_size, act):
 def _backward_op(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, a: torch.Tensor, y: torch.Tensor,
                  taps: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None, kernel_size: int,
                  stride: int, padding: list[int], act: bool, need_dx: bool,
-                 need_dw: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 need_dw: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, tuple(padding), act, need_dx,
                      need_dw)
 
@@ -293,8 +294,7 @@ def _(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act,
         return x.new_empty(shape if present else (0,), dtype=torch.float32)
 
     return (channels_last_empty(x, tuple(x.shape)) if need_dx else empty((0,), False),
-            empty((kernel_size * kernel_size, channels), need_dw), empty((channels,), need_dx and scale is not None),
-            empty((channels,), need_dx and scale is not None))
+            empty((kernel_size * kernel_size, channels), need_dw), empty((2, channels), need_dx and scale is not None))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -313,15 +313,15 @@ def _autograd_backward(ctx, dy, dmean, dvar, _, __):
     stats = bn_stats.gradient_stats(dmean, dvar, mean, y)
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype).contiguous(memory_format=torch.channels_last)
     need_dx = needs[0] or needs[2] or needs[3]
-    dx, dtaps, dscale, dshift = _backward_op(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding,
-                                             act, need_dx, needs[1])
+    dx, dtaps, daffine = _backward_op(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, padding, act,
+                                      need_dx, needs[1])
     dweight = None
     if needs[1]:  # (k*k, C) float32 into the parameter's (C, 1, k, k) layout and dtype: one copy
         shape, dtype = ctx.weight
         dweight = dtaps.new_empty((shape[0], dtaps.shape[0]), dtype=dtype)
         dweight.t().copy_(dtaps)
         dweight = dweight.view(shape)
-    return (dx if needs[0] else None, dweight, dscale if needs[2] else None, dshift if needs[3] else None,
+    return (dx if needs[0] else None, dweight, daffine[0] if needs[2] else None, daffine[1] if needs[3] else None,
             None, None, None, None, None)
 
 

@@ -152,10 +152,10 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, 
 
 def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None,
                shift: torch.Tensor | None, kernel_size: int, stride: int, padding: tuple[int, int],
-               act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dscale, dshift), the last two empty without scale: da, the gradient reaching the conv's input (at
-    stride 1 the banded conv of g by the turned taps; strided, `transposed_conv`), then dx = da * act'(z) * scale
-    with z = x * scale + shift, dscale and dshift in one pass."""
+               act: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, daffine), daffine (2, C) dscale and dshift, empty without scale: da, the gradient reaching the
+    conv's input (at stride 1 the banded conv of g by the turned taps; strided, `transposed_conv`), then dx = da *
+    act'(z) * scale with z = x * scale + shift, and daffine in one pass."""
     k = kernel_size
     if stride == 1:
         da, _ = banded.banded_depthwise(g.to(x.dtype), taps, None, kernel_size=k, stride=1,

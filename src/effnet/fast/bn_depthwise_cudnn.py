@@ -141,19 +141,18 @@ def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, taps: torch.Tensor, k
 
 def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None,
                shift: torch.Tensor | None, kernel_size: int, stride: int, padding: tuple[int, int],
-               act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dscale, dshift), the last two empty without scale: cuDNN's input gradient da of g, then dx = da *
-    act'(z) * scale with z = x * scale + shift, dscale and dshift in one pass (`affine_grad`); without an affine
-    map dx is da."""
+               act: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, daffine), daffine (2, C) dscale and dshift, empty without scale: cuDNN's input gradient da of g,
+    then dx = da * act'(z) * scale with z = x * scale + shift, and daffine in one pass (`affine_grad`); without an
+    affine map dx is da."""
     da, _, _ = _gradients(g, x, taps, kernel_size, stride, padding, [True, False, False])
     return activation_backward(da.to(x.dtype).contiguous(memory_format=torch.channels_last), x, scale, shift, act)
 
 
 def activation_backward(da: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
-                        act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dscale, dshift) from da, the gradient reaching the conv's input a = act(x * scale + shift): one pass
-    (`affine_grad`); without an affine map dx is da and the others are empty."""
+                        act: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, daffine) from da, the gradient reaching the conv's input a = act(x * scale + shift): one pass
+    (`affine_grad`); without an affine map dx is da and daffine empty."""
     if scale is None:
-        return da, *(x.new_empty((0,), dtype=torch.float32) for _ in range(2))
-    dx, dscale, dshift = affine_grad(da, x, scale, shift, act=act)
-    return dx, dscale, dshift.clone()  # views of one sum, where a custom operator's outputs may not alias
+        return da, x.new_empty((0,), dtype=torch.float32)
+    return affine_grad(da, x, scale, shift, act=act)

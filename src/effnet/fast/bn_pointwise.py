@@ -257,8 +257,8 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
 
 
 def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None, load_y=False):
-    """(dx, dscale, dshift float32, empty without scale). `pool` (N, in) float32, if given, is added to
-    the gradient of the (gated) activation's input s at every pixel of its image: the gradient an average
+    """(dx, daffine (2, C) float32: dscale and dshift, empty without scale). `pool` (N, in) float32, if given, is
+    added to the gradient of the (gated) activation's input s at every pixel of its image: the gradient an average
     pool of s passes on (`se_projection`). `stats` as in `_backward`; `tiles` as `_forward`'s, for this pass;
     `load_y` as in `_weight_grad`."""
     batch, channels, height, width = x.shape
@@ -281,25 +281,26 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
         POOL=pool is not None, RECOMPUTE=_recompute(x, weight, block_k) and not load_y, BLOCK_M=block_m,
         BLOCK_K=block_k, BLOCK_N=block_n, **options)
     if scale is None:
-        return dx, stats.new_empty((0,)), stats.new_empty((0,))
-    return dx, parts[0].sum(0), parts[1].sum(0)
+        return dx, stats.new_empty((0,))
+    return dx, parts.sum(1)  # (2, C): dscale and dshift in one reduction
 
 
 def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw, tiles=None, weight_tiles=None):
-    """(dx, dweight, dscale, dshift, dgate), each empty where not asked for or not an input. `stats`
+    """(dx, dweight, daffine, dgate), each empty where not asked for or not an input (daffine (2, in): dscale
+    and dshift). `stats`
     (3, out) float32 holds dmean / n, 2 dvar / n and mean (the gradients of y's batch mean and
     variance, n values per channel); `tiles` and `weight_tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps,
     num_stages) override the input and weight gradients' tiles, as in `_forward` (BLOCK_N tiles the output
-    channels, BLOCK_K the input channels). `need_dx` asks for dx, dscale, dshift and dgate (dgate comes with
-    the weight gradient's pass)."""
-    dx, dw, dscale, dshift, dgate = (x.new_empty((0,), dtype=torch.float32) for _ in range(5))
+    channels, BLOCK_K the input channels). `need_dx` asks for dx, daffine and dgate (dgate comes with the
+    weight gradient's pass)."""
+    dx, dw, daffine, dgate = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
     if need_dw or (need_dx and gate is not None):
         dw, dgate = _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, weight_tiles)
         if not need_dx:
             dgate = dgate.new_empty((0,))
     if need_dx:
-        dx, dscale, dshift = _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=tiles)
-    return dx, dw if need_dw else dw.new_empty((0,)), dscale, dshift, dgate
+        dx, daffine = _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=tiles)
+    return dx, dw if need_dw else dw.new_empty((0,)), daffine, dgate
 
 
 # As PyTorch custom operators, so `torch.compile` traces a model through them (one opaque node each)
@@ -340,7 +341,7 @@ def _(x, weight, scale, shift, gate, act):
 def _backward_op(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                  weight: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
                  gate: torch.Tensor | None, act: bool, need_dx: bool, need_dw: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw)
 
 
@@ -352,8 +353,8 @@ def _(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw):
         return x.new_empty(shape if present else (0,), dtype=torch.float32)
 
     return (channels_last_empty(x, tuple(x.shape)) if need_dx else empty((0,), False),
-            empty(tuple(weight.shape), need_dw), empty((channels,), need_dx and scale is not None),
-            empty((channels,), need_dx and scale is not None), empty((batch, channels), need_dx and gate is not None))
+            empty(tuple(weight.shape), need_dw), empty((2, channels), need_dx and scale is not None),
+            empty((batch, channels), need_dx and gate is not None))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -371,10 +372,9 @@ def _autograd_backward(ctx, dy, dmean, dvar, _):
     stats = bn_stats.gradient_stats(dmean, dvar, mean, y)
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
     need_dx = needs[0] or any(needs[2:5])
-    dx, dw, dscale, dshift, dgate = _backward_op(dy, stats, x, y, weight, scale, shift, gate, ctx.act,
-                                                 need_dx, needs[1])
+    dx, dw, daffine, dgate = _backward_op(dy, stats, x, y, weight, scale, shift, gate, ctx.act, need_dx, needs[1])
     return (dx if needs[0] else None, dw.to(ctx.weight_dtype) if needs[1] else None,
-            dscale if needs[2] else None, dshift if needs[3] else None, dgate if needs[4] else None, None)
+            daffine[0] if needs[2] else None, daffine[1] if needs[3] else None, dgate if needs[4] else None, None)
 
 
 _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)

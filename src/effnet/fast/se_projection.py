@@ -134,19 +134,19 @@ def _forward(x, weight, scale, shift, reduce_weight, reduce_bias, expand_weight,
 
 def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias, expand_weight,
               need_dx: bool, tiles=None, weight_tiles=None):
-    """(dx, dweight, dscale, dshift, dreduce_weight, dreduce_bias, dexpand_weight, dexpand_bias); dx,
-    dscale and dshift empty without `need_dx`. `stats`, `tiles` and `weight_tiles` as in
+    """(dx, dweight, daffine, dreduce_weight, dreduce_bias, dexpand_weight, dexpand_bias), daffine (2, C): dscale
+    and dshift; dx and daffine empty without `need_dx`. `stats`, `tiles` and `weight_tiles` as in
     `bn_pointwise._backward`."""
     with torch.autocast(x.device.type, enabled=False):
         dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, weight_tiles)
         # the pool's gradient reaches each of its pixels divided by their count
         dpool, *dse = excitation_backward(dgate, gate, pooled, *_se_weights(reduce_weight, reduce_bias, expand_weight),
                                           dpooled_scale=1.0 / (x.shape[2] * x.shape[3]), tf32=_half(x))
-        dx, dscale, dshift = (dw.new_empty((0,)) for _ in range(3))
+        dx, daffine = (dw.new_empty((0,)) for _ in range(2))
         if need_dx:
-            dx, dscale, dshift = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True, pool=dpool,
+            dx, daffine = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True, pool=dpool,
                                                  tiles=tiles)
-        return (dx, dw, dscale, dshift, *dse)
+        return (dx, dw, daffine, *dse)
 
 
 # The projection's weight enters as the parameter is and leaves as the copy the kernels use, as in
@@ -174,7 +174,7 @@ def _backward_op(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, y: torc
                  scale: torch.Tensor, shift: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor,
                  reduce_weight: torch.Tensor, reduce_bias: torch.Tensor, expand_weight: torch.Tensor,
                  need_dx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                         torch.Tensor, torch.Tensor, torch.Tensor]:
+                                         torch.Tensor, torch.Tensor]:
     return _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce_bias,
                      expand_weight, need_dx)
 
@@ -186,8 +186,8 @@ def _(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight, reduce
 
     channels = x.shape[1]
     dx = channels_last_empty(x, tuple(x.shape)) if need_dx else empty((0,))
-    dscale = empty((channels,) if need_dx else (0,))
-    return (dx, empty(tuple(weight.shape)), dscale, torch.empty_like(dscale), empty(tuple(reduce_weight.shape)),
+    daffine = empty((2, channels) if need_dx else (0,))
+    return (dx, empty(tuple(weight.shape)), daffine, empty(tuple(reduce_weight.shape)),
             empty((reduce_weight.shape[0],)), empty(tuple(expand_weight.shape)), empty((channels,)))
 
 
@@ -204,8 +204,9 @@ def _autograd_backward(ctx, dy, dmean, dvar, _, __, ___):
     x, y, mean, weight, scale, shift, pooled, gate, *se = ctx.saved_tensors
     needs = ctx.needs_input_grad
     dy = torch.zeros_like(y) if dy is None else dy.to(y.dtype)
-    dx, dw, dscale, dshift, *dse = _backward_op(dy, bn_stats.gradient_stats(dmean, dvar, mean, y), x, y, weight,
-                                                scale, shift, pooled, gate, *se[:3], needs[0] or needs[2] or needs[3])
+    dx, dw, daffine, *dse = _backward_op(dy, bn_stats.gradient_stats(dmean, dvar, mean, y), x, y, weight, scale,
+                                         shift, pooled, gate, *se[:3], needs[0] or needs[2] or needs[3])
+    dscale, dshift = daffine if daffine.numel() else (None, None)
     grads = (dx, dw.to(ctx.weight_dtype), dscale, dshift, *(grad.to(p.dtype) for grad, p in zip(dse, se, strict=True)))
     return tuple(grad if need else None for grad, need in zip(grads, needs, strict=True))
 
