@@ -3,6 +3,7 @@ small models whose logits really depend on their input."""
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import effnet
 from effnet.bench.measure import relative_error  # the tests' yardstick is the benchmarks' own
@@ -10,8 +11,9 @@ from effnet.fast import kernels
 from effnet.models import get_entry
 from effnet.scaling import scale_by_multipliers
 
-__all__ = ["DEVICE", "depthwise_training_case", "graph_recorder", "needs_triton", "outputs_and_gradients",
-           "randomise_batchnorm", "relative_error", "spy_calls", "tiny"]
+__all__ = ["DEPTHWISE_FORM_FUNCTIONS", "DEPTHWISE_PASSES", "DEVICE", "OpNames", "depthwise_training_case",
+           "graph_recorder", "needs_triton", "outputs_and_gradients", "randomise_batchnorm", "relative_error",
+           "small_depthwise_tiles", "spy_calls", "tiny"]
 
 needs_triton = pytest.mark.skipif(
     not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
@@ -63,6 +65,39 @@ def depthwise_training_case(affine: bool, kernel_size: int, stride: int, same: b
     shift = torch.randn(channels, device=DEVICE) * 0.3 if affine else None
     output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)
     return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
+
+
+# The fused training depthwise conv's passes (tuning ops) a form test puts on another kernel, by which, and each
+# pass's function in a form's module (`bn_depthwise_cudnn`, `bn_depthwise_banded`).
+DEPTHWISE_PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",),
+                    "input": ("bn_depthwise_input_grad",),
+                    "all": ("bn_depthwise", "bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
+DEPTHWISE_FORM_FUNCTIONS = {"bn_depthwise": "forward", "bn_depthwise_weight_grad": "weight_grad",
+                            "bn_depthwise_input_grad": "input_grad"}
+
+
+@pytest.fixture
+def small_depthwise_tiles(monkeypatch):
+    """`bn_depthwise`'s Triton passes on small tiles under the interpreter, and no tuning file left behind."""
+    from effnet.fast import bn_depthwise, tuning
+
+    monkeypatch.setattr(bn_depthwise, "_INTERPRET_TILES", (4, 8, 16, 4))
+    monkeypatch.setattr(bn_depthwise, "_INTERPRET_WEIGHT_TILES", (4, 2, 4, 16, 4))
+    yield
+    tuning.use(None)
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the PyTorch operators called while active, as `aten` names them without the overload
+    (`silu`, `clone`, ...); a custom operator's insides not included."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
 
 
 def spy_calls(monkeypatch, module, names) -> list[str]:

@@ -12,21 +12,13 @@ import torch
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_depthwise_cudnn as bdc
 from effnet.fast import ops, tuning
-from kernel_helpers import (DEVICE, depthwise_training_case, needs_triton, outputs_and_gradients,
-                            relative_error, spy_calls)
+from kernel_helpers import DEPTHWISE_FORM_FUNCTIONS as FUNCTIONS
+from kernel_helpers import DEPTHWISE_PASSES as PASSES
+from kernel_helpers import DEVICE, depthwise_training_case, needs_triton, outputs_and_gradients, relative_error
+from kernel_helpers import small_depthwise_tiles  # noqa: F401 - the fixture every test here uses
+from kernel_helpers import spy_calls
 
-PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",), "input": ("bn_depthwise_input_grad",),
-          "all": ("bn_depthwise", "bn_depthwise_weight_grad", "bn_depthwise_input_grad")}
-FUNCTIONS = {"bn_depthwise": "forward", "bn_depthwise_weight_grad": "weight_grad",
-             "bn_depthwise_input_grad": "input_grad"}  # each pass's function in `bn_depthwise_cudnn`
-
-
-@pytest.fixture(autouse=True)
-def _small_tiles_and_no_tuning_left_behind(monkeypatch):
-    monkeypatch.setattr(bnd, "_INTERPRET_TILES", (4, 8, 16, 4))
-    monkeypatch.setattr(bnd, "_INTERPRET_WEIGHT_TILES", (4, 2, 4, 16, 4))
-    yield
-    tuning.use(None)
+pytestmark = pytest.mark.usefixtures("small_depthwise_tiles")
 
 
 def _case(affine, kernel_size, stride, same, shape=(2, 20, 7, 9)):

@@ -10,14 +10,13 @@ import copy
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import kernels
 from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
 from effnet.models.blocks import MBConv
-from kernel_helpers import DEVICE, graph_recorder, needs_triton, relative_error, tiny
+from kernel_helpers import DEVICE, OpNames, graph_recorder, needs_triton, relative_error, tiny
 
 
 def _step(model, x):
@@ -53,18 +52,6 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
         assert relative_error(value.double(), expected) <= bound, (name, relative_error(value.double(), expected))
 
 
-class _OpNames(TorchDispatchMode):
-    """The names of the PyTorch operators called while active (a custom operator's insides not included)."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
-
 @needs_triton
 def test_backward_fills_no_zero_gradients_for_outputs_without_one():
     """The fused operators' outputs that no loss reaches (the depthwise pass's activation, kept for its weight
@@ -73,10 +60,10 @@ def test_backward_fills_no_zero_gradients_for_outputs_without_one():
     model = use_fused_training(tiny().to(DEVICE).train())
     x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
     loss = model(x).square().sum()
-    with _OpNames() as ops:
+    with OpNames() as ops:
         loss.backward()
     assert "convolution_backward" in ops.names  # the stem's and head's plain layers: the mode saw the backward
-    assert not {"zeros", "zeros_like", "zero_", "fill_", "new_zeros", "full", "full_like"} & ops.names
+    assert not {"zeros", "zeros_like", "zero_", "fill_", "new_zeros", "full", "full_like"} & set(ops.names)
 
 
 @needs_triton

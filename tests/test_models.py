@@ -10,6 +10,7 @@ from effnet.errors import DownloadError, SpecError, UnknownModelError, WeightsEr
 from effnet.models import get_entry
 from effnet.scaling import resolve
 from effnet.weights import save_weights_file
+from kernel_helpers import OpNames
 
 
 @pytest.fixture(scope="module")
@@ -171,20 +172,9 @@ def test_impossible_sizes_are_spec_errors(options, message):
 def test_silu_works_in_place_only_without_autograd():
     """In training an in-place SiLU would make PyTorch copy its input for the backward (a clone of every
     activation, no memory saved); without autograd it overwrites its input (one allocation fewer)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Names(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.append(func.__name__.split(".")[0])
-            return func(*args, **(kwargs or {}))
-
     model = effnet.create_model("efficientnet_b0", num_classes=10).train()
     x = torch.randn(2, 3, 32, 32)
-    with Names() as ops:
+    with OpNames() as ops:
         model(x).sum().backward()
     assert "clone" not in ops.names and "silu" in ops.names and "silu_" not in ops.names
     act = model.blocks[1][0].act1
