@@ -32,7 +32,7 @@ from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.banded import banded_depthwise  # noqa: E402
 from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer, with_recorded  # noqa: E402
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): first the four that won a layer in run 3 (benchmarks/RESULTS.md),
 # so `--configs 4` is a short sweep, then more one-row and two-dimensional tiles of 32 to 128 pixels.
@@ -122,6 +122,8 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
     # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
     choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})
+    key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
+    choices = with_recorded(args.tuning, "depthwise", key, choices)  # a wider sweep's winner, timed again
     runners = {"tiled": run, "banded": band}
     variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
@@ -135,9 +137,7 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     times[AGAIN] = timer.median(run)
     swept = {name: t for name, t in times.items() if name not in ("torch", AGAIN)}
     best = min(swept, key=swept.get)
-    promoted = promote(args.tuning, "depthwise", dict(kernel_size=k, stride=stride, channels=channels,
-                                                      height=height, width=width), choices, times, errors,
-                       bound, device)
+    promoted = promote(args.tuning, "depthwise", key, choices, times, errors, bound, device)
 
     def rate(seconds: float) -> float:
         return moved / seconds / 1e9

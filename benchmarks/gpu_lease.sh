@@ -5,10 +5,11 @@
 # their instructions and registers. Session 14 changed four of the fused training's kernels. The calls, by what
 # they can settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
-#              timm's compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py), B0's
-#              and B4's depthwise layers swept (warmed taps, the banded tensor-core kernel), the inference goal
-#              rows of B0 and B4 against timm compiled, alone and with its compiled forward captured in a CUDA
-#              graph, and Nsight Compute on two of B0's depthwise inference layers
+#              B0's and B4's depthwise layers swept (warmed taps, the banded tensor-core kernel), B0's small-map
+#              1x1 layers against one cuBLAS product, the inference goal rows of B0 and B4 against timm compiled,
+#              alone and with its compiled forward captured in a CUDA graph, then as time allows timm's compiled
+#              B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py) and Nsight Compute on
+#              two of B0's depthwise inference layers, all within SECONDS (560 unless given)
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
 #              session 14's training kernels: their gradients checked, B0's captured training rows, the profile
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
@@ -91,35 +92,46 @@ case "$STAGE" in
       --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
   inference)
-    # timm's compiled B0 in a fresh process first (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster):
-    # with and without the Timer's GPU spin, by the host clock, after eager rows, the host's time to launch one
-    # call, and captured in a CUDA graph. Then B0's and B4's depthwise layers swept with the warmed taps (session
-    # 13: each tile's input halo loaded first, so that the other taps' loads hit L1) and, at stride 1, the banded
-    # kernel (session 16: each kernel row a matrix product on tensor cores), all checked against PyTorch.
-    # Then the inference goal rows with run 7's tuning file and the sweep's winners, no checks (run 7 checked
-    # these paths; the warmed taps are checked by the sweep): B0's and B4's timm compiled, effnet-fast captured
+    # B0's and B4's depthwise layers swept with the warmed taps (session 13: each tile's input halo loaded first, so
+    # that the other taps' loads hit L1) and, at stride 1, the banded kernel (session 16: each kernel row a matrix
+    # product on tensor cores), and B0's 1x1 layers on maps of 28 px or less against the conv as one cuBLAS product
+    # (session 18, `effnet.fast.blas`: the Triton kernels took 2.5-3.5x cuDNN's time there in runs 3-7), all checked
+    # against PyTorch, the winners into the tuning file (a layer's recorded choice timed again beside them).
+    # Then the inference goal rows with run 7's tuning file and the sweeps' winners, no checks (run 7 checked
+    # these paths; the new variants are checked by the sweeps): B0's and B4's timm compiled, effnet-fast captured
     # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
     # compiled row), and the top kernels of B0's and B4's fused forwards (B4's never profiled: where does run 7's
-    # 30.7 ms go?). Last, Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at
-    # 56 px, the 5x5 at 28 px): run 3 profiled only a stride-2 layer (L2-bound, L1 hit rate 33%).
+    # 30.7 ms go?), in what is left of the stage's SECONDS (560 unless given: the call's timeout_s less the
+    # caches' packing) less 50 s. Then, each only while its time is left: timm's compiled B0 in a fresh process
+    # (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster), with and without the Timer's GPU spin, by
+    # the host clock, after eager rows, the host's time to launch one call, and captured in a CUDA graph; and
+    # Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at 56 px, the 5x5 at
+    # 28 px): run 3 profiled only a stride-2 layer (L2-bound, L1 hit rate 33%).
+    LIMIT=${2:-560}
     {
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
-      echo "== timm's compiled B0 inference, timed several ways"
-      timeout 150 python3 benchmarks/peer_compile_probe.py --out "$OUT"
       echo "== B0's depthwise layers: the warmed taps and the banded kernel against the default (winners kept)"
       timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --warm-configs 1 \
         --banded-configs 2 --tuning "$KEEP/tuning.json" --out "$OUT"
+      echo "== B0's 1x1 layers at 28 px or less: one cuBLAS product against the default and the recorded tiles"
+      timeout 40 python3 benchmarks/pointwise_sweep.py --configs 0 --stream-configs 0 --tuning "$KEEP/tuning.json" \
+        --layers 3 4 6 8 9 10 11 12 13 14 15 16 17
       echo "== B4's depthwise layers (batch 128, 380 px): the warmed taps and the banded kernel, default tiles"
       timeout 90 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
         --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"
-      echo "== the inference goal rows"
+      echo "== the inference goal rows ($SECONDS s in)"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
-        --no-checks --tasks inference --budget-s "${2:-270}" --profile
-      ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py --layers 2 --configs 0 \
-        --warm-configs 0 --banded-configs 0
-      ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py --layers 4 --configs 0 \
-        --warm-configs 0 --banded-configs 0
+        --no-checks --tasks inference --profile --budget-s $(( LIMIT - SECONDS > 200 ? LIMIT - SECONDS - 50 : 150 ))
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
+      if (( SECONDS + 100 < LIMIT )); then
+        echo "== timm's compiled B0 inference, timed several ways ($SECONDS s in)"
+        timeout $(( LIMIT - SECONDS - 10 )) python3 benchmarks/peer_compile_probe.py --out "$OUT"
+      fi
+      (( SECONDS + 50 < LIMIT )) && ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py \
+        --layers 2 --configs 0 --warm-configs 0 --banded-configs 0
+      (( SECONDS + 50 < LIMIT )) && ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py \
+        --layers 4 --configs 0 --warm-configs 0 --banded-configs 0
+      echo "== stage done at $SECONDS s"
       cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"
     ;;

@@ -14,7 +14,9 @@ tiled kernel with the gate applied to the activations as they load instead ("gat
 `gate_weights=False`), each tile configuration of a sweep with either gate, and on
 the layers of up to `streaming.MAX_K` input channels the persistent, pipelined kernel of
 `effnet.fast.streaming` in each of its sweep configurations ("stream (...)"; with a gate, those whose row
-tiles fit in one image).
+tiles fit in one image), the conv as one cuBLAS product with the gate, SiLU and residual in element-wise passes
+around it (`effnet.fast.blas`, "cublas"), and the tuning file's own choice for the layer where the sweep does not
+time it anyway ("recorded ...": a narrow sweep keeps a wider one's winner unless it beats it).
 Bandwidth counts one read of the input and the residual and one write of the output.
 """
 from __future__ import annotations
@@ -33,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
-from effnet.fast import kernels, ops, streaming  # noqa: E402
+from effnet.fast import blas, kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer, with_recorded  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). First the default tiles on 8 warps: on 4 they spill 344-408
 # bytes of registers per thread on sm_90 (benchmarks/compile_check.py, Triton 3.8), on 8 they need 208-221.
@@ -106,10 +108,17 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     if cin <= streaming.MAX_K:  # gated: in row tiles of at most one image
         choices.update({f"stream {t}": ("streaming", t, {}) for t in STREAM_SWEEP[:args.stream_configs]
                         if not gated or t[0] <= height * width})
-    variants = {"default": partial(ops.default_pointwise, x, weight_t, bias, act=act, gate=gate, residual=residual),
+    if args.cublas:
+        choices["cublas"] = ("cublas", (), {})
+    key = dict(in_channels=cin, out_channels=cout, height=height, width=width, gated=gated, residual=skip)
+    choices = with_recorded(args.tuning, "pointwise", key, choices)
+    layer = dict(act=act, gate=gate, residual=residual)
+    runners = {"tiled": lambda tiles, extra: partial(run, tiles, extra.get("gate_weights", True)),
+               "streaming": lambda tiles, extra: partial(stream, tiles),
+               "cublas": lambda tiles, extra: partial(blas.pointwise_blas, x, weight_t, bias, **layer)}
+    variants = {"default": partial(ops.default_pointwise, x, weight_t, bias, **layer),
                 **({"gate-rows": partial(run, None, False)} if gated else {}),
-                **{name: partial(run, tiles, extra["gate_weights"]) if kernel == "tiled" else partial(stream, tiles)
-                   for name, (kernel, tiles, extra) in choices.items()}}
+                **{name: runners[kernel](tiles, extra) for name, (kernel, tiles, extra) in choices.items()}}
     errors, skipped = {}, []
     for name, variant in variants.items():
         try:
@@ -122,9 +131,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     times[AGAIN] = timer.median(variants["default"])
     swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn", AGAIN)}
     best = min(swept, key=swept.get)
-    promoted = promote(args.tuning, "pointwise", dict(in_channels=cin, out_channels=cout, height=height,
-                                                      width=width, gated=gated, residual=skip),
-                       choices, times, errors, bound, device)
+    promoted = promote(args.tuning, "pointwise", key, choices, times, errors, bound, device)
 
     def rate(seconds: float) -> float:
         return moved / seconds / 1e9
@@ -146,6 +153,8 @@ def main() -> int:
     parser = sweep_parser(__doc__, "pointwise_sweep.json", len(SWEEP), "how many sweep configurations to try")
     parser.add_argument("--stream-configs", type=int, default=len(STREAM_SWEEP),
                         help="how many streaming-kernel configurations to try per layer")
+    parser.add_argument("--no-cublas", dest="cublas", action="store_false",
+                        help="leave out the conv as one cuBLAS product (effnet.fast.blas)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

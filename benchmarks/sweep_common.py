@@ -78,18 +78,50 @@ def noise(times: dict[str, float]) -> float:
     return abs(again - times["default"]) / min(again, times["default"])
 
 
+ENTRY_FIELDS = ("op", "key", "kernel", "tiles", "seconds", "default_seconds")  # the rest: a kernel's extra fields
+
+
+def recorded_choice(path: Path | None, op: str, key: dict) -> tuple | None:
+    """The tuning file's choice for one layer as a sweep's (kernel, tiles, extra) triple, with the seconds it was
+    recorded at: ((kernel, tiles, extra), seconds), or None where the file (or `path`) holds none."""
+    entry = tuning.recorded(path, op, key) if path is not None else None
+    if entry is None:
+        return None
+    extra = {name: value for name, value in entry.items() if name not in ENTRY_FIELDS}
+    return (entry["kernel"], tuple(entry["tiles"]), extra), entry["seconds"]
+
+
+def with_recorded(path: Path | None, op: str, key: dict, choices: dict[str, tuple]) -> dict[str, tuple]:
+    """`choices` and the tuning file's own choice for the layer where it is not among them ("recorded ..."), so
+    that a sweep narrower than the one that wrote the file times the recorded choice again beside its own."""
+    held = recorded_choice(path, op, key)
+    if held is None or held[0] in choices.values():
+        return choices
+    kernel, tiles, _ = held[0]
+    return {**choices, f"recorded {kernel} {tiles}": held[0]}
+
+
 def promote(path: Path | None, op: str, key: dict, choices: dict[str, tuple], times: dict[str, float],
             errors: dict[str, float], bound: float, device: torch.device) -> str | None:
     """Record the fastest correct variant of one layer in the tuning file at `path`, if it beats the default's
     faster timing by MARGIN plus the noise, else drop the layer's entry from the file (an earlier run's choice
     against an older default: the default is what this run measured as good). `choices` maps a variant's
-    name to (kernel, tiles, extra entry fields); returns its name."""
+    name to (kernel, tiles, extra entry fields); returns its name.
+
+    A choice the file holds that this sweep did not time (a narrower sweep than the one that recorded it) stays
+    unless a timed variant beats the seconds it was recorded at too, or the default now beats them (the default
+    changed since)."""
     if path is None or "default" not in times:
         return None
     correct = [name for name in choices if errors.get(name, float("inf")) <= bound and name in times]
     best = min(correct, key=times.get) if correct else None
     default = min(times["default"], times.get(AGAIN, times["default"]))
-    if best is None or times[best] > (1 - MARGIN - noise(times)) * default:
+    margin = 1 - MARGIN - noise(times)
+    held = recorded_choice(path, op, key)
+    if held is not None and held[0] not in [choices[name] for name in correct] and default > margin * held[1]:
+        if best is None or times[best] > margin * held[1]:
+            return None  # the recorded choice, not timed here, keeps its place
+    if best is None or times[best] > margin * default:
         tuning.forget(path, op, key)
         return None
     kernel, tiles, extra = choices[best]

@@ -9,6 +9,7 @@ import effnet
 from effnet.bench.measure import relative_error  # the tests' yardstick is the benchmarks' own
 from effnet.fast import kernels
 from effnet.models import get_entry
+from effnet.models.blocks import MBConv
 from effnet.scaling import scale_by_multipliers
 
 __all__ = ["DEPTHWISE_FORM_FUNCTIONS", "DEPTHWISE_PASSES", "DEVICE", "OpNames", "depthwise_training_case",
@@ -108,6 +109,48 @@ def spy_calls(monkeypatch, module, names) -> list[str]:
         monkeypatch.setattr(module, name, lambda *args, name=name, real=real, **kwargs: calls.append(name)
                             or real(*args, **kwargs))
     return calls
+
+
+def spy_kwargs(monkeypatch, module, name: str) -> list:
+    """The keyword arguments of each call of `module.name`, in order (still the real function)."""
+    calls, real = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def layer_keys(model, x):
+    """(depthwise keys, pointwise keys) of the model's MBConv layers: the calls the fused model makes to `ops`."""
+    depthwise, pointwise = [], []
+
+    def recorder(keys, **flags):
+        def record(conv, inputs):
+            _, channels, height, width = inputs[0].shape
+            if conv.groups > 1:
+                keys.append(dict(kernel_size=conv.kernel_size[0], stride=conv.stride[0], channels=channels,
+                                 height=height, width=width))
+            else:
+                keys.append(dict(in_channels=channels, out_channels=conv.out_channels, height=height, width=width,
+                                 **flags))
+        return record
+
+    hooks = []
+    for block in model.modules():
+        if isinstance(block, MBConv):
+            hooks.append(block.conv_dw.register_forward_pre_hook(recorder(depthwise)))
+            if block.expands:
+                hooks.append(block.conv_pw.register_forward_pre_hook(recorder(pointwise, gated=False, residual=False)))
+            hooks.append(block.conv_pwl.register_forward_pre_hook(
+                recorder(pointwise, gated=block.has_se, residual=block.has_skip)))
+    with torch.inference_mode():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return depthwise, pointwise
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:

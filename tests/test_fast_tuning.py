@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 from effnet.fast import banded, kernels, optimize_for_inference, streaming, tuning
 from effnet.fast.depthwise_train import use_triton_depthwise
-from effnet.models.blocks import MBConv
-from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy_kwargs, tiny
 
 
 @pytest.fixture(autouse=True)
@@ -24,53 +23,11 @@ def _no_tuning_left_behind():
     tuning.use(None)
 
 
-def _spy(monkeypatch, module, name: str) -> list:
-    """Count the calls of `module.name` (still the real function)."""
-    calls, real = [], getattr(module, name)
-
-    def counted(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
-def _layer_shapes(model, x):
-    """(depthwise keys, pointwise keys) of the model's MBConv layers: the calls the fused model makes to `ops`."""
-    depthwise, pointwise = [], []
-
-    def recorder(keys, **flags):
-        def record(conv, inputs):
-            _, channels, height, width = inputs[0].shape
-            if conv.groups > 1:
-                keys.append(dict(kernel_size=conv.kernel_size[0], stride=conv.stride[0], channels=channels,
-                                 height=height, width=width))
-            else:
-                keys.append(dict(in_channels=channels, out_channels=conv.out_channels, height=height, width=width,
-                                 **flags))
-        return record
-
-    hooks = []
-    for block in model.modules():
-        if isinstance(block, MBConv):
-            hooks.append(block.conv_dw.register_forward_pre_hook(recorder(depthwise)))
-            if block.expands:
-                hooks.append(block.conv_pw.register_forward_pre_hook(recorder(pointwise, gated=False, residual=False)))
-            hooks.append(block.conv_pwl.register_forward_pre_hook(
-                recorder(pointwise, gated=block.has_se, residual=block.has_skip)))
-    with torch.inference_mode():
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    return depthwise, pointwise
-
-
 @needs_triton
 def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, monkeypatch):
     model = tiny("tf_efficientnet_b0", width=0.1).to(DEVICE)  # "same" padding, every kernel size and stride
     x = torch.randn(2, 3, 15, 13, device=DEVICE)
-    depthwise, pointwise = _layer_shapes(model, x)
+    depthwise, pointwise = layer_keys(model, x)
     fast = optimize_for_inference(model, use_triton=True)
     path = tmp_path / "tuning.json"
     for key in depthwise:
@@ -87,10 +44,10 @@ def test_tuned_kernels_keep_the_fused_model_equal_to_the_reference(tmp_path, mon
         else:
             tuning.record(path, "pointwise", key, "streaming", (16 if key["gated"] else 32, 64, 4, 1, 1),
                           device="test", seconds=1, default_seconds=2)
-    band = _spy(monkeypatch, banded, "banded_depthwise")
-    tiled = _spy(monkeypatch, kernels, "depthwise")
-    streamed = _spy(monkeypatch, streaming, "pointwise_streaming")
-    gated = _spy(monkeypatch, kernels, "pointwise")
+    band = spy_kwargs(monkeypatch, banded, "banded_depthwise")
+    tiled = spy_kwargs(monkeypatch, kernels, "depthwise")
+    streamed = spy_kwargs(monkeypatch, streaming, "pointwise_streaming")
+    gated = spy_kwargs(monkeypatch, kernels, "pointwise")
     monkeypatch.setenv(tuning.ENV, str(path))
     tuning._active = None  # read the environment again, as a new process would
     with torch.inference_mode():

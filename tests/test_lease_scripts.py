@@ -45,7 +45,8 @@ def calls(text: str) -> list[tuple[str, list[str]]]:
         if line.lstrip().startswith("#"):
             continue
         for match in re.finditer(r"(benchmarks/\w+\.py)(.*)", line):
-            args = re.split(r"\s\d*[<>]|[|;&]", match.group(2))[0]
+            args = re.sub(r"\$\(\(.*?\)\)", "150", match.group(2))  # "$(( LIMIT - SECONDS ... ))": a number
+            args = re.split(r"\s\d*[<>]|[|;&]", args)[0]
             args = re.sub(r"\$\{\d+:-([^}]*)\}", r"\1", args)  # "${2:-270}": its default
             args = re.sub(r"\$(OUT|KEEP|CACHE)\b", "/tmp/effnet_lease_check", args)
             found.append((match.group(1), shlex.split(args)))

@@ -50,6 +50,8 @@ def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take
         assert {"fwd banded", "dw banded", "dx banded"} <= set(rows[0]["errors"])  # and the banded kernels'
     if script == "depthwise_sweep":  # B0's first layer is stride 1: the banded kernel too
         assert any(name.startswith("banded") for name in rows[0]["errors"])
+    if script == "pointwise_sweep":  # the conv as one library product too
+        assert "cublas" in rows[0]["errors"]
     if path.exists():  # a variant beat the default by 3% (under the interpreter the default's tiles are slow)
         table = tuning.load(path)
         assert {key[0] for key in table} <= ops
@@ -66,7 +68,7 @@ def test_a_sweep_the_default_wins_drops_the_layers_older_choice(tmp_path):
     other = dict(key, in_channels=24)
     for shape in (key, other):
         tuning.record(path, "pointwise", shape, "tiled", (128, 64, 64, 8, 3), device="gpu", seconds=1,
-                      default_seconds=2)
+                      default_seconds=2, gate_weights=False)
     choices = {"(128, 64, 64, 8, 3)": ("tiled", (128, 64, 64, 8, 3), {"gate_weights": False})}
     errors = {"default": 0.0, "(128, 64, 64, 8, 3)": 0.0}
     times = {"default": 1.0, AGAIN: 1.0, "(128, 64, 64, 8, 3)": 1.01}
@@ -76,3 +78,49 @@ def test_a_sweep_the_default_wins_drops_the_layers_older_choice(tmp_path):
     times["(128, 64, 64, 8, 3)"] = 0.5  # now the variant wins: recorded again
     assert promote(path, "pointwise", key, choices, times, errors, 1e-4, torch.device("cpu")) == "(128, 64, 64, 8, 3)"
     assert tuning.load(path)[("pointwise", *key.values())]["seconds"] == 0.5
+
+
+@needs_triton
+@pytest.mark.parametrize("script, op, key, entry", [
+    ("depthwise_sweep", "depthwise", dict(kernel_size=3, stride=1, channels=32, height=8, width=8),
+     ("tiled", (2, 4, 32, 1, 4), {})),
+    ("pointwise_sweep", "pointwise", dict(in_channels=16, out_channels=96, height=8, width=8, gated=False,
+                                          residual=False), ("tiled", (16, 32, 16, 4, 1), {"gate_weights": False})),
+], ids=["depthwise_sweep", "pointwise_sweep"])
+def test_a_narrow_sweep_times_the_tuning_files_own_choice_again(tmp_path, monkeypatch, script, op, key, entry):
+    """The lease's inference call sweeps few tiles per layer; a choice an earlier, wider sweep recorded for the layer
+    is timed and checked beside them ("recorded ..."), not dropped for not being among them."""
+    sweep = importlib.import_module(script)
+    path = tmp_path / "tuning.json"
+    kernel, tiles, extra = entry
+    tuning.record(path, op, key, kernel, tiles, device="cpu", seconds=1e-9, default_seconds=1.0, **extra)
+    monkeypatch.setattr(sys, "argv", [script, "--device", "cpu", "--batch", "1", "--size", "16", "--layers", "0",
+                                      "--configs", "0", "--out", str(tmp_path), "--tuning", str(path),
+                                      *(["--banded-configs", "0"] if script == "depthwise_sweep" else
+                                        ["--stream-configs", "0", "--no-cublas"])])
+    assert sweep.main() == 0
+    row, = json.loads((tmp_path / f"{script}.json").read_text())["rows"]
+    assert f"recorded {kernel} {tiles}" in row["errors"] and f"recorded {kernel} {tiles}" in row["seconds"]
+
+
+def test_a_sweep_keeps_a_recorded_choice_it_did_not_time_unless_beaten(tmp_path):
+    """The training sweeps time their own tile sets only: a layer's recorded choice from another sweep (say the
+    cuDNN form) stays unless a timed variant beats the seconds it was recorded at, or the default now does."""
+    from sweep_common import AGAIN, promote
+
+    path = tmp_path / "tuning.json"
+    key = dict(kernel_size=3, stride=1, channels=32, height=8, width=8)
+    tuning.record(path, "bn_depthwise", key, "cudnn", (), device="gpu", seconds=0.5, default_seconds=1.0)
+    choices = {"#0": ("tiled", (8, 8, 32, 4), {})}
+    errors = {"default": 0.0, "#0": 0.0}
+    cpu = torch.device("cpu")
+    times = {"default": 1.0, AGAIN: 1.0, "#0": 0.8}  # beats the default, not the recorded choice
+    assert promote(path, "bn_depthwise", key, choices, times, errors, 1e-4, cpu) is None
+    assert tuning.load(path)[("bn_depthwise", *key.values())]["kernel"] == "cudnn"
+    times["#0"] = 0.4  # beats both: it takes the place
+    assert promote(path, "bn_depthwise", key, choices, times, errors, 1e-4, cpu) == "#0"
+    assert tuning.load(path)[("bn_depthwise", *key.values())]["kernel"] == "tiled"
+    tuning.record(path, "bn_depthwise", key, "cudnn", (), device="gpu", seconds=0.5, default_seconds=1.0)
+    times = {"default": 0.3, AGAIN: 0.3, "#0": 0.8}  # the default now beats the recorded seconds: the entry goes
+    assert promote(path, "bn_depthwise", key, choices, times, errors, 1e-4, cpu) is None
+    assert ("bn_depthwise", *key.values()) not in tuning.load(path)

@@ -7,16 +7,16 @@ is an error. Both paths compute the same function; the tests hold them to each o
 
 On the Triton path a tuning file (`effnet.fast.tuning`, `EFFNET_TUNING=FILE`) may name, per layer
 shape, other tiles or another kernel measured faster there (the banded depthwise kernel, the
-streaming 1x1 kernel); shapes it does not name take `kernels`' defaults. While `torch.compile` or
-`torch.export` traces a graph, the Triton path goes through `effnet.fast.custom_ops` (one opaque
-operator per pass); eager calls launch the kernels directly.
+streaming 1x1 kernel, a 1x1 conv as one cuBLAS product); shapes it does not name take `kernels`'
+defaults. While `torch.compile` or `torch.export` traces a graph, the Triton path goes through
+`effnet.fast.custom_ops` (one opaque operator per pass); eager calls launch the kernels directly.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import banded, custom_ops, expansion, kernels, streaming, tuning
+from effnet.fast import banded, blas, custom_ops, expansion, kernels, streaming, tuning
 from effnet.fast.excitation import excitation as fused_excitation
 
 
@@ -150,11 +150,13 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bia
 def tuned_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, act: bool,
                     gate: torch.Tensor | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
     """The Triton 1x1 pass (`kernels.pointwise`'s arguments) on the tuning file's choice for x's shape:
-    the streaming kernel or other tiles, else `default_pointwise`."""
+    the streaming kernel, other tiles or the library's matrix product, else `default_pointwise`."""
     choice = tuning.lookup("pointwise", in_channels=x.shape[1], out_channels=weight_t.shape[1], height=x.shape[2],
                            width=x.shape[3], gated=gate is not None, residual=residual is not None)
     if choice is None:
         return default_pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
+    if choice["kernel"] == "cublas":
+        return blas.pointwise_blas(x, weight_t, bias, act=act, gate=gate, residual=residual)
     if choice["kernel"] == "streaming":
         return streaming.pointwise_streaming(x, weight_t, bias, act=act, gate=gate, residual=residual,
                                              tiles=tuple(choice["tiles"]))

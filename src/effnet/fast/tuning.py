@@ -17,8 +17,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   for `depthwise` also `banded`
   (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
-  `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`) or `streaming` (gated: in row tiles of at most
-  one image's pixels).
+  `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`), `streaming` (gated: in row tiles of at most
+  one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
 - `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
   `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
@@ -52,13 +52,14 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
-KERNELS = {"depthwise": ("tiled", "banded"), "pointwise": ("tiled", "streaming"),
+KERNELS = {"depthwise": ("tiled", "banded"), "pointwise": ("tiled", "streaming", "cublas"),
            **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,),
                 ("pointwise", "tiled"): (5,),
-                ("pointwise", "streaming"): (5,), ("depthwise_input_grad", "tiled"): (4, 5),
+                ("pointwise", "streaming"): (5,), ("pointwise", "cublas"): (0,),
+                ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
@@ -212,6 +213,13 @@ def record(path: str | Path, op: str, key: dict[str, Any], kernel: str, tiles: l
     document["entries"] = entries
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1))
+
+
+def recorded(path: str | Path, op: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry the tuning file at `path` holds for one layer shape (None: no file, or no entry for it)."""
+    if not Path(path).exists():
+        return None
+    return load(path).get(_key(op, key))
 
 
 def forget(path: str | Path, op: str, key: dict[str, Any]) -> bool:
