@@ -20,9 +20,10 @@ per thread, spilled bytes (local memory), shared memory, how full the multiproce
 multiprocessor, of 64, as registers and shared memory allow, and the launch's programs in waves of what 132 of
 them hold at once), whether a pipelined loop's copies stay in flight while it computes ("copies overlap") or are
 all awaited at each step ("copies wait"), the widths of its global loads (16 B: eight bf16 values per
-instruction; 2 B: one), whether its SiLU runs on the tanh instruction, and its SASS instructions (the static
-count: what a thread runs where the kernel has no loop). A kernel that fails to compile is one
-failed line and exit status 1; a spill is a warning (slow, not wrong).
+instruction; 2 B: one), which tensor-core products it takes (Hopper's wgmma or Ampere's mma.sync, which Triton
+falls back to for products under 64 rows), whether its SiLU runs on the tanh instruction, and its SASS
+instructions (the static count: what a thread runs where the kernel has no loop). A kernel that fails to compile
+is one failed line and exit status 1; a spill is a warning (slow, not wrong).
 """
 from __future__ import annotations
 
@@ -389,6 +390,14 @@ def prefetch(compiled) -> str:
     return ", copies overlap" if max(waits) > 0 else ", copies wait"
 
 
+def tensor_cores(compiled) -> str:
+    """Which tensor-core instructions the kernel's products take: ", wgmma" (Hopper's asynchronous warpgroup
+    products, operands from shared memory) or ", mma.sync" (Ampere's, each warp's operands through registers:
+    Triton's choice where a product's M side is under 64, e.g. 32-row tiles)."""
+    ptx = compiled.asm["ptx"]
+    return ", wgmma" if "wgmma.mma_async" in ptx else (", mma.sync" if re.search(r"\bmma\.sync", ptx) else "")
+
+
 def silu(compiled) -> str:
     """", tanh SiLU" where the kernel's SiLU runs on PTX's tanh.approx (`kernels.fast_silu`)."""
     return ", tanh SiLU" if "tanh.approx.f32" in compiled.asm["ptx"] else ""
@@ -455,7 +464,7 @@ def main() -> int:
         spilled = usage.get("stack", 0) + usage.get("local", 0)
         print(f"ok   {launch.name:55} {usage.get('reg', 0):4} registers, {spilled:5} bytes spilled, "
               f"{usage.get('shared', 0):6} bytes shared, {fill(launch, compiled, usage)}{prefetch(compiled)}, "
-              f"loads {load_widths(compiled)}{silu(compiled)}"
+              f"loads {load_widths(compiled)}{tensor_cores(compiled)}{silu(compiled)}"
               + (f", {usage['instructions']} instructions" if "instructions" in usage else "")
               + f"  ({time.time() - start:.1f} s)"
               + ("  (spills: slow)" if spilled else ""), flush=True)

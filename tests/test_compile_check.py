@@ -52,3 +52,7 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
         assert any(kernel in line and "tanh SiLU" in line for line in lines), kernel
     # ... and only where there is a SiLU: not in an expansion (its input is the block's, raw).
     assert not [line for line in lines if "expansion)" in line and "tanh SiLU" in line]
+    # The inference path's 1x1 products run on Hopper's asynchronous warpgroup instructions (wgmma), none on
+    # Ampere's mma.sync, Triton's fallback for products under 64 rows.
+    inference_1x1 = [line for line in lines if "kernels _pointwise_kernel" in line or "_streaming_kernel" in line]
+    assert inference_1x1 and all(", wgmma" in line for line in inference_1x1), inference_1x1
