@@ -49,7 +49,7 @@ from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
-                          sweep_parser, sweep_timer)
+                          sweep_dtype, sweep_parser, sweep_timer)
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for the forward and the input gradient
 SWEEP = [(4, 16, 32, 4), (1, 16, 64, 4), (8, 16, 32, 8), (8, 8, 64, 4)]
@@ -238,7 +238,7 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
     args = parser.parse_args()
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = sweep_dtype(device)
     tuning.use(None)  # "default" means the Triton kernels' own tiles, whatever $EFFNET_TUNING names
     timer = sweep_timer(device)
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4

@@ -49,7 +49,7 @@ from effnet.fast import bn_stats  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
-                          sweep_parser, sweep_timer)
+                          sweep_dtype, sweep_parser, sweep_timer)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per pass, tried beside bn_pointwise.default_tiles and
 # session 11's defaults; configuration i of each pass makes variant i. None spills registers on sm_90 under
@@ -217,7 +217,7 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
     args = parser.parse_args()
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = sweep_dtype(device)
     timer = sweep_timer(device)
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
     # Compiled functions by kind of layer, each for every shape (dynamic): a handful of graphs, not one per layer.

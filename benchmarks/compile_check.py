@@ -62,9 +62,12 @@ from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from effnet.fast.affine_grad import affine_grad  # noqa: E402
 
-# The models whose training layers the check walks, each at its own resolution, batch 128.
+# The models whose training layers the check walks, each at its own resolution, batch 128, bf16 activations
+# (precompile.py walks others: SIZE, when set, is the resolution instead).
 MODELS = ("efficientnet_b0", "efficientnet_b4")
 BATCH = 128
+DTYPE = torch.bfloat16
+SIZE = None
 SMS = 132  # an H100 SXM's multiprocessors: the weight gradient's split depends on them
 POINTER_TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float16: "*fp16", torch.int64: "*i64"}
 
@@ -74,13 +77,20 @@ Launch = collections.namedtuple("Launch", "name kernel signature constexprs attr
 SM_REGISTERS, SM_SHARED, SM_WARPS, SM_PROGRAMS = 65536, 233472, 64, 32
 
 
+# When set, a function (kernel, args, kwargs) that takes each launch `_catching` catches instead of recording it
+# (benchmarks/precompile.py: the lease's compile cache).
+LAUNCH_WITH = None
+
+
 @contextlib.contextmanager
 def _catching(launches: list, where):
     """Within: Triton kernel launches are not run but appended to `launches` (as `Launch`es named by `where`, a
-    string or a function giving one), the fast paths take meta tensors for a GPU's (autocast has no meta
-    device: it is left out; 16-bit outputs take the tanh SiLU, `kernels.fast_silu`), and the GPU has SMS
-    multiprocessors."""
+    string or a function giving one), or handed to LAUNCH_WITH where it is set; the fast paths take meta tensors
+    for a GPU's (autocast has no meta device: it is left out; 16-bit outputs take the tanh SiLU,
+    `kernels.fast_silu`), and the GPU has SMS multiprocessors."""
     def run(kernel, *args, grid, warmup, **kwargs):
+        if LAUNCH_WITH is not None:
+            return LAUNCH_WITH(kernel, args, kwargs)
         launch = _specialise(kernel, args, kwargs, where() if callable(where) else where)
         grid = grid(dict(zip(kernel.arg_names, args), **kwargs)) if callable(grid) else grid
         launches.append(launch._replace(programs=math.prod(grid)))
@@ -131,14 +141,14 @@ def _specialise(kernel, args: tuple, kwargs: dict, where: str) -> Launch:
     return Launch(f"{module} {kernel.fn.__name__} ({where})", kernel, signature, constexprs, attrs, options, 0)
 
 
-def _meta(*shape: int, dtype=torch.bfloat16, channels_last: bool = False) -> torch.Tensor:
-    t = torch.empty(shape, device="meta", dtype=dtype)
+def _meta(*shape: int, dtype=None, channels_last: bool = False) -> torch.Tensor:
+    t = torch.empty(shape, device="meta", dtype=dtype or DTYPE)
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
-def _blocks(model_name: str) -> list[tuple[object, torch.Size, torch.Size]]:
-    """(block, depthwise input shape, depthwise output shape) of each MBConv of the model at its resolution,
-    batch BATCH: the shapes the fused training passes see."""
+def _blocks(model_name) -> list[tuple[object, torch.Size, torch.Size]]:
+    """(block, depthwise input shape, depthwise output shape) of each MBConv of the model (a name or a spec) at its
+    resolution (or SIZE), batch BATCH: the shapes the fused training passes see."""
     import effnet
     from effnet.models.blocks import MBConv
 
@@ -147,8 +157,9 @@ def _blocks(model_name: str) -> list[tuple[object, torch.Size, torch.Size]]:
     hooks = [block.conv_dw.register_forward_hook(
         lambda module, inputs, output, block=block: shapes.__setitem__(block, (inputs[0].shape, output.shape)))
         for block in model.modules() if isinstance(block, MBConv)]
+    size = SIZE or model.spec.resolution
     with torch.inference_mode():
-        model(torch.zeros(1, 3, model.spec.resolution, model.spec.resolution))
+        model(torch.zeros(1, 3, size, size))
     for hook in hooks:
         hook.remove()
     return [(block, torch.Size((BATCH, *i[1:])), torch.Size((BATCH, *o[1:]))) for block, (i, o) in shapes.items()]
@@ -184,7 +195,7 @@ def _training_launches(model_name: str) -> list[Launch]:
     """Every kernel launch a bf16 training step of the model makes through the fused passes (batch BATCH)."""
     launches = []
     for index, (block, dw_in, dw_out) in enumerate(_blocks(model_name)):
-        where = f"{model_name} block {index}"
+        where = f"{getattr(model_name, 'name', model_name)} block {index}"
         scale = shift = None
         if block.expands:
             x = _meta(BATCH, block.conv_pw.in_channels, *dw_in[2:], channels_last=True)

@@ -32,7 +32,8 @@ from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.banded import banded_depthwise  # noqa: E402
 from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer, with_recorded  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
+                          with_recorded)
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): first the four that won a layer in run 3 (benchmarks/RESULTS.md),
 # so `--configs 4` is a short sweep, then more one-row and two-dimensional tiles of 32 to 128 pixels.
@@ -162,7 +163,7 @@ def main() -> int:
                              "then others")
     args = parser.parse_args()
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = sweep_dtype(device)
     timer = sweep_timer(device)
     bound = 1e-2 if dtype == torch.bfloat16 else 1e-4
     rows, totals = [], Counter()

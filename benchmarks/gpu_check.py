@@ -268,6 +268,14 @@ def memory_saver_checks() -> list[tuple[str, float, float]]:
     return results
 
 
+def small_b0():
+    """The compiled gradient check's model: B0 a quarter as deep and as wide (every block kind)."""
+    from effnet.models import get_entry
+    from effnet.scaling import scale_by_multipliers
+
+    return scale_by_multipliers(get_entry("efficientnet_b0").spec, depth=0.25, width=0.25, name="b0_small")
+
+
 def training_checks(what: str, convert) -> list[tuple[str, float, float]]:
     """A training path (`convert` makes it from the plain model: `effnet-tdw`'s Triton depthwise,
     `effnet-ftrain`'s convs with their batch norms fused): B0's loss gradients against the plain model in
@@ -307,12 +315,8 @@ def training_checks(what: str, convert) -> list[tuple[str, float, float]]:
     results.append((f"{what} gradients fp32, stochastic depth 0.5",
                     relative_error(gradients(convert(copy.deepcopy(dropping))), expected_dropping), 1e-4))
     # Compiled: a narrow, shallow B0 (every block kind) compiles in seconds; the timing rows compile the real one.
-    from effnet.models import get_entry
-    from effnet.scaling import scale_by_multipliers
-
-    small = scale_by_multipliers(get_entry("efficientnet_b0").spec, depth=0.25, width=0.25, name="b0_small")
     torch.manual_seed(0)
-    reference = effnet.create_model(small, drop_rate=0.0, drop_path_rate=0.0).cuda().train()
+    reference = effnet.create_model(small_b0(), drop_rate=0.0, drop_path_rate=0.0).cuda().train()
     reference = reference.to(memory_format=torch.channels_last)
     expected = gradients(reference)
     compiled = torch.compile(convert(copy.deepcopy(reference)))

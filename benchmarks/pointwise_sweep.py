@@ -37,7 +37,8 @@ import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import blas, kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer, with_recorded  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
+                          with_recorded)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). First the default tiles on 8 warps: on 4 they spill 344-408
 # bytes of registers per thread on sm_90 (benchmarks/compile_check.py, Triton 3.8), on 8 they need 208-221.
@@ -157,7 +158,7 @@ def main() -> int:
                         help="leave out the conv as one cuBLAS product (effnet.fast.blas)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = sweep_dtype(device)
     timer = sweep_timer(device)
     bound = 2e-2 if dtype == torch.bfloat16 else 1e-4
     rows, totals = [], Counter()

@@ -29,6 +29,12 @@ def sweep_parser(doc: str, filename: str, configs: int, configs_help: str) -> ar
     return parser
 
 
+def sweep_dtype(device: torch.device) -> torch.dtype:
+    """The sweeps' activation dtype: bf16 on a GPU, and on PyTorch's meta device, where `precompile.py` runs them
+    to compile what a GPU would; float32 on CPU, under Triton's interpreter."""
+    return torch.bfloat16 if device.type in ("cuda", "meta") else torch.float32
+
+
 def sweep_timer(device: torch.device) -> Timer:
     """Medians of 20 repeats of 10 calls on a GPU (run 5 timed 5 repeats of 3: the same tiles came out up to
     60% apart on one layer); on CPU (Triton's interpreter) the sweeps only prove that they run, so one call

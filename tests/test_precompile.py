@@ -1,0 +1,113 @@
+"""benchmarks/precompile.py fills the lease's Triton cache on CPU: its hash of Triton is Triton's own, a kernel it
+takes compiles once into that cache for sm_90 (binaries only) and is found there the next time, and the sweeps it
+runs are the ones the lease's inference call runs. Each in a fresh interpreter: the script sets Triton's cache
+folder and takes TRITON_INTERPRET away, as the lease's processes have it."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_lease_scripts import calls
+
+ROOT = Path(__file__).resolve().parents[1]
+triton = pytest.importorskip("triton")
+
+
+def _run(code: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}", "PATH": "/usr/bin:/bin",
+           "TRITON_CACHE_DIR": str(cache), "HOME": str(cache.parent)}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_the_lease_key_of_this_installs_library_is_tritons_own(tmp_path):
+    """Given this machine's compiled library, the key precompile computes for the lease's is Triton's own
+    `triton_key()`: the same sources and the same library hashed the same way."""
+    result = _run("import precompile, triton\n"
+                  "from pathlib import Path\n"
+                  "from triton.runtime import cache\n"
+                  "library = Path(triton.__file__).parent / '_C' / 'libtriton.so'\n"
+                  "with open(library, 'rb') as f:\n"
+                  "    assert precompile.lease_triton_key(f) == cache.triton_key()\n"
+                  "print('same')", tmp_path / "triton")
+    assert result.returncode == 0 and "same" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_launch_compiles_once_into_the_cache_and_is_found_there_next_time(tmp_path):
+    cache = tmp_path / "triton"
+    code = """
+import torch, compile_check, precompile
+from triton.runtime import driver
+from effnet.fast import kernels
+driver.set_active(precompile.H100Driver())
+compiler = precompile.Compiler()
+compile_check.LAUNCH_WITH = compiler
+
+def launch():
+    x = torch.empty(4, 64, 7, 7, device="meta", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    weight_t = torch.empty(64, 32, device="meta", dtype=torch.bfloat16)
+    with compile_check._catching([], "test"):
+        kernels.pointwise(x, weight_t, torch.empty(32, device="meta", dtype=torch.bfloat16), act=True)
+
+launch(); launch()
+print(len(compiler.keys), compiler.compiled, compiler.hits)
+again = compile_check.LAUNCH_WITH = precompile.Compiler()
+launch()
+print(len(again.keys), again.compiled, again.hits)
+"""
+    result = _run(code, cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1", "1", "0", "1", "0", "1"]  # compiled once; found by a new process
+    folder, = cache.iterdir()
+    suffixes = {path.suffix for path in folder.iterdir() if not path.name.startswith("__grp__")}
+    assert {".cubin", ".json"} <= suffixes and not suffixes & {".ptx", ".llir", ".ttgir"}  # no IR: binaries only
+    assert re.fullmatch(r"[A-Z2-7]{52}", folder.name)  # Triton's own folder name: base32 of its key's hash
+
+
+def test_precompile_runs_the_sweeps_of_the_leases_stages(tmp_path):
+    """LEASE_SWEEPS holds what each stage of gpu_lease.sh sweeps (less the Nsight Compute calls, which launch
+    kernels the sweeps compile anyway): a sweep added there and not here would compile on the lease."""
+    result = _run("import json, precompile; print(json.dumps(precompile.LEASE_SWEEPS))", tmp_path / "triton")
+    assert result.returncode == 0, result.stderr[-3000:]
+    precompiled = {stage: [tuple(sweep) for sweep in sweeps]
+                   for stage, sweeps in json.loads(result.stdout.splitlines()[-1]).items()}
+    text = (ROOT / "benchmarks" / "gpu_lease.sh").read_text()
+    for stage, sweeps in precompiled.items():
+        section = text[text.index(f"\n  {stage})") if f"\n  {stage})" in text else text.index(f"\n  {stage}|"):]
+        section = section[:section.index("\n    ;;")]
+        lines = "\n".join(line for line in section.replace("\\\n", " ").splitlines() if "ncu_kernel" not in line)
+        assert [(Path(script).stem, _without(argv, "--tuning", "--out")) for script, argv in calls(lines)
+                if script.endswith("_sweep.py")] == sweeps, stage
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    """argv less each of `options` and its value."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def test_a_lease_sweep_runs_on_the_meta_device_and_compiles_its_variants(tmp_path):
+    """precompile runs the lease's sweeps on the meta device: each variant launched once and compiled (here B0's
+    first depthwise layer, the default tiles and the warmed taps), nothing read back from a tensor."""
+    code = """
+import precompile
+from triton.runtime import driver
+driver.set_active(precompile.H100Driver())
+compiler = precompile.compile_check.LAUNCH_WITH = precompile.Compiler()
+precompile._dry_sweep("depthwise_sweep", ["--layers", "0", "--configs", "0", "--warm-configs", "1",
+                                          "--banded-configs", "0"], precompile.RUN7_TUNING)
+print(sorted(compiler.keys.values()), compiler.compiled)
+"""
+    result = _run(code, tmp_path / "triton")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("]")[0] == "['_depthwise_kernel', '_depthwise_kernel'"  # the default and warmed taps
