@@ -5,11 +5,12 @@
 # their instructions and registers. Session 14 changed four of the fused training's kernels. The calls, by what
 # they can settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
-#              B0's and B4's depthwise layers swept (warmed taps, the banded tensor-core kernel), B0's small-map
-#              1x1 layers against one cuBLAS product, the inference goal rows of B0 and B4 against timm compiled,
-#              alone and with its compiled forward captured in a CUDA graph, then as time allows timm's compiled
-#              B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py) and Nsight Compute on
-#              two of B0's depthwise inference layers, all within SECONDS (560 unless given)
+#              B0's and B4's depthwise layers swept (warmed taps, the banded tensor-core kernel), B0's and B4's
+#              small-map 1x1 layers against one cuBLAS product, the inference goal rows of B0 and B4 against timm
+#              compiled, alone and with its compiled forward captured in a CUDA graph, then as time allows timm's
+#              compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py) and Nsight
+#              Compute on two of B0's depthwise inference layers, all within SECONDS (560 unless given); its
+#              kernels compiled before the lease (benchmarks/precompile.py)
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
 #              session 14's training kernels: their gradients checked, B0's captured training rows, the profile
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
@@ -94,8 +95,9 @@ case "$STAGE" in
   inference)
     # B0's and B4's depthwise layers swept with the warmed taps (session 13: each tile's input halo loaded first, so
     # that the other taps' loads hit L1) and, at stride 1, the banded kernel (session 16: each kernel row a matrix
-    # product on tensor cores), and B0's 1x1 layers on maps of 28 px or less against the conv as one cuBLAS product
-    # (session 18, `effnet.fast.blas`: the Triton kernels took 2.5-3.5x cuDNN's time there in runs 3-7), all checked
+    # product on tensor cores), and B0's 1x1 layers on maps of 28 px or less and B4's at 12 px against the conv as
+    # one cuBLAS product (session 18, `effnet.fast.blas`: the Triton kernels took 2.5-3.5x cuDNN's time there in runs
+    # 3-7), all checked
     # against PyTorch, the winners into the tuning file (a layer's recorded choice timed again beside them).
     # Then the inference goal rows with run 7's tuning file and the sweeps' winners, no checks (run 7 checked
     # these paths; the new variants are checked by the sweeps): B0's and B4's timm compiled, effnet-fast captured
@@ -116,6 +118,9 @@ case "$STAGE" in
       echo "== B0's 1x1 layers at 28 px or less: one cuBLAS product against the default and the recorded tiles"
       timeout 40 python3 benchmarks/pointwise_sweep.py --configs 0 --stream-configs 0 --tuning "$KEEP/tuning.json" \
         --layers 3 4 6 8 9 10 11 12 13 14 15 16 17
+      echo "== B4's 1x1 layers at 12 px: one cuBLAS product against the default and the recorded tiles"
+      timeout 30 python3 benchmarks/pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
+        --stream-configs 0 --tuning "$KEEP/tuning.json" --layers 17 18 19 20
       echo "== B4's depthwise layers (batch 128, 380 px): the warmed taps and the banded kernel, default tiles"
       timeout 90 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
         --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"

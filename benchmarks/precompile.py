@@ -75,6 +75,8 @@ LEASE_SWEEPS = {
         ("depthwise_sweep", ["--configs", "1", "--warm-configs", "1", "--banded-configs", "2"]),
         ("pointwise_sweep", ["--configs", "0", "--stream-configs", "0", "--layers", "3", "4", "6", "8", "9", "10",
                              "11", "12", "13", "14", "15", "16", "17"]),
+        ("pointwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "128", "--configs", "0",
+                             "--stream-configs", "0", "--layers", "17", "18", "19", "20"]),
         ("depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "128", "--configs", "0",
                              "--warm-configs", "1", "--banded-configs", "1"])],
     "sweeps": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"]),
