@@ -192,7 +192,8 @@ def _pointwise_launches(x, weight, scale, shift, se, where: str, launches: list)
 
 
 def _training_launches(model_name: str) -> list[Launch]:
-    """Every kernel launch a bf16 training step of the model makes through the fused passes (batch BATCH)."""
+    """Every kernel launch a training step of the model makes through the fused passes (batch BATCH, DTYPE
+    activations: bf16 as autocast makes them)."""
     launches = []
     for index, (block, dw_in, dw_out) in enumerate(_blocks(model_name)):
         where = f"{getattr(model_name, 'name', model_name)} block {index}"

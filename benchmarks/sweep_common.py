@@ -124,7 +124,7 @@ def promote(path: Path | None, op: str, key: dict, choices: dict[str, tuple], ti
     default = min(times["default"], times.get(AGAIN, times["default"]))
     margin = 1 - MARGIN - noise(times)
     held = recorded_choice(path, op, key)
-    if held is not None and held[0] not in [choices[name] for name in correct] and default > margin * held[1]:
+    if held is not None and held[0] not in choices.values() and default > margin * held[1]:
         if best is None or times[best] > margin * held[1]:
             return None  # the recorded choice, not timed here, keeps its place
     if best is None or times[best] > margin * default:

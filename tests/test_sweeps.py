@@ -124,3 +124,9 @@ def test_a_sweep_keeps_a_recorded_choice_it_did_not_time_unless_beaten(tmp_path)
     times = {"default": 0.3, AGAIN: 0.3, "#0": 0.8}  # the default now beats the recorded seconds: the entry goes
     assert promote(path, "bn_depthwise", key, choices, times, errors, 1e-4, cpu) is None
     assert ("bn_depthwise", *key.values()) not in tuning.load(path)
+    # A recorded choice this sweep timed and found wrong goes too, however fast it was recorded.
+    tuning.record(path, "bn_depthwise", key, "cudnn", (), device="gpu", seconds=0.5, default_seconds=1.0)
+    choices["cudnn"], errors["cudnn"] = ("cudnn", (), {}), 1.0
+    times = {"default": 1.0, AGAIN: 1.0, "#0": 1.0, "cudnn": 0.4}
+    assert promote(path, "bn_depthwise", key, choices, times, errors, 1e-4, cpu) is None
+    assert ("bn_depthwise", *key.values()) not in tuning.load(path)
