@@ -18,7 +18,8 @@ What it compiles (`--stages`, all four unless given):
 - `inference`: the inference stage's sweeps as gpu_lease.sh runs them (`LEASE_SWEEPS`, run on the meta
   device with the tuning file's recorded choices), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
-  train, rows and b4train stages), and gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0).
+  train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0) and
+  the `effnet-tdw` step its profile runs.
 - `sweeps` and `dwforms`: those stages' sweeps of the fused training passes, on the meta device.
 A launch this misses compiles on the lease as before.
 
@@ -174,6 +175,22 @@ def _dry_sweep(script: str, argv: list[str], tuning_file: Path) -> None:
         sys.argv = saved
 
 
+def _tdw_step(model_name: str) -> None:
+    """The depthwise passes of an `effnet-tdw` training step (the plain model with Triton depthwise convs, which
+    gpu_check profiles) at BATCH, bf16: forward, input and weight gradients of each depthwise conv."""
+    from effnet.fast import depthwise_train as tdw
+
+    for block, dw_in, dw_out in compile_check._blocks(model_name):
+        k, stride = block.conv_dw.kernel_size[0], block.conv_dw.stride[0]
+        x, dy = (compile_check._meta(*shape, channels_last=True) for shape in (dw_in, dw_out))
+        taps = compile_check._meta(k * k, dw_in[1])
+        geometry = dict(kernel_size=k, stride=stride, padding=block.conv_dw.padding)
+        with compile_check._catching([], "effnet-tdw"):
+            tdw._forward(x, taps, output_size=tuple(dw_out[2:]), **geometry)
+            tdw.input_grad(dy, taps, tuple(dw_in[2:]), **geometry)
+            tdw.weight_grad(x, dy, **geometry)
+
+
 def _prune(cache: Path, keep: set[str]) -> int:
     """Drop the effnet kernels (not Inductor's, named triton_*) in the Triton cache that are not in `keep`."""
     dropped = 0
@@ -199,6 +216,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.lease_wheel.is_file():
         raise PrecompileError(f"no wheel at {args.lease_wheel}")
+    if args.prune and len(set(args.stages)) < 4:
+        raise PrecompileError("--prune drops every effnet kernel this run does not compile: run all four stages")
     wheel_version = args.lease_wheel.name.split("-")[1]
     if wheel_version != triton.__version__:
         raise PrecompileError(f"the lease's Triton is {wheel_version}, this one {triton.__version__}: install "
@@ -228,8 +247,11 @@ def main() -> int:
             compile_check._training_launches(small_b0() if model == "b0_small" else model)
             print(f"{model} training step, batch {batch}, {size or 'its'} px, {dtype}: {len(compiler.keys)} kernels "
                   "so far", flush=True)
+        compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = 128, None, torch.bfloat16
+        _tdw_step("efficientnet_b0")
+        print(f"efficientnet_b0 effnet-tdw step, batch 128: {len(compiler.keys)} kernels so far", flush=True)
     cache = Path(os.environ["TRITON_CACHE_DIR"])
-    dropped = _prune(cache, set(compiler.keys)) if args.prune else 0
+    dropped = _prune(cache, set(compiler.keys)) if args.prune else 0  # (every stage ran: checked above)
     print(f"{len(compiler.keys)} kernels for the lease in {cache} ({compiler.compiled} compiled, {compiler.hits} "
           f"there already; {dropped} stale effnet kernels dropped) in {time.time() - start:.0f} s")
     return 0

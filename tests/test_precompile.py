@@ -111,3 +111,17 @@ print(sorted(compiler.keys.values()), compiler.compiled)
     result = _run(code, tmp_path / "triton")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split("]")[0] == "['_depthwise_kernel', '_depthwise_kernel'"  # the default and warmed taps
+
+
+def test_pruning_after_some_stages_only_is_refused_in_one_line(tmp_path):
+    """--prune drops every effnet kernel the run does not compile: after one stage it would drop the others'."""
+    wheel = tmp_path / "triton-3.6.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"")
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "TRITON_CACHE_DIR": str(tmp_path / "triton"),
+           "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "precompile.py"), "--lease-wheel", str(wheel),
+                             "--stages", "train", "--prune"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "precompile: --prune drops every effnet kernel this run does not compile: run all four stages"]
+    assert not (tmp_path / "triton").exists()
