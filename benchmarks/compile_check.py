@@ -350,7 +350,8 @@ def _inference_sweep_launches() -> list[Launch]:
         x = _meta(BATCH, channels, size, size, channels_last=True)
         for tiles in dict.fromkeys([kernels._depthwise_tiles(k, size, channels), DEPTHWISE_SWEEP[0]]):
             with _catching(launches, f"B0 warm {channels} ch {k}x{k} {size} px {tiles}"):
-                kernels.depthwise(x, _meta(k * k, channels), _meta(channels), kernel_size=k, stride=1,
+                kernels.depthwise(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels), kernel_size=k,
+                                  stride=1,
                                   padding=(k // 2, k // 2), output_size=(size, size), act=True, pool=True,
                                   tiles=(*tiles, 1))
     for channels, size, k, stride in ((144, 56, 3, 1), (240, 28, 5, 1), (1152, 7, 5, 1), (96, 112, 3, 2),

@@ -102,7 +102,7 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     device, dtype = x.device, x.dtype
     sweep = SWEEP[:args.configs]
     bias = torch.randn(channels, device=device, dtype=dtype)
-    taps = weight.flatten(1).t().contiguous()
+    taps = weight.flatten(1).t().float().contiguous()  # as the fused model holds them (`fused._taps`): float32
     (out_h, out_w), padding = ops.conv_geometry(x, k, stride, same)
     moved = (x.numel() + args.batch * channels * out_h * out_w) * x.element_size()
     expected = torch_reference(x, weight, bias, stride, same)
