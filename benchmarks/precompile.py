@@ -164,15 +164,16 @@ def _dry_sweep(script: str, argv: list[str], tuning_file: Path) -> None:
     its checks pass (no values to compare) and its winners go to a scratch copy of the tuning file."""
     module = __import__(script)
     module.relative_error = lambda output, reference: 0.0
-    scratch = Path(tempfile.mkdtemp()) / "tuning.json"
-    shutil.copy(tuning_file, scratch)
     saved = sys.argv
-    sys.argv = [script, *argv, "--device", "meta", "--tuning", str(scratch)]
-    try:
-        with compile_check._catching([], script), contextlib.redirect_stdout(io.StringIO()):
-            module.main()
-    finally:
-        sys.argv = saved
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder) / "tuning.json"
+        shutil.copy(tuning_file, scratch)
+        sys.argv = [script, *argv, "--device", "meta", "--tuning", str(scratch)]
+        try:
+            with compile_check._catching([], script), contextlib.redirect_stdout(io.StringIO()):
+                module.main()
+        finally:
+            sys.argv = saved
 
 
 def _tdw_step(model_name: str) -> None:
@@ -222,8 +223,11 @@ def main() -> int:
     if wheel_version != triton.__version__:
         raise PrecompileError(f"the lease's Triton is {wheel_version}, this one {triton.__version__}: install "
                               f"triton=={wheel_version} here (pip install --target DIR, then PYTHONPATH=DIR:src)")
-    with zipfile.ZipFile(args.lease_wheel) as wheel, wheel.open("triton/_C/libtriton.so") as library:
-        key = lease_triton_key(library)
+    try:
+        with zipfile.ZipFile(args.lease_wheel) as wheel, wheel.open("triton/_C/libtriton.so") as library:
+            key = lease_triton_key(library)
+    except (zipfile.BadZipFile, KeyError):
+        raise PrecompileError(f"{args.lease_wheel} is not a Triton wheel (no triton/_C/libtriton.so)") from None
     triton_cache.triton_key = lambda: key
     driver.set_active(H100Driver())
     compiler = Compiler()
@@ -240,8 +244,7 @@ def main() -> int:
             compile_check.BATCH = batch
             compile_check._inference_launches(model)
             print(f"{model} forward, batch {batch}: {len(compiler.keys)} kernels so far", flush=True)
-    tuning.use(None)  # the training rows take no tuning file
-    if "train" in args.stages:
+    if "train" in args.stages:  # (the file's entries are the inference passes': the training passes take none)
         for model, batch, size, dtype in TRAINING:
             compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, size, dtype
             compile_check._training_launches(small_b0() if model == "b0_small" else model)

@@ -23,6 +23,14 @@ def _run(code: str, cache: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+def _precompile(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/precompile.py run with `args`, its cache in tmp_path."""
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "TRITON_CACHE_DIR": str(tmp_path / "triton"),
+           "HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "precompile.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_the_lease_key_of_this_installs_library_is_tritons_own(tmp_path):
     """Given this machine's compiled library, the key precompile computes for the lease's is Triton's own
     `triton_key()`: the same sources and the same library hashed the same way."""
@@ -117,11 +125,19 @@ def test_pruning_after_some_stages_only_is_refused_in_one_line(tmp_path):
     """--prune drops every effnet kernel the run does not compile: after one stage it would drop the others'."""
     wheel = tmp_path / "triton-3.6.0-cp312-cp312-manylinux_2_28_x86_64.whl"
     wheel.write_bytes(b"")
-    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "TRITON_CACHE_DIR": str(tmp_path / "triton"),
-           "HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "precompile.py"), "--lease-wheel", str(wheel),
-                             "--stages", "train", "--prune"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = _precompile(tmp_path, "--lease-wheel", str(wheel), "--stages", "train", "--prune")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "precompile: --prune drops every effnet kernel this run does not compile: run all four stages"]
     assert not (tmp_path / "triton").exists()
+
+
+def test_a_wheel_that_is_not_tritons_is_one_clear_line(tmp_path):
+    wheel = tmp_path / "triton-3.6.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(b"not a zip")
+    version = subprocess.run([sys.executable, "-c", "import triton; print(triton.__version__)"], capture_output=True,
+                             text=True).stdout.strip()
+    wheel = wheel.rename(tmp_path / f"triton-{version}-cp312-cp312-manylinux_2_28_x86_64.whl")
+    result = _precompile(tmp_path, "--lease-wheel", str(wheel))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"precompile: {wheel} is not a Triton wheel (no "
+                                                  "triton/_C/libtriton.so)"]
