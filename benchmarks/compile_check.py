@@ -11,7 +11,7 @@ only the GPU compiler does: layout and shape rules of `tl.dot` and of 3-D blocks
 how wide the loads are. This script runs the host code of a bf16 training step of B0 and of B4 (batch 128;
 `effnet.fast.bn_pointwise`, `se_projection`, `bn_depthwise` and its cuDNN form's passes, `bn_stats`,
 `block_output`) layer by layer on PyTorch's meta device, where no data exists, catching each kernel launch as the
-Triton JIT would see it: its arguments specialised as the JIT specialises them (an integer 1 becomes a constant,
+Triton JIT would see it: its arguments specialised by the JIT's own binder (an integer 1 becomes a constant,
 one divisible by 16 and 16-byte aligned pointers are marked so: what lets the compiler vectorise a channels-last
 load), its tiles and launch options. Each distinct compilation (named by the first layer that needs it) and the
 inference path's depthwise and 1x1 kernels (`effnet.fast.kernels`, timed on H100s since run 1) go through
@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 import triton  # noqa: E402
 from torch import nn  # noqa: E402
-from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
-from triton.runtime.jit import JITFunction, native_specialize_impl  # noqa: E402
+from triton.runtime import driver  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
 
 from effnet.fast import banded  # noqa: E402
 from effnet.fast import block_output as bo  # noqa: E402
@@ -69,7 +70,6 @@ BATCH = 128
 DTYPE = torch.bfloat16
 SIZE = None
 SMS = 132  # an H100 SXM's multiprocessors: the weight gradient's split depends on them
-POINTER_TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float16: "*fp16", torch.int64: "*i64"}
 
 Launch = collections.namedtuple("Launch", "name kernel signature constexprs attrs options programs")
 # An sm_90 multiprocessor's limits on resident programs (CUDA occupancy calculator): registers, shared memory
@@ -113,32 +113,33 @@ def _catching(launches: list, where):
             setattr(owner, name, value)
 
 
+class H100Driver:
+    """The little of a Triton driver the JIT needs to specialise a launch: an sm_90 device, current."""
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device=None) -> int:
+        return 0
+
+    def get_current_target(self) -> GPUTarget:
+        return GPUTarget("cuda", 90, 32)
+
+
+driver.set_active(H100Driver())  # this script compiles for an H100 on any machine, a GPU or none
+
+
 def _specialise(kernel, args: tuple, kwargs: dict, where: str) -> Launch:
-    """The compilation the Triton JIT would make of this launch: signature, constants (the constexpr arguments
-    and every integer equal to 1), alignment attributes and launch options."""
-    signature, constexprs, attrs = {}, {}, {}
-    values = dict(zip(kernel.arg_names, args))
-    for index, name in enumerate(kernel.arg_names):
-        if name in kwargs:
-            signature[name], constexprs[name] = "constexpr", kwargs[name]
-            continue
-        value = values[name]
-        if isinstance(value, torch.Tensor):
-            signature[name] = POINTER_TYPES[value.dtype]
-            aligned = value.storage_offset() * value.element_size() % 16 == 0  # allocations are 256-byte aligned
-            attrs[(index,)] = [["tt.divisibility", 16]] if aligned else []
-        elif isinstance(value, float):
-            signature[name] = "fp32"
-        else:
-            kind, spec = native_specialize_impl(BaseBackend, value, False, True, True)
-            signature[name] = kind
-            if kind == "constexpr":
-                constexprs[name] = spec
-            else:
-                attrs[(index,)] = BaseBackend.parse_attr(spec)
-    options = {key: value for key, value in kwargs.items() if key not in kernel.arg_names}
+    """The compilation the Triton JIT would make of this launch on an H100, by the JIT's own binder (as
+    `JITFunction.run` makes it): signature, constants, alignment attributes and the full compiler options."""
+    kwargs = dict(kwargs, debug=kwargs.get("debug", kernel.debug) or triton.knobs.runtime.debug,
+                  instrumentation_mode=triton.knobs.compilation.instrumentation_mode)
+    _, _, _, backend, binder = kernel.device_caches[0]
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
     module = kernel.fn.__module__.rsplit(".", 1)[-1]
-    return Launch(f"{module} {kernel.fn.__name__} ({where})", kernel, signature, constexprs, attrs, options, 0)
+    return Launch(f"{module} {kernel.fn.__name__} ({where})", kernel, signature, constexprs, attrs,
+                  options.__dict__, 0)
 
 
 def _meta(*shape: int, dtype=None, channels_last: bool = False) -> torch.Tensor:
@@ -267,7 +268,7 @@ def _distinct(launches: list[Launch]) -> list[Launch]:
     for launch in launches:
         key = (launch.kernel.fn.__module__, launch.kernel.fn.__name__, tuple(sorted(launch.signature.items())),
                tuple(sorted(launch.constexprs.items())), tuple(sorted((k, str(v)) for k, v in launch.attrs.items())),
-               tuple(sorted(launch.options.items())))
+               tuple(sorted((k, str(v)) for k, v in launch.options.items())))
         if key not in seen:
             seen.add(key)
             distinct.append(launch)

@@ -4,7 +4,8 @@ Run 5 spent about half of its first call compiling, and run 7's checks 163 s. Co
 compiles for sm_90 anywhere (`compile_check.py` does). Triton files each kernel in its cache under a hash of
 the kernel's source, its specialisation (argument types, constants, alignments), the compiler options and
 Triton itself. So this script runs the lease's code paths on PyTorch's meta device, with a stand-in driver
-for an H100, and lets Triton's JIT specialise each launch as it would there (`JITFunction`'s own binder). It
+for an H100, and lets Triton's JIT specialise each launch as it would there (`compile_check._specialise`:
+`JITFunction`'s own binder). It
 compiles each distinct kernel into CACHE/triton with the lease's Triton version, binaries only (the cubin and
 its metadata: all a launch loads).
 
@@ -60,10 +61,8 @@ sys.path[:0] = [str(HERE.parent / "src"), str(HERE)]
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton._C.libtriton import get_cache_invalidating_env_vars  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 from triton.runtime import cache as triton_cache  # noqa: E402
-from triton.runtime import driver  # noqa: E402
 
 import compile_check  # noqa: E402
 from gpu_check import small_b0  # noqa: E402
@@ -99,19 +98,6 @@ class PrecompileError(Exception):
     """A user mistake: one line, no traceback."""
 
 
-class H100Driver:
-    """The little of a Triton driver the JIT needs to specialise a launch: an sm_90 device, current."""
-
-    def get_current_device(self) -> int:
-        return 0
-
-    def get_current_stream(self, device=None) -> int:
-        return 0
-
-    def get_current_target(self) -> GPUTarget:
-        return GPUTarget("cuda", 90, 32)
-
-
 def lease_triton_key(library: BinaryIO) -> str:
     """`triton.runtime.cache.triton_key()` as the lease computes it: this Triton's Python sources (the same in
     every wheel of a version) and the lease's compiled library (`library`, read to its end)."""
@@ -139,12 +125,10 @@ class Compiler:
         self.compiled = self.hits = 0
 
     def __call__(self, kernel, args: tuple, kwargs: dict) -> None:
-        kwargs = dict(kwargs, debug=kwargs.get("debug", kernel.debug) or triton.knobs.runtime.debug,
-                      instrumentation_mode=triton.knobs.compilation.instrumentation_mode)  # as JITFunction.run
-        _, _, target, backend, binder = kernel.device_caches[0]
-        bound, specialization, options = binder(*args, **kwargs)
-        options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
-        source = ASTSource(kernel, signature, constexprs, attrs)
+        launch = compile_check._specialise(kernel, args, kwargs, "precompile")
+        source = ASTSource(kernel, launch.signature, launch.constexprs, launch.attrs)
+        target, backend = kernel.device_caches[0][2:4]
+        options = backend.parse_options(launch.options)
         key = triton_cache.get_cache_key(source, backend, options, get_cache_invalidating_env_vars())
         folder = triton_cache._base32(hashlib.sha256(key.encode()).hexdigest())
         if folder in self.keys:
@@ -229,7 +213,6 @@ def main() -> int:
     except (zipfile.BadZipFile, KeyError):
         raise PrecompileError(f"{args.lease_wheel} is not a Triton wheel (no triton/_C/libtriton.so)") from None
     triton_cache.triton_key = lambda: key
-    driver.set_active(H100Driver())
     compiler = Compiler()
     compile_check.LAUNCH_WITH = compiler
     start = time.time()

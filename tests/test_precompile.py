@@ -48,9 +48,7 @@ def test_a_launch_compiles_once_into_the_cache_and_is_found_there_next_time(tmp_
     cache = tmp_path / "triton"
     code = """
 import torch, compile_check, precompile
-from triton.runtime import driver
 from effnet.fast import kernels
-driver.set_active(precompile.H100Driver())
 compiler = precompile.Compiler()
 compile_check.LAUNCH_WITH = compiler
 
@@ -109,8 +107,6 @@ def test_a_lease_sweep_runs_on_the_meta_device_and_compiles_its_variants(tmp_pat
     first depthwise layer, the default tiles and the warmed taps), nothing read back from a tensor."""
     code = """
 import precompile
-from triton.runtime import driver
-driver.set_active(precompile.H100Driver())
 compiler = precompile.compile_check.LAUNCH_WITH = precompile.Compiler()
 precompile._dry_sweep("depthwise_sweep", ["--layers", "0", "--configs", "0", "--warm-configs", "1",
                                           "--banded-configs", "0"], precompile.RUN7_TUNING)
