@@ -69,6 +69,17 @@ def pad_for_conv(x: torch.Tensor, kernel_size: int, stride: int, same: bool) -> 
     return F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)])
 
 
+def conv2d_as_kernels_pad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int,
+                          same: bool, groups: int = 1) -> torch.Tensor:
+    """`F.conv2d` of x padded as the kernels pad (`conv_geometry`). Symmetric `k // 2` padding is the conv's
+    own: no padded copy of x, which on a CPU cost the fast model's fallback a copy of each depthwise input (B0's
+    eager forward 1.4x slower); TF "same" padding, asymmetric at stride 2, pads x first (as `SameConv2d`)."""
+    if same:
+        x = pad_for_conv(x, weight.shape[-1], stride, same)
+        return F.conv2d(x, weight, bias, stride, groups=groups)
+    return F.conv2d(x, weight, bias, stride, weight.shape[-1] // 2, groups=groups)
+
+
 def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
               stride: int, same: bool, act: bool = True, pool: bool = False,
               use_triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -85,8 +96,7 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
             return y, (sums if pool else None)
         return tuned_depthwise(x, weight_taps, bias, kernel_size=kernel_size, stride=stride, padding=padding,
                                output_size=output_size, act=act, pool=pool)
-    y = F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride,
-                 groups=x.shape[1])  # (N, C, HO, WO)
+    y = conv2d_as_kernels_pad(x, weight, bias, stride=stride, same=same, groups=x.shape[1])  # (N, C, HO, WO)
     if act:
         y = F.silu(y, inplace=True)
     return y, (y.float().sum((2, 3)) if pool else None)

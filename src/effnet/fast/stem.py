@@ -98,5 +98,5 @@ def stem(x: torch.Tensor, weight: torch.Tensor, weight_cols: torch.Tensor, bias:
                        output_size=output_size)
     # The unfused model's first steps: cast and change layout, pad, convolve, SiLU.
     x = x.to(dtype=weight.dtype, memory_format=torch.channels_last)
-    y = F.conv2d(ops.pad_for_conv(x, kernel_size, stride, same), weight, bias, stride)  # (N, out, HO, WO)
+    y = ops.conv2d_as_kernels_pad(x, weight, bias, stride=stride, same=same)  # (N, out, HO, WO)
     return F.silu(y, inplace=True).contiguous(memory_format=torch.channels_last)
