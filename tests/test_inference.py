@@ -175,6 +175,17 @@ def test_evaluate_the_val_split_of_a_train_val_tree(weights: Path, tmp_path: Pat
     assert evaluate_weights(weights, tmp_path / "data", split="train")["count"] == 6
 
 
+def test_evaluating_the_fast_model_gives_the_same_report(weights: Path, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree", per_class=3)
+    plain = evaluate_weights(weights, tree, batch_size=4)
+    fast = evaluate_weights(weights, tree, batch_size=4, backend="fast")
+    assert (plain["backend"], fast["backend"]) == ("torch", "fast")
+    assert fast["confusion"] == plain["confusion"] and fast["top1"] == plain["top1"]
+    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    with pytest.raises(InferenceError, match="backend must be one of torch, fast, got 'onnx'"):
+        evaluate_weights(weights, tree, backend="onnx")
+
+
 def test_ema_weights_come_from_the_run_folder(tmp_path: Path) -> None:
     run = tmp_path / "run"
     save(tiny_model(), run / "model.safetensors")

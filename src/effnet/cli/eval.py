@@ -28,6 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, help="evaluate at this resolution (default: the weights')")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    parser.add_argument("--backend", choices=("torch", "fast"), default="torch",
+                        help="fast: the model with BN folded, channels-last and fused MBConv blocks, bf16 on a GPU "
+                             "(as effnet predict --backend fast)")
     parser.add_argument("--output", type=Path, help="also write eval.json, confusion.csv/.png and per_class.csv here")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.set_defaults(run=run)
@@ -42,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", SkippedFileWarning)
         report = evaluate_weights(args.weights, args.data, split=args.split, batch_size=args.batch_size,
                                   device=args.device, ema=args.ema, image_size=args.image_size,
-                                  workers=args.workers, data_root=args.data_root)
+                                  workers=args.workers, data_root=args.data_root, backend=args.backend)
     written = write_report(report, args.output) if args.output else []
     if args.json:
         print_json(report)
         return 0
-    print(f"{report['model']} on {report['data']} ({report['split']}, {report['count']} images at "
+    backend = " (fast backend)" if report["backend"] == "fast" else ""
+    print(f"{report['model']}{backend} on {report['data']} ({report['split']}, {report['count']} images at "
           f"{report['image_size']}px): top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%  "
           f"loss {report['loss']:.4f}")
     names = report["class_names"]

@@ -40,6 +40,7 @@ from effnet.data import (
 from effnet.data.tree import find_layout, list_class_folders
 from effnet.inference.predict import (
     InferenceError,
+    fast_model,
     resolve_device,
     train_config_of,
     trained_data_config,
@@ -50,6 +51,7 @@ from effnet.spec.data import DataConfig
 SPLITS = ("val", "train")
 WHOLE_TREE = "all"
 DEFAULT_BATCH_SIZE = 64
+EVAL_BACKENDS = ("torch", "fast")
 SHOW_NAMES = 8  # class names listed in a mismatch message
 LABELLED_AXES_MAX = 50  # confusion.png labels its axes up to this many classes
 ANNOTATED_CELLS_MAX = 25  # ... and writes the count in every cell up to this many
@@ -136,12 +138,14 @@ def load_eval_data(data: str, split: str, transform: Any, *, classes_of_weights:
 def evaluate_weights(weights: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "val",
                      batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device = "cpu", ema: bool = False,
                      image_size: int | None = None, workers: int = 0, data_root: str | os.PathLike | None = None,
-                     seed: int | None = None, val_fraction: float | None = None) -> dict[str, Any]:
+                     seed: int | None = None, val_fraction: float | None = None,
+                     backend: str = "torch") -> dict[str, Any]:
     """Evaluate an effnet weights file or run folder on `data` (see the module docstring for which images).
 
     `data` defaults to the data set the weights were trained on (stored by `effnet train`).
     `ema=True` evaluates the run's `model_ema.safetensors`. `image_size` evaluates at another
-    resolution. `seed` and `val_fraction` default to the training run's. Returns top1, top5 (%),
+    resolution. `seed` and `val_fraction` default to the training run's. `backend` "fast" evaluates the
+    `effnet.fast.optimize_for_inference` model, as `Predictor`'s fast backend. Returns top1, top5 (%),
     loss, count, per-class accuracy and image counts by class name (accuracy None for a class
     without images), the confusion matrix (rows: truth, columns: prediction), and the files
     left out (`skipped_files` as paths, `skipped` with reasons).
@@ -152,6 +156,8 @@ def evaluate_weights(weights: str | os.PathLike, data: str | os.PathLike | None 
 
     if batch_size < 1:
         raise InferenceError(f"batch_size must be at least 1, got {batch_size}")
+    if backend not in EVAL_BACKENDS:
+        raise InferenceError(f"backend must be one of {', '.join(EVAL_BACKENDS)}, got {backend!r}")
     target = resolve_device(device)
     path = weights_path(weights, ema)
     model = create_model(path)
@@ -171,10 +177,12 @@ def evaluate_weights(weights: str | os.PathLike, data: str | os.PathLike | None 
         seed=int(trained.get("seed", 0)) if seed is None else seed,
         val_fraction=trained.get("val_fraction") if val_fraction is None else val_fraction, workers=workers)
     loader = make_loader(dataset, batch_size, workers=workers)
-    metrics = evaluate(model.to(target), loader, num_outputs, device=target)
+    run_model = fast_model(model.to(target), target) if backend == "fast" else model.to(target)
+    metrics = evaluate(run_model, loader, num_outputs, device=target)
     skipped = list(getattr(dataset, "skipped", []))
     return build_report(metrics, list(weight_names) if weight_names is not None else classes, {
-        "weights": str(path), "ema": ema, "model": model.spec.name, "data": data, "split": evaluated,
+        "weights": str(path), "ema": ema, "model": model.spec.name, "backend": backend, "data": data,
+        "split": evaluated,
         "image_size": data_config.input_size[1], "crop_pct": data_config.crop_pct,
         "skipped_files": [item.path for item in skipped],
         "skipped": [{"path": item.path, "reason": item.reason} for item in skipped],
