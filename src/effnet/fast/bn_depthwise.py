@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_stats, kernels, ops, tuning
+from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -341,10 +341,8 @@ def bn_depthwise_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.T
         a = (F.silu(z) if act else z).to(x.dtype)
     k = weight.shape[-1]
     out_h, out_w = output_size
-    symmetric = (ops.conv_output_size(x.shape[2], k, stride, False) == (out_h, padding[0])
-                 and ops.conv_output_size(x.shape[3], k, stride, False) == (out_w, padding[1]))
-    if symmetric:  # the conv's own padding: no padded copy of the activation
-        y = F.conv2d(a, weight.to(x.dtype), stride=stride, padding=k // 2, groups=x.shape[1])
+    if bn_depthwise_cudnn.takes(x, k, stride, padding, output_size):  # the conv's own padding: no padded copy
+        y = F.conv2d(a, weight.to(x.dtype), stride=stride, padding=padding, groups=x.shape[1])
     else:
         pad_b = (out_h - 1) * stride + k - x.shape[2] - padding[0]
         pad_r = (out_w - 1) * stride + k - x.shape[3] - padding[1]

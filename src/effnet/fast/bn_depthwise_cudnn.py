@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast import bn_stats, kernels
+from effnet.fast import bn_stats, kernels, ops
 from effnet.fast.affine_grad import WARPS, affine_grad, row_tiles
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
@@ -73,8 +73,7 @@ def takes(x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, in
           output_size: tuple[int, int]) -> bool:
     """Whether cuDNN's conv, padded `padding` on both sides, has the output the kernels' padding gives (top and
     left `padding`, bottom and right as `output_size` needs): then its gradients are this conv's."""
-    return all((size + 2 * pad - kernel_size) // stride + 1 == out
-               for size, pad, out in zip(x.shape[2:], padding, output_size, strict=True))
+    return ops.pads_symmetrically(x, kernel_size, stride, padding, output_size)
 
 
 def output_gradient(dy: torch.Tensor, stats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -69,15 +69,27 @@ def pad_for_conv(x: torch.Tensor, kernel_size: int, stride: int, same: bool) -> 
     return F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)])
 
 
+def pads_symmetrically(x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
+                       output_size: tuple[int, int]) -> bool:
+    """Whether a conv over NCHW-shaped x padded `padding` on both sides has `output_size`, and so the output of
+    the kernels' padding (top and left `padding`, bottom and right as `output_size` needs)."""
+    return all((size + 2 * pad - kernel_size) // stride + 1 == out
+               for size, pad, out in zip(x.shape[2:], padding, output_size, strict=True))
+
+
 def conv2d_as_kernels_pad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int,
                           same: bool, groups: int = 1) -> torch.Tensor:
-    """`F.conv2d` of x padded as the kernels pad (`conv_geometry`). Symmetric `k // 2` padding is the conv's
-    own: no padded copy of x, which on a CPU cost the fast model's fallback a copy of each depthwise input (B0's
-    eager forward 1.4x slower); TF "same" padding, asymmetric at stride 2, pads x first (as `SameConv2d`)."""
-    if same:
-        x = pad_for_conv(x, weight.shape[-1], stride, same)
-        return F.conv2d(x, weight, bias, stride, groups=groups)
-    return F.conv2d(x, weight, bias, stride, weight.shape[-1] // 2, groups=groups)
+    """`F.conv2d` of x padded as the kernels pad (`conv_geometry`), with the conv's own padding where that is
+    symmetric (`pads_symmetrically`): no padded copy of x, which on a CPU cost the fast model's fallback a copy
+    of each depthwise input (B0's eager forward 1.4x slower). TF "same" padding of an even map at stride 2 pads
+    one side more: x is padded first, as `SameConv2d` pads it."""
+    kernel_size = weight.shape[-1]
+    if not same:
+        return F.conv2d(x, weight, bias, stride, kernel_size // 2, groups=groups)
+    output_size, padding = conv_geometry(x, kernel_size, stride, same)
+    if pads_symmetrically(x, kernel_size, stride, padding, output_size):
+        return F.conv2d(x, weight, bias, stride, padding, groups=groups)
+    return F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride, groups=groups)
 
 
 def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
