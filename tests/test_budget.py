@@ -47,3 +47,16 @@ def test_max_latency_measures_on_the_device(capsys):
     assert main(["scale", "--max-latency-ms", f"{budget:.3f}", "--repeats", "3", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["phi"] >= 0 and row["macs"] >= spec_cost(B0).macs
+
+
+def test_max_latency_of_the_fast_path(capsys):
+    """`--backend fast` times what `effnet predict --backend fast` runs (BN folded, fused blocks)."""
+    from effnet.bench.latency import median_latency_ms
+
+    budget = 3 * median_latency_ms(B0, repeats=5, backend="fast")
+    assert main(["scale", "--max-latency-ms", f"{budget:.3f}", "--repeats", "3", "--backend", "fast", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["phi"] >= 0 and row["macs"] >= spec_cost(B0).macs
+    assert main(["scale", "--max-macs", "1G", "--backend", "fast"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "effnet scale: error: --backend fast is for --max-latency-ms (the model it times)"

@@ -47,6 +47,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="batch size for --max-latency-ms")
     parser.add_argument("--repeats", type=int, default=10, help="timed forwards per probe for --max-latency-ms")
     parser.add_argument("--device", default="cpu", help="device for --max-latency-ms (cpu or cuda)")
+    parser.add_argument("--backend", choices=("torch", "fast"), default="torch",
+                        help="for --max-latency-ms: time the plain model or the fast path (BN folded, fused "
+                             "blocks, bf16 on a GPU: what effnet predict --backend fast runs)")
     parser.add_argument("--save-spec", type=Path, metavar="FILE",
                         help="write the chosen model's spec (JSON) for `effnet train --spec FILE`")
     parser.add_argument("--num-classes", type=int, default=1000)
@@ -81,7 +84,7 @@ def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: f
 
         def cost(spec):  # noqa: ANN001, ANN202
             return median_latency_ms(spec, batch_size=args.batch_size, device=args.device, repeats=args.repeats,
-                                     num_classes=args.num_classes)
+                                     num_classes=args.num_classes, backend=args.backend)
     else:
         def cost(spec):  # noqa: ANN001, ANN202
             return getattr(spec_cost(spec, num_classes=args.num_classes), name)
@@ -95,6 +98,8 @@ def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: f
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.backend != "torch" and args.max_latency_ms is None:
+        raise SpecError(f"--backend {args.backend} is for --max-latency-ms (the model it times)")
     alpha, beta, gamma = coefficients(args.coefficients, args.alpha, args.beta, args.gamma)
     budgeted = any(value is not None for value in (args.max_macs, args.max_params, args.max_latency_ms))
     if budgeted:

@@ -3,6 +3,7 @@
 - `optimize_for_inference`: BN folded into convolutions, channels-last, fused MBConv blocks
   (Triton kernels on GPU or under TRITON_INTERPRET=1, PyTorch elsewhere); `torch.compile` and
   `torch.export` take it in one graph, each Triton pass a custom operator (`custom_ops`).
+  `optimize_for_device`: the same in the dtype it runs on a device (bf16 on a GPU, float32 elsewhere).
 - `CudaGraphModule`: a fixed-shape forward captured once and replayed.
 - `enable_memory_saving`: recompute BN + activation in the backward pass instead of storing them,
   and/or checkpoint whole stages (one of `MEMORY_SAVERS`).
@@ -19,8 +20,9 @@ from effnet import lazy
 
 MEMORY_SAVERS = ("none", "activations", "stages", "both")  # enable_memory_saving's modes
 
-_LAZY = {"FusedMBConv": "effnet.fast.fused", "optimize_for_inference": "effnet.fast.fused"}
+_LAZY = {"FusedMBConv": "effnet.fast.fused", "optimize_for_inference": "effnet.fast.fused",
+         "optimize_for_device": "effnet.fast.fused"}
 
-__all__ = ["FusedMBConv", "MEMORY_SAVERS", "optimize_for_inference"]
+__all__ = ["FusedMBConv", "MEMORY_SAVERS", "optimize_for_device", "optimize_for_inference"]
 
 __getattr__, __dir__ = lazy.exports(__name__, _LAZY, globals())

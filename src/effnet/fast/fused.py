@@ -163,3 +163,11 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
         if isinstance(module, FusedMBConv) and module.se is not None:
             module.se.float()
     return ChannelsLastInput(folded, dtype, cast=not stem_fused).eval()
+
+
+def optimize_for_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """`optimize_for_inference` on `device`, in the dtype the fast path runs there: bf16 on a GPU, float32
+    elsewhere. What `effnet predict`, `eval` and `scale --max-latency-ms` run with `--backend fast`."""
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return optimize_for_inference(model, dtype=dtype).to(device)  # a copy: `model` stays where it is

@@ -40,7 +40,6 @@ from effnet.data import (
 from effnet.data.tree import find_layout, list_class_folders
 from effnet.inference.predict import (
     InferenceError,
-    fast_model,
     resolve_device,
     train_config_of,
     trained_data_config,
@@ -177,8 +176,12 @@ def evaluate_weights(weights: str | os.PathLike, data: str | os.PathLike | None 
         seed=int(trained.get("seed", 0)) if seed is None else seed,
         val_fraction=trained.get("val_fraction") if val_fraction is None else val_fraction, workers=workers)
     loader = make_loader(dataset, batch_size, workers=workers)
-    run_model = fast_model(model.to(target), target) if backend == "fast" else model.to(target)
-    metrics = evaluate(run_model, loader, num_outputs, device=target)
+    if backend == "fast":
+        from effnet.fast import optimize_for_device
+
+        metrics = evaluate(optimize_for_device(model, target), loader, num_outputs, device=target)
+    else:
+        metrics = evaluate(model.to(target), loader, num_outputs, device=target)
     skipped = list(getattr(dataset, "skipped", []))
     return build_report(metrics, list(weight_names) if weight_names is not None else classes, {
         "weights": str(path), "ema": ema, "model": model.spec.name, "backend": backend, "data": data,

@@ -176,14 +176,6 @@ def _as_list(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
 # ---------------------------------------------------------------- the predictor
 
 
-def fast_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """The `fast` backend's model: `effnet.fast.optimize_for_inference` (BN folded, channels-last, fused MBConv
-    blocks), bf16 weights on a GPU, float32 on the CPU."""
-    from effnet.fast import optimize_for_inference
-
-    return optimize_for_inference(model, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-
-
 class Predictor:
     """A model in eval mode on a device, its preprocessing and one label per output.
 
@@ -224,7 +216,9 @@ class Predictor:
         self.backend = backend
         self.session = self._onnx_session(onnx_path, intra_op_threads) if backend == "onnxruntime" else None
         if backend == "fast":
-            self.model = fast_model(self.model, self.device)
+            from effnet.fast import optimize_for_device
+
+            self.model = optimize_for_device(self.model, self.device)
 
     def _onnx_session(self, onnx_path: str | os.PathLike | None, intra_op_threads: int | None) -> Any:
         from effnet.inference.backends import OnnxRuntimeSession, session_for_model
