@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from effnet.fast import BACKENDS
 from effnet.spec.types import NetworkSpec
 
 
@@ -14,25 +15,19 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-BACKENDS = ("torch", "fast")
-
-
 def median_latency_ms(spec: NetworkSpec, *, batch_size: int = 1, device: str = "cpu", repeats: int = 20,
                       warmup: int = 3, num_classes: int = 1000, backend: str = "torch") -> float:
     """Median milliseconds of one eval-mode forward at the spec's resolution: of the plain model, or with
     `backend="fast"` of `effnet.fast.optimize_for_device`'s (what `effnet predict --backend fast` runs)."""
     import effnet
+    import effnet.fast
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     target = torch.device(device)
-    model = effnet.create_model(spec, num_classes=num_classes).eval()
+    model = effnet.create_model(spec, num_classes=num_classes).eval().to(target)
     if backend == "fast":
-        from effnet.fast import optimize_for_device
-
-        model = optimize_for_device(model, target)
-    else:
-        model = model.to(target)
+        model = effnet.fast.optimize_for_device(model, target)
     images = torch.randn(batch_size, 3, spec.resolution, spec.resolution, device=target)
     times = []
     with torch.inference_mode():

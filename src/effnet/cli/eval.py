@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from effnet.cli.output import format_table, print_json
+from effnet.fast import BACKENDS
 
 TABLE_MAX_CLASSES = 30  # a longer per-class table belongs in --output's per_class.csv
 
@@ -28,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, help="evaluate at this resolution (default: the weights')")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
-    parser.add_argument("--backend", choices=("torch", "fast"), default="torch",
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="fast: the model with BN folded, channels-last and fused MBConv blocks, bf16 on a GPU "
                              "(as effnet predict --backend fast)")
     parser.add_argument("--output", type=Path, help="also write eval.json, confusion.csv/.png and per_class.csv here")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from effnet.cli.output import billions, format_table, millions, print_json
 from effnet.errors import SpecError
+from effnet.fast import BACKENDS
 from effnet.models import get_entry
 from effnet.scaling.budget import largest_phi_within
 from effnet.scaling.cost import spec_cost
@@ -47,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="batch size for --max-latency-ms")
     parser.add_argument("--repeats", type=int, default=10, help="timed forwards per probe for --max-latency-ms")
     parser.add_argument("--device", default="cpu", help="device for --max-latency-ms (cpu or cuda)")
-    parser.add_argument("--backend", choices=("torch", "fast"), default="torch",
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="for --max-latency-ms: time the plain model or the fast path (BN folded, fused "
                              "blocks, bf16 on a GPU: what effnet predict --backend fast runs)")
     parser.add_argument("--save-spec", type=Path, metavar="FILE",

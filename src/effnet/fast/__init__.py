@@ -19,10 +19,11 @@ from __future__ import annotations
 from effnet import lazy
 
 MEMORY_SAVERS = ("none", "activations", "stages", "both")  # enable_memory_saving's modes
+BACKENDS = ("torch", "fast")  # a --backend option's models: the plain one, or optimize_for_device's
 
 _LAZY = {"FusedMBConv": "effnet.fast.fused", "optimize_for_inference": "effnet.fast.fused",
          "optimize_for_device": "effnet.fast.fused"}
 
-__all__ = ["FusedMBConv", "MEMORY_SAVERS", "optimize_for_device", "optimize_for_inference"]
+__all__ = ["BACKENDS", "FusedMBConv", "MEMORY_SAVERS", "optimize_for_device", "optimize_for_inference"]
 
 __getattr__, __dir__ = lazy.exports(__name__, _LAZY, globals())

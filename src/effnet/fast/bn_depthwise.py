@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_stats, kernels, tuning
+from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_stats, kernels, ops, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -339,15 +339,8 @@ def bn_depthwise_reference(x: torch.Tensor, weight: torch.Tensor, scale: torch.T
     if scale is not None:
         z = x.float() * scale[None, :, None, None] + shift[None, :, None, None]
         a = (F.silu(z) if act else z).to(x.dtype)
-    k = weight.shape[-1]
-    out_h, out_w = output_size
-    if bn_depthwise_cudnn.takes(x, k, stride, padding, output_size):  # the conv's own padding: no padded copy
-        y = F.conv2d(a, weight.to(x.dtype), stride=stride, padding=padding, groups=x.shape[1])
-    else:
-        pad_b = (out_h - 1) * stride + k - x.shape[2] - padding[0]
-        pad_r = (out_w - 1) * stride + k - x.shape[3] - padding[1]
-        a = F.pad(a, [padding[1], max(pad_r, 0), padding[0], max(pad_b, 0)])
-        y = F.conv2d(a, weight.to(x.dtype), stride=stride, groups=x.shape[1])[:, :, :out_h, :out_w]
+    y = ops.padded_conv2d(a, weight.to(x.dtype), None, stride=stride, padding=padding, output_size=output_size,
+                          groups=x.shape[1])
     var, mean = torch.var_mean(y.float(), dim=(0, 2, 3), correction=0)
     return y, mean, var
 

@@ -63,10 +63,16 @@ def pad_for_conv(x: torch.Tensor, kernel_size: int, stride: int, same: bool) -> 
     """`x` zero-padded so that an unpadded k x k conv with `stride` gives `conv_geometry`'s output:
     the reference paths' way to pad as the kernels do (the extra bottom/right row of "same"
     padding, and any a strided conv would not reach, fall out of the output size)."""
-    (out_h, out_w), (pad_h, pad_w) = conv_geometry(x, kernel_size, stride, same)
-    pad_b = (out_h - 1) * stride + kernel_size - x.shape[2] - pad_h
-    pad_r = (out_w - 1) * stride + kernel_size - x.shape[3] - pad_w
-    return F.pad(x, [pad_w, max(pad_r, 0), pad_h, max(pad_b, 0)])
+    output_size, padding = conv_geometry(x, kernel_size, stride, same)
+    return _pad_to(x, kernel_size, stride, padding, output_size)
+
+
+def _pad_to(x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
+            output_size: tuple[int, int]) -> torch.Tensor:
+    """x zero-padded `padding` at the top and left, at the bottom and right as far as `output_size` reads."""
+    pad_b = (output_size[0] - 1) * stride + kernel_size - x.shape[2] - padding[0]
+    pad_r = (output_size[1] - 1) * stride + kernel_size - x.shape[3] - padding[1]
+    return F.pad(x, [padding[1], max(pad_r, 0), padding[0], max(pad_b, 0)])
 
 
 def pads_symmetrically(x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
@@ -77,19 +83,24 @@ def pads_symmetrically(x: torch.Tensor, kernel_size: int, stride: int, padding: 
                for size, pad, out in zip(x.shape[2:], padding, output_size, strict=True))
 
 
-def conv2d_as_kernels_pad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int,
-                          same: bool, groups: int = 1) -> torch.Tensor:
-    """`F.conv2d` of x padded as the kernels pad (`conv_geometry`), with the conv's own padding where that is
-    symmetric (`pads_symmetrically`): no padded copy of x, which on a CPU cost the fast model's fallback a copy
-    of each depthwise input (B0's eager forward 1.4x slower). TF "same" padding of an even map at stride 2 pads
-    one side more: x is padded first, as `SameConv2d` pads it."""
+def padded_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int,
+                  padding: tuple[int, int], output_size: tuple[int, int], groups: int = 1) -> torch.Tensor:
+    """`F.conv2d` of x padded as the kernels pad: top and left `padding`, bottom and right as `output_size`
+    needs. Where that is symmetric (`pads_symmetrically`) it is the conv's own padding, with no padded copy of
+    x, which on a CPU cost the fast model's fallback a copy of each depthwise input (B0's eager forward 1.4x
+    slower); TF "same" padding of an even map at stride 2 pads one side more, so x is padded first there."""
     kernel_size = weight.shape[-1]
-    if not same:
-        return F.conv2d(x, weight, bias, stride, kernel_size // 2, groups=groups)
-    output_size, padding = conv_geometry(x, kernel_size, stride, same)
     if pads_symmetrically(x, kernel_size, stride, padding, output_size):
         return F.conv2d(x, weight, bias, stride, padding, groups=groups)
-    return F.conv2d(pad_for_conv(x, kernel_size, stride, same), weight, bias, stride, groups=groups)
+    x = _pad_to(x, kernel_size, stride, padding, output_size)
+    return F.conv2d(x, weight, bias, stride, groups=groups)[:, :, :output_size[0], :output_size[1]]
+
+
+def conv2d_as_kernels_pad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int,
+                          same: bool, groups: int = 1) -> torch.Tensor:
+    """`padded_conv2d` with `conv_geometry`'s padding: TF "same" with `same`, else symmetric `k // 2`."""
+    output_size, padding = conv_geometry(x, weight.shape[-1], stride, same)
+    return padded_conv2d(x, weight, bias, stride=stride, padding=padding, output_size=output_size, groups=groups)
 
 
 def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,

@@ -45,12 +45,12 @@ from effnet.inference.predict import (
     trained_data_config,
     weights_path,
 )
+from effnet.fast import BACKENDS
 from effnet.spec.data import DataConfig
 
 SPLITS = ("val", "train")
 WHOLE_TREE = "all"
 DEFAULT_BATCH_SIZE = 64
-EVAL_BACKENDS = ("torch", "fast")
 SHOW_NAMES = 8  # class names listed in a mismatch message
 LABELLED_AXES_MAX = 50  # confusion.png labels its axes up to this many classes
 ANNOTATED_CELLS_MAX = 25  # ... and writes the count in every cell up to this many
@@ -155,8 +155,8 @@ def evaluate_weights(weights: str | os.PathLike, data: str | os.PathLike | None 
 
     if batch_size < 1:
         raise InferenceError(f"batch_size must be at least 1, got {batch_size}")
-    if backend not in EVAL_BACKENDS:
-        raise InferenceError(f"backend must be one of {', '.join(EVAL_BACKENDS)}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise InferenceError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     target = resolve_device(device)
     path = weights_path(weights, ema)
     model = create_model(path)
@@ -176,12 +176,12 @@ def evaluate_weights(weights: str | os.PathLike, data: str | os.PathLike | None 
         seed=int(trained.get("seed", 0)) if seed is None else seed,
         val_fraction=trained.get("val_fraction") if val_fraction is None else val_fraction, workers=workers)
     loader = make_loader(dataset, batch_size, workers=workers)
+    runs = model.to(target)
     if backend == "fast":
         from effnet.fast import optimize_for_device
 
-        metrics = evaluate(optimize_for_device(model, target), loader, num_outputs, device=target)
-    else:
-        metrics = evaluate(model.to(target), loader, num_outputs, device=target)
+        runs = optimize_for_device(model, target)
+    metrics = evaluate(runs, loader, num_outputs, device=target)
     skipped = list(getattr(dataset, "skipped", []))
     return build_report(metrics, list(weight_names) if weight_names is not None else classes, {
         "weights": str(path), "ema": ema, "model": model.spec.name, "backend": backend, "data": data,

@@ -22,13 +22,14 @@ from torch import nn
 
 from effnet.data import ImageLoadError, load_image, make_eval_transform, to_rgb
 from effnet.errors import EffnetError, WeightsError
+from effnet.fast import BACKENDS as FAST_BACKENDS
 from effnet.spec.data import DataConfig
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 IMAGENET_NUM_CLASSES = 1000
 DEFAULT_BATCH_SIZE = 32
-BACKENDS = ("torch", "fast", "onnxruntime")
+BACKENDS = (*FAST_BACKENDS, "onnxruntime")
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
