@@ -9,6 +9,12 @@ import effnet
 from effnet.cli import main
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_json(capsys, *argv):
     assert main(list(argv)) == 0
     return json.loads(capsys.readouterr().out)
@@ -64,6 +70,57 @@ def test_user_mistakes_print_one_line(argv, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["scale", "--phi", "1e9"], "phi 1e+09 scales past any network"),
+    (["scale", "--base", "nosuch"], "unknown model 'nosuch'"),
+    (["scale", "--phi", "1", "--num-classes", "-3"], "num_classes must be a whole number >= 0, got -3"),
+    (["scale", "--max-latency-ms", "5", "--batch-size", "0"], "batch_size must be at least 1, got 0"),
+    (["scale", "--max-latency-ms", "5", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    (["scale", "--phi", "1", "--save-spec", "{file}/spec.json"], "--save-spec {file}/spec.json: cannot make its"),
+    (["list", "nosuch*"], "no registered model matches 'nosuch*'"),
+    (["predict", "{file}", "--model", "nosuch"], "unknown model 'nosuch'"),
+    (["bench", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+    (["bench", "--output", "{file}/bench.json"], "--output {file}/bench.json: cannot make its folder"),
+    (["eval", "--weights", "{file}", "--output", "{file}/eval"], "--output {file}/eval: cannot make the folder"),
+    (["train", "--output", "{out}", "--optimizer", "lamb"], "optimizer must be one of rmsprop_tf, sgd, adamw"),
+    (["train", "--output", "{file}/run"], "output {file}/run: cannot make the folder"),
+    (["train", "--output", "{out}", "--phi", "1e9"], "scales past any network"),
+    (["search", "--output", "{out}", "--tolerance", "-1"], "tolerance must be positive"),
+    (["search", "--output", "{out}", "--data", "{out}/missing"], "neither a folder nor one of builtin"),
+    (["search", "--output", "{out}", "--gpus", "0", "--ray", "local"], "--gpus assigns this machine's GPUs"),
+    (["curves", "--output", "{out}", "--data", "{empty}"], "no class folders in {empty}"),
+])
+def test_more_mistakes_print_one_line_and_start_nothing(tmp_path, capsys, argv, message):
+    """Caught before any work (a training per search candidate, a benchmark's minutes), with nothing written."""
+    paths = {"file": tmp_path / "a_file", "out": tmp_path / "out", "empty": tmp_path / "empty"}
+    paths["file"].write_text("not a folder")
+    paths["empty"].mkdir()
+    assert main([part.format(**paths) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert message.format(**paths) in err and len(err.strip().splitlines()) == 1, err
+    assert not paths["out"].exists() or not any(paths["out"].rglob("*.log"))
+
+
+@pytest.mark.skipif(torch_cuda_available(), reason="checks a machine without a GPU")
+def test_search_on_gpus_this_machine_lacks_is_refused_before_training(tmp_path, capsys):
+    assert main(["search", "--output", str(tmp_path / "s"), "--gpus", "0,1"]) == 2
+    assert "--gpus 0,1: device 'cuda:0': no CUDA device is available here" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "candidates").exists()
+
+
+def test_effnet_warnings_print_as_one_line(tmp_path):
+    """A skipped file is one `warning:` line, not a file name, line number and source line."""
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "a" / "notes.jpg").write_text("not an image")
+    result = subprocess.run([sys.executable, "-m", "effnet", "train", "--output", str(tmp_path / "o"), "--data",
+                             str(tmp_path / "data")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"warning: skipping {tmp_path}/data/a/notes.jpg: not an image Pillow can identify",
+        f"effnet train: error: class 'a' in {tmp_path}/data has no readable images: every file was skipped "
+        "(run `effnet data check` to see why)"]
 
 
 def test_every_command_has_help(capsys):

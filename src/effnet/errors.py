@@ -24,3 +24,12 @@ class WeightsError(EffnetError, ValueError):
 class DownloadError(WeightsError):
     """Published weights not in the cache that cannot be fetched (offline, no network) or that fail
     verification; the message names the URL to fetch and the exact path to save it at."""
+
+
+class DeviceError(EffnetError, ValueError):
+    """A device that is not there (CUDA on a machine without it, an index past the last GPU) or not a device."""
+
+
+class EffnetWarning(UserWarning):
+    """Base of effnet's warnings (a skipped file, a tuning file from another GPU); the CLI prints each as one
+    `warning: ...` line."""

@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from effnet.bench.throughput import BenchError
+from effnet.devices import resolve_device
 from effnet.fast import BACKENDS
 from effnet.spec.types import NetworkSpec
 
@@ -23,8 +25,11 @@ def median_latency_ms(spec: NetworkSpec, *, batch_size: int = 1, device: str = "
     import effnet.fast
 
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    target = torch.device(device)
+        raise BenchError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    for name, value in (("batch_size", batch_size), ("repeats", repeats)):
+        if value < 1:
+            raise BenchError(f"{name} must be at least 1, got {value}")
+    target = resolve_device(device)
     model = effnet.create_model(spec, num_classes=num_classes).eval().to(target)
     if backend == "fast":
         model = effnet.fast.optimize_for_device(model, target)

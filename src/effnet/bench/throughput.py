@@ -15,6 +15,7 @@ import torch
 from effnet.bench import MODES, PRECISIONS, TASKS
 from effnet.bench.candidates import build_candidates
 from effnet.bench.measure import BenchRow, Timer, measure
+from effnet.devices import resolve_device
 from effnet.errors import EffnetError
 from effnet.fast import tuning
 
@@ -69,12 +70,7 @@ def _check_counts(config: BenchConfig) -> None:
 
 def resolve_settings(config: BenchConfig) -> tuple[torch.device, int, torch.dtype, torch.memory_format]:
     _check_counts(config)
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise BenchError("--device cuda: no CUDA device is available here")
+    device = resolve_device(config.device)
     gpu = device.type == "cuda"
     batch = config.batch_size if config.batch_size is not None else (256 if gpu else 32)
     precision = config.precision if config.precision != "auto" else ("bf16" if gpu else "fp32")

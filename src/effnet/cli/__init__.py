@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from effnet.cli import bench, convert, curves, data, export, info, list_models, predict, scale, search, train
 from effnet.cli import eval as eval_command
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, EffnetWarning
 
 COMMANDS = (list_models, info, scale, search, curves, convert, export, train, eval_command, predict, data, bench)
 
@@ -24,12 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    """effnet's own warnings as one `warning: ...` line (not the file, line number and source line)."""
+    if issubclass(category, EffnetWarning):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user mistakes print one `effnet: error: ...` line and return 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.run(args) or 0)
     except EffnetError as error:
         print(f"effnet {args.command}: error: {error}", file=sys.stderr)
         return 2

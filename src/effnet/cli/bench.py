@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from effnet.bench import MODES, PRECISIONS, TASKS
-from effnet.cli.output import print_json
+from effnet.cli.output import check_writable, print_json, write_text
 from effnet.errors import EffnetError
 from effnet.fast import MEMORY_SAVERS
 
@@ -81,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
                          triton_depthwise=args.triton_depthwise, fused_training=args.fused_training,
                          warmup=args.warmup,
                          repeats=args.repeats, iterations=args.iterations)
+    if args.output:
+        check_writable(args.output, "--output")
     result = run_benchmark(config)
     document = result.to_json()
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(document, indent=2))
+        write_text(args.output, json.dumps(document, indent=2), "--output")
     if args.json:
         print_json(document)
     else:

@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from effnet.cli.output import format_table, print_json
+from effnet.cli.output import check_writable_folder, format_table, print_json
 from effnet.fast import BACKENDS
 
 TABLE_MAX_CLASSES = 30  # a longer per-class table belongs in --output's per_class.csv
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from effnet.data import SkippedFileWarning
     from effnet.inference import evaluate_weights, write_report
 
+    if args.output:
+        check_writable_folder(args.output, "--output")
     with warnings.catch_warnings():
         # The report lists every skipped file with its reason; a warning per file would repeat it.
         warnings.simplefilter("ignore", SkippedFileWarning)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from effnet.cli.output import print_json
+from effnet.errors import UnknownModelError
 from effnet.models import list_models
 
 
@@ -18,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if args.json:
         print_json(names)
+    elif not names:
+        raise UnknownModelError(f"no registered model matches {args.pattern!r}; `effnet list` shows them all")
     else:
         print("\n".join(names))
     return 0

@@ -1,8 +1,52 @@
-"""Printing helpers shared by commands: aligned tables and one JSON document on stdout."""
+"""Printing helpers shared by commands: aligned tables, one JSON document on stdout, output files."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, Sequence
+
+from effnet.errors import EffnetError
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Make `path`'s folder and fail now, in one line, if the file cannot be written there: before a command
+    spends minutes on what it would write. (It opens the file to know: permission bits do not tell root.)"""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EffnetError(f"{option} {path}: cannot make its folder ({error.strerror or error})") from None
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as error:
+        raise EffnetError(f"{option} {path}: cannot write it ({error.strerror or error})") from None
+    if not existed:
+        path.unlink()
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Make the folder `path` and fail now, in one line, if files cannot be written in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EffnetError(f"{option} {path}: cannot make the folder ({error.strerror or error})") from None
+    probe = path / ".effnet-write-check"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise EffnetError(f"{option} {path}: cannot write in the folder ({error.strerror or error})") from None
+
+
+def write_text(path: Path, text: str, option: str) -> None:
+    """`path.write_text(text)`, its folder made; a failure is one line naming the option."""
+    check_writable(path, option)
+    try:
+        path.write_text(text)
+    except OSError as error:
+        raise EffnetError(f"{option} {path}: {error.strerror or error}") from None
 
 
 def print_json(document: Any) -> None:

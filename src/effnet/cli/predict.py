@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         if args.ema:
             raise InferenceError("--ema needs --weights (a run folder)")
+        predictor = Predictor.from_model(args.model, device=args.device, batch_size=args.batch_size, **backend)
         print(f"note: {args.model} has random weights (effnet bundles none); the labels mean nothing",
               file=sys.stderr)
-        predictor = Predictor.from_model(args.model, device=args.device, batch_size=args.batch_size, **backend)
     else:
         predictor = Predictor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
                                            ema=args.ema, **backend)

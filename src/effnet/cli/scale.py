@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from effnet.cli.output import billions, format_table, millions, print_json
+from effnet.cli.output import billions, check_writable, format_table, millions, print_json, write_text
 from effnet.errors import SpecError
 from effnet.fast import BACKENDS
 from effnet.models import get_entry
@@ -15,6 +15,7 @@ from effnet.scaling.cost import spec_cost
 from effnet.scaling.family import FamilyMember, compound_family, official_family
 from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound_multipliers
 from effnet.spec import spec_to_dict
+from effnet.spec.types import NetworkSpec
 
 _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -74,7 +75,8 @@ def coefficients(file: Path | None, alpha: float | None = None, beta: float | No
     return (pick(alpha, "alpha", PAPER_ALPHA), pick(beta, "beta", PAPER_BETA), pick(gamma, "gamma", PAPER_GAMMA))
 
 
-def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: float) -> FamilyMember:
+def _budget_member(args: argparse.Namespace, base: NetworkSpec, alpha: float, beta: float,
+                   gamma: float) -> FamilyMember:
     budgets = [(name, value) for name, value in (("macs", args.max_macs), ("params", args.max_params),
                                                  ("latency_ms", args.max_latency_ms)) if value is not None]
     if len(budgets) != 1:
@@ -91,7 +93,7 @@ def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: f
             return getattr(spec_cost(spec, num_classes=args.num_classes), name)
     # A measured latency is noisy and each probe builds and times a model: a coarser phi suffices.
     tolerance = 0.02 if name == "latency_ms" else 0.001
-    fit = largest_phi_within(get_entry(args.base).spec, budget, cost, alpha=alpha, beta=beta, gamma=gamma,
+    fit = largest_phi_within(base, budget, cost, alpha=alpha, beta=beta, gamma=gamma,
                              tolerance=tolerance, label=f"max-{name.replace('_', '-')}")
     measured = spec_cost(fit.spec, num_classes=args.num_classes)
     return FamilyMember(fit.spec.name, fit.phi, fit.spec.depth, fit.spec.width, fit.spec.resolution,
@@ -101,16 +103,19 @@ def _budget_member(args: argparse.Namespace, alpha: float, beta: float, gamma: f
 def run(args: argparse.Namespace) -> int:
     if args.backend != "torch" and args.max_latency_ms is None:
         raise SpecError(f"--backend {args.backend} is for --max-latency-ms (the model it times)")
+    if args.save_spec is not None:  # before a latency budget's probes
+        check_writable(args.save_spec, "--save-spec")
+    base = get_entry(args.base).spec  # an unknown name is an error even where the official rows ignore it
     alpha, beta, gamma = coefficients(args.coefficients, args.alpha, args.beta, args.gamma)
     budgeted = any(value is not None for value in (args.max_macs, args.max_params, args.max_latency_ms))
     if budgeted:
-        members = [_budget_member(args, alpha, beta, gamma)]
+        members = [_budget_member(args, base, alpha, beta, gamma)]
     elif args.phi is None:
         members = official_family(num_classes=args.num_classes)
     else:
-        members = compound_family(args.phi, get_entry(args.base).spec, alpha, beta, gamma, args.num_classes)
+        members = compound_family(args.phi, base, alpha, beta, gamma, args.num_classes)
     if args.save_spec is not None:
-        args.save_spec.write_text(json.dumps(spec_to_dict(members[-1].spec), indent=2))
+        write_text(args.save_spec, json.dumps(spec_to_dict(members[-1].spec), indent=2), "--save-spec")
     if args.json:
         print_json([member.as_dict() for member in members])
         return 0

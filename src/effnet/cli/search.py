@@ -49,11 +49,26 @@ def load_base(name_or_file: str):  # noqa: ANN201 - a NetworkSpec
     return get_entry(name_or_file).spec
 
 
+def _check_gpus(gpus: tuple[str, ...]) -> None:
+    """Each id (an index, or a UUID as CUDA_VISIBLE_DEVICES takes it) names a GPU here, before any run starts."""
+    from effnet.devices import resolve_device
+    from effnet.errors import DeviceError, EffnetError
+
+    try:
+        for gpu in gpus:
+            resolve_device(f"cuda:{gpu}" if gpu.isdigit() else "cuda")
+    except DeviceError as error:
+        raise EffnetError(f"--gpus {','.join(gpus)}: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from effnet.search import SearchConfig, parse_values, run_search
     from effnet.search.grid import DEFAULT_ALPHAS, DEFAULT_BETAS, DEFAULT_GAMMAS
     from effnet.train.config import DATASET_DEFAULTS
 
+    gpus = tuple(g for g in args.gpus.split(",") if g)
+    if gpus and args.ray is None:
+        _check_gpus(gpus)
     base = load_base(args.base)
     size = args.image_size or DATASET_DEFAULTS.get(args.data, {}).get("image_size", base.resolution)
     config = SearchConfig(
@@ -63,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         betas=parse_values(args.beta) if args.beta else DEFAULT_BETAS,
         gammas=parse_values(args.gamma) if args.gamma else DEFAULT_GAMMAS,
         epochs=args.epochs, minutes=args.minutes, seed=args.seed, parallel=args.parallel,
-        gpus=tuple(g for g in args.gpus.split(",") if g), ray_address=args.ray, train_args=list(args.train_arg))
+        gpus=gpus, ray_address=args.ray, train_args=list(args.train_arg))
     report = run_search(config)
     if args.json:
         print_json(report)

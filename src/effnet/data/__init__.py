@@ -5,7 +5,7 @@ as SkippedFile(path, reason)). See each module's docstring for the choices made.
 """
 from effnet.data.arrays import ArrayImageDataset
 from effnet.data.cifar import Cifar10Dataset, Cifar100Dataset, load_cifar
-from effnet.data.datasets import DATASET_NAMES, DataSplits, default_data_root, load_dataset
+from effnet.data.datasets import DATASET_NAMES, DataSplits, check_source, default_data_root, load_dataset
 from effnet.data.digits import load_digits_dataset
 from effnet.data.errors import DataError, DatasetNotAvailableError, ImageLoadError, SkippedFileWarning
 from effnet.data.fashion_mnist import fashion_mnist_search_dirs, load_fashion_mnist
@@ -20,7 +20,7 @@ from effnet.data.transforms import make_eval_transform, make_train_transform
 
 __all__ = [
     "ArrayImageDataset", "Cifar10Dataset", "Cifar100Dataset", "load_cifar",
-    "DATASET_NAMES", "DataSplits", "default_data_root", "load_dataset", "load_digits_dataset",
+    "DATASET_NAMES", "DataSplits", "check_source", "default_data_root", "load_dataset", "load_digits_dataset",
     "DataError", "DatasetNotAvailableError", "ImageLoadError", "SkippedFileWarning",
     "fashion_mnist_search_dirs", "load_fashion_mnist", "ImageFolderDataset", "load_image_folder",
     "read_idx", "check_image", "load_image", "to_rgb", "make_loader", "seed_worker",

@@ -14,6 +14,7 @@ from effnet.data.errors import DataError
 from effnet.data.fashion_mnist import load_fashion_mnist
 from effnet.data.folder import load_image_folder
 from effnet.data.skipped import SkippedFile
+from effnet.data.tree import find_layout, list_class_folders
 
 DIGITS_NAMES = ("builtin", "digits")
 FASHION_MNIST_NAMES = ("fashion-mnist", "fashion_mnist", "fashionmnist")
@@ -47,6 +48,19 @@ def default_data_root(name: str) -> Path:
     return cache / "effnet" / name
 
 
+def check_source(source: str | os.PathLike | None) -> None:
+    """Raise DataError unless `source` names a data set or a folder with class folders, reading no image:
+    the check a search makes before it starts a training per candidate."""
+    name = str(source) if source is not None else "builtin"
+    if name in DATASET_NAMES:
+        return
+    if not Path(name).expanduser().exists():
+        raise DataError(f"data {name!r} is neither a folder nor one of {', '.join(DATASET_NAMES)}")
+    for split_dir in find_layout(name).splits.values():
+        if not list_class_folders(split_dir):
+            raise DataError(f"no class folders in {split_dir}: expected {split_dir}/<class>/<image files>")
+
+
 def load_dataset(source: str | os.PathLike | None = None, *, root: str | os.PathLike | None = None,
                  train_transform: Callable | None = None, eval_transform: Callable | None = None,
                  image_size: int | None = None, val_fraction: float | None = None, seed: int = 0,
@@ -77,8 +91,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, root: str | os.Path
         train = load_cifar(name, cifar_root, train=True, transform=train_transform, download=download)
         val = load_cifar(name, cifar_root, train=False, transform=eval_transform, download=download)
         return DataSplits(name, train, val, list(train.classes))
-    if not Path(name).expanduser().exists():
-        raise DataError(f"data {name!r} is neither a folder nor one of {', '.join(DATASET_NAMES)}")
+    check_source(name)
     fraction = FOLDER_VAL_FRACTION if val_fraction is None else val_fraction
     train, val = load_image_folder(name, train_transform=train_transform, eval_transform=eval_transform,
                                    val_fraction=fraction, seed=seed, verify=verify, workers=workers)

@@ -5,7 +5,7 @@ both errors are `EffnetError`s, so the CLI prints them as one line without a tra
 """
 from __future__ import annotations
 
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, EffnetWarning
 
 
 class DataError(EffnetError, ValueError):
@@ -25,5 +25,5 @@ class ImageLoadError(DataError):
         self.reason = reason
 
 
-class SkippedFileWarning(UserWarning):
+class SkippedFileWarning(EffnetWarning):
     """Emitted once per unusable file that a data set leaves out; the message names the file and why."""

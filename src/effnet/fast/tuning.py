@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, EffnetWarning
 
 ENV = "EFFNET_TUNING"
 FORMAT = 1
@@ -166,7 +166,7 @@ def _take(path: str | Path) -> Table:
     table = _entries(Path(path), document)
     mismatch = _mismatch(path, document.get("device"))
     if mismatch:
-        warnings.warn(mismatch, stacklevel=3)
+        warnings.warn(mismatch, EffnetWarning, stacklevel=3)
     return table
 
 

@@ -21,7 +21,8 @@ from PIL import Image
 from torch import nn
 
 from effnet.data import ImageLoadError, load_image, make_eval_transform, to_rgb
-from effnet.errors import EffnetError, WeightsError
+from effnet import devices
+from effnet.errors import DeviceError, EffnetError, WeightsError
 from effnet.fast import BACKENDS as FAST_BACKENDS
 from effnet.spec.data import DataConfig
 
@@ -71,20 +72,11 @@ def class_labels(class_names: Sequence[str] | None, num_classes: int) -> list[st
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto`, `cpu`, `cuda`, `cuda:N` or a torch.device; a missing CUDA device is a clear error."""
-    if isinstance(device, torch.device):
-        return device
-    name = str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InferenceError(f"device {device!r}: no CUDA device is available here; use cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise InferenceError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    """`auto`, `cpu`, `cuda`, `cuda:N` or a torch.device (`effnet.devices.resolve_device`), as an InferenceError."""
     try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InferenceError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+        return devices.resolve_device(device)
+    except DeviceError as error:
+        raise InferenceError(str(error)) from None
 
 
 def weights_path(path: str | os.PathLike, ema: bool = False) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from effnet.errors import SpecError
 from effnet.scaling.plan import BlockPlan, NetworkPlan, resolve
 from effnet.spec.types import NetworkSpec
 
@@ -80,6 +81,9 @@ _BLOCK_COSTS: dict[str, Callable[[BlockPlan, int, int], tuple[int, int, int, int
 
 def plan_cost(plan: NetworkPlan, resolution: tuple[int, int], num_classes: int = 1000,
               in_channels: int = 3) -> Cost:
+    for name, value, least in (("num_classes", num_classes, 0), ("in_channels", in_channels, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:  # as create_model checks
+            raise SpecError(f"{name} must be a whole number >= {least}, got {value!r}")
     height, width = (_out_size(size, plan.stem_stride) for size in resolution)
     params, macs = _conv(in_channels, plan.stem_channels, plan.stem_kernel_size, height, width)
     if plan.stem_pool == "max":  # 3x3, stride 2, padding 1: ceil(size / 2), and no MACs

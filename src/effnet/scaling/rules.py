@@ -49,7 +49,10 @@ def compound_multipliers(
             raise SpecError(f"{label} must be positive, got {value}")
     if not math.isfinite(phi):
         raise SpecError(f"phi must be a finite number, got {phi}")
-    return alpha**phi, beta**phi, gamma**phi
+    try:
+        return alpha**phi, beta**phi, gamma**phi
+    except OverflowError:  # float ** float raises where it would pass 1.8e308
+        raise SpecError(f"phi {phi:g} scales past any network: alpha, beta or gamma to its power overflows") from None
 
 
 def scale_by_multipliers(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from effnet.errors import SpecError
+from effnet.errors import EffnetError, SpecError
 from effnet.scaling.budget import largest_phi_within
 from effnet.scaling.cost import spec_cost
 from effnet.scaling.rules import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, scale_by_multipliers
@@ -77,6 +77,9 @@ def matched_specs(base: NetworkSpec, multiple: float,
 
 
 def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
+    from effnet.data import check_source
+
+    check_source(config.data)  # before a training per point, each failing alike
     below = [multiple for multiple in config.multiples if not multiple > 1]
     if below:  # each strategy's multiplier is searched upwards from the base
         raise SpecError(f"MACs multiples must be above 1 (the curves scale the base up), got {below[0]:g}")
@@ -99,6 +102,8 @@ def run_curves(config: CurvesConfig) -> list[dict[str, Any]]:
             requests.append(RunRequest(label, spec, config.output / "runs" / label, args))
     unique_results = run_all(requests, config.parallel)
     results = [unique_results[first_of[repr(replace(spec, name=""))]] for *_, spec in points]
+    if all(result.summary is None for result in unique_results):
+        raise EffnetError(f"every run failed; see {config.output}/runs/*/train.log (first: {results[0].error})")
     rows = []
     for (strategy, multiple, value, spec), result in zip(points, results):
         summary = result.summary or {}

@@ -67,6 +67,8 @@ def grid_candidates(base: NetworkSpec, alphas: Sequence[float] = DEFAULT_ALPHAS,
     for label, values in (("alpha", alphas), ("beta", betas), ("gamma", gammas)):
         if not values or min(values) < 1:
             raise SpecError(f"{label} values must be >= 1 (phi = 1 scales the base up), got {list(values)}")
+    if not tolerance > 0:
+        raise SpecError(f"tolerance must be positive (a fraction of the target), got {tolerance:g}")
     base_macs = spec_cost(base).macs
     # Grid points that round to the same network (depth 1.1 and 1.2 both make B0's repeats
     # 2, 3, 3, 4, 4, 5, 2) are trained once; the others are listed as its aliases.

@@ -39,10 +39,13 @@ class RunResult:
     error: str | None = None
 
 
-def _command(request: RunRequest) -> list[str]:
+def _command(request: RunRequest, gpu: str | None = None) -> list[str]:
     spec_file = request.output / "spec.json"
+    # A run given a GPU trains on it or fails, never on the CPU instead (a --train-arg=--device=... still wins).
+    device = ["--device", "cuda"] if gpu is not None else []
     return [sys.executable, "-m", "effnet", "train", "--spec", str(spec_file), "--image-size",
-            str(request.spec.resolution), "--output", str(request.output), "--resume", "auto", *request.train_args]
+            str(request.spec.resolution), "--output", str(request.output), "--resume", "auto", *device,
+            *request.train_args]
 
 
 def _environment(threads: int, gpu: str | None) -> dict[str, str]:
@@ -62,7 +65,7 @@ def run_one(request: RunRequest, threads: int = 1, gpu: str | None = None) -> Ru
     (request.output / "spec.json").write_text(json.dumps(spec_to_dict(request.spec), indent=2))
     started = time.perf_counter()
     with open(request.output / "train.log", "a") as log:
-        code = subprocess.run(_command(request), stdout=subprocess.DEVNULL, stderr=log,
+        code = subprocess.run(_command(request, gpu), stdout=subprocess.DEVNULL, stderr=log,
                               env=_environment(threads, gpu)).returncode
     wall = time.perf_counter() - started
     if code != 0 or not summary_file.is_file():
@@ -78,6 +81,8 @@ def run_all(requests: Sequence[RunRequest], parallel: int = 1, gpus: Sequence[st
     if parallel < 1:
         raise EffnetError(f"parallel must be at least 1, got {parallel}")
     if ray_address is not None:
+        if gpus:
+            raise EffnetError("--gpus assigns this machine's GPUs; with --ray each candidate is a one-CPU Ray task")
         from effnet.search.ray_backend import run_on_ray
 
         return run_on_ray(requests, ray_address)

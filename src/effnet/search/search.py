@@ -52,6 +52,9 @@ def _row(candidate: Candidate, result) -> dict[str, Any]:  # noqa: ANN001 - RunR
 
 def run_search(config: SearchConfig) -> dict[str, Any]:
     """The paper's step 1 on the user's data; writes search.json, search.csv and search.png."""
+    from effnet.data import check_source
+
+    check_source(config.data)  # before a training per candidate, each failing alike
     candidates = grid_candidates(config.base, config.alphas, config.betas, config.gammas, config.target,
                                  config.tolerance)
     requests = [RunRequest(c.key, c.spec, config.output / "candidates" / c.key, _train_args(config))

@@ -94,7 +94,10 @@ def ensure_output(path: str) -> Path:
     output = Path(path)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output {output}: cannot make the folder ({error.strerror or error})") from None
     return output
 
 

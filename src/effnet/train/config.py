@@ -20,6 +20,9 @@ class ConfigError(EffnetError, ValueError):
     """A training config or option that cannot be used; the message names it."""
 
 
+OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
+
+
 @dataclass
 class TrainConfig:
     output: str = ""
@@ -184,6 +187,8 @@ def validate(config: TrainConfig) -> None:
          f"val_fraction must be in (0, 1), got {config.val_fraction}"),
         (0 <= config.hflip <= 1, f"hflip must be in [0, 1], got {config.hflip}"),
         (0 < config.crop_scale_min <= 1, f"crop_scale_min must be in (0, 1], got {config.crop_scale_min}"),
+        (config.optimizer in OPTIMIZERS,
+         f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}"),
         (config.workers >= 0, f"workers must be >= 0, got {config.workers}"),
         # The optimizer and schedule: PyTorch's own checks would raise a traceback mid-setup.
         # lr 0 is allowed: a run that keeps its initial weights (a baseline, or the tests' reference).

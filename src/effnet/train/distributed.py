@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from effnet.errors import EffnetError
+from effnet.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,8 @@ class DistContext:
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise EffnetError("--device cuda: no CUDA device is available here; use --device cpu")
-        return torch.device("cuda", local_rank)
-    if preference == "cpu":
-        return torch.device("cpu")
-    raise EffnetError(f"device must be auto, cpu or cuda, got {preference!r}")
+    """The device of this process: a plain `cuda` is the GPU of its local rank."""
+    return resolve_device(preference, local_rank=local_rank)
 
 
 def init_distributed(device_preference: str) -> DistContext:

@@ -6,6 +6,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from effnet.train.config import OPTIMIZERS, ConfigError
+
 
 class RMSpropTF(torch.optim.Optimizer):
     """RMSProp with TensorFlow's semantics, which the EfficientNet recipe was tuned for.
@@ -65,9 +67,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
-
-
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
                     rmsprop_decay: float = 0.9, eps: float = 1e-3) -> torch.optim.Optimizer:
     groups = parameter_groups(model, weight_decay)
@@ -77,4 +76,4 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)  # decay per group, from parameter_groups
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
