@@ -87,6 +87,8 @@ def test_user_mistakes_print_one_line(argv, message):
     (["train", "--output", "{out}", "--optimizer", "lamb"], "optimizer must be one of rmsprop_tf, sgd, adamw"),
     (["train", "--output", "{file}/run"], "output {file}/run: cannot make the folder"),
     (["train", "--output", "{out}", "--phi", "1e9"], "scales past any network"),
+    (["train", "--output", "{out}", "--model", "resnet50", "--fused-training", "--channels-last", "--image-size",
+      "16"], "fused_training: use_fused_training switches effnet's MBConv blocks; resnet50 has none"),
     (["search", "--output", "{out}", "--tolerance", "-1"], "tolerance must be positive"),
     (["search", "--output", "{out}", "--data", "{out}/missing"], "neither a folder nor one of builtin"),
     (["search", "--output", "{out}", "--gpus", "0", "--ray", "local"], "--gpus assigns this machine's GPUs"),

@@ -41,6 +41,31 @@ def test_optimized_model_is_a_copy_and_fuses_every_silu_mbconv():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_optimize_for_inference_refuses_what_it_cannot_run():
+    from effnet.export.errors import ExportError
+
+    with pytest.raises(ExportError, match="dtype must be a floating-point dtype"):
+        optimize_for_inference(tiny(), dtype=torch.int8)
+    with pytest.raises(ExportError, match="needs an effnet classifier, got Linear"):
+        optimize_for_inference(nn.Linear(2, 2))
+
+
+def test_the_fast_names_and_submodules_load_on_first_use():
+    """`import effnet` loads no fast path; `effnet.fast.memory.enable_memory_saving` (the README's spelling) and
+    the names the package's docstring lists then import what they need."""
+    import subprocess
+    import sys
+
+    script = ("import sys, effnet\n"
+              "assert 'effnet.fast.memory' not in sys.modules\n"
+              "assert effnet.fast.memory.enable_memory_saving is effnet.fast.enable_memory_saving\n"
+              "assert effnet.fast.graphs.CudaGraphModule is effnet.fast.CudaGraphModule\n"
+              "assert effnet.fast.fused_training.use_fused_training is effnet.fast.use_fused_training\n"
+              "assert not hasattr(effnet.fast, 'nosuch')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @needs_triton
 
 

@@ -168,9 +168,13 @@ def test_effnet_bench_times_the_fused_training_row(capsys):
     assert set(rows) == {"effnet", "effnet-ftrain"} and rows["effnet-ftrain"]["images_per_second"] > 0
 
 
-def test_use_fused_training_rejects_non_modules():
+def test_use_fused_training_rejects_non_modules_and_models_without_mbconv_blocks():
     with pytest.raises(ValueError, match="needs an nn.Module"):
         use_fused_training("efficientnet_b0")
+    with pytest.raises(ValueError, match="switches effnet's MBConv blocks; Linear has none"):
+        use_fused_training(torch.nn.Linear(2, 2))
+    model = use_fused_training(tiny())
+    assert use_fused_training(model) is model  # switching twice is harmless
 
 
 @needs_triton

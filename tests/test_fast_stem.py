@@ -4,6 +4,8 @@ The kernel is held to its PyTorch reference, and the fused-stem model to the pla
 float32 at relative error 1e-5. Without a GPU the kernel runs in Triton's interpreter (conftest
 sets TRITON_INTERPRET=1), on deliberately tiny shapes.
 """
+import re
+
 import pytest
 import torch
 
@@ -64,8 +66,9 @@ def test_fused_stem_keeps_the_function_and_only_replaces_silu_stems():
             assert relative_error(fast_bf16(x), plain_bf16(x)) <= 1e-3
 
 
-def test_stem_rejects_an_input_with_other_channels():
+@pytest.mark.parametrize("shape", [(1, 4, 8, 8), (3, 8, 8)])
+def test_stem_rejects_an_input_with_other_channels_or_no_batch(shape):
     weight = torch.randn(8, 3, 3, 3)
-    with pytest.raises(ValueError, match="the stem takes 3 input channels, got an input with 4"):
-        stem(torch.randn(1, 4, 8, 8), weight, weight.flatten(1).t().contiguous(), torch.zeros(8), stride=2,
+    with pytest.raises(ValueError, match=rf"shaped \(N, 3, H, W\), got {re.escape(str(shape))}"):
+        stem(torch.randn(*shape), weight, weight.flatten(1).t().contiguous(), torch.zeros(8), stride=2,
              same=False, use_triton=False)

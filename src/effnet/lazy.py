@@ -3,6 +3,7 @@ torch before a name that needs it is used."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any, Callable
 
 
@@ -12,6 +13,10 @@ def exports(package: str, names: dict[str, str], namespace: dict[str, Any]) -> t
 
     def __getattr__(name: str) -> Any:
         if name not in names:
+            # A submodule, as `import package.name` would bind it: `effnet.fast.memory.enable_memory_saving`
+            # after `import effnet` alone.
+            if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                return importlib.import_module(f"{package}.{name}")  # the import binds it in `namespace`
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(names[name]), name)
         namespace[name] = value

@@ -7,12 +7,13 @@
 - `CudaGraphModule`: a fixed-shape forward captured once and replayed.
 - `enable_memory_saving`: recompute BN + activation in the backward pass instead of storing them,
   and/or checkpoint whole stages (one of `MEMORY_SAVERS`).
-- `fused_training.use_fused_training` (experimental): MBConv training with every convolution
+- `use_fused_training` (experimental): MBConv training with every convolution
   carrying its batch norms (`bn_pointwise`, `bn_depthwise`, `se_projection`: Triton kernels as custom
   operators).
 
-The package itself loads without torch (the command line builds its options from these names);
-`FusedMBConv` and `optimize_for_inference` import it on first use.
+The package itself loads without torch (the command line builds its options from these names); each
+of the names above, and each submodule (`effnet.fast.memory`, `effnet.fast.graphs`, ...), imports it on
+first use.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ MEMORY_SAVERS = ("none", "activations", "stages", "both")  # enable_memory_savin
 BACKENDS = ("torch", "fast")  # a --backend option's models: the plain one, or optimize_for_device's
 
 _LAZY = {"FusedMBConv": "effnet.fast.fused", "optimize_for_inference": "effnet.fast.fused",
-         "optimize_for_device": "effnet.fast.fused"}
+         "optimize_for_device": "effnet.fast.fused", "CudaGraphModule": "effnet.fast.graphs",
+         "enable_memory_saving": "effnet.fast.memory", "use_fused_training": "effnet.fast.fused_training"}
 
-__all__ = ["BACKENDS", "FusedMBConv", "MEMORY_SAVERS", "optimize_for_device", "optimize_for_inference"]
+__all__ = ["BACKENDS", "CudaGraphModule", "FusedMBConv", "MEMORY_SAVERS", "enable_memory_saving",
+           "optimize_for_device", "optimize_for_inference", "use_fused_training"]
 
 __getattr__, __dir__ = lazy.exports(__name__, _LAZY, globals())

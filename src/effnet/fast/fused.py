@@ -147,6 +147,10 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
         from effnet.export.errors import ExportError
 
         raise ExportError(f"optimize_for_inference needs an effnet classifier, got {type(model).__name__}")
+    if dtype is not None and not dtype.is_floating_point:
+        from effnet.export.errors import ExportError
+
+        raise ExportError(f"dtype must be a floating-point dtype (torch.bfloat16, torch.float32, ...), got {dtype}")
     folded = fold_batchnorm(model)
     if fuse:
         for stage in folded.blocks:

@@ -129,7 +129,11 @@ def use_fused_training(model: nn.Module) -> nn.Module:
     parameters, buffers, state-dict keys and evaluation forward are unchanged."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"use_fused_training needs an nn.Module, got {type(model).__name__}")
-    for module in model.modules():
+    blocks = [module for module in model.modules() if isinstance(module, MBConv)]
+    if not blocks:  # never a silent no-op: the caller would time or train the plain model thinking it fused
+        name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+        raise ValueError(f"use_fused_training switches effnet's MBConv blocks; {name} has none")
+    for module in blocks:
         if type(module) is MBConv:
             module.__class__ = FusedTrainingMBConv
     return model

@@ -87,8 +87,9 @@ def stem(x: torch.Tensor, weight: torch.Tensor, weight_cols: torch.Tensor, bias:
     conv's (out, in, k, k), `weight_cols` the same values laid out (in*k*k, out). Padding is TF
     "same" with `same`, else symmetric `k // 2`. `use_triton` as in `effnet.fast.ops`.
     """
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"the stem takes {weight.shape[1]} input channels, got an input with {x.shape[1]}")
+    if x.dim() != 4 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"the model takes a batch of images shaped (N, {weight.shape[1]}, H, W), "
+                         f"got {tuple(x.shape)}")
     kernel_size = weight.shape[-1]
     if ops._triton(x, use_triton, ops._widened(x, weight.shape[0])):
         output_size, padding = ops.conv_geometry(x, kernel_size, stride, same)

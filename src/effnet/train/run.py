@@ -181,7 +181,10 @@ def _speed_paths(model: nn.Module, config: TrainConfig, device: torch.device) ->
         if not kernels.usable(torch.empty(0, device=device)):
             raise ConfigError(f"fused_training runs Triton kernels: it needs a CUDA device (this run's is {device}; "
                               "TRITON_INTERPRET=1 runs them on the CPU, slowly, for testing)")
-        use_fused_training(model)
+        try:
+            use_fused_training(model)
+        except ValueError as error:  # a model without MBConv blocks (resnet50, mobilenet_v1)
+            raise ConfigError(f"fused_training: {error}") from None
 
 
 def _build_run(config: TrainConfig, context: DistContext, output: Path, splits, train_transform,
