@@ -72,20 +72,25 @@ def test_user_mistakes_print_one_line(argv, message):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+IN_THE_WAY = "a file stands where a folder of the path would be"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["scale", "--phi", "1e9"], "phi 1e+09 scales past any network"),
     (["scale", "--base", "nosuch"], "unknown model 'nosuch'"),
     (["scale", "--phi", "1", "--num-classes", "-3"], "num_classes must be a whole number >= 0, got -3"),
     (["scale", "--max-latency-ms", "5", "--batch-size", "0"], "batch_size must be at least 1, got 0"),
     (["scale", "--max-latency-ms", "5", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
-    (["scale", "--phi", "1", "--save-spec", "{file}/spec.json"], "--save-spec {file}/spec.json: cannot make its"),
+    (["scale", "--phi", "1", "--save-spec", "{file}/spec.json"], f"--save-spec {{file}}/spec.json: {IN_THE_WAY}"),
+    (["convert", "--from", "timm", "--model", "nosuch", "{file}", "{out}/w.safetensors"], "unknown model 'nosuch'"),
+    (["convert", "{file}", "{file}/w.safetensors"], f"OUT {{file}}/w.safetensors: {IN_THE_WAY}"),
     (["list", "nosuch*"], "no registered model matches 'nosuch*'"),
     (["predict", "{file}", "--model", "nosuch"], "unknown model 'nosuch'"),
     (["bench", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
-    (["bench", "--output", "{file}/bench.json"], "--output {file}/bench.json: cannot make its folder"),
-    (["eval", "--weights", "{file}", "--output", "{file}/eval"], "--output {file}/eval: cannot make the folder"),
+    (["bench", "--output", "{file}/bench.json"], f"--output {{file}}/bench.json: {IN_THE_WAY}"),
+    (["eval", "--weights", "{file}", "--output", "{file}/eval"], f"--output {{file}}/eval: {IN_THE_WAY}"),
     (["train", "--output", "{out}", "--optimizer", "lamb"], "optimizer must be one of rmsprop_tf, sgd, adamw"),
-    (["train", "--output", "{file}/run"], "output {file}/run: cannot make the folder"),
+    (["train", "--output", "{file}/run"], f"output {{file}}/run: {IN_THE_WAY}"),
     (["train", "--output", "{out}", "--phi", "1e9"], "scales past any network"),
     (["train", "--output", "{out}", "--model", "resnet50", "--fused-training", "--channels-last", "--image-size",
       "16"], "fused_training: use_fused_training switches effnet's MBConv blocks; resnet50 has none"),

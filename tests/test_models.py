@@ -145,6 +145,17 @@ def test_pretrained_file_round_trip(tmp_path):
         effnet.create_model("efficientnet_b1", pretrained=path)
 
 
+def test_a_weights_file_that_cannot_be_written_is_one_weights_error_and_leaves_nothing(tmp_path):
+    model = effnet.create_model("efficientnet_lite0", num_classes=2)
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "taken.safetensors").mkdir()
+    for path, reason in ((tmp_path / "a_file" / "w.safetensors", "a file stands where a folder of the path would be"),
+                         (tmp_path / "taken.safetensors", "Is a directory")):
+        with pytest.raises(WeightsError, match=f"cannot write {path}: {reason}"):
+            save_weights_file(path, model.state_dict(), model.spec, model.data_config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "taken.safetensors"]  # no temporary left
+
+
 def test_pretrained_errors(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="not found"):
         effnet.create_model("efficientnet_b0", pretrained=tmp_path / "missing.safetensors")

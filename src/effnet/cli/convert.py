@@ -24,8 +24,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.cli.output import check_writable
     from effnet.weights.convert import convert_file
 
+    check_writable(args.output, "OUT")  # before the checkpoint is read and converted
     result = convert_file(args.input, args.output, args.source, args.model)
     detected = f"; detected {' and '.join(result.detected)}" if result.detected else ""
     print(f"wrote {result.path} ({result.model_name}, from {result.source}{detected})")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +13,8 @@ def check_writable(path: Path, option: str) -> None:
     spends minutes on what it would write. (It opens the file to know: permission bits do not tell root.)"""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        raise EffnetError(f"{option} {path}: a file stands where a folder of the path would be") from None
     except OSError as error:
         raise EffnetError(f"{option} {path}: cannot make its folder ({error.strerror or error})") from None
     existed = path.exists()
@@ -30,6 +31,8 @@ def check_writable_folder(path: Path, option: str) -> None:
     """Make the folder `path` and fail now, in one line, if files cannot be written in it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise EffnetError(f"{option} {path}: a file stands where a folder of the path would be") from None
     except OSError as error:
         raise EffnetError(f"{option} {path}: cannot make the folder ({error.strerror or error})") from None
     probe = path / ".effnet-write-check"

@@ -96,6 +96,8 @@ def ensure_output(path: str) -> Path:
         raise ConfigError(f"output {output} exists and is not a folder")
     try:
         output.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        raise ConfigError(f"output {output}: a file stands where a folder of the path would be") from None
     except OSError as error:
         raise ConfigError(f"output {output}: cannot make the folder ({error.strerror or error})") from None
     return output

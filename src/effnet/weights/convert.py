@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from effnet.errors import WeightsError
-from effnet.models import create_model
+from effnet.models import create_model, get_entry
 from effnet.spec.data import DataConfig
 from effnet.weights.converters import CONVERTERS, Converter
 from effnet.weights.converters import transformers as from_transformers
@@ -137,6 +137,8 @@ def convert_file(in_path: str | os.PathLike, out_path: str | os.PathLike, source
     """
     if source is not None:
         _converter(source)  # an unknown source fails before the file is read
+    if model_name is not None:
+        get_entry(model_name)  # so does an unknown model
     detected = tuple(name for name, given in (("source", source), ("model", model_name)) if given is None)
     peer = read_peer(in_path)
     peer.preprocessing.update(preprocessing or {})

@@ -67,14 +67,21 @@ def save_weights_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Te
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in state_dict.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        raise WeightsError(f"cannot write {path}: a file stands where a folder of the path would be") from None
+    except OSError as error:
+        raise WeightsError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk, or a folder at `path`
+        raise WeightsError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
