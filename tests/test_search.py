@@ -124,3 +124,21 @@ def test_curves_rejects_multiples_that_do_not_scale_up_in_one_line(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err == f"effnet curves: error: MACs multiples must be above 1 (the curves scale the base up), got {multiple}"
     assert not (tmp_path / "c" / "runs").exists()  # nothing trained
+
+
+def test_a_candidate_given_a_gpu_trains_on_it_or_fails(tmp_path):
+    """With --gpus each candidate sees one GPU (CUDA_VISIBLE_DEVICES) and is told --device cuda, so a run
+    that cannot reach its GPU fails instead of training on the CPU; a --train-arg device still wins."""
+    from effnet.search import runner
+
+    request = runner.RunRequest("k", B0, tmp_path / "k", ["--epochs", "1", "--device", "cpu"])
+    command = runner._command(request, "1")
+    assert command[command.index("--device") + 1] == "cuda" and command[-2:] == ["--device", "cpu"]
+    assert "--device" not in runner._command(replace(request, train_args=[]))
+    assert runner._environment(2, "1")["CUDA_VISIBLE_DEVICES"] == "1"
+    # Without a GPU, a candidate given one fails with the device's own error line.
+    import torch
+
+    if not torch.cuda.is_available():
+        result = runner.run_one(replace(request, train_args=["--epochs", "1"]), threads=1, gpu="0")
+        assert result.summary is None and "no CUDA device is available here" in result.error
