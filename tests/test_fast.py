@@ -41,6 +41,27 @@ def test_optimized_model_is_a_copy_and_fuses_every_silu_mbconv():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_pytorch_pointwise_gates_in_place_only_when_asked_and_autograd_does_not_need_x():
+    """The fused block's x is its own scratch, so its gated 1x1 scales it in place (a fresh activation-sized
+    tensor fewer per block on a CPU); the same values, and a caller's x is untouched unless it asks."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)
+    weight, gate = torch.randn(4, 8, 1, 1), torch.rand(2, 8)
+    args = (weight, weight.flatten(1).t().contiguous(), torch.randn(4))
+    kept = x.clone()
+    expected = ops.pointwise(x, *args, act=False, gate=gate, use_triton=False)
+    assert torch.equal(x, kept)
+    with torch.inference_mode():
+        scratch = x.clone()
+        assert torch.equal(ops.pointwise(scratch, *args, act=False, gate=gate, use_triton=False,
+                                         gate_in_place=True), expected)
+        assert torch.equal(scratch, x * gate[:, :, None, None])  # gated where it lies
+    leaf = x.clone().requires_grad_()
+    out = ops.pointwise(leaf, *args, act=False, gate=gate, use_triton=False, gate_in_place=True)
+    out.sum().backward()  # autograd needs the leaf: gated out of place
+    assert torch.equal(leaf.detach(), x) and torch.equal(out.detach(), expected)
+
+
 def test_optimize_for_inference_refuses_what_it_cannot_run():
     from effnet.export.errors import ExportError
 

@@ -73,8 +73,8 @@ class FusedMBConv(nn.Module):
             gate = ops.excitation(sums, x.shape[2] * x.shape[3], self.se.conv_reduce, self.se.conv_expand,
                                   use_triton=self.use_triton, tf32=x.dtype in (torch.bfloat16, torch.float16))
         return ops.pointwise(x, self.conv_pwl.weight, self.pwl_t, self.conv_pwl.bias, act=False, gate=gate,
-                             residual=shortcut if self.has_skip else None,
-                             use_triton=self.use_triton)  # (N, out, H/s, W/s)
+                             residual=shortcut if self.has_skip else None, use_triton=self.use_triton,
+                             gate_in_place=True)  # (N, out, H/s, W/s)
 
 
 class FusedStem(nn.Module):

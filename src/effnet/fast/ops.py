@@ -160,18 +160,22 @@ def expand_depthwise(x: torch.Tensor, expand: tuple[torch.Tensor, torch.Tensor, 
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *,
               act: bool, gate: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-              use_triton: bool | None = None) -> torch.Tensor:
+              use_triton: bool | None = None, gate_in_place: bool = False) -> torch.Tensor:
     """act(conv1x1(x * gate) + bias) + residual.
 
     `weight` is the conv's (out, in, 1, 1); `weight_t` the same values laid out (in, out).
-    `gate` is (N, in) float32 or None; `residual` (N, out, H, W) or None.
+    `gate` is (N, in) float32 or None; `residual` (N, out, H, W) or None. With `gate_in_place` the PyTorch
+    path gates x in place where autograd does not need it (the fused block's x is its own scratch): on a
+    CPU that spares a fresh activation-sized tensor per gated block.
     """
     if _triton(x, use_triton, _widened(x, weight.shape[0])):
         if torch.compiler.is_compiling():
             return custom_ops.fused_pointwise(x, weight_t, bias, act, gate, residual)
         return tuned_pointwise(x, weight_t, bias, act=act, gate=gate, residual=residual)
     if gate is not None:
-        x = x * gate.to(x.dtype)[:, :, None, None]  # (N, in, H, W)
+        scale = gate.to(x.dtype)[:, :, None, None]  # (N, in, 1, 1)
+        in_place = gate_in_place and not (torch.is_grad_enabled() and x.requires_grad)
+        x = x.mul_(scale) if in_place else x * scale  # (N, in, H, W)
     y = F.conv2d(x, weight, bias)  # (N, out, H, W)
     if act:
         y = F.silu(y, inplace=True)
