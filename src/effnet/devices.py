@@ -10,8 +10,10 @@ CHOICES = "auto, cpu, cuda or cuda:N"
 
 def resolve_device(device: str | torch.device, *, local_rank: int | None = None) -> torch.device:
     """The torch.device for `device`; `auto` is the GPU where there is one. A missing CUDA device, an index past
-    the last one or another name is a DeviceError. `local_rank` picks a plain `cuda`'s index (one GPU per
-    process under torchrun)."""
+    the last one or another name is a DeviceError; a torch.device of another type (`mps`, say) is taken as
+    given. `local_rank` picks a plain `cuda`'s index (one GPU per process under torchrun)."""
+    if isinstance(device, torch.device) and device.type not in ("cpu", "cuda"):
+        return device
     name = str(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 from effnet.cli import bench, convert, curves, data, export, info, list_models, predict, scale, search, train
 from effnet.cli import eval as eval_command
@@ -25,15 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
-    """effnet's own warnings as one `warning: ...` line (not the file, line number and source line)."""
-    if issubclass(category, EffnetWarning):
-        print(f"warning: {message}", file=file or sys.stderr)
-    else:
-        _default_show_warning(message, category, filename, lineno, file, line)
+def _one_line_warnings(default: Callable) -> Callable:
+    """A `warnings.showwarning` that prints effnet's own warnings as one `warning: ...` line (not the file, line
+    number and source line) and hands the others to `default`."""
 
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, EffnetWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
 
-_default_show_warning = warnings.showwarning
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
             return int(args.run(args) or 0)
     except EffnetError as error:
         print(f"effnet {args.command}: error: {error}", file=sys.stderr)
