@@ -61,6 +61,23 @@ def test_predict_json_is_exactly_the_documented_list(weights: Path, tmp_path: Pa
     assert out.startswith(f"{images[0]}\n  1. ") and out.count("%") == 3
 
 
+def test_predict_takes_folders_of_images_and_skips_what_is_not_one(weights: Path, tmp_path: Path) -> None:
+    """A folder stands for the images under it, in name order (nested folders too); a file there that is not an
+    image is one warning line and is left out; a named file and the folder's files keep the order given."""
+    tree = make_tree(tmp_path / "photos", per_class=1)
+    (tree / "dog" / "notes.png").write_text("not an image")
+    (tree / "readme.txt").write_text("not an image either, and not named like one")
+    single = write_image(tmp_path / "single.png", COLOURS[1])
+    result = subprocess.run([sys.executable, "-m", "effnet", "predict", str(single), str(tree), "--weights",
+                             str(weights), "--topk", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [entry["image"] for entry in json.loads(result.stdout)] == [
+        str(single), str(tree / "cat" / "0.png"), str(tree / "dog" / "0.png"), str(tree / "fox" / "0.png")]
+    assert result.stderr.splitlines() == [f"warning: skipping {tree}/dog/notes.png: not an image Pillow can identify"]
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty"), "--weights", str(weights)]) == 2
+
+
 def test_predict_with_a_model_name_uses_imagenet_labels(tmp_path: Path, capsys) -> None:
     image = write_image(tmp_path / "a.png", COLOURS[1])
     assert main(["predict", str(image), "--model", "efficientnet_b0", "--topk", "1", "--json"]) == 0

@@ -14,7 +14,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Classify images with an effnet weights file or run folder, using the model's own evaluation "
                     "preprocessing. Labels are the class names saved with the weights, ImageNet's for a "
                     "1000-class model without names, else class_<i>.")
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help="image files, or folders of them (searched recursively, in name order; a file "
+                             "there that is not an image is skipped with a warning)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, help="a .safetensors file or a run folder")
     source.add_argument("--model", help="a registered model name, with random weights (a pipeline check)")
@@ -34,12 +36,41 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def image_paths(paths: list[Path]) -> list[Path]:
+    """The files named, with each folder replaced by the image files under it. A folder's files that fail the
+    header check are left out, each with a one-line warning; a folder with no image is an error."""
+    from effnet.data import SkippedFile, check_image
+    from effnet.data.skipped import warn_skipped
+    from effnet.data.tree import IMAGE_EXTENSIONS, list_class_files
+    from effnet.inference import InferenceError
+
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        files = list_class_files(path)
+        usable = []
+        for file in files.images:
+            reason = check_image(file)
+            if reason is None:
+                usable.append(file)
+            else:
+                warn_skipped(SkippedFile(str(file), reason))
+        if not usable:
+            raise InferenceError(f"{path}: a folder with no usable image (files ending in "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        found.extend(usable)
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     from effnet.inference import InferenceError, Predictor
 
     backend = {"backend": args.backend, "onnx_path": args.onnx, "intra_op_threads": args.threads}
     if args.backend != "onnxruntime" and (args.onnx is not None or args.threads is not None):
         raise InferenceError("--onnx and --threads need --backend onnxruntime")
+    images = image_paths(args.images)  # a folder's files, before any model is built
     if args.model is not None:
         if args.ema:
             raise InferenceError("--ema needs --weights (a run folder)")
@@ -49,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
                                            ema=args.ema, **backend)
-    results = predictor.predict([str(path) for path in args.images], topk=args.topk)
+    results = predictor.predict([str(path) for path in images], topk=args.topk)
     if args.json:
-        print_json([{"image": str(path), "topk": topk} for path, topk in zip(args.images, results)])
+        print_json([{"image": str(path), "topk": topk} for path, topk in zip(images, results)])
         return 0
-    for path, topk in zip(args.images, results):
+    for path, topk in zip(images, results):
         print(path)
         for rank, guess in enumerate(topk, start=1):
             print(f"  {rank}. {guess['label']} [{guess['index']}]  {100 * guess['prob']:.2f}%")
