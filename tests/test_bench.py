@@ -44,6 +44,38 @@ def test_bench_table_reports_ratios_and_unavailable_rows(capsys):
     assert all("CUDA graphs need a CUDA device" in line for line in graph_rows)
 
 
+def test_compile_freezing_rows_run_inference_only_and_match_the_reference(capsys):
+    assert main(["bench", "--model", "efficientnet_b0", *FAST_ARGS, "--task", "inference", "training", "--mode",
+                 "compile-freezing", "--libraries", "effnet", "--memory-saver", "none", "--json"]) == 0
+    rows = {(r["task"], r["candidate"]): r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {("inference", "effnet"), ("inference", "effnet-fast"), ("training", "effnet")}
+    for candidate in ("effnet", "effnet-fast"):
+        row = rows[("inference", candidate)]
+        assert row["images_per_second"] > 0 and row["error_vs_reference"] <= 1e-4, row
+    assert rows[("training", "effnet")]["note"] == "freezing compiles the weights in as constants: inference only"
+
+
+def test_compile_freezing_compiles_the_weights_in_as_constants():
+    """Freezing reaches Inductor: a frozen model's output ignores a later change to its weights (they were
+    compiled in as constants, BN folded into the conv); the plainly compiled one's follows it."""
+    import torch
+
+    from effnet.bench.measure import _compile, freeze
+
+    x = torch.randn(1, 2, 5, 5)
+    follows = {}
+    for frozen in (False, True):
+        model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU()).eval()
+        compiled = _compile(model)
+        with torch.inference_mode():
+            if frozen:
+                freeze(compiled, x)
+            before = compiled(x)
+            model[0].weight.mul_(2)
+            follows[frozen] = not torch.equal(compiled(x), before)
+    assert follows == {False: True, True: False}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--device", "cuda"], "no CUDA device is available"),
     (["--model", "efficientnet_b99"], "efficientnet_b99"),

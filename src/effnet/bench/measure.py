@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnet.bench import GRAPH_MODES
+from effnet.bench import GRAPH_MODES, INFERENCE_MODES
 from effnet.bench.candidates import Candidate
 
 
@@ -103,16 +103,28 @@ def _compile(model: nn.Module) -> Callable[..., torch.Tensor]:
     return torch.compile(model, dynamic=False)
 
 
+def freeze(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> None:
+    """Run a compiled `forward` once now, so that Inductor compiles it with freezing on: the weights become
+    constants (BN folded into the convolutions, oneDNN's weights prepacked). Inductor reads the setting as it
+    compiles, and `torch.compile(options={"freezing": True})` does not reach it (torch 2.14)."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True):
+        forward(images)
+
+
 def _inference_step(model: nn.Module, images: torch.Tensor, candidate: Candidate, mode: str,
                     device: torch.device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     model.eval()
-    if mode in ("compile", "compile-cudagraphs"):
+    if mode in ("compile", "compile-cudagraphs", "compile-freezing"):
         model = _compile(model)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), _autocast(candidate, device, dtype, cache=mode not in GRAPH_MODES):
             return model(x)
 
+    if mode == "compile-freezing":
+        freeze(forward, images)
     # compile-cudagraphs: the compiled forward captured, as `torch.compile(mode="reduce-overhead")` runs it: the
     # compiled kernels without the host's launch cost (GPU runs 5-7 timed timm's compiled B0 slower than eager).
     if mode in GRAPH_MODES:
@@ -174,6 +186,9 @@ def measure(candidate: Candidate, task: str, mode: str, *, device: torch.device,
     row = BenchRow(task, mode, candidate.name, batch_size)
     if mode in GRAPH_MODES and device.type != "cuda":
         row.note = "CUDA graphs need a CUDA device"
+        return row
+    if mode in INFERENCE_MODES and task == "training":
+        row.note = "freezing compiles the weights in as constants: inference only"
         return row
     model: Any = None
     try:

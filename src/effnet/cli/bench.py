@@ -28,8 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--mode", nargs="+", default=["eager"], choices=MODES,
                         help="eager, compile (torch.compile), cudagraphs (GPU: a captured forward, or a whole "
-                             "training step in bf16 or fp32) and/or compile-cudagraphs (GPU: the compiled "
-                             "forward, or training step, captured, as torch.compile's reduce-overhead mode)")
+                             "training step in bf16 or fp32), compile-cudagraphs (GPU: the compiled "
+                             "forward, or training step, captured, as torch.compile's reduce-overhead mode) "
+                             "and/or compile-freezing (inference: compiled with Inductor's freezing, the weights "
+                             "as constants, as PyTorch advises for CPU inference)")
     parser.add_argument("--libraries", nargs="+", default=["effnet", "timm", "torchvision"],
                         choices=("effnet", "timm", "torchvision"))
     parser.add_argument("--no-fast", dest="fast", action="store_false",
