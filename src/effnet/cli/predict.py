@@ -36,41 +36,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def image_paths(paths: list[Path]) -> list[Path]:
-    """The files named, with each folder replaced by the image files under it. A folder's files that fail the
-    header check are left out, each with a one-line warning; a folder with no image is an error."""
-    from effnet.data import SkippedFile, check_image
-    from effnet.data.skipped import warn_skipped
-    from effnet.data.tree import IMAGE_EXTENSIONS, list_class_files
-    from effnet.inference import InferenceError
-
-    found: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            found.append(path)
-            continue
-        files = list_class_files(path)
-        usable = []
-        for file in files.images:
-            reason = check_image(file)
-            if reason is None:
-                usable.append(file)
-            else:
-                warn_skipped(SkippedFile(str(file), reason))
-        if not usable:
-            raise InferenceError(f"{path}: a folder with no usable image (files ending in "
-                                 f"{', '.join(IMAGE_EXTENSIONS)})")
-        found.extend(usable)
-    return found
-
-
 def run(args: argparse.Namespace) -> int:
-    from effnet.inference import InferenceError, Predictor
+    from effnet.inference import InferenceError, Predictor, image_files
 
     backend = {"backend": args.backend, "onnx_path": args.onnx, "intra_op_threads": args.threads}
     if args.backend != "onnxruntime" and (args.onnx is not None or args.threads is not None):
         raise InferenceError("--onnx and --threads need --backend onnxruntime")
-    images = image_paths(args.images)  # a folder's files, before any model is built
+    images = image_files(args.images)  # a folder's files, before any model is built
     if args.model is not None:
         if args.ema:
             raise InferenceError("--ema needs --weights (a run folder)")

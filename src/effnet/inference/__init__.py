@@ -12,6 +12,7 @@ from effnet.inference.predict import (
     InferenceError,
     Predictor,
     class_labels,
+    image_files,
     imagenet_class_names,
     resolve_device,
     weights_path,
@@ -19,6 +20,6 @@ from effnet.inference.predict import (
 
 __all__ = [
     "ClassMismatchError", "check_classes", "evaluate_weights", "plot_confusion", "write_confusion", "write_report",
-    "ImageInput", "InferenceError", "Predictor", "class_labels", "imagenet_class_names", "resolve_device",
-    "weights_path",
+    "ImageInput", "InferenceError", "Predictor", "class_labels", "image_files", "imagenet_class_names",
+    "resolve_device", "weights_path",
 ]

@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from effnet.data import ImageLoadError, load_image, make_eval_transform, to_rgb
+from effnet.data import ImageLoadError, SkippedFile, check_image, load_image, make_eval_transform, to_rgb
+from effnet.data.skipped import warn_skipped
+from effnet.data.tree import IMAGE_EXTENSIONS, list_class_files
 from effnet import devices
 from effnet.errors import DeviceError, EffnetError, WeightsError
 from effnet.fast import BACKENDS as FAST_BACKENDS
@@ -77,6 +79,30 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return devices.resolve_device(device)
     except DeviceError as error:
         raise InferenceError(str(error)) from None
+
+
+def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files named, with each folder replaced by the image files under it (recursively, in name order),
+    for `effnet predict`. A folder's files that fail the header check are left out, each with a
+    SkippedFileWarning; a folder with no image is an InferenceError. Named files are kept as given."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            found.append(path)
+            continue
+        files = list_class_files(path)
+        usable = []
+        for file in files.images:
+            reason = check_image(file)
+            if reason is None:
+                usable.append(file)
+            else:
+                warn_skipped(SkippedFile(str(file), reason))
+        if not usable:
+            raise InferenceError(f"{path}: a folder with no usable image (files ending in "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        found.extend(usable)
+    return found
 
 
 def weights_path(path: str | os.PathLike, ema: bool = False) -> Path:
