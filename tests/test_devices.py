@@ -29,3 +29,15 @@ def test_cuda_takes_the_local_rank_and_refuses_an_index_past_the_last_gpu():
     assert resolve_device("cuda") == torch.device("cuda")
     with pytest.raises(DeviceError, match=f"there is no cuda:{count} here"):
         resolve_device(f"cuda:{count}")
+
+
+def test_torchrun_processes_take_their_local_rank_not_one_named_gpu():
+    """Under torchrun (world size > 1) a named GPU would put every process on it; a plain device is each
+    process's own."""
+    from effnet.train.distributed import pick_device
+
+    with pytest.raises(DeviceError, match="with torchrun each process trains on the GPU of its local rank"):
+        pick_device("cuda:1", local_rank=0, world_size=2)
+    assert pick_device("cpu", local_rank=1, world_size=2) == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert pick_device("cuda", local_rank=0, world_size=2) == torch.device("cuda", 0)

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 from effnet.devices import resolve_device
+from effnet.errors import DeviceError
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,12 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """The device of this process: a plain `cuda` is the GPU of its local rank."""
+def pick_device(preference: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """The device of this process: a plain `cuda` is the GPU of its local rank. Under torchrun a named GPU
+    (`cuda:1`) would put every process on it: refused."""
+    if world_size > 1 and preference.startswith("cuda:"):
+        raise DeviceError(f"device {preference!r}: with torchrun each process trains on the GPU of its local "
+                          "rank; use --device cuda (or auto), and CUDA_VISIBLE_DEVICES to choose the GPUs")
     return resolve_device(preference, local_rank=local_rank)
 
 
@@ -36,7 +41,7 @@ def init_distributed(device_preference: str) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_preference, local_rank)
+    device = pick_device(device_preference, local_rank, world_size)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
