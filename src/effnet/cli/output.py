@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from effnet.errors import EffnetError
+from effnet.folders import folder_problem
 
 
 def check_writable(path: Path, option: str) -> None:
     """Make `path`'s folder and fail now, in one line, if the file cannot be written there: before a command
     spends minutes on what it would write. (It opens the file to know: permission bits do not tell root.)"""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
-        raise EffnetError(f"{option} {path}: a file stands where a folder of the path would be") from None
-    except OSError as error:
-        raise EffnetError(f"{option} {path}: cannot make its folder ({error.strerror or error})") from None
+    problem = folder_problem(path.parent)
+    if problem:
+        raise EffnetError(f"{option} {path}: {problem}")
     existed = path.exists()
     try:
         with open(path, "a"):
@@ -29,12 +27,9 @@ def check_writable(path: Path, option: str) -> None:
 
 def check_writable_folder(path: Path, option: str) -> None:
     """Make the folder `path` and fail now, in one line, if files cannot be written in it."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise EffnetError(f"{option} {path}: a file stands where a folder of the path would be") from None
-    except OSError as error:
-        raise EffnetError(f"{option} {path}: cannot make the folder ({error.strerror or error})") from None
+    problem = folder_problem(path)
+    if problem:
+        raise EffnetError(f"{option} {path}: {problem}")
     probe = path / ".effnet-write-check"
     try:
         probe.touch()
@@ -44,8 +39,7 @@ def check_writable_folder(path: Path, option: str) -> None:
 
 
 def write_text(path: Path, text: str, option: str) -> None:
-    """`path.write_text(text)`, its folder made; a failure is one line naming the option."""
-    check_writable(path, option)
+    """`path.write_text(text)` after `check_writable`; a failure is still one line naming the option."""
     try:
         path.write_text(text)
     except OSError as error:

@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 
 import effnet
 from effnet.data import DataSplits, load_dataset, make_eval_transform, make_train_transform
+from effnet.folders import folder_problem
 from effnet.models import get_entry
 from effnet.scaling import scale_by_phi
 from effnet.spec import spec_from_dict
@@ -94,12 +95,9 @@ def ensure_output(path: str) -> Path:
     output = Path(path)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
-        raise ConfigError(f"output {output}: a file stands where a folder of the path would be") from None
-    except OSError as error:
-        raise ConfigError(f"output {output}: cannot make the folder ({error.strerror or error})") from None
+    problem = folder_problem(output)
+    if problem:
+        raise ConfigError(f"output {output}: {problem}")
     return output
 
 

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from effnet.errors import SpecError, WeightsError
+from effnet.folders import folder_problem
 from effnet.spec.data import DataConfig
 from effnet.spec.serialize import spec_from_dict, spec_to_dict
 from effnet.spec.types import NetworkSpec
@@ -67,11 +68,11 @@ def save_weights_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Te
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in state_dict.items()}
+    problem = folder_problem(path.parent)
+    if problem:
+        raise WeightsError(f"cannot write {path}: {problem}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
-        raise WeightsError(f"cannot write {path}: a file stands where a folder of the path would be") from None
     except OSError as error:
         raise WeightsError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)
