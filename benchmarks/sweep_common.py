@@ -84,7 +84,7 @@ def noise(times: dict[str, float]) -> float:
     return abs(again - times["default"]) / min(again, times["default"])
 
 
-ENTRY_FIELDS = ("op", "key", "kernel", "tiles", "seconds", "default_seconds")  # the rest: a kernel's extra fields
+ENTRY_FIELDS = ("op", "key", "kernel", "tiles", "seconds", "default_seconds", "device")  # the rest: a kernel's extras
 
 
 def recorded_choice(path: Path | None, op: str, key: dict) -> tuple | None:

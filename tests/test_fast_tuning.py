@@ -156,8 +156,33 @@ def test_a_file_measured_on_another_gpu_is_taken_with_a_warning(tmp_path, monkey
     assert tuning.other_gpu(path) is None  # no GPU: the file's choices are never used on CPU anyway
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
-    with pytest.warns(UserWarning, match="measured on NVIDIA H100 80GB HBM3, this machine has NVIDIA A100"):
+    with pytest.warns(UserWarning, match=r"t.json was measured on another GPU \(1 on NVIDIA H100 80GB HBM3\), "
+                                         "this machine has NVIDIA A100"):
         tuning.use(path)
     assert tuning.lookup("depthwise", **key)["tiles"] == [4, 16, 32, 1, 4]  # taken all the same
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert tuning.other_gpu(path) is None
+
+
+def test_each_entry_names_the_gpu_that_measured_it(tmp_path, monkeypatch):
+    """A sweep on another card adds its winners to a file another card began (run 8: an H200 sweep went on from
+    run 7's H100 file, which kept naming the H100 alone): each entry keeps its own device, and the warning
+    counts the entries measured elsewhere."""
+    path = tmp_path / "t.json"
+    keys = [dict(kernel_size=k, stride=1, channels=32, height=112, width=112) for k in (3, 5)]
+    tuning.record(path, "depthwise", keys[0], "tiled", (4, 16, 32, 1, 4), device="NVIDIA H100 80GB HBM3",
+                  seconds=1, default_seconds=2)
+    tuning.record(path, "depthwise", keys[1], "tiled", (8, 8, 32, 1, 4), device="NVIDIA H200", seconds=1,
+                  default_seconds=2)
+    document = json.loads(path.read_text())
+    assert tuning.devices(document) == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert tuning.other_gpu(path) == (
+        f"tuning file {path} has 1 of 2 entries measured on another GPU (1 on NVIDIA H100 80GB HBM3), this machine "
+        "has NVIDIA H200: its choices compute the same function, but may be slower here than the defaults; run the "
+        "sweeps here for a file of its own")
+    del document["entries"][1]["device"]  # an older file: its entries take the file's device
+    path.write_text(json.dumps(document))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     assert tuning.other_gpu(path) is None

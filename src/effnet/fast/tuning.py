@@ -5,23 +5,28 @@ The defaults in `kernels` are one tile shape per kind of layer. The sweeps
 kernel variant on every layer shape of a model and, with `--tuning FILE`, write the fastest one per
 shape when it beats the default. `EFFNET_TUNING=FILE` in the environment, or `use(FILE)`, makes
 the fast paths take those choices: the same function, other tiles or another kernel of this package.
-A shape the file does not name keeps the default. A file holds the choices of the GPU it was measured
-on (its `device`); on another, the defaults are the safer start, and taking the file there warns.
+A shape the file does not name keeps the default. Each entry names the GPU it was measured on (its
+`device`; entries without one, the file's `device`, the GPU of its first entry); on another GPU the defaults
+are the safer start, and taking a file with entries measured elsewhere warns.
 
 The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {...}, "kernel": ...,
-"tiles": [...], "seconds": ..., "default_seconds": ...}, ...]}`. Ops and their keys:
+"tiles": [...], "seconds": ..., "default_seconds": ..., "device": ...}, ...]}`. Ops and their keys:
 
 - `depthwise` (inference) and `depthwise_input_grad` / `depthwise_weight_grad` (training):
   `kernel_size`, `stride`, `channels`, `height`, `width` of the conv's input. Kernels `tiled`
   (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first);
   for `depthwise` also `banded`
-  (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride).
+  (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride)
+  and `cudnn` (`effnet.fast.depthwise_cudnn`, no tiles: cuDNN's conv, then one pass for the SiLU and the pool).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`), `streaming` (gated: in row tiles of at most
   one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
 - `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
   `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
+- `stem` (inference, `effnet.fast.stem`): `in_channels`, `out_channels`, `kernel_size`, `stride`, `height`,
+  `width` of the network's input. Kernels `direct` (the default kernel, no tiles) and `dot` (the conv as one
+  product on tensor cores: (BLOCK_P, num_warps), or no tiles for its defaults).
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
   (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list) and `banded` (`effnet.fast.bn_depthwise_banded`,
@@ -44,6 +49,7 @@ KEYS = {
     "depthwise_input_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "pointwise": ("in_channels", "out_channels", "height", "width", "gated", "residual"),
+    "stem": ("in_channels", "out_channels", "kernel_size", "stride", "height", "width"),
     "bn_pointwise": ("in_channels", "out_channels", "height", "width", "normalized"),
     "bn_pointwise_input_grad": ("in_channels", "out_channels", "height", "width", "normalized"),
     "bn_pointwise_weight_grad": ("in_channels", "out_channels", "height", "width", "normalized"),
@@ -52,13 +58,15 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
-KERNELS = {"depthwise": ("tiled", "banded"), "pointwise": ("tiled", "streaming", "cublas"),
+KERNELS = {"depthwise": ("tiled", "banded", "cudnn"), "pointwise": ("tiled", "streaming", "cublas"),
+           "stem": ("direct", "dot"),
            **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
-           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", *_CUDNN_OPS)}}
+           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
-TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,),
+TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), ("depthwise", "cudnn"): (0,),
                 ("pointwise", "tiled"): (5,),
-                ("pointwise", "streaming"): (5,), ("pointwise", "cublas"): (0,),
+                ("pointwise", "streaming"): (5,), ("pointwise", "cublas"): (0,), ("stem", "direct"): (0,),
+                ("stem", "dot"): (0, 2),
                 ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
@@ -143,28 +151,39 @@ def _banded_tile(width: int, key: dict[str, Any]) -> bool:
 
 
 def other_gpu(path: str | Path) -> str | None:
-    """Why the tuning file at `path` may not suit this machine: measured on another GPU than CUDA device 0
-    (None when it names this one, names none, or there is no GPU here: CPU runs use no tuned kernels)."""
-    return _mismatch(path, _read(Path(path)).get("device"))
+    """Why the tuning file at `path` may not suit this machine: entries measured on another GPU than CUDA device
+    0 (None when all name this one or none, or there is no GPU here: CPU runs use no tuned kernels)."""
+    return _mismatch(path, _read(Path(path)))
 
 
-def _mismatch(path: str | Path, measured: str | None) -> str | None:
+def devices(document: dict[str, Any]) -> list[str]:
+    """The GPU each entry of a tuning file's document was measured on, in order ('' where none is named)."""
+    return [str(entry.get("device") or document.get("device") or "") if isinstance(entry, dict) else ""
+            for entry in document.get("entries", [])]
+
+
+def _mismatch(path: str | Path, document: dict[str, Any]) -> str | None:
     import torch
 
-    if not measured or not torch.cuda.is_available():
+    measured = devices(document)
+    if not any(measured) or not torch.cuda.is_available():
         return None
     here = torch.cuda.get_device_name(0)
-    if measured == here:
+    elsewhere = [name for name in measured if name and name != here]
+    if not elsewhere:
         return None
-    return (f"tuning file {path} was measured on {measured}, this machine has {here}: its choices compute the "
-            "same function, but may be slower here than the defaults; run the sweeps here for a file of its own")
+    counts = ", ".join(f"{elsewhere.count(name)} on {name}" for name in dict.fromkeys(elsewhere))
+    share = "was" if len(elsewhere) == len(measured) else f"has {len(elsewhere)} of {len(measured)} entries"
+    return (f"tuning file {path} {share} measured on another GPU ({counts}), this machine has {here}: its choices "
+            "compute the same function, but may be slower here than the defaults; run the sweeps here for a file "
+            "of its own")
 
 
 def _take(path: str | Path) -> Table:
-    """The file's table, read once, with a warning if it was measured on another GPU."""
+    """The file's table, read once, with a warning if entries were measured on another GPU."""
     document = _read(Path(path))
     table = _entries(Path(path), document)
-    mismatch = _mismatch(path, document.get("device"))
+    mismatch = _mismatch(path, document)
     if mismatch:
         warnings.warn(mismatch, EffnetWarning, stacklevel=3)
     return table
@@ -202,14 +221,15 @@ def lookup(op: str, **key: Any) -> dict[str, Any] | None:
 
 def record(path: str | Path, op: str, key: dict[str, Any], kernel: str, tiles: list | tuple, *,
            device: str, seconds: float, default_seconds: float, **extra: Any) -> None:
-    """Add (or replace) one layer shape's choice in the tuning file at `path`, creating it if needed."""
+    """Add (or replace) one layer shape's choice, measured on `device`, in the tuning file at `path`, creating
+    it if needed."""
     path = Path(path)
     document = json.loads(path.read_text()) if path.exists() else {"format": FORMAT, "device": device,
                                                                         "entries": []}
     wanted = _key(op, key)
     entries = [e for e in document["entries"] if _key(e["op"], e["key"]) != wanted]
     entries.append({"op": op, "key": key, "kernel": kernel, "tiles": list(tiles), "seconds": seconds,
-                    "default_seconds": default_seconds, **extra})
+                    "default_seconds": default_seconds, **extra, "device": device})
     document["entries"] = entries
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1))
