@@ -339,12 +339,17 @@ def _inference_sweep_launches() -> list[Launch]:
     tile) in its first tile sets on B4's gated 1632 -> 272 projection at 12 px; and the depthwise kernel with its
     taps warmed (`kernels._depthwise_taps`, WARM) in the tile sets `depthwise_sweep.py` tries it with first,
     on three of B0's stride-1 layers (3x3 at 56 px, 5x5 at 28 and 7 px); and the banded kernel (`effnet.fast.banded`)
-    in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56)."""
+    in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56); the
+    activation pass beside cuDNN's depthwise conv (`effnet.fast.depthwise_cudnn`) on B4's 5 x 5 layer at 48 px; and
+    the stem's tensor-core form (`stem._stem_dot_kernel`) in each of `stem_sweep.py`'s tile sets, on B0's stem at
+    224 px and B4's at 380."""
     from depthwise_sweep import BANDED, banded_configs
     from depthwise_sweep import SWEEP as DEPTHWISE_SWEEP
     from pointwise_sweep import STREAM_SWEEP, SWEEP
+    from stem_sweep import SWEEP as STEM_SWEEP
 
-    from effnet.fast import streaming
+    from effnet.fast import depthwise_cudnn, streaming
+    from effnet.fast import stem as stem_module
 
     launches = []
     for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
@@ -376,6 +381,17 @@ def _inference_sweep_launches() -> list[Launch]:
             with _catching(launches, f"B4 stream {name} {tiles}"):
                 streaming.pointwise_streaming(x, weight_t, bias, act=gate is None, gate=gate, residual=residual,
                                               tiles=tiles)
+    x = _meta(BATCH, 336, 48, 48, channels_last=True)
+    with _catching(launches, "B4 cudnn 336 ch 5x5 48 px"):
+        depthwise_cudnn.depthwise_cudnn(x, _meta(25, 336, dtype=torch.float32), _meta(336), kernel_size=5, stride=1,
+                                        padding=(2, 2), output_size=(48, 48), act=True, pool=True)
+    for model, size, out_channels in (("B0", 224, 32), ("B4", 380, 48)):
+        x = _meta(BATCH, 3, size, size, dtype=torch.float32)
+        y = _meta(BATCH, out_channels, size // 2, size // 2, channels_last=True)
+        for tiles in STEM_SWEEP:
+            with _catching(launches, f"{model} stem dot {tiles}"):
+                stem_module._launch_dot(x, _meta(27, out_channels), _meta(out_channels), y, kernel_size=3, stride=2,
+                                        padding=(1, 1), tiles=tiles)
     return launches
 
 

@@ -8,9 +8,11 @@ For every distinct depthwise layer of a model (B0 at 224 px by default) it times
 PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with its default tiles, the kernel with
 each tile configuration of a small sweep (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, warps) and, on stride-1 layers, the
 tiled kernel with its taps in two phases, the first loading each tile's whole input halo (the default tiles,
-then the sweep's; `--warm-configs`), and the banded kernel (`effnet.fast.banded`: each kernel row a matrix
-product on tensor cores; `--banded-configs`). Each time is printed with the bandwidth it implies (one read of
-the input, one write of the output) and every kernel result is checked against PyTorch. The totals weight each
+then the sweep's; `--warm-configs`), the banded kernel (`effnet.fast.banded`: each kernel row a matrix
+product on tensor cores; `--banded-configs`) and cuDNN's conv with one pass for the SiLU and the pool
+(`effnet.fast.depthwise_cudnn`, "cudnn"; `--no-cudnn` leaves it out). Each time is printed with the bandwidth
+it implies (one read of the input, one write of the output) and every kernel result is checked against PyTorch.
+The totals weight each
 layer shape by how often the network runs it, so the last lines say what tiles alone could gain over the
 defaults, and how far the best tiles stay from the memory floor, before any redesign.
 """
@@ -31,6 +33,7 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.banded import banded_depthwise  # noqa: E402
 from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
+from effnet.fast.depthwise_cudnn import depthwise_cudnn  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
                           with_recorded)
@@ -115,6 +118,10 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         return banded_depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                 output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
+    def cudnn(tiles):
+        return depthwise_cudnn(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
+                               output_size=(out_h, out_w), act=True, pool=True)
+
     choices = {str(t): ("tiled", t, {}) for t in sweep}  # name -> (kernel, tiles, extra) for the tuning file
     if stride == 1:
         # the taps in two phases, the first loading each tile's whole input halo (`kernels._depthwise_taps`):
@@ -123,9 +130,11 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
     # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
     choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})
+    if args.cudnn:  # the library's conv, then the SiLU and the pool in one pass (`effnet.fast.depthwise_cudnn`)
+        choices["cudnn"] = ("cudnn", (), {})
     key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
     choices = with_recorded(args.tuning, "depthwise", key, choices)  # a wider sweep's winner, timed again
-    runners = {"tiled": run, "banded": band}
+    runners = {"tiled": run, "banded": band, "cudnn": cudnn}
     variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
@@ -161,6 +170,8 @@ def main() -> int:
     parser.add_argument("--banded-configs", type=int, default=2,
                         help="how many configurations of the banded kernel (tensor cores) to try: its default tiles, "
                              "then others")
+    parser.add_argument("--no-cudnn", dest="cudnn", action="store_false",
+                        help="leave out cuDNN's conv with one pass for the SiLU and the pool")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = sweep_dtype(device)

@@ -1,40 +1,45 @@
 #!/usr/bin/env bash
-# A GPU lease in two calls (sessions 13-16's plan; benchmarks/RESULTS.md, "The next lease"). Run 7 found
-# timm's compiled B0 inference slower than timm eager for the third run running, so the B0 verdict divides by a
-# row no one trusts; and B0's depthwise kernels, 57% of its fused forward, did not speed up when session 12 cut
-# their instructions and registers. Session 14 changed four of the fused training's kernels. The calls, by what
-# they can settle:
+# A GPU lease in calls on one warm machine (benchmarks/RESULTS.md, "The next lease"). Run 8 (an H200) settled what
+# runs 5-7 left open: timm's compiled B0 row is sound (faster than its eager row, the same by every clock), and B0's
+# and B4's depthwise layers, 57% and 62% of their fused forwards, are where the inference goals are lost; its
+# sweeps found two-dimensional tiles 1.26-1.62x faster on 5 x 5 layers (now the default) and PyTorch's cuDNN conv
+# faster than the fused kernel on B4's 5 x 5 stride-1 layers (now a tuning choice). The calls, by what they settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
-#              B0's and B4's depthwise layers swept (warmed taps, the banded tensor-core kernel), B0's and B4's
-#              small-map 1x1 layers against one cuBLAS product, the inference goal rows of B0 and B4 against timm
-#              compiled, alone and with its compiled forward captured in a CUDA graph, then as time allows timm's
-#              compiled B0 timed several ways in a fresh process (benchmarks/peer_compile_probe.py) and Nsight
-#              Compute on two of B0's depthwise inference layers, all within SECONDS (560 unless given); its
-#              kernels compiled before the lease (benchmarks/precompile.py)
-#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
-#              session 14's training kernels: their gradients checked, B0's captured training rows, the profile
+#              B0's and B4's depthwise layers swept (the new default tiles against the old one-row tiles, the warmed
+#              taps, cuDNN's conv with one activation pass, on B4 the banded kernel), B0's and B4's small-map 1x1
+#              layers against one cuBLAS product and their stems against the stem's tensor-core form, then the
+#              inference goal rows of B0 and B4 against timm
+#              compiled, alone and captured in a CUDA graph, and the top kernels of both fused forwards, all within
+#              SECONDS (560 unless given); its kernels compiled before the lease (benchmarks/precompile.py)
+#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
+#              the training depthwise passes' cuDNN and banded forms against the Triton kernels on B0's layers, the
+#              winners kept, then B0's captured training rows with them (run 8: 5,207 -> 6,073 img/s)
+#     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
+#              B4's training rows: eager, captured and, given 500 s, compiled (timm's compiled B4 step never timed)
+#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
+#              the fused training's gradient checks, B0's captured and compiled training rows, the eager step's
+#              kernels (run 8: checks 5/5)
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
-#              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, the
-#              depthwise gradients through cuDNN beside them (session 15), and Nsight Compute on the two weight
-#              gradients; the winners go into the tuning file the later calls take
+#              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, and Nsight
+#              Compute on the two weight gradients; the winners go into the tuning file the later calls take
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
-#              the fused training's gradient checks, B0's training rows, the profiles
-#     call 3:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
-#              (if 200 s are left) session 15's cuDNN forms and session 16's banded forms of the training depthwise
-#              passes swept against the Triton kernels on B0's layers, the winners kept, then B0's captured
-#              training rows with them
-#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
-#              B4's training rows (its goal never measured): eager, captured and compiled, as the budget allows
+#              the CUDA-graph tests, the fused training's gradient checks, B0's training rows and the profiles
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
 # (carry [".compile_cache"] with each). A later call on the still-warm machine takes the tuning file the earlier
-# ones left in $KEEP (a fresh machine starts from run 7's file). Each call writes a log, its JSON documents and
-# the packed compile caches to OUT (at most eight files).
+# ones left in $KEEP; a fresh machine starts from the last file measured on its card (START_TUNING: run 8's on an
+# H200, run 7's on an H100, which precompile.py compiles both). Each call writes a log, its JSON documents and the
+# packed compile caches to OUT (at most eight files).
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu_lease_out}
 KEEP=${KEEP:-/tmp/effnet_lease}
 STAGE=${1:-sweeps}
 mkdir -p "$OUT" "$KEEP"
-[ -f "$KEEP/tuning.json" ] || cp benchmarks/results/2026-11-27_h100_run7_tuning.json "$KEEP/tuning.json"
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+case "$CARD" in  # START_TUNING: the last tuning file measured on this card (precompile.py's START_TUNING)
+  *H200*) START_TUNING=benchmarks/results/2026-11-28_h200_run8_tuning.json ;;
+  *) START_TUNING=benchmarks/results/2026-11-27_h100_run7_tuning.json ;;
+esac
+[ -f "$KEEP/tuning.json" ] || cp "$START_TUNING" "$KEEP/tuning.json"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 
 ncu_kernel() {  # KERNEL LABEL SCRIPT ARGS...: one launch of KERNEL in that script, the sections that say why
@@ -93,51 +98,43 @@ case "$STAGE" in
       --tasks training --budget-s "${2:-240}" --profile-training 2>&1 | tee -a "$OUT/lease.log"
     ;;
   inference)
-    # B0's and B4's depthwise layers swept with the warmed taps (session 13: each tile's input halo loaded first, so
-    # that the other taps' loads hit L1) and, at stride 1, the banded kernel (session 16: each kernel row a matrix
-    # product on tensor cores), and B0's 1x1 layers on maps of 28 px or less and B4's at 12 px against the conv as
-    # one cuBLAS product (session 18, `effnet.fast.blas`: the Triton kernels took 2.5-3.5x cuDNN's time there in runs
-    # 3-7), all checked
-    # against PyTorch, the winners into the tuning file (a layer's recorded choice timed again beside them).
-    # Then the inference goal rows with run 7's tuning file and the sweeps' winners, no checks (run 7 checked
-    # these paths; the new variants are checked by the sweeps): B0's and B4's timm compiled, effnet-fast captured
-    # and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by timm's faster
-    # compiled row), and the top kernels of B0's and B4's fused forwards (B4's never profiled: where does run 7's
-    # 30.7 ms go?), in what is left of the stage's SECONDS (560 unless given: the call's timeout_s less the
-    # caches' packing) less 50 s. Then, each only while its time is left: timm's compiled B0 in a fresh process
-    # (runs 5-7: slower than timm eager; runs 1 and 4: 1.4x faster), with and without the Timer's GPU spin, by
-    # the host clock, after eager rows, the host's time to launch one call, and captured in a CUDA graph; and
-    # Nsight Compute on the depthwise inference kernel in two of B0's layers (the 3x3 at 56 px, the 5x5 at
-    # 28 px): run 3 profiled only a stride-2 layer (L2-bound, L1 hit rate 33%).
+    # B0's and B4's depthwise layers swept: the default tiles (8 x 8 pixels x 32 channels for every kernel size
+    # since run 8) against the one-row tiles that were the 5 x 5 default until then (on an H100 the 5 x 5 layers
+    # were last swept in run 5, before the float32 taps), the warmed taps at stride 1, cuDNN's conv with one pass
+    # for the SiLU and the pool (`effnet.fast.depthwise_cudnn`; run 8: PyTorch's three passes beat the fused kernel
+    # on B4's 5 x 5 stride-1 layers) and, on B4, the banded kernel (run 8's winner over the old default on three of
+    # its layers; 1.3-5.8x slower than the default on 11 of B0's 12). Then B0's 1x1 layers on maps of 28 px or
+    # less and B4's at 12 px against the conv as one cuBLAS product (run 8: never faster), and B0's and B4's stems
+    # against their tensor-core form (session 21; run 8: the direct kernel 4-12x its write time). All checked against
+    # PyTorch, the winners into the tuning file (a layer's recorded choice timed again beside them). Then the
+    # inference goal rows, no checks (the sweeps check the variants; run 7 the models): B0's and B4's timm compiled,
+    # effnet-fast captured and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by
+    # timm's faster compiled row), and the top kernels of B0's and B4's fused forwards, in what is left of the
+    # stage's SECONDS (560 unless given: the call's timeout_s less the caches' packing) less 50 s.
     LIMIT=${2:-560}
     {
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
-      echo "== B0's depthwise layers: the warmed taps and the banded kernel against the default (winners kept)"
-      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 1 --warm-configs 1 \
-        --banded-configs 2 --tuning "$KEEP/tuning.json" --out "$OUT"
+      echo "== B0's depthwise layers: the default tiles, the one-row tiles, the warmed taps, cuDNN (winners kept)"
+      timeout 120 python3 benchmarks/depthwise_sweep.py --configs 2 --warm-configs 1 \
+        --banded-configs 0 --tuning "$KEEP/tuning.json" --out "$OUT"
       echo "== B0's 1x1 layers at 28 px or less: one cuBLAS product against the default and the recorded tiles"
       timeout 40 python3 benchmarks/pointwise_sweep.py --configs 0 --stream-configs 0 --tuning "$KEEP/tuning.json" \
         --layers 3 4 6 8 9 10 11 12 13 14 15 16 17
       echo "== B4's 1x1 layers at 12 px: one cuBLAS product against the default and the recorded tiles"
       timeout 30 python3 benchmarks/pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
         --stream-configs 0 --tuning "$KEEP/tuning.json" --layers 17 18 19 20
-      echo "== B4's depthwise layers (batch 128, 380 px): the warmed taps and the banded kernel, default tiles"
-      timeout 90 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
+      echo "== B4's depthwise layers (batch 128, 380 px): the default and one-row tiles, warmed, banded, cuDNN"
+      timeout 120 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 2 \
         --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"
+      echo "== B0's and B4's stems: the direct kernel against the tensor-core form (winners kept)"
+      timeout 30 python3 benchmarks/stem_sweep.py --tuning "$KEEP/tuning.json" --out "$OUT"
+      timeout 30 python3 benchmarks/stem_sweep.py --model efficientnet_b4 --size 380 --batch 128 \
+        --tuning "$KEEP/tuning.json"
       echo "== the inference goal rows ($SECONDS s in)"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
         --no-checks --tasks inference --profile --budget-s $(( LIMIT - SECONDS > 200 ? LIMIT - SECONDS - 50 : 150 ))
       cp "$KEEP/tuning.json" "$OUT/tuning.json"
-      if (( SECONDS + 100 < LIMIT )); then
-        echo "== timm's compiled B0 inference, timed several ways ($SECONDS s in)"
-        timeout $(( LIMIT - SECONDS - 10 )) python3 benchmarks/peer_compile_probe.py --out "$OUT"
-      fi
-      (( SECONDS + 50 < LIMIT )) && ncu_kernel _depthwise_kernel "144 ch 3x3 s1 56 px" benchmarks/depthwise_sweep.py \
-        --layers 2 --configs 0 --warm-configs 0 --banded-configs 0
-      (( SECONDS + 50 < LIMIT )) && ncu_kernel _depthwise_kernel "240 ch 5x5 s1 28 px" benchmarks/depthwise_sweep.py \
-        --layers 4 --configs 0 --warm-configs 0 --banded-configs 0
       echo "== stage done at $SECONDS s"
-      cat "$KEEP"/ncu_*.txt 2>/dev/null  # the whole profiles, last in the log (OUT holds eight files at most)
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   dwforms|dwcudnn)  # (dwcudnn: its name before the banded forms joined it)

@@ -15,9 +15,10 @@ kernels compile with this machine's Triton of the same version: the same compile
 Checked against run 7's returned cache: with run 7's code, 90 of the 179 keys computed here were there. The
 rest had been left out of its pack, which keeps the newest entries.
 
-What it compiles (`--stages`, all four unless given):
+What it compiles (`--stages`, all four unless given), once with each tuning file a lease may start from
+(`START_TUNING`: run 7's on an H100, run 8's on an H200; `--tuning`), so with each file's choices:
 - `inference`: the inference stage's sweeps as gpu_lease.sh runs them (`LEASE_SWEEPS`, run on the meta
-  device with the tuning file's recorded choices), then B0's and B4's fused forwards at the rows' batches.
+  device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
   train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0) and
   the `effnet-tdw` step its profile runs.
@@ -72,13 +73,15 @@ from effnet.fast import tuning  # noqa: E402
 # script and its arguments, less --tuning and --out.
 LEASE_SWEEPS = {
     "inference": [
-        ("depthwise_sweep", ["--configs", "1", "--warm-configs", "1", "--banded-configs", "2"]),
+        ("depthwise_sweep", ["--configs", "2", "--warm-configs", "1", "--banded-configs", "0"]),
         ("pointwise_sweep", ["--configs", "0", "--stream-configs", "0", "--layers", "3", "4", "6", "8", "9", "10",
                              "11", "12", "13", "14", "15", "16", "17"]),
         ("pointwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "128", "--configs", "0",
                              "--stream-configs", "0", "--layers", "17", "18", "19", "20"]),
-        ("depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "128", "--configs", "0",
-                             "--warm-configs", "1", "--banded-configs", "1"])],
+        ("depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "128", "--configs", "2",
+                             "--warm-configs", "1", "--banded-configs", "1"]),
+        ("stem_sweep", []),
+        ("stem_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "128"])],
     "sweeps": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"]),
                ("bn_depthwise_sweep", ["--configs", "3", "--no-compile"])],
     "dwforms": [("bn_depthwise_sweep", ["--configs", "0", "--no-compile"])],
@@ -91,7 +94,9 @@ FORWARDS = [("efficientnet_b0", 256), ("efficientnet_b4", 128)]
 TRAINING = [("efficientnet_b0", 256, None, torch.bfloat16), ("efficientnet_b0", 128, None, torch.bfloat16),
             ("efficientnet_b4", 64, None, torch.bfloat16), ("efficientnet_b0", 16, 128, torch.float32),
             ("efficientnet_b0", 16, 128, torch.bfloat16), ("b0_small", 16, 128, torch.float32)]
-RUN7_TUNING = HERE / "results" / "2026-11-27_h100_run7_tuning.json"  # what gpu_lease.sh starts from
+# The tuning files gpu_lease.sh starts from, by card: the last measured on each (its choices' kernels compile too).
+START_TUNING = [HERE / "results" / "2026-11-27_h100_run7_tuning.json",
+                HERE / "results" / "2026-11-28_h200_run8_tuning.json"]
 
 
 class PrecompileError(Exception):
@@ -188,14 +193,38 @@ def _prune(cache: Path, keep: set[str]) -> int:
     return dropped
 
 
+def _stages(stages: list[str], tuning_file: Path, compiler: Compiler, start: float) -> None:
+    """Every launch of the lease's `stages` with the choices of `tuning_file`, each compiled by `compiler`."""
+    tuning.use(tuning_file)
+    for stage in stages:
+        for script, argv in LEASE_SWEEPS.get(stage, ()):
+            _dry_sweep(script, argv, tuning_file)
+            print(f"{script} {' '.join(argv)}: {len(compiler.keys)} kernels so far ({time.time() - start:.0f} s)",
+                  flush=True)
+    if "inference" in stages:
+        for model, batch in FORWARDS:
+            compile_check.BATCH = batch
+            compile_check._inference_launches(model)
+            print(f"{model} forward, batch {batch}: {len(compiler.keys)} kernels so far", flush=True)
+    if "train" in stages:  # (every training form a file may pick: the walk launches the cuDNN forms' passes too)
+        for model, batch, size, dtype in TRAINING:
+            compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, size, dtype
+            compile_check._training_launches(small_b0() if model == "b0_small" else model)
+            print(f"{model} training step, batch {batch}, {size or 'its'} px, {dtype}: {len(compiler.keys)} kernels "
+                  "so far", flush=True)
+        compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = 128, None, torch.bfloat16
+        _tdw_step("efficientnet_b0")
+        print(f"efficientnet_b0 effnet-tdw step, batch 128: {len(compiler.keys)} kernels so far", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lease-wheel", type=Path, required=True,
                         help="the lease's Triton wheel (for CPython 3.12), whose compiled library its cache keys hash")
     parser.add_argument("--stages", nargs="+", choices=("inference", "train", "sweeps", "dwforms"),
                         default=["inference", "train", "sweeps", "dwforms"])
-    parser.add_argument("--tuning", type=Path, default=RUN7_TUNING,
-                        help="the tuning file the lease starts from (its choices are compiled too)")
+    parser.add_argument("--tuning", type=Path, nargs="+", default=START_TUNING,
+                        help="the tuning files the lease may start from (their choices are compiled too)")
     parser.add_argument("--prune", action="store_true",
                         help="drop the effnet kernels of an earlier cache that this run does not compile")
     args = parser.parse_args()
@@ -216,26 +245,9 @@ def main() -> int:
     compiler = Compiler()
     compile_check.LAUNCH_WITH = compiler
     start = time.time()
-    tuning.use(args.tuning)
-    for stage in args.stages:
-        for script, argv in LEASE_SWEEPS.get(stage, ()):
-            _dry_sweep(script, argv, args.tuning)
-            print(f"{script} {' '.join(argv)}: {len(compiler.keys)} kernels so far ({time.time() - start:.0f} s)",
-                  flush=True)
-    if "inference" in args.stages:
-        for model, batch in FORWARDS:
-            compile_check.BATCH = batch
-            compile_check._inference_launches(model)
-            print(f"{model} forward, batch {batch}: {len(compiler.keys)} kernels so far", flush=True)
-    if "train" in args.stages:  # (the file's entries are the inference passes': the training passes take none)
-        for model, batch, size, dtype in TRAINING:
-            compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, size, dtype
-            compile_check._training_launches(small_b0() if model == "b0_small" else model)
-            print(f"{model} training step, batch {batch}, {size or 'its'} px, {dtype}: {len(compiler.keys)} kernels "
-                  "so far", flush=True)
-        compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = 128, None, torch.bfloat16
-        _tdw_step("efficientnet_b0")
-        print(f"efficientnet_b0 effnet-tdw step, batch 128: {len(compiler.keys)} kernels so far", flush=True)
+    for tuning_file in args.tuning:  # each start file's choices: the stages' launches once per file
+        print(f"with {tuning_file.name}:", flush=True)
+        _stages(args.stages, tuning_file, compiler, start)
     cache = Path(os.environ["TRITON_CACHE_DIR"])
     dropped = _prune(cache, set(compiler.keys)) if args.prune else 0  # (every stage ran: checked above)
     print(f"{len(compiler.keys)} kernels for the lease in {cache} ({compiler.compiled} compiled, {compiler.hits} "

@@ -9,10 +9,10 @@ import re
 import pytest
 import torch
 
-from effnet.fast import optimize_for_inference
+from effnet.fast import optimize_for_inference, stem as stem_module, tuning
 from effnet.fast.fused import FusedStem
 from effnet.fast.stem import stem
-from kernel_helpers import DEVICE, needs_triton, relative_error, tiny
+from kernel_helpers import DEVICE, needs_triton, relative_error, spy_kwargs, tiny
 
 
 @needs_triton
@@ -37,6 +37,67 @@ def test_stem_kernel_equals_pytorch(same, out_channels, channels_last):
     assert output.shape == expected.shape == (2, out_channels, 7, 5)
     assert output.is_contiguous(memory_format=torch.channels_last)
     assert relative_error(output, expected) <= 1e-5
+
+
+def _stem_tuning(path, x, out_channels, tiles=()):
+    """A tuning file naming the tensor-core form for the stem of input `x` (3 x 3, stride 2)."""
+    key = dict(in_channels=x.shape[1], out_channels=out_channels, kernel_size=3, stride=2, height=x.shape[2],
+               width=x.shape[3])
+    tuning.record(path, "stem", key, "dot", tiles, device="test", seconds=1, default_seconds=2)
+    tuning.use(path)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype, bound", [
+    (torch.float32, 1e-5),
+    # Triton 3.8's interpreter multiplies bf16 operands of tl.dot wrongly (a 16 x 32 by 32 x 16 product of
+    # random values comes out near 1e10), so bf16 runs on a GPU only (gpu_check covers it there).
+    pytest.param(torch.bfloat16, 1e-2, marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="the interpreter's bf16 tl.dot is wrong"))])
+@pytest.mark.parametrize("same, out_channels, channels_last", [(False, 24, False), (True, 72, False),
+                                                               (False, 8, True)])
+def test_the_tensor_core_stem_equals_pytorch(tmp_path, monkeypatch, same, out_channels, channels_last, dtype,
+                                             bound):
+    """The stem as one product of gathered taps (`_stem_dot_kernel`, a tuning file's choice): the same function,
+    the input rounded to the model's dtype as it is gathered."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 13, 10, device=DEVICE)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, 3, 3, 3, device=DEVICE, dtype=dtype)
+    weight_cols, bias = weight.flatten(1).t().contiguous(), torch.randn(out_channels, device=DEVICE, dtype=dtype)
+    expected = stem(x, weight, weight_cols, bias, stride=2, same=same, use_triton=False)
+    calls = spy_kwargs(monkeypatch, stem_module, "_launch_dot")
+    _stem_tuning(tmp_path / "tuning.json", x, out_channels)
+    try:
+        output = stem(x, weight, weight_cols, bias, stride=2, same=same, use_triton=True)
+    finally:
+        tuning.use(None)
+    assert len(calls) == 1
+    assert output.shape == expected.shape == (2, out_channels, 7, 5) and output.dtype == dtype
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    assert relative_error(output, expected) <= bound
+
+
+@needs_triton
+def test_a_tuning_file_naming_the_tensor_core_stem_keeps_the_fused_model_equal(tmp_path):
+    model = tiny("efficientnet_b0", width=0.1).to(DEVICE)
+    fast = optimize_for_inference(model, use_triton=True, fuse_stem=True)
+    x = torch.randn(2, 3, 16, 14, device=DEVICE)
+    _stem_tuning(tmp_path / "tuning.json", x, model.conv_stem.out_channels, tiles=(64, 4))
+    try:
+        with torch.inference_mode():
+            assert relative_error(fast(x), model(x)) <= 1e-5
+    finally:
+        tuning.use(None)
+
+
+def test_a_stem_entry_names_a_known_kernel(tmp_path):
+    path = tmp_path / "tuning.json"
+    key = dict(in_channels=3, out_channels=32, kernel_size=3, stride=2, height=224, width=224)
+    tuning.record(path, "stem", key, "dot", (64,), device="test", seconds=1, default_seconds=2)
+    with pytest.raises(tuning.TuningError, match="stem dot tiles must be 0 or 2 whole numbers"):
+        tuning.load(path)
 
 
 @needs_triton

@@ -24,6 +24,7 @@ SWEEPS = [
     ("bn_pointwise_sweep", ["--configs", "2", "--layers", "2"],
      {"bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad"}),
     ("bn_depthwise_sweep", ["--configs", "2"], {"bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad"}),
+    ("stem_sweep", ["--configs", "2"], {"stem"}),  # the stem's direct kernel and two tile sets of its dot form
 ]
 
 
@@ -48,8 +49,8 @@ def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take
         assert {"fwd cudnn", "dx cudnn", "dw cudnn"} <= set(rows[0]["errors"]) and "dx cudnn" in rows[0][
             "pass_seconds"]["bn_depthwise_input_grad"]
         assert {"fwd banded", "dw banded", "dx banded"} <= set(rows[0]["errors"])  # and the banded kernels'
-    if script == "depthwise_sweep":  # B0's first layer is stride 1: the banded kernel too
-        assert any(name.startswith("banded") for name in rows[0]["errors"])
+    if script == "depthwise_sweep":  # B0's first layer is stride 1: the banded kernel too, and cuDNN's conv
+        assert any(name.startswith("banded") for name in rows[0]["errors"]) and "cudnn" in rows[0]["errors"]
     if script == "pointwise_sweep":  # the conv as one library product too
         assert "cublas" in rows[0]["errors"]
     if path.exists():  # a variant beat the default by 3% (under the interpreter the default's tiles are slow)

@@ -373,12 +373,12 @@ def _pow2(value: int, low: int, high: int) -> int:
 
 
 def _depthwise_tiles(kernel_size: int, out_w: int, channels: int) -> tuple[int, int, int, int, int]:
-    """Tiles measured best on an H100 (benchmarks/RESULTS.md, run 3): 8 x 8 pixels x 32 channels
-    for 3 x 3 kernels (1.2-2.1x faster than one-row tiles); one row of up to 16 pixels x 64
-    channels for 5 x 5, where no two-dimensional tile did better."""
-    if kernel_size <= 3:
-        return 8, 8, _pow2(channels, 16, 32), 1, 4
-    return 1, _pow2(out_w, 4, 16), _pow2(channels, 16, 64), 1, 4
+    """The default tiles of a depthwise layer: 8 x 8 pixels x up to 32 channels, 4 warps, whatever its kernel and
+    map. Measured best for 3 x 3 kernels on an H100 (benchmarks/RESULTS.md, run 3: 1.2-2.1x faster than one-row
+    tiles) and for 5 x 5 on an H200 (run 8, on all six of B0's 5 x 5 layers: 1.26-1.62x faster than the row of up
+    to 16 pixels x 64 channels that runs 3 and 5 had found best before the float32 taps). At stride 1 a 5 x 5
+    tap's shifted tiles reach (8 + 4)^2 input pixels for 64 outputs, the row 5 x (16 + 4) for 16."""
+    return 8, 8, _pow2(channels, 16, 32), 1, 4
 
 
 def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,

@@ -7,16 +7,17 @@ is an error. Both paths compute the same function; the tests hold them to each o
 
 On the Triton path a tuning file (`effnet.fast.tuning`, `EFFNET_TUNING=FILE`) may name, per layer
 shape, other tiles or another kernel measured faster there (the banded depthwise kernel, the
-streaming 1x1 kernel, a 1x1 conv as one cuBLAS product); shapes it does not name take `kernels`'
-defaults. While `torch.compile` or `torch.export` traces a graph, the Triton path goes through
-`effnet.fast.custom_ops` (one opaque operator per pass); eager calls launch the kernels directly.
+depthwise conv through cuDNN, the streaming 1x1 kernel, a 1x1 conv as one cuBLAS product); shapes it
+does not name take `kernels`' defaults. While `torch.compile` or `torch.export` traces a graph, the
+Triton path goes through `effnet.fast.custom_ops` (one opaque operator per pass); eager calls launch
+the kernels directly.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import banded, blas, custom_ops, expansion, kernels, streaming, tuning
+from effnet.fast import banded, blas, custom_ops, depthwise_cudnn, expansion, kernels, streaming, tuning
 from effnet.fast.excitation import excitation as fused_excitation
 
 
@@ -129,12 +130,15 @@ def tuned_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
                     padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
                     tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The Triton depthwise pass (`kernels.depthwise`'s arguments) on the tuning file's choice for x's
-    shape, the banded kernel or other tiles, else on `tiles` (None: the kernel's defaults)."""
+    shape, the banded kernel, cuDNN's conv with one activation pass or other tiles, else on `tiles` (None: the
+    kernel's defaults)."""
     choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
                            height=x.shape[2], width=x.shape[3])
     geometry = dict(kernel_size=kernel_size, padding=padding, output_size=output_size, act=act, pool=pool)
     if choice is not None and choice["kernel"] == "banded":
         return banded.banded_depthwise(x, weight_taps, bias, stride=stride, **geometry, tiles=tuple(choice["tiles"]))
+    if choice is not None and choice["kernel"] == "cudnn":
+        return depthwise_cudnn.depthwise_cudnn(x, weight_taps, bias, stride=stride, **geometry)
     return kernels.depthwise(x, weight_taps, bias, stride=stride, **geometry,
                              tiles=tuple(choice["tiles"]) if choice is not None else tiles)
 
