@@ -78,6 +78,28 @@ def test_predict_takes_folders_of_images_and_skips_what_is_not_one(weights: Path
     assert main(["predict", str(tmp_path / "empty"), "--weights", str(weights)]) == 2
 
 
+def test_predict_over_a_folder_skips_a_file_that_cannot_be_decoded(weights: Path, tmp_path: Path, capsys) -> None:
+    """A truncated JPEG passes the header check and fails only when decoded, after other images' work: given a
+    folder, it is one warning line and the rest are printed; named alone, it is one error line."""
+    from test_data import truncate_jpeg
+
+    tree = make_tree(tmp_path / "photos", per_class=1)
+    truncate_jpeg(tree / "dog" / "1.jpg")
+    assert main(["predict", str(tree), "--weights", str(weights), "--topk", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [entry["image"] for entry in json.loads(captured.out)] == [
+        str(tree / "cat" / "0.png"), str(tree / "dog" / "0.png"), str(tree / "fox" / "0.png")]
+    assert captured.err.startswith(f"warning: skipping {tree}/dog/1.jpg: ") and captured.err.count("\n") == 1
+    assert main(["predict", str(tree / "dog" / "1.jpg"), "--weights", str(weights)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("effnet predict: error: cannot load image ") and captured.err.count("\n") == 1
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    truncate_jpeg(only_broken / "a.jpg")
+    assert main(["predict", str(only_broken), "--weights", str(weights)]) == 2
+    assert capsys.readouterr().err.endswith("effnet predict: error: none of the images could be read\n")
+
+
 def test_predict_with_a_model_name_uses_imagenet_labels(tmp_path: Path, capsys) -> None:
     image = write_image(tmp_path / "a.png", COLOURS[1])
     assert main(["predict", str(image), "--model", "efficientnet_b0", "--topk", "1", "--json"]) == 0

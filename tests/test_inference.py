@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import effnet
-from effnet.data import DataError, ImageLoadError, load_dataset
+from effnet.data import DataError, ImageLoadError, SkippedFileWarning, load_dataset
 from effnet.inference import (
     ClassMismatchError,
     InferenceError,
@@ -120,6 +120,28 @@ def test_unreadable_or_missing_files_name_the_file(predictor: Predictor, tmp_pat
     assert isinstance(caught.value, DataError) and "\n" not in str(caught.value)
     with pytest.raises(ImageLoadError, match="missing.png: no such file"):
         predictor.predict([good, tmp_path / "missing.png"])
+
+
+def test_skip_unreadable_leaves_a_broken_file_out_and_keeps_the_rest(predictor: Predictor, tmp_path: Path) -> None:
+    """A truncated JPEG passes the header check and fails to decode: with `skip_unreadable` its place is None, with a
+    warning naming it, and the other inputs' results are those they get alone (batch 2: it falls in the first)."""
+    from test_data import truncate_jpeg
+
+    good = [write_image(tmp_path / f"{index}.png", colour) for index, colour in enumerate(COLOURS)]
+    truncated = tmp_path / "half.jpg"
+    truncate_jpeg(truncated)
+    batch_size, predictor.batch_size = predictor.batch_size, 2
+    try:
+        with pytest.warns(SkippedFileWarning, match=r"skipping .*half.jpg: "):
+            results = predictor.predict([good[0], truncated, good[1], good[2]], topk=2, skip_unreadable=True)
+        with pytest.raises(ImageLoadError, match="half.jpg"):
+            predictor.predict([good[0], truncated], topk=2)
+        with pytest.warns(SkippedFileWarning):  # a batch of nothing but broken files
+            assert predictor.predict([truncated, truncated], skip_unreadable=True) == [None, None]
+    finally:
+        predictor.batch_size = batch_size
+    assert results[1] is None
+    assert [results[0], results[2], results[3]] == predictor.predict(good, topk=2)
 
 
 def test_labels_saved_imagenet_or_numbered(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "preprocessing. Labels are the class names saved with the weights, ImageNet's for a "
                     "1000-class model without names, else class_<i>.")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="image files, or folders of them (searched recursively, in name order; a file "
-                             "there that is not an image is skipped with a warning)")
+                        help="image files, or folders of them (searched recursively, in name order; given a "
+                             "folder, a file that is not an image or cannot be decoded is skipped with a warning)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, help="a .safetensors file or a run folder")
     source.add_argument("--model", help="a registered model name, with random weights (a pipeline check)")
@@ -52,11 +52,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
                                            ema=args.ema, **backend)
-    results = predictor.predict([str(path) for path in images], topk=args.topk)
+    # Given a folder, a file that passed the header check yet cannot be decoded is one warning line and left out
+    # (its results are None); files named alone are an error, as before any work.
+    folders = any(Path(path).is_dir() for path in args.images)
+    results = predictor.predict([str(path) for path in images], topk=args.topk, skip_unreadable=folders)
+    read = [(path, topk) for path, topk in zip(images, results) if topk is not None]
+    if not read:
+        raise InferenceError("none of the images could be read")
     if args.json:
-        print_json([{"image": str(path), "topk": topk} for path, topk in zip(images, results)])
+        print_json([{"image": str(path), "topk": topk} for path, topk in read])
         return 0
-    for path, topk in zip(images, results):
+    for path, topk in read:
         print(path)
         for rank, guess in enumerate(topk, start=1):
             print(f"  {rank}. {guess['label']} [{guess['index']}]  {100 * guess['prob']:.2f}%")

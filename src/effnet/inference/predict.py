@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -304,10 +304,14 @@ class Predictor:
             logits = self.model(batch.to(self.device))  # (N, num_classes)
         return logits.float().softmax(dim=1).cpu()
 
-    def predict(self, inputs: ImageInput | Iterable[ImageInput], topk: int = 5) -> list[list[dict[str, Any]]]:
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], topk: int = 5, *,
+                skip_unreadable: bool = False) -> list[list[dict[str, Any]] | None]:
         """Top-k `{"index", "label", "prob"}` per input, most probable first, in input order.
 
-        Every path is checked before any work starts, so a typo fails at once and names the file.
+        Every path is checked before any work starts, so a typo fails at once and names the file. A file
+        that exists but cannot be decoded (a truncated JPEG passes the header check) raises an
+        ImageLoadError, or with `skip_unreadable` is left out with a SkippedFileWarning and None in its
+        place, so one broken file in a folder does not cost the others' results.
         """
         if topk < 1:
             raise InferenceError(f"topk must be at least 1, got {topk}")
@@ -316,16 +320,33 @@ class Predictor:
             if isinstance(item, (str, os.PathLike)):
                 _check_path(item)
         k = min(topk, self.num_classes)
-        results: list[list[dict[str, Any]]] = []
+        results: list[list[dict[str, Any]] | None] = []
         for start in range(0, len(items), self.batch_size):
-            chunk = items[start:start + self.batch_size]
-            batch = torch.stack([self.preprocess(item, _describe_input(item, start + offset))
-                                 for offset, item in enumerate(chunk)])  # (N, C, H, W)
-            probs, indices = self.predict_batch(batch).topk(k, dim=1)  # (N, k) each
-            for row_probs, row_indices in zip(probs.tolist(), indices.tolist()):
+            chunk = [self._preprocessed(item, start + offset, skip_unreadable)
+                     for offset, item in enumerate(items[start:start + self.batch_size])]
+            ready = [tensor for tensor in chunk if tensor is not None]
+            rows: Iterator = iter(())
+            if ready:
+                probs, indices = self.predict_batch(torch.stack(ready)).topk(k, dim=1)  # (N, k) each
+                rows = zip(probs.tolist(), indices.tolist())
+            for tensor in chunk:
+                if tensor is None:
+                    results.append(None)
+                    continue
+                row_probs, row_indices = next(rows)
                 results.append([{"index": index, "label": self.labels[index], "prob": prob}
                                 for index, prob in zip(row_indices, row_probs)])
         return results
+
+    def _preprocessed(self, item: ImageInput, position: int, skip_unreadable: bool) -> torch.Tensor | None:
+        """`preprocess(item)`, or None (with a SkippedFileWarning) for an undecodable file under `skip_unreadable`."""
+        try:
+            return self.preprocess(item, _describe_input(item, position))
+        except ImageLoadError as error:
+            if not skip_unreadable:
+                raise
+            warn_skipped(SkippedFile(error.path, error.reason))
+            return None
 
 
 def _describe_input(item: ImageInput, position: int) -> str:
