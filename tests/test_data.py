@@ -422,6 +422,46 @@ def make_cifar10_fixture(root: Path) -> Path:
     return root
 
 
+# Each process of the test below loads CIFAR-10 with download=True into one folder; the network fetch is stood in
+# for by a second's wait and the fixture written, and refuses to start while another process is inside it.
+RACING_DOWNLOAD = """
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import effnet.data.cifar as cifar
+from test_data import make_cifar10_fixture
+
+def fetch(url, download_root, filename, md5):
+    inside = os.open(Path(download_root) / "fetching", os.O_CREAT | os.O_EXCL)  # FileExistsError if not alone
+    time.sleep(1.0)
+    make_cifar10_fixture(Path(download_root))
+    os.close(inside)
+    os.remove(Path(download_root) / "fetching")
+    print("fetched", file=sys.__stdout__, flush=True)  # (the fetch runs with stdout sent to stderr)
+
+cifar.download_and_extract_archive = fetch
+print(len(cifar.load_cifar("cifar10", Path(sys.argv[1]), download=True, verify_checksums=False)))
+"""
+
+
+def test_processes_downloading_one_data_set_take_turns(tmp_path: Path) -> None:
+    """A search's parallel candidates and torchrun's ranks each load a named data set with download=True: the
+    first fetches it, the others wait and find its files instead of fetching into the same folder at once."""
+    import subprocess
+    import sys
+
+    root, tests = tmp_path / "data", str(Path(__file__).parent)
+    processes = [subprocess.Popen([sys.executable, "-c", RACING_DOWNLOAD, str(root), tests], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert sorted(out.split() for out, _ in outputs) == [["10"], ["10"], ["fetched", "10"]]
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(DatasetNotAvailableError, match="cannot download into .*a file/data: ") as caught:
+        load_cifar("cifar10", tmp_path / "a file" / "data", download=True)
+    assert "\n" not in str(caught.value)
+
+
 def test_cifar10_fixture_loads_without_checksums(tmp_path: Path) -> None:
     make_cifar10_fixture(tmp_path)
     train = load_cifar("cifar10", tmp_path, train=True, verify_checksums=False)

@@ -20,6 +20,7 @@ from urllib.error import URLError
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import download_and_extract_archive
 
+from effnet.data.download import one_download_at_a_time
 from effnet.data.errors import DataError, DatasetNotAvailableError
 from effnet.data.skipped import SkippedFile
 
@@ -77,7 +78,8 @@ def load_cifar(name: str, root: str | os.PathLike, *, train: bool = True, transf
     """The train (50000) or test (10000) split of CIFAR-10 (`name="cifar10"`) or CIFAR-100.
 
     Looks for torchvision's layout, `<root>/cifar-10-batches-py/` or `<root>/cifar-100-python/`.
-    With `download=True` torchvision fetches and extracts the archive, only when files are missing.
+    With `download=True` torchvision fetches and extracts the archive, only when files are missing, one process
+    at a time (`one_download_at_a_time`).
     """
     if name not in CIFAR_CLASSES:
         raise DataError(f"unknown CIFAR data set {name!r}: expected one of {', '.join(CIFAR_CLASSES)}")
@@ -87,7 +89,9 @@ def load_cifar(name: str, root: str | os.PathLike, *, train: bool = True, transf
     folder = root / dataset_class.base_folder
     missing = _missing_files(dataset_class, root)
     if missing and download:
-        _download(dataset_class, root)
+        with one_download_at_a_time(root):  # another process may be fetching the same files
+            if _missing_files(dataset_class, root):
+                _download(dataset_class, root)
     elif missing:
         raise DatasetNotAvailableError(
             f"{dataset_class.display_name} not found: {missing[0]} is missing; download {dataset_class.url} "

@@ -17,6 +17,7 @@ import numpy as np
 from torchvision.datasets import FashionMNIST
 
 from effnet.data.arrays import ArrayImageDataset
+from effnet.data.download import one_download_at_a_time
 from effnet.data.errors import DataError, DatasetNotAvailableError
 from effnet.data.idx import read_idx
 
@@ -54,8 +55,9 @@ def find_fashion_mnist(train: bool, search_dirs: Sequence[Path]) -> tuple[Path, 
 
 def _download(target: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
-        # torchvision prints progress on stdout; keep stdout for the CLI's --json documents.
-        with contextlib.redirect_stdout(sys.stderr):
+        # torchvision prints progress on stdout; keep stdout for the CLI's --json documents. It fetches only
+        # the files missing, so a process that waited for another's download fetches nothing.
+        with one_download_at_a_time(target), contextlib.redirect_stdout(sys.stderr):
             downloaded = FashionMNIST(str(target), train=train, download=True)
     except (URLError, OSError, RuntimeError) as error:
         reason = " ".join(str(error).split())[:200]
