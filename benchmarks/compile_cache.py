@@ -10,10 +10,13 @@ script packs that folder into the call's OUT and unpacks it at the start of the 
     python3 benchmarks/compile_cache.py pack /tmp/effnet_cache $OUT                # folder -> parts
 
 A pack is one gzip-compressed tar, split into parts of at most PART_BYTES (the device tool returns
-files of up to 16 MiB, eight in all). The newest folders go in first, each whole (a Triton kernel's
-folder, an Inductor graph's), until MAX_PARTS parts are full: a cache too big to
-carry keeps what the last call compiled. An entry left out is compiled again next time, as it would be
-without this script.
+files of up to 16 MiB, eight in all). Triton's kernels go in first, then Inductor's graphs, the newest
+first within each, each folder whole (a Triton kernel's binary and the metadata naming it), until
+MAX_PARTS parts are full. Triton's come first because they are what a lease would otherwise compile
+kernel by kernel, and most of them were compiled before it (`precompile.py`): their files keep that
+earlier time, so by age alone run 8's packs kept what each call compiled and left out all but 4 of the
+604 precompiled kernels. An entry left out is compiled again next time, as it would be without this
+script.
 """
 from __future__ import annotations
 
@@ -65,13 +68,18 @@ class _Parts(io.RawIOBase):
 
 
 def entries(root: Path) -> list[list[Path]]:
-    """The cache's units, newest first: the files of each folder together (a Triton kernel's folder holds its
-    binary and the metadata that names it; one is no use without the other)."""
+    """The cache's units, Triton's folders first, then the rest, the newest first within each: the files of each
+    folder together (a Triton kernel's folder holds its binary and the metadata that names it; one is no use
+    without the other)."""
     folders: dict[Path, list[Path]] = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
             folders.setdefault(path.parent, []).append(path)
-    return sorted(folders.values(), key=lambda files: max(f.stat().st_mtime for f in files), reverse=True)
+
+    def order(files: list[Path]) -> tuple[bool, float]:
+        return files[0].relative_to(root).parts[0] != "triton", -max(f.stat().st_mtime for f in files)
+
+    return sorted(folders.values(), key=order)
 
 
 def pack(root: Path, out: Path, part_bytes: int = PART_BYTES, max_parts: int = MAX_PARTS) -> tuple[int, int]:

@@ -44,6 +44,24 @@ def test_a_cache_too_big_keeps_its_newest_folders_whole(tmp_path, monkeypatch):
     assert all(len(list((tmp_path / "restored" / "triton" / k).iterdir())) == 2 for k in kept)  # each whole
 
 
+def test_a_cache_too_big_keeps_tritons_kernels_before_inductors_newer_graphs(tmp_path, monkeypatch):
+    """Run 8: the kernels compiled before the lease keep that earlier time, and by age alone its packs left out
+    all but 4 of 604 of them behind the graphs Inductor compiled there."""
+    monkeypatch.setattr(compile_cache, "MARGIN", 0)
+    _cache(tmp_path / "cache", folders=3, size=30_000)
+    for index in range(3):
+        graph = tmp_path / "cache" / "inductor" / f"graph{index}" / "output.py"
+        graph.parent.mkdir(parents=True)
+        graph.write_bytes(os.urandom(30_000))
+        os.utime(graph, (5000 + index, 5000 + index))  # newer than every kernel
+    packed, left = compile_cache.pack(tmp_path / "cache", tmp_path / "out", part_bytes=40_000, max_parts=3)
+    assert 3 < packed < 6 and packed + left == 6
+    compile_cache.unpack(tmp_path / "out", tmp_path / "restored")
+    assert len(list((tmp_path / "restored" / "triton").iterdir())) == 3
+    graphs = sorted(p.name for p in (tmp_path / "restored" / "inductor").iterdir())
+    assert graphs == [f"graph{index}" for index in range(6 - packed, 3)]  # the newest graphs
+
+
 def test_a_cache_that_compresses_well_comes_back_whole(tmp_path):
     # Inductor's generated sources compress tenfold and more: one small part holds many megabytes (the reader
     # streams them; session 10's sliced each part's whole decompressed text, minutes for a 45 MiB cache).
