@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
                                            ema=args.ema, **backend)
     # Given a folder, a file that passed the header check yet cannot be decoded is one warning line and left out
-    # (its results are None); files named alone are an error, as before any work.
+    # (its results are None); where only files are named, such a file stops the run with one error line.
     folders = any(Path(path).is_dir() for path in args.images)
     results = predictor.predict([str(path) for path in images], topk=args.topk, skip_unreadable=folders)
     read = [(path, topk) for path, topk in zip(images, results) if topk is not None]
