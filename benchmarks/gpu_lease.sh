@@ -105,7 +105,7 @@ case "$STAGE" in
     # on B4's 5 x 5 stride-1 layers) and, on B4, the banded kernel (run 8's winner over the old default on three of
     # its layers; 1.3-5.8x slower than the default on 11 of B0's 12). Then B0's 1x1 layers on maps of 28 px or
     # less and B4's at 12 px against the conv as one cuBLAS product (run 8: never faster), and B0's and B4's stems
-    # against their tensor-core form (session 21; run 8: the direct kernel 4-12x its write time). All checked against
+    # against their tensor-core form (session 21; run 8: the direct kernel 4-9x its floor). All checked against
     # PyTorch, the winners into the tuning file (a layer's recorded choice timed again beside them). Then the
     # inference goal rows, no checks (the sweeps check the variants; run 7 the models): B0's and B4's timm compiled,
     # effnet-fast captured and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by
