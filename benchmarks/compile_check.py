@@ -342,13 +342,15 @@ def _inference_sweep_launches() -> list[Launch]:
     in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56); the
     activation pass beside cuDNN's depthwise conv (`effnet.fast.depthwise_cudnn`) on B4's 5 x 5 layer at 48 px; and
     the stem's tensor-core form (`stem._stem_dot_kernel`) in each of `stem_sweep.py`'s tile sets, on B0's stem at
-    224 px and B4's at 380."""
+    224 px and B4's at 380; and the split excitation (`excitation.excitation_split`) in each of
+    `excitation_sweep.py`'s chunks, on B0's widest SE at batch 256 and B4's at 128 (TF32)."""
     from depthwise_sweep import BANDED, banded_configs
     from depthwise_sweep import SWEEP as DEPTHWISE_SWEEP
     from pointwise_sweep import STREAM_SWEEP, SWEEP
+    from excitation_sweep import CHUNKS
     from stem_sweep import SWEEP as STEM_SWEEP
 
-    from effnet.fast import depthwise_cudnn, streaming
+    from effnet.fast import depthwise_cudnn, excitation, streaming
     from effnet.fast import stem as stem_module
 
     launches = []
@@ -392,6 +394,13 @@ def _inference_sweep_launches() -> list[Launch]:
             with _catching(launches, f"{model} stem dot {tiles}"):
                 stem_module._launch_dot(x, _meta(27, out_channels), _meta(out_channels), y, kernel_size=3, stride=2,
                                         padding=(1, 1), tiles=tiles)
+    for model, batch, channels, reduced in (("B0", 256, 1152, 48), ("B4", 128, 2688, 112)):
+        weights = [_meta(*shape, dtype=torch.float32) for shape in ((reduced, channels), (reduced,),
+                                                                    (channels, reduced), (channels,))]
+        for chunk in CHUNKS:
+            with _catching(launches, f"{model} excitation split {channels} -> {reduced} chunk {chunk}"):
+                excitation.excitation_split(_meta(batch, channels, dtype=torch.float32), 49, *weights, tf32=True,
+                                            chunk=chunk)
     return launches
 
 

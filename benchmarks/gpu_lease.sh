@@ -7,8 +7,8 @@
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
 #              B0's and B4's depthwise layers swept (the new default tiles against the old one-row tiles, the warmed
 #              taps, cuDNN's conv with one activation pass, on B4 the banded kernel), B0's and B4's small-map 1x1
-#              layers against one cuBLAS product and their stems against the stem's tensor-core form, then the
-#              inference goal rows of B0 and B4 against timm
+#              layers against one cuBLAS product, their stems against the stem's tensor-core form and their SEs
+#              against the split excitation, then the inference goal rows of B0 and B4 against timm
 #              compiled, alone and captured in a CUDA graph, and the top kernels of both fused forwards, all within
 #              SECONDS (560 unless given); its kernels compiled before the lease (benchmarks/precompile.py)
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
@@ -104,8 +104,9 @@ case "$STAGE" in
     # for the SiLU and the pool (`effnet.fast.depthwise_cudnn`; run 8: PyTorch's three passes beat the fused kernel
     # on B4's 5 x 5 stride-1 layers) and, on B4, the banded kernel (run 8's winner over the old default on three of
     # its layers; 1.3-5.8x slower than the default on 11 of B0's 12). Then B0's 1x1 layers on maps of 28 px or
-    # less and B4's at 12 px against the conv as one cuBLAS product (run 8: never faster), and B0's and B4's stems
-    # against their tensor-core form (session 21; run 8: the direct kernel 4-9x its floor). All checked against
+    # less and B4's at 12 px against the conv as one cuBLAS product (run 8: never faster), B0's and B4's stems
+    # against their tensor-core form (session 21; run 8: the direct kernel 4-9x its floor) and their SEs' one-launch
+    # kernel against the split form (session 21; run 8: 8-16 programs, 4% of each forward). All checked against
     # PyTorch, the winners into the tuning file (a layer's recorded choice timed again beside them). Then the
     # inference goal rows, no checks (the sweeps check the variants; run 7 the models): B0's and B4's timm compiled,
     # effnet-fast captured and timm's compiled forward captured (mode compile-cudagraphs; the verdicts divide by
@@ -130,6 +131,9 @@ case "$STAGE" in
       timeout 30 python3 benchmarks/stem_sweep.py --tuning "$KEEP/tuning.json" --out "$OUT"
       timeout 30 python3 benchmarks/stem_sweep.py --model efficientnet_b4 --size 380 --batch 128 \
         --tuning "$KEEP/tuning.json"
+      echo "== B0's and B4's squeeze-excitations: one launch against the split form (winners kept)"
+      timeout 30 python3 benchmarks/excitation_sweep.py --tuning "$KEEP/tuning.json"
+      timeout 30 python3 benchmarks/excitation_sweep.py --model efficientnet_b4 --batch 128 --tuning "$KEEP/tuning.json"
       echo "== the inference goal rows ($SECONDS s in)"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 efficientnet_b4 \
         --no-checks --tasks inference --profile --budget-s $(( LIMIT - SECONDS > 200 ? LIMIT - SECONDS - 50 : 150 ))

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import effnet
-from effnet.fast import kernels, ops, optimize_for_inference
+from effnet.fast import kernels, ops, optimize_for_inference, tuning
 from effnet.fast.memory import enable_memory_saving
-from kernel_helpers import DEVICE, needs_triton, randomise_batchnorm, relative_error, tiny
+from kernel_helpers import DEVICE, needs_triton, randomise_batchnorm, relative_error, spy_kwargs, tiny
 
 
 @pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_b0", "efficientnet_lite0", "mobilenet_v2"])
@@ -468,6 +468,37 @@ def test_excitation_in_one_triton_launch_is_the_se_gate(batch, channels, reduced
         gate = ops.excitation(x.sum((2, 3)), 30, reduce, expand, use_triton=True)
     assert gate.dtype == torch.float32 and gate.shape == (batch, channels)
     assert relative_error(gate, expected) <= 1e-5
+
+
+@needs_triton
+@pytest.mark.parametrize("batch, channels, reduced, chunk", [(4, 16, 4, None), (20, 100, 25, 32), (1, 200, 50, 64)])
+def test_excitation_split_over_chunks_of_channels_is_the_same_gate(tmp_path, monkeypatch, batch, channels, reduced,
+                                                                   chunk):
+    """The split form (`excitation_split`: the reduce product's partial hidden layers over chunks of channels, then
+    the gate per chunk) computes the one-launch form's gate: images past a block of 16, a last chunk short, one
+    chunk; a tuning file naming it for the SE's shape routes `ops.excitation` through it."""
+    from effnet.fast import excitation as fused_excitation
+
+    torch.manual_seed(5)
+    reduce, expand = nn.Conv2d(channels, reduced, 1).to(DEVICE), nn.Conv2d(reduced, channels, 1).to(DEVICE)
+    sums = torch.randn(batch, channels, device=DEVICE) * 30
+    weights = (reduce.weight.detach().flatten(1).contiguous(), reduce.bias.detach(),
+               expand.weight.detach().flatten(1).contiguous(), expand.bias.detach())
+    expected = fused_excitation.excitation(sums, 30, *weights)
+    assert relative_error(fused_excitation.excitation_split(sums, 30, *weights, chunk=chunk), expected) <= 1e-5
+    path = tmp_path / "tuning.json"
+    tuning.record(path, "excitation", dict(batch=batch, channels=channels, reduced=reduced), "split",
+                  (chunk,) if chunk else (), device="test", seconds=1, default_seconds=2)
+    calls = spy_kwargs(monkeypatch, fused_excitation, "excitation_split")
+    tuning.use(path)
+    try:
+        with torch.no_grad():
+            gate = ops.excitation(sums, 30, reduce, expand, use_triton=True)
+    finally:
+        tuning.use(None)
+    assert len(calls) == 1 and calls[0]["chunk"] == chunk and relative_error(gate, expected) <= 1e-5
+    with pytest.raises(ValueError, match="multiple of 32, got 48"):
+        fused_excitation.excitation_split(sums, 30, *weights, chunk=48)
 
 
 @needs_triton

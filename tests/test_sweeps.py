@@ -25,6 +25,7 @@ SWEEPS = [
      {"bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad"}),
     ("bn_depthwise_sweep", ["--configs", "2"], {"bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad"}),
     ("stem_sweep", ["--configs", "2"], {"stem"}),  # the stem's direct kernel and two tile sets of its dot form
+    ("excitation_sweep", ["--configs", "2"], {"excitation"}),  # B0's first SE: one launch, two chunks of the split
 ]
 
 

@@ -15,11 +15,21 @@ rounded far more coarsely (bf16 keeps 8 bits, TF32 products 11). Else the produc
 multiprocessors' FMA units, one program per 16 images: counted at about 150 GFLOP/s a program, B4's SEs would
 take about 1 ms per forward of batch 128 that way (its widest, 2688 x 112, tens of microseconds each), where
 TF32 takes the tensor cores.
+
+One program takes 16 images (`tl.dot`'s least) and walks all C channels twice, so a batch of 256 runs 16
+programs and one of 128 runs 8, on a GPU of 132 multiprocessors: run 8 (an H200) timed B0's 16 SEs at 14 us
+each and B4's 32 at 34 us (B4's widest, 2688 channels, 168 steps of one program), 4% of either forward. The split
+form (`excitation_split`) spreads the channels over programs in two launches: the first sums the reduce
+product's partial hidden layers over chunks of channels, one program per (16 images, chunk); the second adds a
+block's partials in order (deterministic), applies the bias and SiLU and takes the expand product for its own
+chunk of channels. A tuning file picks it per (batch, channels, hidden) shape (op `excitation`, kernel `split`,
+tiles (CHUNK,)); `benchmarks/excitation_sweep.py` times both.
 """
 from __future__ import annotations
 
 import torch
 
+from effnet.fast import tuning
 from effnet.fast.kernels import INTERPRET, _pow2, triton
 
 if triton is not None:
@@ -55,6 +65,53 @@ if triton is not None:
             tl.store(gate_ptr + rows[:, None] * C + c[None, :], tl.sigmoid(logits),
                      mask=rows_ok[:, None] & c_ok[None, :])
 
+
+    @triton.jit
+    def _excitation_partial_kernel(sums_ptr, w1_ptr, partial_ptr, N, C, R, CHUNK, PRECISION: tl.constexpr,
+                                   BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+        # One program: BLOCK_N images x channels [chunk * CHUNK, (chunk + 1) * CHUNK) of the reduce product; its
+        # partial hidden layer (BN, R) goes to partial[chunk] (chunks, N, R).
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows_ok = rows < N
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R
+        start = tl.program_id(1) * CHUNK
+        hidden = tl.zeros([BLOCK_N, BLOCK_R], dtype=tl.float32)
+        for c0 in range(start, tl.minimum(start + CHUNK, C), BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            c_ok = (c < C) & (c < start + CHUNK)
+            sums = tl.load(sums_ptr + rows[:, None] * C + c[None, :], mask=rows_ok[:, None] & c_ok[None, :],
+                           other=0.0)
+            w1 = tl.load(w1_ptr + r[None, :] * C + c[:, None], mask=c_ok[:, None] & r_ok[None, :], other=0.0)
+            hidden += tl.dot(sums, w1, input_precision=PRECISION)
+        tl.store(partial_ptr + (tl.program_id(1) * N + rows[:, None]) * R + r[None, :], hidden,
+                 mask=rows_ok[:, None] & r_ok[None, :])
+
+    @triton.jit
+    def _excitation_gate_kernel(partial_ptr, b1_ptr, w2_ptr, b2_ptr, gate_ptr, N, C, R, CHUNK, CHUNKS, inv_pixels,
+                                PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                                BLOCK_R: tl.constexpr):
+        # One program: BLOCK_N images x channels [j * CHUNK, (j + 1) * CHUNK) of the gate: the hidden layer from
+        # the CHUNKS partials (summed in order), then the expand product for those channels.
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows_ok = rows < N
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R
+        hidden = tl.zeros([BLOCK_N, BLOCK_R], dtype=tl.float32)
+        for chunk in range(0, CHUNKS):
+            hidden += tl.load(partial_ptr + (chunk * N + rows[:, None]) * R + r[None, :],
+                              mask=rows_ok[:, None] & r_ok[None, :], other=0.0)
+        hidden = hidden * inv_pixels + tl.load(b1_ptr + r, mask=r_ok, other=0.0)[None, :]
+        hidden = hidden * tl.sigmoid(hidden)  # padded columns: silu(0) = 0, and w2 is 0 there
+        start = tl.program_id(1) * CHUNK
+        for c0 in range(start, tl.minimum(start + CHUNK, C), BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            c_ok = (c < C) & (c < start + CHUNK)
+            w2 = tl.load(w2_ptr + c[None, :] * R + r[:, None], mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+            logits = tl.dot(hidden, w2, input_precision=PRECISION) + tl.load(b2_ptr + c, mask=c_ok,
+                                                                             other=0.0)[None, :]
+            tl.store(gate_ptr + rows[:, None] * C + c[None, :], tl.sigmoid(logits),
+                     mask=rows_ok[:, None] & c_ok[None, :])
 
     @triton.jit
     def _excitation_backward_rows_kernel(pooled_ptr, dgate_ptr, gate_ptr, w1_ptr, b1_ptr, w2_ptr, dpooled_ptr,
@@ -148,11 +205,40 @@ def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, red
     `tf32`: TF32 products whatever PyTorch's setting (the SE of 16-bit activations; module docstring)."""
     batch, channels = sums.shape
     reduced = reduce_weight.shape[0]
+    choice = tuning.lookup("excitation", batch=batch, channels=channels, reduced=reduced)
+    if choice is not None and choice["kernel"] == "split":
+        return excitation_split(sums, pixels, reduce_weight, reduce_bias, expand_weight, expand_bias, tf32=tf32,
+                                chunk=choice["tiles"][0] if choice["tiles"] else None)
     gate = torch.empty_like(sums)
     block_n, block_r, block_c = _tiles(reduced, 64)  # the (BN, BR) hidden and a (BR, BC) tile in registers
     _excitation_kernel[(triton.cdiv(batch, block_n),)](
         sums, reduce_weight, reduce_bias, expand_weight, expand_bias, gate, batch, channels, reduced, 1.0 / pixels,
         PRECISION=_precision(tf32), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
+    return gate
+
+
+def excitation_split(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, reduce_bias: torch.Tensor,
+                     expand_weight: torch.Tensor, expand_bias: torch.Tensor, *, tf32: bool = False,
+                     chunk: int | None = None) -> torch.Tensor:
+    """`excitation` in two launches over chunks of `chunk` channels (a multiple of the channel tile; None: 256,
+    64 under the interpreter): the same gate, its hidden layer summed in another order."""
+    batch, channels = sums.shape
+    reduced = reduce_weight.shape[0]
+    block_n, block_r, block_c = _tiles(reduced, 64)
+    chunk = chunk or (64 if INTERPRET else 256)
+    if chunk % block_c:
+        raise ValueError(f"the excitation's channel chunks must be a multiple of {block_c}, got {chunk}")
+    chunks = triton.cdiv(channels, chunk)
+    partial = sums.new_empty((chunks, batch, reduced))
+    gate = torch.empty_like(sums)
+    grid = (triton.cdiv(batch, block_n), chunks)
+    precision = _precision(tf32)
+    _excitation_partial_kernel[grid](sums, reduce_weight, partial, batch, channels, reduced, chunk,
+                                     PRECISION=precision, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r,
+                                     **_options())
+    _excitation_gate_kernel[grid](partial, reduce_bias, expand_weight, expand_bias, gate, batch, channels, reduced,
+                                  chunk, chunks, 1.0 / pixels, PRECISION=precision, BLOCK_N=block_n, BLOCK_C=block_c,
+                                  BLOCK_R=block_r, **_options())
     return gate
 
 

@@ -27,6 +27,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 - `stem` (inference, `effnet.fast.stem`): `in_channels`, `out_channels`, `kernel_size`, `stride`, `height`,
   `width` of the network's input. Kernels `direct` (the default kernel, no tiles) and `dot` (the conv as one
   product on tensor cores: (BLOCK_P, num_warps), or no tiles for its defaults).
+- `excitation` (the SE gate, `effnet.fast.excitation`): `batch`, `channels`, `reduced`. Kernels `single` (the
+  default, no tiles) and `split` (two launches over chunks of channels: (CHUNK,), or no tiles for its default).
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
   (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list) and `banded` (`effnet.fast.bn_depthwise_banded`,
@@ -50,6 +52,7 @@ KEYS = {
     "depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
     "pointwise": ("in_channels", "out_channels", "height", "width", "gated", "residual"),
     "stem": ("in_channels", "out_channels", "kernel_size", "stride", "height", "width"),
+    "excitation": ("batch", "channels", "reduced"),
     "bn_pointwise": ("in_channels", "out_channels", "height", "width", "normalized"),
     "bn_pointwise_input_grad": ("in_channels", "out_channels", "height", "width", "normalized"),
     "bn_pointwise_weight_grad": ("in_channels", "out_channels", "height", "width", "normalized"),
@@ -59,14 +62,15 @@ KEYS = {
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
 KERNELS = {"depthwise": ("tiled", "banded", "cudnn"), "pointwise": ("tiled", "streaming", "cublas"),
-           "stem": ("direct", "dot"),
+           "stem": ("direct", "dot"), "excitation": ("single", "split"),
            **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
-           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", *_CUDNN_OPS)}}
+           **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", "excitation",
+                                                           *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), ("depthwise", "cudnn"): (0,),
                 ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("pointwise", "cublas"): (0,), ("stem", "direct"): (0,),
-                ("stem", "dot"): (0, 2),
+                ("stem", "dot"): (0, 2), ("excitation", "single"): (0,), ("excitation", "split"): (0, 1),
                 ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
                 ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
