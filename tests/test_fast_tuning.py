@@ -138,6 +138,9 @@ def test_record_replaces_one_shape_and_keeps_the_others(tmp_path):
                                                                            width=7, gated=True, residual=True),
                                            "kernel": "streaming", "tiles": [64, 32, 4, 3, 2]}]}),
      "at most one image's pixels, got 64 rows"),
+    (json.dumps({"format": 1, "entries": [{"op": "excitation", "key": dict(batch=256, channels=1152, reduced=48),
+                                           "kernel": "split", "tiles": [48]}]}),
+     "chunks of a multiple of 32 channels, got 48"),
 ])
 def test_bad_tuning_files_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "tuning.json"

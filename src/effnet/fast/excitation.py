@@ -220,14 +220,15 @@ def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, red
 def excitation_split(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, reduce_bias: torch.Tensor,
                      expand_weight: torch.Tensor, expand_bias: torch.Tensor, *, tf32: bool = False,
                      chunk: int | None = None) -> torch.Tensor:
-    """`excitation` in two launches over chunks of `chunk` channels (a multiple of the channel tile; None: 256,
-    64 under the interpreter): the same gate, its hidden layer summed in another order."""
+    """`excitation` in two launches over chunks of `chunk` channels (a multiple of 32; None: 256, 64 under the
+    interpreter): the same gate, its hidden layer summed in another order."""
     batch, channels = sums.shape
     reduced = reduce_weight.shape[0]
     block_n, block_r, block_c = _tiles(reduced, 64)
     chunk = chunk or (64 if INTERPRET else 256)
-    if chunk % block_c:
-        raise ValueError(f"the excitation's channel chunks must be a multiple of {block_c}, got {chunk}")
+    if chunk <= 0 or chunk % 32:
+        raise ValueError(f"the excitation's channel chunks must be a multiple of 32, got {chunk}")
+    block_c = block_c if chunk % block_c == 0 else 32  # each chunk whole channel tiles
     chunks = triton.cdiv(channels, chunk)
     partial = sums.new_empty((chunks, batch, reduced))
     gate = torch.empty_like(sums)

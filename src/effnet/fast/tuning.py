@@ -140,6 +140,9 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
                               "stride 1 only")
+        if entry["kernel"] == "split" and tiles and (tiles[0] <= 0 or tiles[0] % 32):
+            raise TuningError(f"tuning file {path}: the split excitation takes chunks of a multiple of 32 channels, "
+                              f"got {tiles[0]}")
         if (entry["kernel"] == "streaming" and entry["key"]["gated"]
                 and tiles[0] > entry["key"]["height"] * entry["key"]["width"]):
             raise TuningError(f"tuning file {path}: the streaming kernel takes a gated 1x1 conv in tiles of at most "
