@@ -356,7 +356,7 @@ def _inference_sweep_launches() -> list[Launch]:
     launches = []
     for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
         x = _meta(BATCH, channels, size, size, channels_last=True)
-        for tiles in dict.fromkeys([kernels._depthwise_tiles(k, size, channels), DEPTHWISE_SWEEP[0]]):
+        for tiles in dict.fromkeys([kernels._depthwise_tiles(channels), DEPTHWISE_SWEEP[0]]):
             with _catching(launches, f"B0 warm {channels} ch {k}x{k} {size} px {tiles}"):
                 kernels.depthwise(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels), kernel_size=k,
                                   stride=1,

@@ -126,7 +126,7 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     if stride == 1:
         # the taps in two phases, the first loading each tile's whole input halo (`kernels._depthwise_taps`):
         # the default tiles, then the sweep's
-        warm = [kernels._depthwise_tiles(k, out_w, channels), *SWEEP][:args.warm_configs]
+        warm = [kernels._depthwise_tiles(channels), *SWEEP][:args.warm_configs]
         choices.update({f"warm {t}": ("tiled", (*t, 1), {}) for t in dict.fromkeys(warm)})
     # each kernel row a banded matrix product on tensor cores (`effnet.fast.banded`)
     choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})

@@ -14,7 +14,7 @@ from effnet.scaling import scale_by_multipliers
 
 __all__ = ["DEPTHWISE_FORM_FUNCTIONS", "DEPTHWISE_PASSES", "DEVICE", "OpNames", "depthwise_training_case",
            "graph_recorder", "needs_triton", "outputs_and_gradients", "randomise_batchnorm", "relative_error",
-           "small_depthwise_tiles", "spy_calls", "tiny"]
+           "small_depthwise_tiles", "spy_calls", "tiny", "tuned_and_plain"]
 
 needs_triton = pytest.mark.skipif(
     not (kernels.triton is not None and (torch.cuda.is_available() or kernels.INTERPRET)),
@@ -180,3 +180,15 @@ def tiny(name: str = "efficientnet_b0", width: float = 0.25) -> nn.Module:
     spec = scale_by_multipliers(get_entry(name).spec, depth=0.25, width=width, name=f"{name}_tiny")
     torch.manual_seed(0)
     return randomise_batchnorm(effnet.create_model(spec, num_classes=10))
+
+
+def tuned_and_plain(fast: nn.Module, model: nn.Module, x: torch.Tensor, path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fast(x), model(x)) with the tuning file at `path` in use, and no tuning file in use afterwards."""
+    from effnet.fast import tuning
+
+    tuning.use(path)
+    try:
+        with torch.inference_mode():
+            return fast(x), model(x)
+    finally:
+        tuning.use(None)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from effnet.fast import blas, ops, optimize_for_inference, tuning
-from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy_kwargs, tiny
+from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy_kwargs, tiny, tuned_and_plain
 
 
 def channels_last(*shape: int, dtype=torch.float32) -> torch.Tensor:
@@ -56,12 +56,7 @@ def test_a_tuning_file_naming_cublas_routes_those_layers_through_it(tmp_path, mo
         tuning.record(path, "pointwise", key, "cublas", (), device="test", seconds=1, default_seconds=2)
     calls = spy_kwargs(monkeypatch, blas, "pointwise_blas")
     fast = optimize_for_inference(model, use_triton=True)
-    tuning.use(path)
-    try:
-        with torch.inference_mode():
-            out, expected = fast(x), model(x)
-    finally:
-        tuning.use(None)
+    out, expected = tuned_and_plain(fast, model, x, path)
     assert relative_error(out, expected) <= 1e-5
     assert len(calls) == len(chosen) > 0 and all(call["gate"] is not None for call in calls)
     assert any(call["residual"] is not None for call in calls)

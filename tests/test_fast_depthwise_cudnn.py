@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from effnet.fast import depthwise_cudnn, ops, optimize_for_inference, tuning
-from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy_kwargs, tiny
+from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy_kwargs, tiny, tuned_and_plain
 
 pytestmark = needs_triton
 
@@ -63,12 +63,7 @@ def test_a_tuning_file_naming_cudnn_routes_those_layers_through_it(tmp_path, mon
         tuning.record(path, "depthwise", key, "cudnn", (), device="test", seconds=1, default_seconds=2)
     calls = spy_kwargs(monkeypatch, depthwise_cudnn, "depthwise_cudnn")
     fast = optimize_for_inference(model, use_triton=True)
-    tuning.use(path)
-    try:
-        with torch.inference_mode():
-            out, expected = fast(x), model(x)
-    finally:
-        tuning.use(None)
+    out, expected = tuned_and_plain(fast, model, x, path)
     assert relative_error(out, expected) <= 1e-5
     assert len(calls) == len(depthwise) > 0 and {call["stride"] for call in calls} == {1, 2}
 

@@ -12,7 +12,7 @@ import torch
 from effnet.fast import optimize_for_inference, stem as stem_module, tuning
 from effnet.fast.fused import FusedStem
 from effnet.fast.stem import stem
-from kernel_helpers import DEVICE, needs_triton, relative_error, spy_kwargs, tiny
+from kernel_helpers import DEVICE, needs_triton, relative_error, spy_kwargs, tiny, tuned_and_plain
 
 
 @needs_triton
@@ -40,11 +40,10 @@ def test_stem_kernel_equals_pytorch(same, out_channels, channels_last):
 
 
 def _stem_tuning(path, x, out_channels, tiles=()):
-    """A tuning file naming the tensor-core form for the stem of input `x` (3 x 3, stride 2)."""
+    """Write a tuning file naming the tensor-core form for the stem of input `x` (3 x 3, stride 2)."""
     key = dict(in_channels=x.shape[1], out_channels=out_channels, kernel_size=3, stride=2, height=x.shape[2],
                width=x.shape[3])
     tuning.record(path, "stem", key, "dot", tiles, device="test", seconds=1, default_seconds=2)
-    tuning.use(path)
 
 
 @needs_triton
@@ -69,6 +68,7 @@ def test_the_tensor_core_stem_equals_pytorch(tmp_path, monkeypatch, same, out_ch
     expected = stem(x, weight, weight_cols, bias, stride=2, same=same, use_triton=False)
     calls = spy_kwargs(monkeypatch, stem_module, "_launch_dot")
     _stem_tuning(tmp_path / "tuning.json", x, out_channels)
+    tuning.use(tmp_path / "tuning.json")
     try:
         output = stem(x, weight, weight_cols, bias, stride=2, same=same, use_triton=True)
     finally:
@@ -85,11 +85,7 @@ def test_a_tuning_file_naming_the_tensor_core_stem_keeps_the_fused_model_equal(t
     fast = optimize_for_inference(model, use_triton=True, fuse_stem=True)
     x = torch.randn(2, 3, 16, 14, device=DEVICE)
     _stem_tuning(tmp_path / "tuning.json", x, model.conv_stem.out_channels, tiles=(64, 4))
-    try:
-        with torch.inference_mode():
-            assert relative_error(fast(x), model(x)) <= 1e-5
-    finally:
-        tuning.use(None)
+    assert relative_error(*tuned_and_plain(fast, model, x, tmp_path / "tuning.json")) <= 1e-5
 
 
 def test_a_stem_entry_names_a_known_kernel(tmp_path):

@@ -372,7 +372,7 @@ def _pow2(value: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(value)))
 
 
-def _depthwise_tiles(kernel_size: int, out_w: int, channels: int) -> tuple[int, int, int, int, int]:
+def _depthwise_tiles(channels: int) -> tuple[int, int, int, int, int]:
     """The default tiles of a depthwise layer: 8 x 8 pixels x up to 32 channels, 4 warps, whatever its kernel and
     map. Measured best for 3 x 3 kernels on an H100 (benchmarks/RESULTS.md, run 3: 1.2-2.1x faster than one-row
     tiles) and for 5 x 5 on an H200 (run 8, on all six of B0's 5 x 5 layers: 1.26-1.62x faster than the row of up
@@ -404,7 +404,7 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
     align = map_alignment(x, y)
     if tiles is not None or not AUTOTUNE:
         if tiles is None:
-            tiles = (1, 8, 16, 1, 4) if INTERPRET else _depthwise_tiles(kernel_size, out_w, channels)
+            tiles = (1, 8, 16, 1, 4) if INTERPRET else _depthwise_tiles(channels)
         block_h, block_w, block_c, rows, warps, *warm = tiles
         if warm and warm[0] and stride != 1:
             raise ValueError("the warmed depthwise taps are for stride 1")
