@@ -339,18 +339,19 @@ def _inference_sweep_launches() -> list[Launch]:
     tile) in its first tile sets on B4's gated 1632 -> 272 projection at 12 px; and the depthwise kernel with its
     taps warmed (`kernels._depthwise_taps`, WARM) in the tile sets `depthwise_sweep.py` tries it with first,
     on three of B0's stride-1 layers (3x3 at 56 px, 5x5 at 28 and 7 px); and the banded kernel (`effnet.fast.banded`)
-    in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56); the
+    in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56); the sliding
+    kernel (`effnet.fast.depthwise_sliding`) in each of the sweep's tile sets on those three stride-1 layers; the
     activation pass beside cuDNN's depthwise conv (`effnet.fast.depthwise_cudnn`) on B4's 5 x 5 layer at 48 px; and
     the stem's tensor-core form (`stem._stem_dot_kernel`) in each of `stem_sweep.py`'s tile sets, on B0's stem at
     224 px and B4's at 380; and the split excitation (`excitation.excitation_split`) in each of
     `excitation_sweep.py`'s chunks, on B0's widest SE at batch 256 and B4's at 128 (TF32)."""
-    from depthwise_sweep import BANDED, banded_configs
+    from depthwise_sweep import BANDED, banded_configs, sliding_configs
     from depthwise_sweep import SWEEP as DEPTHWISE_SWEEP
     from pointwise_sweep import STREAM_SWEEP, SWEEP
     from excitation_sweep import CHUNKS
     from stem_sweep import SWEEP as STEM_SWEEP
 
-    from effnet.fast import depthwise_cudnn, excitation, streaming
+    from effnet.fast import depthwise_cudnn, depthwise_sliding, excitation, streaming
     from effnet.fast import stem as stem_module
 
     launches = []
@@ -370,6 +371,13 @@ def _inference_sweep_launches() -> list[Launch]:
                 banded.banded_depthwise(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels), kernel_size=k,
                                         stride=stride, padding=(k // 2, k // 2), output_size=(out, out), act=True,
                                         pool=True, tiles=tiles)
+    for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
+        x = _meta(BATCH, channels, size, size, channels_last=True)
+        for tiles in sliding_configs(channels, size, 3):
+            with _catching(launches, f"B0 sliding {channels} ch {k}x{k} {size} px {tiles}"):
+                depthwise_sliding.depthwise_sliding(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels),
+                                                    kernel_size=k, stride=1, padding=(k // 2, k // 2),
+                                                    output_size=(size, size), act=True, pool=True, tiles=tiles)
     x = _meta(BATCH, 1632, 12, 12, channels_last=True)
     for tiles in (None, *SWEEP[:2]):
         with _catching(launches, f"B4 gate-rows 1632 -> 272 {tiles or 'default'}"):

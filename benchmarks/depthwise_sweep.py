@@ -9,12 +9,13 @@ PyTorch (conv + SiLU + the SE mean, as eager runs them), effnet's kernel with it
 each tile configuration of a small sweep (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, warps) and, on stride-1 layers, the
 tiled kernel with its taps in two phases, the first loading each tile's whole input halo (the default tiles,
 then the sweep's; `--warm-configs`), the banded kernel (`effnet.fast.banded`: each kernel row a matrix
-product on tensor cores; `--banded-configs`) and cuDNN's conv with one pass for the SiLU and the pool
-(`effnet.fast.depthwise_cudnn`, "cudnn"; `--no-cudnn` leaves it out). Each time is printed with the bandwidth
-it implies (one read of the input, one write of the output) and every kernel result is checked against PyTorch.
-The totals weight each
-layer shape by how often the network runs it, so the last lines say what tiles alone could gain over the
-defaults, and how far the best tiles stay from the memory floor, before any redesign.
+product on tensor cores; `--banded-configs`), cuDNN's conv with one pass for the SiLU and the pool
+(`effnet.fast.depthwise_cudnn`, "cudnn"; `--no-cudnn` leaves it out) and, on stride-1 layers, the window
+sliding down the rows (`effnet.fast.depthwise_sliding`: each input row loaded k times, not k²;
+`--sliding-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write of the
+output) and every kernel result is checked against PyTorch. The totals weight each layer shape by how often the
+network runs it, so the last lines say what tiles alone could gain over the defaults, and how far the best tiles
+stay from the memory floor, before any redesign.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast.banded import banded_depthwise  # noqa: E402
 from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
 from effnet.fast.depthwise_cudnn import depthwise_cudnn  # noqa: E402
+from effnet.fast.depthwise_sliding import default_tiles as sliding_tiles  # noqa: E402
+from effnet.fast.depthwise_sliding import depthwise_sliding  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
                           with_recorded)
@@ -56,6 +59,16 @@ def banded_configs(width: int, kernel_size: int, stride: int, count: int) -> lis
     default = banded_tiles(width, kernel_size, stride)
     other = [(48 - default[0], *default[1:])] if stride == 1 else []
     return list(dict.fromkeys([default, *other, *((default[0], *tiles) for tiles in BANDED)]))[:count]
+
+
+def sliding_configs(channels: int, size: int, count: int) -> list[tuple[int, int, int, int]]:
+    """The sliding kernel's default tiles for a layer's size x size output (4 values of a tile per thread), then: 2
+    values per thread (twice the warps: fewer registers, more warps resident), bands of 8 and of 32 rows (more
+    programs; less warm-up), each band at most the map's height: `count` distinct ones at most."""
+    block_w, block_c, rows, warps = sliding_tiles(channels, size, size)
+    others = [(block_w, block_c, rows, min(2 * warps, 16)), *((block_w, block_c, min(band, size), warps)
+                                                              for band in (8, 32))]
+    return list(dict.fromkeys([(block_w, block_c, rows, warps), *others]))[:count]
 
 
 def layer_shapes(model_name: str, size: int) -> Counter:
@@ -118,6 +131,10 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
         return banded_depthwise(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                 output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
 
+    def slide(tiles):
+        return depthwise_sliding(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
+                                 output_size=(out_h, out_w), act=True, pool=True, tiles=tiles)
+
     def cudnn(tiles):
         return depthwise_cudnn(x, taps, bias, kernel_size=k, stride=stride, padding=padding,
                                output_size=(out_h, out_w), act=True, pool=True)
@@ -132,9 +149,12 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})
     if args.cudnn:  # the library's conv, then the SiLU and the pool in one pass (`effnet.fast.depthwise_cudnn`)
         choices["cudnn"] = ("cudnn", (), {})
+    if stride == 1 and k <= 5:  # each input row loaded k times (`effnet.fast.depthwise_sliding`)
+        choices.update({f"sliding {t}": ("sliding", t, {}) for t in sliding_configs(channels, out_w,
+                                                                                    args.sliding_configs)})
     key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
     choices = with_recorded(args.tuning, "depthwise", key, choices)  # a wider sweep's winner, timed again
-    runners = {"tiled": run, "banded": band, "cudnn": cudnn}
+    runners = {"tiled": run, "banded": band, "cudnn": cudnn, "sliding": slide}
     variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
@@ -169,6 +189,9 @@ def main() -> int:
                              "then the sweep's")
     parser.add_argument("--banded-configs", type=int, default=2,
                         help="how many configurations of the banded kernel (tensor cores) to try: its default tiles, "
+                             "then others")
+    parser.add_argument("--sliding-configs", type=int, default=3,
+                        help="how many tile sets of the sliding kernel to try on stride-1 layers: its default tiles, "
                              "then others")
     parser.add_argument("--no-cudnn", dest="cudnn", action="store_false",
                         help="leave out cuDNN's conv with one pass for the SiLU and the pool")

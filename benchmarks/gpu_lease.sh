@@ -102,8 +102,9 @@ case "$STAGE" in
     # since run 8) against the one-row tiles that were the 5 x 5 default until then (on an H100 the 5 x 5 layers
     # were last swept in run 5, before the float32 taps), the warmed taps at stride 1, cuDNN's conv with one pass
     # for the SiLU and the pool (`effnet.fast.depthwise_cudnn`; run 8: PyTorch's three passes beat the fused kernel
-    # on B4's 5 x 5 stride-1 layers) and, on B4, the banded kernel (run 8's winner over the old default on three of
-    # its layers; 1.3-5.8x slower than the default on 11 of B0's 12). Then B0's 1x1 layers on maps of 28 px or
+    # on B4's 5 x 5 stride-1 layers), the sliding window (session 22: each input row loaded k times, not k²; three
+    # tile sets on every stride-1 layer) and, on B4, the banded kernel (run 8's winner over the old default on three
+    # of its layers; 1.3-5.8x slower than the default on 11 of B0's 12). Then B0's 1x1 layers on maps of 28 px or
     # less and B4's at 12 px against the conv as one cuBLAS product (run 8: never faster), B0's and B4's stems
     # against their tensor-core form (session 21; run 8: the direct kernel 4-9x its floor) and their SEs' one-launch
     # kernel against the split form (session 21; run 8: 8-16 programs, 4% of each forward). All checked against
@@ -115,7 +116,7 @@ case "$STAGE" in
     LIMIT=${2:-560}
     {
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
-      echo "== B0's depthwise layers: the default tiles, the one-row tiles, the warmed taps, cuDNN (winners kept)"
+      echo "== B0's depthwise layers: default and one-row tiles, warmed taps, cuDNN, sliding (winners kept)"
       timeout 120 python3 benchmarks/depthwise_sweep.py --configs 2 --warm-configs 1 \
         --banded-configs 0 --tuning "$KEEP/tuning.json" --out "$OUT"
       echo "== B0's 1x1 layers at 28 px or less: one cuBLAS product against the default and the recorded tiles"
@@ -124,7 +125,7 @@ case "$STAGE" in
       echo "== B4's 1x1 layers at 12 px: one cuBLAS product against the default and the recorded tiles"
       timeout 30 python3 benchmarks/pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 0 \
         --stream-configs 0 --tuning "$KEEP/tuning.json" --layers 17 18 19 20
-      echo "== B4's depthwise layers (batch 128, 380 px): the default and one-row tiles, warmed, banded, cuDNN"
+      echo "== B4's depthwise layers (batch 128, 380 px): the default and one-row tiles, warmed, banded, cuDNN, sliding"
       timeout 120 python3 benchmarks/depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 128 --configs 2 \
         --warm-configs 1 --banded-configs 1 --tuning "$KEEP/tuning.json"
       echo "== B0's and B4's stems: the direct kernel against the tensor-core form (winners kept)"

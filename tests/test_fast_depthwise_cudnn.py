@@ -1,6 +1,6 @@
 """The inference depthwise conv through cuDNN with one activation-and-pool pass (`effnet.fast.depthwise_cudnn`)
-computes what the fused Triton kernel computes (its PyTorch reference), and a tuning file naming it for a layer routes that layer through
-it, the fused model unchanged.
+computes what the fused Triton kernel computes (its PyTorch reference), and a tuning file naming it for a layer
+routes that layer through it, the fused model unchanged.
 
 float32 at relative error 1e-5; bf16 within 1e-2. Without a GPU the conv is PyTorch's on the CPU and the pass
 runs in Triton's interpreter.

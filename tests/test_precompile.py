@@ -104,19 +104,21 @@ def _without(argv: list[str], *options: str) -> list[str]:
 
 def test_a_lease_sweep_runs_on_the_meta_device_and_compiles_its_variants(tmp_path):
     """precompile runs the lease's sweeps on the meta device: each variant launched once and compiled (here B0's
-    first depthwise layer, the default tiles, the warmed taps and cuDNN's conv with its activation pass), nothing
-    read back from a tensor."""
+    first depthwise layer, the default tiles, the warmed taps, cuDNN's conv with its activation pass and the sliding
+    window), nothing read back from a tensor."""
     code = """
 import precompile
 compiler = precompile.compile_check.LAUNCH_WITH = precompile.Compiler()
 precompile._dry_sweep("depthwise_sweep", ["--layers", "0", "--configs", "0", "--warm-configs", "1",
-                                          "--banded-configs", "0"], precompile.START_TUNING[0])
+                                          "--banded-configs", "0", "--sliding-configs", "1"],
+                        precompile.START_TUNING[0])
 print(sorted(compiler.keys.values()), compiler.compiled)
 """
     result = _run(code, tmp_path / "triton")
     assert result.returncode == 0, result.stderr[-3000:]
-    # the activation pass beside cuDNN's conv, the default tiles and the warmed taps
-    assert result.stdout.split("]")[0] == "['_activate_pool_kernel', '_depthwise_kernel', '_depthwise_kernel'"
+    # the activation pass beside cuDNN's conv, the default tiles and the warmed taps, the sliding window
+    assert result.stdout.split("]")[0] == ("['_activate_pool_kernel', '_depthwise_kernel', '_depthwise_kernel', "
+                                           "'_sliding_kernel'")
 
 
 def test_pruning_after_some_stages_only_is_refused_in_one_line(tmp_path):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # (script, its options for one layer shape and one configuration of each kernel, the tuning ops it may write)
 SWEEPS = [
-    ("depthwise_sweep", ["--configs", "1", "--banded-configs", "1"], {"depthwise"}),
+    ("depthwise_sweep", ["--configs", "1", "--banded-configs", "1", "--sliding-configs", "1"], {"depthwise"}),
     ("pointwise_sweep", ["--configs", "1", "--stream-configs", "1"], {"pointwise"}),
     ("depthwise_train_sweep", ["--configs", "1"], {"depthwise_input_grad", "depthwise_weight_grad"}),
     # layer 2 is a projection: the input's batch norm, SiLU and gate applied as it loads
@@ -50,8 +50,9 @@ def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take
         assert {"fwd cudnn", "dx cudnn", "dw cudnn"} <= set(rows[0]["errors"]) and "dx cudnn" in rows[0][
             "pass_seconds"]["bn_depthwise_input_grad"]
         assert {"fwd banded", "dw banded", "dx banded"} <= set(rows[0]["errors"])  # and the banded kernels'
-    if script == "depthwise_sweep":  # B0's first layer is stride 1: the banded kernel too, and cuDNN's conv
+    if script == "depthwise_sweep":  # B0's first layer is stride 1: the banded kernel, cuDNN's conv, the sliding one
         assert any(name.startswith("banded") for name in rows[0]["errors"]) and "cudnn" in rows[0]["errors"]
+        assert any(name.startswith("sliding") for name in rows[0]["errors"])
     if script == "pointwise_sweep":  # the conv as one library product too
         assert "cublas" in rows[0]["errors"]
     if path.exists():  # a variant beat the default by 3% (under the interpreter the default's tiles are slow)
@@ -98,7 +99,8 @@ def test_a_narrow_sweep_times_the_tuning_files_own_choice_again(tmp_path, monkey
     tuning.record(path, op, key, kernel, tiles, device="cpu", seconds=1e-9, default_seconds=1.0, **extra)
     monkeypatch.setattr(sys, "argv", [script, "--device", "cpu", "--batch", "1", "--size", "16", "--layers", "0",
                                       "--configs", "0", "--out", str(tmp_path), "--tuning", str(path),
-                                      *(["--banded-configs", "0"] if script == "depthwise_sweep" else
+                                      *(["--banded-configs", "0", "--sliding-configs", "0"]
+                                        if script == "depthwise_sweep" else
                                         ["--stream-configs", "0", "--no-cublas"])])
     assert sweep.main() == 0
     row, = json.loads((tmp_path / f"{script}.json").read_text())["rows"]

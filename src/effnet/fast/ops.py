@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import banded, blas, custom_ops, depthwise_cudnn, expansion, kernels, streaming, tuning
+from effnet.fast import (banded, blas, custom_ops, depthwise_cudnn, depthwise_sliding, expansion, kernels, streaming,
+                         tuning)
 from effnet.fast.excitation import excitation as fused_excitation
 
 
@@ -130,8 +131,8 @@ def tuned_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
                     padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
                     tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The Triton depthwise pass (`kernels.depthwise`'s arguments) on the tuning file's choice for x's
-    shape, the banded kernel, cuDNN's conv with one activation pass or other tiles, else on `tiles` (None: the
-    kernel's defaults)."""
+    shape, the banded kernel, cuDNN's conv with one activation pass, the sliding window or other tiles, else on
+    `tiles` (None: the kernel's defaults)."""
     choice = tuning.lookup("depthwise", kernel_size=kernel_size, stride=stride, channels=x.shape[1],
                            height=x.shape[2], width=x.shape[3])
     geometry = dict(kernel_size=kernel_size, padding=padding, output_size=output_size, act=act, pool=pool)
@@ -139,6 +140,9 @@ def tuned_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
         return banded.banded_depthwise(x, weight_taps, bias, stride=stride, **geometry, tiles=tuple(choice["tiles"]))
     if choice is not None and choice["kernel"] == "cudnn":
         return depthwise_cudnn.depthwise_cudnn(x, weight_taps, bias, stride=stride, **geometry)
+    if choice is not None and choice["kernel"] == "sliding":
+        return depthwise_sliding.depthwise_sliding(x, weight_taps, bias, stride=stride, **geometry,
+                                                   tiles=tuple(choice["tiles"]))
     return kernels.depthwise(x, weight_taps, bias, stride=stride, **geometry,
                              tiles=tuple(choice["tiles"]) if choice is not None else tiles)
 

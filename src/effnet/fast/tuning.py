@@ -17,7 +17,9 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   (`kernels.depthwise`'s tiles; a sixth value of 1, stride 1 only, warms L1 with each tile's input halo first);
   for `depthwise` also `banded`
   (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride)
-  and `cudnn` (`effnet.fast.depthwise_cudnn`, no tiles: cuDNN's conv, then one pass for the SiLU and the pool).
+  and `cudnn` (`effnet.fast.depthwise_cudnn`, no tiles: cuDNN's conv, then one pass for the SiLU and the pool)
+  and `sliding` (`effnet.fast.depthwise_sliding`'s (BLOCK_W, BLOCK_C, ROWS, num_warps): a window sliding down
+  the rows, stride 1 and kernels up to 5 x 5 only).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`), `streaming` (gated: in row tiles of at most
   one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
@@ -61,14 +63,15 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
-KERNELS = {"depthwise": ("tiled", "banded", "cudnn"), "pointwise": ("tiled", "streaming", "cublas"),
+KERNELS = {"depthwise": ("tiled", "banded", "cudnn", "sliding"),
+           "pointwise": ("tiled", "streaming", "cublas"),
            "stem": ("direct", "dot"), "excitation": ("single", "split"),
            **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", "excitation",
                                                            *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), ("depthwise", "cudnn"): (0,),
-                ("pointwise", "tiled"): (5,),
+                ("depthwise", "sliding"): (4,), ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("pointwise", "cublas"): (0,), ("stem", "direct"): (0,),
                 ("stem", "dot"): (0, 2), ("excitation", "single"): (0,), ("excitation", "split"): (0, 1),
                 ("depthwise_input_grad", "tiled"): (4, 5),
@@ -136,6 +139,8 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if entry["kernel"] == "banded" and tiles and not _banded_tile(tiles[0], entry["key"]):
             raise TuningError(f"tuning file {path}: the banded kernel takes tiles a power of two, at least 16 x the "
                               f"stride and as wide as the kernel, got {tiles[0]}")
+        if entry["kernel"] == "sliding" and _sliding_misfit(entry["key"], tiles):
+            raise TuningError(f"tuning file {path}: {_sliding_misfit(entry['key'], tiles)}")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
         if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
@@ -155,6 +160,12 @@ def _banded_tile(width: int, key: dict[str, Any]) -> bool:
     from effnet.fast.banded import valid_tile  # (the kernel modules load when a file names one of their kernels)
 
     return valid_tile(width, key["kernel_size"], key["stride"])
+
+
+def _sliding_misfit(key: dict[str, Any], tiles: list[int]) -> str | None:
+    from effnet.fast.depthwise_sliding import misfit
+
+    return misfit(key["kernel_size"], key["stride"], tuple(tiles))
 
 
 def other_gpu(path: str | Path) -> str | None:

@@ -1,0 +1,218 @@
+"""The inference depthwise conv at stride 1 as a window that slides down the rows: each input row loaded k times,
+not k² times. A tuning-file choice until a GPU run times it.
+
+Run 8 (an H200, benchmarks/RESULTS.md) found the tiled kernel (`kernels.depthwise`) furthest from the memory
+floor on the 5 x 5 stride-1 layers: 8.5-9.8x on B0's, where its 3 x 3 layers ran at 3-5x, and no faster than
+cuDNN there. Each of a tile's k² taps loads the whole tile shifted, so every input value crosses L1 k² times
+(25 for a 5 x 5 kernel), and Nsight Compute put 40% of the kernel's stalls on those loads at a 64% L1 hit rate.
+
+Here a program owns BLOCK_W output columns x BLOCK_C channels of ROWS output rows of one image, and walks its
+input rows from the top: it loads each input row's k column-shifted tiles once, adds each, times the tap of row
+kh, to the k output rows in flight (output row ho takes input row ho - pad + kh through tap kh), and stores the
+oldest of them, now complete, with the bias, the SiLU and the squeeze-excitation's channel sums as the tiled
+kernel applies them. The k accumulators are loop-carried registers shifted one row per step (five variables,
+of which a k x k kernel uses k), and the k² taps of its channels stay in registers. An input row is loaded k
+times instead of k², at the price of k - 1 rows of warm-up per program (the rows above its first output).
+
+Compiled for sm_90 (Triton 3.6, B0's 240-channel 5 x 5 layer at 28 px, bf16): a loop step takes 207 SASS
+instructions for 4 outputs per thread, 104 of them the products (the tiled kernel: about 120 instructions per
+output, 25 of them products, and 25 loads where this takes 5 / 4). With 4 values of a tile per thread a 5 x 5
+kernel takes 168 registers (12 warps per multiprocessor), with 2 values 108 (16 warps); 8 values spill.
+
+`benchmarks/depthwise_sweep.py` times it per stride-1 layer ("sliding" and its tiles) and records it where it
+wins (tuning kernel `sliding` for `depthwise`, tiles (BLOCK_W, BLOCK_C, ROWS, num_warps)). Never a default.
+"""
+from __future__ import annotations
+
+import torch
+
+from effnet.fast import kernels
+from effnet.fast.kernels import INTERPRET, triton
+
+MAX_KERNEL = 5  # the accumulators are five named registers: k x k kernels up to 5 x 5
+
+if triton is not None:
+    import triton.language as tl
+
+    from effnet.fast.kernels import _multiple, _silu
+
+    @triton.jit
+    def _pick(j: tl.constexpr, v0, v1, v2, v3, v4):
+        """The j-th of five values (j a compile-time constant)."""
+        if j == 0:
+            value = v0
+        elif j == 1:
+            value = v1
+        elif j == 2:
+            value = v2
+        elif j == 3:
+            value = v3
+        else:
+            value = v4
+        return value
+
+    @triton.jit
+    def _row_taps(w_ptr, kh: tl.constexpr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr):
+        """Row kh's taps of the channels c, float32 (BC,) each: five, zeros past the kernel's k."""
+        t0 = tl.zeros(c.shape, dtype=tl.float32)
+        t1, t2, t3, t4 = t0, t0, t0, t0
+        for kw in tl.static_range(K):
+            if EVEN_C:
+                tap = tl.load(w_ptr + (kh * K + kw) * C + c).to(tl.float32)
+            else:
+                tap = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0).to(tl.float32)
+            if kw == 0:
+                t0 = tap
+            elif kw == 1:
+                t1 = tap
+            elif kw == 2:
+                t2 = tap
+            elif kw == 3:
+                t3 = tap
+            else:
+                t4 = tap
+        return t0, t1, t2, t3, t4
+
+    @triton.jit
+    def _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
+               sxn, sxh, sxw, syn, syh, syw, K: tl.constexpr, ACT: tl.constexpr, MASKED: tl.constexpr,
+               EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """The program's output rows, stored; returns their float32 sums per (column, channel) (BW, BC), those of
+        columns past the output zero. MASKED tests each tap's columns against the map (zero padding) and the
+        output; without it the caller knows they lie inside, and with EVEN_C every channel is real: no masks."""
+        t00, t01, t02, t03, t04 = _row_taps(w_ptr, 0, c, c_ok, C, K, EVEN_C)  # t_jk: tap (j, k), registers
+        t10, t11, t12, t13, t14 = _row_taps(w_ptr, 1, c, c_ok, C, K, EVEN_C)
+        t20, t21, t22, t23, t24 = _row_taps(w_ptr, 2, c, c_ok, C, K, EVEN_C)
+        t30, t31, t32, t33, t34 = _row_taps(w_ptr, 3, c, c_ok, C, K, EVEN_C)
+        t40, t41, t42, t43, t44 = _row_taps(w_ptr, 4, c, c_ok, C, K, EVEN_C)
+        zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+        a0, a1, a2, a3, a4 = zero, zero, zero, zero, zero  # a_j: output row hi + pad_h - j, which tap row j feeds
+        pooled = zero
+        base = x_ptr + n * sxn + c[None, :]
+        for i in range(out_rows + K - 1):
+            hi = top - pad_h + i
+            if (hi >= 0) & (hi < H):  # else a row of the zero padding: nothing to add
+                for kw in tl.static_range(K):
+                    wi = wo - pad_w + kw
+                    pointers = base + hi * sxh + wi[:, None] * sxw
+                    if MASKED:
+                        row = tl.load(pointers, mask=((wi >= 0) & (wi < W) & wo_ok)[:, None] & c_ok[None, :],
+                                      other=0.0)
+                    elif EVEN_C:
+                        row = tl.load(pointers)
+                    else:
+                        row = tl.load(pointers, mask=c_ok[None, :], other=0.0)
+                    x = row.to(tl.float32)
+                    a0 += x * _pick(kw, t00, t01, t02, t03, t04)[None, :]
+                    if K > 1:
+                        a1 += x * _pick(kw, t10, t11, t12, t13, t14)[None, :]
+                    if K > 2:
+                        a2 += x * _pick(kw, t20, t21, t22, t23, t24)[None, :]
+                    if K > 3:
+                        a3 += x * _pick(kw, t30, t31, t32, t33, t34)[None, :]
+                    if K > 4:
+                        a4 += x * _pick(kw, t40, t41, t42, t43, t44)[None, :]
+            ho = hi + pad_h - (K - 1)  # the output row whose last input row this was: complete
+            if ho >= top:
+                out = _pick(K - 1, a0, a1, a2, a3, a4) + bias[None, :]
+                if ACT:
+                    out = _silu(out, ACT)
+                pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :]
+                if MASKED:
+                    tl.store(pointers, out.to(y_ptr.dtype.element_ty), mask=wo_ok[:, None] & c_ok[None, :])
+                    pooled += tl.where(wo_ok[:, None], out, 0.0)
+                else:
+                    if EVEN_C:
+                        tl.store(pointers, out.to(y_ptr.dtype.element_ty))
+                    else:
+                        tl.store(pointers, out.to(y_ptr.dtype.element_ty), mask=c_ok[None, :])
+                    pooled += out
+            if K > 4:
+                a4 = a3
+            if K > 3:
+                a3 = a2
+            if K > 2:
+                a2 = a1
+            if K > 1:
+                a1 = a0
+            a0 = zero
+        return pooled
+
+    @triton.jit
+    def _sliding_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, HO, WO, pad_h, pad_w,
+                        sxn, sxh, sxw, syn, syh, syw,
+                        K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr, BLOCK_W: tl.constexpr,
+                        BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+        # Program (image, row band, column block) x channel block: output rows [top, top + ROWS) (those < HO),
+        # columns [left, left + BLOCK_W), channels c. Channels are unit-stride (channels-last). The SE's sums stay
+        # in registers per (column, channel) until the end: one reduction and one atomic add per program.
+        C, sxn, sxh, sxw = _multiple(C, ALIGN), _multiple(sxn, ALIGN), _multiple(sxh, ALIGN), _multiple(sxw, ALIGN)
+        syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)
+        pid = tl.program_id(0)
+        blocks_w = tl.cdiv(WO, BLOCK_W)
+        bands = tl.cdiv(HO, ROWS)
+        left = (pid % blocks_w) * BLOCK_W
+        top = ((pid // blocks_w) % bands) * ROWS
+        n = pid // (blocks_w * bands)
+        wo = left + tl.arange(0, BLOCK_W)  # (BW,)
+        wo_ok = wo < WO
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
+        c_ok = c < C
+        bias = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        out_rows = tl.minimum(ROWS, HO - top)
+        # Whether every tap's columns lie inside the map and every column inside the output: no column masks.
+        if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < W) & (left + BLOCK_W <= WO):
+            pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
+                            sxn, sxh, sxw, syn, syh, syw, K, ACT, False, EVEN_C, BLOCK_W, BLOCK_C)
+        else:
+            pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
+                            sxn, sxh, sxw, syn, syh, syw, K, ACT, True, EVEN_C, BLOCK_W, BLOCK_C)
+        if POOL:
+            tl.atomic_add(pool_ptr + n * C + c, tl.sum(pooled, axis=0), mask=c_ok)
+
+
+def default_tiles(channels: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(BLOCK_W, BLOCK_C, ROWS, num_warps) for an output of `height` x `width`: its width up to 16 columns, 32
+    channels where they divide the layer's (no channel masks) else 16, bands of up to 16 rows, and the warps that
+    give each thread 4 values of a tile. A guess from the compiled code (module docstring), until a GPU times it."""
+    block_w, block_c = kernels._pow2(width, 8, 16), 32 if channels % 32 == 0 else 16
+    return block_w, block_c, min(16, height), max(1, block_w * block_c // 128)
+
+
+def misfit(kernel_size: int, stride: int, tiles: tuple[int, ...] | None) -> str | None:
+    """Why this kernel cannot run a k x k conv at `stride` on `tiles` (BLOCK_W, BLOCK_C, ROWS, num_warps; None: the
+    defaults), or None where it can: stride 1, kernels up to 5 x 5, the blocks and the warps powers of two (at most
+    16 warps), at least one row."""
+    if stride != 1 or not 1 <= kernel_size <= MAX_KERNEL:
+        return (f"the sliding depthwise kernel is for stride 1 and kernels up to {MAX_KERNEL}x{MAX_KERNEL}, got stride "
+                f"{stride} and a {kernel_size}x{kernel_size} kernel")
+    if tiles is not None:
+        block_w, block_c, rows, warps = tiles
+        if not (all(v > 0 and v & (v - 1) == 0 for v in (block_w, block_c, warps)) and warps <= 16 and rows >= 1):
+            return f"the sliding depthwise kernel takes blocks and warps powers of two, got tiles {list(tiles)}"
+    return None
+
+
+def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int,
+                      stride: int, padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
+                      tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`kernels.depthwise`'s arguments and result (channels-last SiLU(depthwise(x) + bias) and, with `pool`, its
+    float32 per-image channel sums (N, C), else None), stride 1 only, kernels up to 5 x 5. `tiles` = (BLOCK_W,
+    BLOCK_C, ROWS, warps), default `default_tiles`."""
+    reason = misfit(kernel_size, stride, tiles)
+    if reason:
+        raise ValueError(reason)
+    batch, channels, height, width = x.shape
+    out_h, out_w = output_size
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
+    block_w, block_c, rows, warps = tiles if tiles is not None else default_tiles(channels, out_h, out_w)
+    grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
+    _sliding_kernel[grid](x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, padding[0],
+                          padding[1], x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),
+                          K=kernel_size, ACT=kernels.act_mode(act, y), POOL=pool, BLOCK_W=block_w,
+                          BLOCK_C=block_c, ROWS=rows, ALIGN=kernels.map_alignment(x, y),
+                          EVEN_C=channels % block_c == 0,
+                          **({} if INTERPRET else {"num_warps": warps}))
+    return y, (sums if pool else None)

@@ -1,0 +1,101 @@
+"""The inference depthwise conv as a window sliding down the rows (`effnet.fast.depthwise_sliding`) computes what the
+fused Triton kernel computes (its PyTorch reference), and a tuning file naming it for a stride-1 layer routes that
+layer through it, the fused model unchanged.
+
+float32 at relative error 1e-5; bf16 within 1e-2. Without a GPU the kernel runs in Triton's interpreter.
+"""
+import pytest
+import torch
+
+from effnet.fast import depthwise_sliding, ops, optimize_for_inference, tuning
+from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy_kwargs, tiny, tuned_and_plain
+
+pytestmark = needs_triton
+
+
+@pytest.mark.parametrize("dtype, bound", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("kernel_size, same, act, pool, channels, tiles", [
+    (5, False, True, True, 32, (8, 16, 4, 1)),  # several bands and column blocks, every channel block whole
+    (3, False, True, True, 40, (8, 16, 16, 1)),  # one band; 40 channels: the last block masked
+    (5, True, False, True, 40, (4, 32, 3, 1)),  # "same" padding; a band of 3 rows, its warm-up longer than it
+    (3, True, True, False, 24, None),  # the default tiles
+    (1, False, True, True, 16, (8, 16, 4, 1)),  # a 1 x 1 kernel: no warm-up
+])
+def test_sliding_depthwise_equals_pytorch(kernel_size, same, act, pool, channels, tiles, dtype, bound):
+    """The same function as the fused kernel's reference (`ops.depthwise` in PyTorch, which the fused kernel is held
+    to in test_fast): channels-last output, float32 per-image sums, on a map whose rows and columns are no multiple
+    of the tiles (masked columns, a short last band)."""
+    torch.manual_seed(3)
+    x = torch.randn(2, channels, 11, 13, device=DEVICE, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel_size, kernel_size, device=DEVICE, dtype=dtype) / kernel_size
+    taps = weight.flatten(1).t().float().contiguous()  # as the fused model holds them: float32, (k * k, C)
+    bias = torch.randn(channels, device=DEVICE, dtype=dtype)
+    expected, expected_sums = ops.depthwise(x, weight, taps, bias, stride=1, same=same, act=act, pool=pool,
+                                            use_triton=False)
+    output_size, padding = ops.conv_geometry(x, kernel_size, 1, same)
+    y, sums = depthwise_sliding.depthwise_sliding(x, taps, bias, kernel_size=kernel_size, stride=1, padding=padding,
+                                                  output_size=output_size, act=act, pool=pool, tiles=tiles)
+    assert y.shape == expected.shape and y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    assert relative_error(y, expected) <= bound
+    if pool:
+        assert sums.dtype == torch.float32 and sums.shape == (2, channels)
+        assert relative_error(sums, expected_sums) <= bound
+    else:
+        assert sums is None
+
+
+def test_inside_columns_load_unmasked_and_agree_with_the_edges():
+    """A map wide enough for column blocks whose taps all lie inside (the unmasked loop) beside edge blocks (the
+    masked one): one output, equal to PyTorch's."""
+    torch.manual_seed(4)
+    x = torch.randn(1, 32, 6, 40, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(32, 1, 5, 5, device=DEVICE) / 5
+    taps, bias = weight.flatten(1).t().contiguous(), torch.randn(32, device=DEVICE)
+    expected, expected_sums = ops.depthwise(x, weight, taps, bias, stride=1, same=False, pool=True, use_triton=False)
+    y, sums = depthwise_sliding.depthwise_sliding(x, taps, bias, kernel_size=5, stride=1, padding=(2, 2),
+                                                  output_size=(6, 40), act=True, pool=True, tiles=(8, 32, 8, 1))
+    assert relative_error(y, expected) <= 1e-5 and relative_error(sums, expected_sums) <= 1e-5
+
+
+@pytest.mark.parametrize("kernel_size, stride, tiles, message", [
+    (3, 2, None, "is for stride 1 and kernels up to 5x5, got stride 2 and a 3x3 kernel"),
+    (7, 1, None, "got stride 1 and a 7x7 kernel"),
+    (3, 1, (12, 32, 8, 4), "takes blocks and warps powers of two, got tiles [12, 32, 8, 4]"),
+])
+def test_what_the_kernel_cannot_run_is_one_clear_error(kernel_size, stride, tiles, message):
+    x = torch.zeros(1, 16, 8, 8, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        depthwise_sliding.depthwise_sliding(x, torch.zeros(kernel_size ** 2, 16, device=DEVICE),
+                                            torch.zeros(16, device=DEVICE), kernel_size=kernel_size, stride=stride,
+                                            padding=(1, 1), output_size=(8, 8), act=True, pool=False, tiles=tiles)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_b0"])
+def test_a_tuning_file_naming_the_sliding_kernel_routes_those_layers_through_it(tmp_path, monkeypatch, name):
+    model = tiny(name, width=0.1).to(DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
+    depthwise, _ = layer_keys(model, x)
+    path = tmp_path / "tuning.json"
+    stride_1 = [key for key in depthwise if key["stride"] == 1]
+    for key in stride_1:
+        tuning.record(path, "depthwise", key, "sliding", (8, 16, 4, 1), device="test", seconds=1, default_seconds=2)
+    calls = spy_kwargs(monkeypatch, depthwise_sliding, "depthwise_sliding")
+    fast = optimize_for_inference(model, use_triton=True)
+    out, expected = tuned_and_plain(fast, model, x, path)
+    assert relative_error(out, expected) <= 1e-5
+    assert len(calls) == len(stride_1) > 0
+
+
+@pytest.mark.parametrize("key, tiles, message", [
+    (dict(kernel_size=3, stride=2, channels=96, height=112, width=112), [16, 32, 16, 4],
+     "the sliding depthwise kernel is for stride 1 and kernels up to 5x5, got stride 2"),
+    (dict(kernel_size=5, stride=1, channels=240, height=28, width=28), [16, 32, 16],
+     "depthwise sliding tiles must be 4 whole numbers"),
+    (dict(kernel_size=5, stride=1, channels=240, height=28, width=28), [16, 32, 16, 3],
+     "takes blocks and warps powers of two, got tiles \\[16, 32, 16, 3\\]"),
+])
+def test_a_sliding_entry_the_kernel_cannot_run_is_refused_when_the_file_is_read(tmp_path, key, tiles, message):
+    path = tmp_path / "tuning.json"
+    tuning.record(path, "depthwise", key, "sliding", tiles, device="test", seconds=1, default_seconds=2)
+    with pytest.raises(tuning.TuningError, match=message):
+        tuning.load(path)
