@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_stats, kernels, ops, tuning
+from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_depthwise_sliding, bn_stats, kernels, ops, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -66,6 +66,13 @@ def _banded(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
     choice = _choice(op, x, kernel_size, stride)
     return (choice is not None and choice["kernel"] == "banded"
             and (op != "bn_depthwise_weight_grad" or kernel_size in (3, 5)))
+
+
+def _sliding(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
+    """Whether this pass (the forward or the input gradient) runs on the sliding window (`bn_depthwise_sliding`): the
+    tuning file says so for the layer shape, a stride-1 conv up to 5 x 5."""
+    choice = _choice(op, x, kernel_size, stride)
+    return choice is not None and choice["kernel"] == "sliding" and bn_depthwise_sliding.takes(kernel_size, stride)
 
 
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
@@ -120,9 +127,10 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     if tiles is None and _cudnn("bn_depthwise", x, kernel_size, stride, padding, output_size):
         y, mean, var = bn_depthwise_cudnn.forward(a, taps, kernel_size, stride, padding)
         return y, mean, var, (a if scale is not None else x.new_empty((0,)))
-    if tiles is None and _banded("bn_depthwise", x, kernel_size, stride):
-        y, mean, var = bn_depthwise_banded.forward(a, taps, kernel_size, stride, padding, output_size)
-        return y, mean, var, (a if scale is not None else x.new_empty((0,)))
+    for form, chosen in ((bn_depthwise_banded, _banded), (bn_depthwise_sliding, _sliding)):
+        if tiles is None and chosen("bn_depthwise", x, kernel_size, stride):
+            y, mean, var = form.forward(a, taps, kernel_size, stride, padding, output_size)
+            return y, mean, var, (a if scale is not None else x.new_empty((0,)))
     y = channels_last_empty(x, (batch, channels, out_h, out_w))
     block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
     warm = bool(warm and warm[0])
@@ -238,11 +246,13 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         else:
             dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
     if need_dx:
-        form = None  # the module of the input gradient's cuDNN or banded form, where the tuning file names one
+        form = None  # the module of the input gradient's cuDNN, banded or sliding form, where the tuning file names one
         if tiles is None and _cudnn("bn_depthwise_input_grad", x, kernel_size, stride, padding, output_size):
             form = bn_depthwise_cudnn
         elif tiles is None and _banded("bn_depthwise_input_grad", x, kernel_size, stride):
             form = bn_depthwise_banded
+        elif tiles is None and _sliding("bn_depthwise_input_grad", x, kernel_size, stride):
+            form = bn_depthwise_sliding
         if form is not None:
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
             dx, daffine = form.input_grad(g, taps, x, scale, shift, kernel_size, stride, padding, act)

@@ -10,7 +10,7 @@ Here a program owns BLOCK_W output columns x BLOCK_C channels of ROWS output row
 input rows from the top: it loads each input row's k column-shifted tiles once, adds each, times the tap of row
 kh, to the k output rows in flight (output row ho takes input row ho - pad + kh through tap kh), and stores the
 oldest of them, now complete, with the bias, the SiLU and the squeeze-excitation's channel sums as the tiled
-kernel applies them. The k accumulators are loop-carried registers shifted one row per step (five variables,
+kernel applies them. The k accumulators are loop-carried registers shifted one row per step (a tuple of five,
 of which a k x k kernel uses k), and the k² taps of its channels stay in registers. An input row is loaded k
 times instead of k², at the price of k - 1 rows of warm-up per program (the rows above its first output).
 
@@ -37,30 +37,17 @@ if triton is not None:
     from effnet.fast.kernels import _multiple, _silu
 
     @triton.jit
-    def _pick(j: tl.constexpr, v0, v1, v2, v3, v4):
-        """The j-th of five values (j a compile-time constant)."""
-        if j == 0:
-            value = v0
-        elif j == 1:
-            value = v1
-        elif j == 2:
-            value = v2
-        elif j == 3:
-            value = v3
-        else:
-            value = v4
-        return value
-
-    @triton.jit
-    def _row_taps(w_ptr, kh: tl.constexpr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr):
-        """Row kh's taps of the channels c, float32 (BC,) each: five, zeros past the kernel's k."""
-        t0 = tl.zeros(c.shape, dtype=tl.float32)
-        t1, t2, t3, t4 = t0, t0, t0, t0
+    def _row_taps(w_ptr, kh: tl.constexpr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr, FLIP: tl.constexpr):
+        """Row kh's taps of the channels c, float32 (BC,) each: five, zeros past the kernel's k. FLIP takes tap
+        (kh, kw) from (k - 1 - kh, k - 1 - kw): the kernel turned, as a stride-1 conv's input gradient takes it."""
+        zero = tl.zeros(c.shape, dtype=tl.float32)
+        t0, t1, t2, t3, t4 = zero, zero, zero, zero, zero
         for kw in tl.static_range(K):
+            row = K * K - 1 - (kh * K + kw) if FLIP else kh * K + kw
             if EVEN_C:
-                tap = tl.load(w_ptr + (kh * K + kw) * C + c).to(tl.float32)
+                tap = tl.load(w_ptr + row * C + c).to(tl.float32)
             else:
-                tap = tl.load(w_ptr + (kh * K + kw) * C + c, mask=c_ok, other=0.0).to(tl.float32)
+                tap = tl.load(w_ptr + row * C + c, mask=c_ok, other=0.0).to(tl.float32)
             if kw == 0:
                 t0 = tap
             elif kw == 1:
@@ -74,47 +61,68 @@ if triton is not None:
         return t0, t1, t2, t3, t4
 
     @triton.jit
+    def _taps(w_ptr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr, FLIP: tl.constexpr):
+        """The k x k taps of the channels c as five rows of five (taps[kh][kw], zeros past k), held in registers."""
+        zero = tl.zeros(c.shape, dtype=tl.float32)
+        zeros = (zero, zero, zero, zero, zero)
+        rows = (_row_taps(w_ptr, 0, c, c_ok, C, K, EVEN_C, FLIP), zeros, zeros, zeros, zeros)
+        if K > 1:
+            rows = (rows[0], _row_taps(w_ptr, 1, c, c_ok, C, K, EVEN_C, FLIP), zeros, zeros, zeros)
+        if K > 2:
+            rows = (rows[0], rows[1], _row_taps(w_ptr, 2, c, c_ok, C, K, EVEN_C, FLIP), zeros, zeros)
+        if K > 3:
+            rows = (rows[0], rows[1], rows[2], _row_taps(w_ptr, 3, c, c_ok, C, K, EVEN_C, FLIP), zeros)
+        if K > 4:
+            rows = (rows[0], rows[1], rows[2], rows[3], _row_taps(w_ptr, 4, c, c_ok, C, K, EVEN_C, FLIP))
+        return rows
+
+    @triton.jit
+    def _add_row(acc, taps, row_ptr, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, MASKED: tl.constexpr,
+                 EVEN_C: tl.constexpr):
+        """The accumulators (five (BW, BC) tiles: acc[j] the output row that tap row j reaches from this input
+        row) with one input row added: its k column-shifted tiles loaded once each, each times every tap row's
+        tap. `row_ptr` (1, BC) points at the row's column 0, channels c. MASKED tests each tap's columns against
+        the map (its zero padding) and the output; without it, with EVEN_C, the loads take no mask."""
+        a0, a1, a2, a3, a4 = acc
+        for kw in tl.static_range(K):
+            wi = wo - pad_w + kw
+            if MASKED:
+                values = tl.load(row_ptr + wi[:, None] * sxw, mask=((wi >= 0) & (wi < W) & wo_ok)[:, None]
+                                 & c_ok[None, :], other=0.0)
+            elif EVEN_C:
+                values = tl.load(row_ptr + wi[:, None] * sxw)
+            else:
+                values = tl.load(row_ptr + wi[:, None] * sxw, mask=c_ok[None, :], other=0.0)
+            x = values.to(tl.float32)
+            a0 += x * taps[0][kw][None, :]
+            if K > 1:
+                a1 += x * taps[1][kw][None, :]
+            if K > 2:
+                a2 += x * taps[2][kw][None, :]
+            if K > 3:
+                a3 += x * taps[3][kw][None, :]
+            if K > 4:
+                a4 += x * taps[4][kw][None, :]
+        return a0, a1, a2, a3, a4
+
+    @triton.jit
     def _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
                sxn, sxh, sxw, syn, syh, syw, K: tl.constexpr, ACT: tl.constexpr, MASKED: tl.constexpr,
-               EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+               EVEN_C: tl.constexpr, FLIP: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """The program's output rows, stored; returns their float32 sums per (column, channel) (BW, BC), those of
-        columns past the output zero. MASKED tests each tap's columns against the map (zero padding) and the
-        output; without it the caller knows they lie inside, and with EVEN_C every channel is real: no masks."""
-        t00, t01, t02, t03, t04 = _row_taps(w_ptr, 0, c, c_ok, C, K, EVEN_C)  # t_jk: tap (j, k), registers
-        t10, t11, t12, t13, t14 = _row_taps(w_ptr, 1, c, c_ok, C, K, EVEN_C)
-        t20, t21, t22, t23, t24 = _row_taps(w_ptr, 2, c, c_ok, C, K, EVEN_C)
-        t30, t31, t32, t33, t34 = _row_taps(w_ptr, 3, c, c_ok, C, K, EVEN_C)
-        t40, t41, t42, t43, t44 = _row_taps(w_ptr, 4, c, c_ok, C, K, EVEN_C)
+        columns past the output zero. MASKED: `_add_row`'s, and the stores masked."""
+        taps = _taps(w_ptr, c, c_ok, C, K, EVEN_C, FLIP)
         zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        a0, a1, a2, a3, a4 = zero, zero, zero, zero, zero  # a_j: output row hi + pad_h - j, which tap row j feeds
+        acc = (zero, zero, zero, zero, zero)  # acc[j]: output row hi + pad_h - j
         pooled = zero
         base = x_ptr + n * sxn + c[None, :]
         for i in range(out_rows + K - 1):
             hi = top - pad_h + i
             if (hi >= 0) & (hi < H):  # else a row of the zero padding: nothing to add
-                for kw in tl.static_range(K):
-                    wi = wo - pad_w + kw
-                    pointers = base + hi * sxh + wi[:, None] * sxw
-                    if MASKED:
-                        row = tl.load(pointers, mask=((wi >= 0) & (wi < W) & wo_ok)[:, None] & c_ok[None, :],
-                                      other=0.0)
-                    elif EVEN_C:
-                        row = tl.load(pointers)
-                    else:
-                        row = tl.load(pointers, mask=c_ok[None, :], other=0.0)
-                    x = row.to(tl.float32)
-                    a0 += x * _pick(kw, t00, t01, t02, t03, t04)[None, :]
-                    if K > 1:
-                        a1 += x * _pick(kw, t10, t11, t12, t13, t14)[None, :]
-                    if K > 2:
-                        a2 += x * _pick(kw, t20, t21, t22, t23, t24)[None, :]
-                    if K > 3:
-                        a3 += x * _pick(kw, t30, t31, t32, t33, t34)[None, :]
-                    if K > 4:
-                        a4 += x * _pick(kw, t40, t41, t42, t43, t44)[None, :]
+                acc = _add_row(acc, taps, base + hi * sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, MASKED, EVEN_C)
             ho = hi + pad_h - (K - 1)  # the output row whose last input row this was: complete
             if ho >= top:
-                out = _pick(K - 1, a0, a1, a2, a3, a4) + bias[None, :]
+                out = acc[K - 1] + bias[None, :]
                 if ACT:
                     out = _silu(out, ACT)
                 pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :]
@@ -127,22 +135,15 @@ if triton is not None:
                     else:
                         tl.store(pointers, out.to(y_ptr.dtype.element_ty), mask=c_ok[None, :])
                     pooled += out
-            if K > 4:
-                a4 = a3
-            if K > 3:
-                a3 = a2
-            if K > 2:
-                a2 = a1
-            if K > 1:
-                a1 = a0
-            a0 = zero
+            acc = (zero, acc[0], acc[1], acc[2], acc[3])
         return pooled
 
     @triton.jit
     def _sliding_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, HO, WO, pad_h, pad_w,
                         sxn, sxh, sxw, syn, syh, syw,
-                        K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr, BLOCK_W: tl.constexpr,
-                        BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                        K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr, BIAS: tl.constexpr,
+                        FLIP: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr,
+                        ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
         # Program (image, row band, column block) x channel block: output rows [top, top + ROWS) (those < HO),
         # columns [left, left + BLOCK_W), channels c. Channels are unit-stride (channels-last). The SE's sums stay
         # in registers per (column, channel) until the end: one reduction and one atomic add per program.
@@ -158,15 +159,18 @@ if triton is not None:
         wo_ok = wo < WO
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
         c_ok = c < C
-        bias = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        if BIAS:
+            bias = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        else:
+            bias = tl.zeros([BLOCK_C], dtype=tl.float32)
         out_rows = tl.minimum(ROWS, HO - top)
         # Whether every tap's columns lie inside the map and every column inside the output: no column masks.
         if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < W) & (left + BLOCK_W <= WO):
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                            sxn, sxh, sxw, syn, syh, syw, K, ACT, False, EVEN_C, BLOCK_W, BLOCK_C)
+                            sxn, sxh, sxw, syn, syh, syw, K, ACT, False, EVEN_C, FLIP, BLOCK_W, BLOCK_C)
         else:
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                            sxn, sxh, sxw, syn, syh, syw, K, ACT, True, EVEN_C, BLOCK_W, BLOCK_C)
+                            sxn, sxh, sxw, syn, syh, syw, K, ACT, True, EVEN_C, FLIP, BLOCK_W, BLOCK_C)
         if POOL:
             tl.atomic_add(pool_ptr + n * C + c, tl.sum(pooled, axis=0), mask=c_ok)
 
@@ -193,12 +197,14 @@ def misfit(kernel_size: int, stride: int, tiles: tuple[int, ...] | None) -> str 
     return None
 
 
-def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int,
+def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor | None, *, kernel_size: int,
                       stride: int, padding: tuple[int, int], output_size: tuple[int, int], act: bool, pool: bool,
-                      tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      tiles: tuple[int, ...] | None = None,
+                      flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`kernels.depthwise`'s arguments and result (channels-last SiLU(depthwise(x) + bias) and, with `pool`, its
     float32 per-image channel sums (N, C), else None), stride 1 only, kernels up to 5 x 5. `tiles` = (BLOCK_W,
-    BLOCK_C, ROWS, warps), default `default_tiles`."""
+    BLOCK_C, ROWS, warps), default `default_tiles`. No bias: none added. With `flip` the kernel turned (tap (kh,
+    kw) from (k - 1 - kh, k - 1 - kw)): a stride-1 conv's input gradient (`bn_depthwise_sliding`)."""
     reason = misfit(kernel_size, stride, tiles)
     if reason:
         raise ValueError(reason)
@@ -209,9 +215,10 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     block_w, block_c, rows, warps = tiles if tiles is not None else default_tiles(channels, out_h, out_w)
     grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
-    _sliding_kernel[grid](x, weight_taps, bias, y, sums, height, width, channels, out_h, out_w, padding[0],
+    _sliding_kernel[grid](x, weight_taps, bias if bias is not None else weight_taps, y, sums, height, width, channels, out_h, out_w, padding[0],
                           padding[1], x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),
-                          K=kernel_size, ACT=kernels.act_mode(act, y), POOL=pool, BLOCK_W=block_w,
+                          K=kernel_size, ACT=kernels.act_mode(act, y), POOL=pool, BIAS=bias is not None, FLIP=flip,
+                          BLOCK_W=block_w,
                           BLOCK_C=block_c, ROWS=rows, ALIGN=kernels.map_alignment(x, y),
                           EVEN_C=channels % block_c == 0,
                           **({} if INTERPRET else {"num_warps": warps}))

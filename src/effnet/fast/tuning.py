@@ -33,8 +33,9 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   default, no tiles) and `split` (two launches over chunks of channels: (CHUNK,), or no tiles for its default).
 - `bn_depthwise` / `bn_depthwise_input_grad` / `bn_depthwise_weight_grad` (training,
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
-  (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list) and `banded` (`effnet.fast.bn_depthwise_banded`,
-  no tiles; the weight gradient 3x3 and 5x5 only).
+  (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list), `banded` (`effnet.fast.bn_depthwise_banded`,
+  no tiles; the weight gradient 3x3 and 5x5 only) and, for the forward and the input gradient, `sliding`
+  (`effnet.fast.bn_depthwise_sliding`, no tiles; stride 1 and kernels up to 5x5 only).
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ KERNELS = {"depthwise": ("tiled", "banded", "cudnn", "sliding"),
            "pointwise": ("tiled", "streaming", "cublas"),
            "stem": ("direct", "dot"), "excitation": ("single", "split"),
            **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
+           **{op: ("tiled", "cudnn", "banded", "sliding") for op in _CUDNN_OPS[:2]},  # `bn_depthwise_sliding`
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", "excitation",
                                                            *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
@@ -80,7 +82,7 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), (
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
                 ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,),
-                **{(op, "banded"): (0,) for op in _CUDNN_OPS}}
+                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0,) for op in _CUDNN_OPS[:2]}}
 
 
 class TuningError(EffnetError, ValueError):
@@ -165,7 +167,7 @@ def _banded_tile(width: int, key: dict[str, Any]) -> bool:
 def _sliding_misfit(key: dict[str, Any], tiles: list[int]) -> str | None:
     from effnet.fast.depthwise_sliding import misfit
 
-    return misfit(key["kernel_size"], key["stride"], tuple(tiles))
+    return misfit(key["kernel_size"], key["stride"], tuple(tiles) or None)
 
 
 def other_gpu(path: str | Path) -> str | None:
