@@ -57,6 +57,7 @@ from effnet.fast import block_output as bo  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_depthwise_banded as bdb  # noqa: E402
 from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
+from effnet.fast import bn_depthwise_sliding as bds  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import bn_stats as bns  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
@@ -283,8 +284,9 @@ def _launches(models: tuple[str, ...] = MODELS) -> list[Launch]:
 def _sweep_launches() -> list[Launch]:
     """Every tile set `bn_pointwise_sweep.py` tries, on a B0 expansion (40 -> 240, 28 px) and a gated
     projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward and input
-    gradient with their taps warmed on two of B0's stride-1 layers, and the banded kernel as its training forms
-    launch it; and `_inference_sweep_launches`."""
+    gradient with their taps warmed on two of B0's stride-1 layers, the banded kernel as its training forms
+    launch it, the sliding window's forward and input gradient (`bn_depthwise_sliding`) on three of B0's
+    stride-1 layers; and `_inference_sweep_launches`."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bn_pointwise_sweep import SWEEP
 
@@ -329,6 +331,13 @@ def _sweep_launches() -> list[Launch]:
             if stride > 1:
                 bdb.transposed_conv(_meta(BATCH, channels, out, out, channels_last=True), _meta(k * k, channels),
                                     (size, size), k, stride, (k // 2, k // 2))
+    # the forward and the input gradient on the sliding window (`bn_depthwise_sliding`), stride 1
+    for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
+        x, scale, taps = _meta(BATCH, channels, size, size, channels_last=True), _meta(channels), _meta(k * k, channels)
+        with _catching(warm, f"B0 training sliding {channels} ch {k}x{k} {size} px"):
+            bds.forward(x, taps, k, 1, (k // 2, k // 2), (size, size))
+            bds.input_grad(x, taps, x, scale, scale, k, 1, (k // 2, k // 2), True)
+    warm = [launch for launch in warm if not launch.kernel.fn.__name__.startswith("_merge")]
     return _distinct(launches + warm + _inference_sweep_launches())
 
 

@@ -56,3 +56,22 @@ def test_a_sliding_training_entry_the_kernel_cannot_run_is_refused(tmp_path, op,
     tuning.record(path, op, key, "sliding", [], device="test", seconds=1, default_seconds=2)
     with pytest.raises(tuning.TuningError, match=message):
         tuning.load(path)
+
+
+@needs_triton
+@pytest.mark.parametrize("channels", [24, 32])  # the last channel block masked, or every block whole
+def test_sliding_passes_over_bands_and_inside_columns_equal_the_composite(tmp_path, monkeypatch, channels):
+    """A map taller than a band and wide enough for a column block whose taps all read inside (its loads and
+    stores unmasked) between two edge blocks: the same output, statistics and gradients."""
+    monkeypatch.setattr(bds, "default_tiles", lambda channels, height, width: (16, 16, 8, 1))
+    tensors, options = depthwise_training_case(True, 3, 1, False, 50, (1, channels, 19, 40))
+    expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 51, **options)
+    key = dict(kernel_size=3, stride=1, channels=channels, height=19, width=40)
+    path = tmp_path / "tuning.json"
+    for op in PASSES["both"]:
+        tuning.record(path, op, key, "sliding", [], device="test", seconds=1, default_seconds=2)
+    tuning.use(path)
+    fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 51, **options)
+    for name, value, reference in zip(["y", "mean", "var", "dx", "dweight", "dscale", "dshift"], fused, expected,
+                                      strict=True):
+        assert relative_error(value, reference) <= 1e-5, (name, relative_error(value, reference))

@@ -215,11 +215,10 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     block_w, block_c, rows, warps = tiles if tiles is not None else default_tiles(channels, out_h, out_w)
     grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
-    _sliding_kernel[grid](x, weight_taps, bias if bias is not None else weight_taps, y, sums, height, width, channels, out_h, out_w, padding[0],
-                          padding[1], x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),
-                          K=kernel_size, ACT=kernels.act_mode(act, y), POOL=pool, BIAS=bias is not None, FLIP=flip,
-                          BLOCK_W=block_w,
-                          BLOCK_C=block_c, ROWS=rows, ALIGN=kernels.map_alignment(x, y),
-                          EVEN_C=channels % block_c == 0,
+    _sliding_kernel[grid](x, weight_taps, bias if bias is not None else weight_taps, y, sums, height, width,
+                          channels, out_h, out_w, padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3),
+                          y.stride(0), y.stride(2), y.stride(3), K=kernel_size, ACT=kernels.act_mode(act, y),
+                          POOL=pool, BIAS=bias is not None, FLIP=flip, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
+                          ALIGN=kernels.map_alignment(x, y), EVEN_C=channels % block_c == 0,
                           **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)
