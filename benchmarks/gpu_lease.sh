@@ -6,14 +6,16 @@
 # faster than the fused kernel on B4's 5 x 5 stride-1 layers (now a tuning choice). The calls, by what they settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
 #              B0's and B4's depthwise layers swept (the new default tiles against the old one-row tiles, the warmed
-#              taps, cuDNN's conv with one activation pass, on B4 the banded kernel), B0's and B4's small-map 1x1
+#              taps, cuDNN's conv with one activation pass, the sliding window at stride 1 (session 22), on B4 the
+#              banded kernel), B0's and B4's small-map 1x1
 #              layers against one cuBLAS product, their stems against the stem's tensor-core form and their SEs
 #              against the split excitation, then the inference goal rows of B0 and B4 against timm
 #              compiled, alone and captured in a CUDA graph, and the top kernels of both fused forwards, all within
 #              SECONDS (560 unless given); its kernels compiled before the lease (benchmarks/precompile.py)
 #     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
-#              the training depthwise passes' cuDNN and banded forms against the Triton kernels on B0's layers, the
-#              winners kept, then B0's captured training rows with them (run 8: 5,207 -> 6,073 img/s)
+#              the training depthwise passes' cuDNN, banded and sliding forms (the sliding ones new in session 22:
+#              run it on any card) against the Triton kernels on B0's layers, the winners kept, then B0's captured
+#              training rows with them (run 8: 5,207 -> 6,073 img/s)
 #     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
 #              B4's training rows: eager, captured and, given 500 s, compiled (timm's compiled B4 step never timed)
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
@@ -143,12 +145,16 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   dwforms|dwcudnn)  # (dwcudnn: its name before the banded forms joined it)
-    # Session 15's cuDNN forms of the training depthwise passes and session 16's banded tensor-core forms (forward,
-    # stride-1 input gradient) against the Triton kernels, B0's layers (the default tiles only), the winners into
-    # the tuning file; then effnet-ftrain's captured B0 step with them, beside timm's.
+    # Session 15's cuDNN forms of the training depthwise passes, session 16's banded tensor-core forms and session
+    # 22's sliding window (forward, stride-1 input gradient) against the Triton kernels, B0's layers (the default
+    # tiles only), then B4's five most repeated stride-1 layers at the training rows' batch (B4's training step has
+    # never had forms of its own), the winners into the tuning file; then effnet-ftrain's captured B0 step with
+    # them, beside timm's.
     {
       timeout "${2:-120}" python3 benchmarks/bn_depthwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
         --configs 0 --no-compile
+      timeout 80 python3 benchmarks/bn_depthwise_sweep.py --model efficientnet_b4 --size 380 --batch 64 \
+        --tuning "$KEEP/tuning.json" --configs 0 --no-compile --layers 3 6 7 9 12
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --no-checks \
         --tasks training --modes cudagraphs --budget-s 70
       cp "$KEEP/tuning.json" "$OUT/tuning.json"

@@ -86,7 +86,9 @@ LEASE_SWEEPS = {
         ("excitation_sweep", ["--model", "efficientnet_b4", "--batch", "128"])],
     "sweeps": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"]),
                ("bn_depthwise_sweep", ["--configs", "3", "--no-compile"])],
-    "dwforms": [("bn_depthwise_sweep", ["--configs", "0", "--no-compile"])],
+    "dwforms": [("bn_depthwise_sweep", ["--configs", "0", "--no-compile"]),
+                ("bn_depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "64", "--configs",
+                                        "0", "--no-compile", "--layers", "3", "6", "7", "9", "12"])],
 }
 # (model, batch) of the rows' fused forwards (gpu_check's plan).
 FORWARDS = [("efficientnet_b0", 256), ("efficientnet_b4", 128)]
