@@ -84,7 +84,7 @@ def test_bn_depthwise_forward_interior_tiles_and_warmed_taps(kernel_size, stride
 
 @needs_triton
 @pytest.mark.parametrize("kernel_size, stride, channels, tiles", [
-    (3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)), (5, 1, 32, (2, 4, 16, 4, 1)), (3, 2, 32, (2, 4, 16, 4)),
+    (3, 1, 32, (4, 4, 16, 4)), (3, 1, 20, (2, 8, 16, 4)), (5, 1, 32, (4, 8, 16, 4, 1)), (3, 2, 32, (2, 4, 16, 4)),
     (3, 1, 20, (4, 4, 16, 4, 1))])
 def test_bn_depthwise_input_gradient_at_stride_1_is_the_flipped_conv_of_g(monkeypatch, kernel_size, stride, channels,
                                                                           tiles):

@@ -13,13 +13,15 @@ from kernel_helpers import DEVICE, layer_keys, needs_triton, relative_error, spy
 pytestmark = needs_triton
 
 
-@pytest.mark.parametrize("dtype, bound", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
-@pytest.mark.parametrize("kernel_size, same, act, pool, channels, tiles", [
-    (5, False, True, True, 32, (8, 16, 4, 1)),  # several bands and column blocks, every channel block whole
-    (3, False, True, True, 40, (8, 16, 16, 1)),  # one band; 40 channels: the last block masked
-    (5, True, False, True, 40, (4, 32, 3, 1)),  # "same" padding; a band of 3 rows, its warm-up longer than it
-    (3, True, True, False, 24, None),  # the default tiles
-    (1, False, True, True, 16, (8, 16, 4, 1)),  # a 1 x 1 kernel: no warm-up
+@pytest.mark.parametrize("kernel_size, same, act, pool, channels, tiles, dtype, bound", [
+    # several bands and column blocks, every channel block whole; in float32 and bf16
+    (5, False, True, True, 32, (8, 16, 4, 1), torch.float32, 1e-5),
+    (5, False, True, True, 32, (8, 16, 4, 1), torch.bfloat16, 1e-2),
+    (3, False, True, True, 40, (8, 16, 16, 1), torch.float32, 1e-5),  # one band; the last channel block masked
+    # "same" padding; a band of 3 rows, its warm-up longer than it
+    (5, True, False, True, 40, (4, 32, 3, 1), torch.float32, 1e-5),
+    (3, True, True, False, 24, None, torch.bfloat16, 1e-2),  # the default tiles
+    (1, False, True, True, 16, (8, 16, 4, 1), torch.float32, 1e-5),  # a 1 x 1 kernel: no warm-up
 ])
 def test_sliding_depthwise_equals_pytorch(kernel_size, same, act, pool, channels, tiles, dtype, bound):
     """The same function as the fused kernel's reference (`ops.depthwise` in PyTorch, which the fused kernel is held
@@ -70,9 +72,8 @@ def test_what_the_kernel_cannot_run_is_one_clear_error(kernel_size, stride, tile
                                             padding=(1, 1), output_size=(8, 8), act=True, pool=False, tiles=tiles)
 
 
-@pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_b0"])
-def test_a_tuning_file_naming_the_sliding_kernel_routes_those_layers_through_it(tmp_path, monkeypatch, name):
-    model = tiny(name, width=0.1).to(DEVICE)
+def test_a_tuning_file_naming_the_sliding_kernel_routes_those_layers_through_it(tmp_path, monkeypatch):
+    model = tiny("tf_efficientnet_b0", width=0.1).to(DEVICE)  # TF "same" padding
     x = torch.randn(2, 3, 16, 16, device=DEVICE)
     depthwise, _ = layer_keys(model, x)
     path = tmp_path / "tuning.json"
