@@ -19,7 +19,8 @@ output with that output's batch norm and SiLU to apply:
   writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's;
   and each pass on the banded tensor-core kernels ("fwd banded", "dx banded", "dw banded": `bn_depthwise_banded`,
   the same element-wise passes as the cuDNN forms); and at stride 1 the forward and the input gradient on the
-  sliding window ("fwd sliding", "dx sliding": `bn_depthwise_sliding`, the same element-wise passes).
+  sliding window ("fwd sliding", "dx sliding": `bn_depthwise_sliding`, their epilogues fused as the Triton
+  kernels'; "... ahead": each input row loaded a step ahead of its products).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
   statistics), eager ("torch") and, unless `--no-compile`, compiled by Inductor ("compiled": the
   element-wise work fused around cuDNN's depthwise conv, as compiled timm trains).
@@ -48,6 +49,7 @@ from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_depthwise_banded as bdb  # noqa: E402
 from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
 from effnet.fast import bn_depthwise_sliding as bds  # noqa: E402
+from effnet.fast.depthwise_sliding import default_tiles as sliding_tiles  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
@@ -189,22 +191,27 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             function(), references, strict=True))
         passes[op][name] = timer.median(function)
         warm[op][name] = ("banded", (), {})
-    # The forward and the input gradient on the sliding window (`bn_depthwise_sliding`), stride 1
-    if bds.takes(k, stride):
-        def forward_sliding():  # with the activation pass, as `forward` times it
-            return bds.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size)
+    # The forward and the input gradient on the sliding window (`bn_depthwise_sliding`), stride 1: its default
+    # tiles, then each input row loaded a step ahead of its products
+    for suffix, tiles in (("", ()), (" ahead", (*sliding_tiles(channels, *output_size), 1))):
+        if not bds.takes(k, stride):
+            break
 
-        def input_grad_sliding():
-            return bds.input_grad(g, taps, x, scale, shift, k, stride, padding, True)
+        def forward_sliding(tiles=tiles):  # with the activation pass, as `forward` times it
+            return bds.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size,
+                               tiles or None)
 
-        sliding = [("bn_depthwise", "fwd sliding", forward_sliding, expected[:3]),
-                   ("bn_depthwise_input_grad", "dx sliding", input_grad_sliding,
+        def input_grad_sliding(tiles=tiles):
+            return bds.input_grad(g, taps, x, scale, shift, k, stride, padding, True, tiles or None)
+
+        sliding = [("bn_depthwise", "fwd sliding" + suffix, forward_sliding, expected[:3]),
+                   ("bn_depthwise_input_grad", "dx sliding" + suffix, input_grad_sliding,
                     (expected[3], torch.stack((expected[5], expected[6]))))]
         for op, name, function, references in sliding:
             errors[name] = max(relative_error(value.float(), reference) for value, reference in zip(
                 function(), references, strict=True))
             passes[op][name] = timer.median(function)
-            warm[op][name] = ("sliding", (), {})
+            warm[op][name] = ("sliding", tiles, {})
     for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
                          ("bn_depthwise_weight_grad", weight_grad)):
         passes[op][AGAIN] = timer.median(function)
@@ -234,6 +241,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
           f"{_cell(passes, 'bn_depthwise', 'fwd banded')} {_cell(passes, 'bn_depthwise_input_grad', 'dx banded')} "
           f"{_cell(passes, 'bn_depthwise_weight_grad', 'dw banded')} "
           f"{_cell(passes, 'bn_depthwise', 'fwd sliding')} {_cell(passes, 'bn_depthwise_input_grad', 'dx sliding')} "
+          f"{_cell(passes, 'bn_depthwise', 'fwd sliding ahead')} "
+          f"{_cell(passes, 'bn_depthwise_input_grad', 'dx sliding ahead')} "
           f"(max error {max(errors.values()):.1e}, noise {layer_noise:.0%}{note})", flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "layers": count,
             "bytes": moved, "seconds": times, "pass_seconds": passes, "errors": errors, "noise": layer_noise,
@@ -267,7 +276,7 @@ def main() -> int:
     print(f"{'ch':>5} {'H':>4} {'k':>3} {'s':>2} {'n':>2} | {'torch us':>9} {'compiled':>9} {'cudnn us':>9} | "
           f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'best us':>8} {'dx dy,y':>9} {'fwd cudnn':>9} "
           f"{'dx cudnn':>9} {'dw cudnn':>9} {'fwd band':>9} {'dx band':>9} {'dw band':>9} {'fwd slide':>9} "
-          f"{'dx slide':>9}", flush=True)
+          f"{'dx slide':>9} {'fwd ahead':>9} {'dx ahead':>9}", flush=True)
     rows, totals = sweep_layers(layer_shapes(args.model, args.size), args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all depthwise layers")

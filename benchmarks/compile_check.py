@@ -60,6 +60,7 @@ from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
 from effnet.fast import bn_depthwise_sliding as bds  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import bn_stats as bns  # noqa: E402
+from effnet.fast import depthwise_sliding  # noqa: E402
 from effnet.fast import kernels, ops  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from effnet.fast.affine_grad import affine_grad  # noqa: E402
@@ -334,9 +335,10 @@ def _sweep_launches() -> list[Launch]:
     # the forward and the input gradient on the sliding window (`bn_depthwise_sliding`), stride 1
     for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
         x, scale, taps = _meta(BATCH, channels, size, size, channels_last=True), _meta(channels), _meta(k * k, channels)
-        with _catching(warm, f"B0 training sliding {channels} ch {k}x{k} {size} px"):
-            bds.forward(x, taps, k, 1, (k // 2, k // 2), (size, size))
-            bds.input_grad(x, taps, x, scale, scale, k, 1, (k // 2, k // 2), True)
+        for tiles in (None, (*depthwise_sliding.default_tiles(channels, size, size), 1)):  # and loading ahead
+            with _catching(warm, f"B0 training sliding {channels} ch {k}x{k} {size} px {tiles or 'default'}"):
+                bds.forward(x, taps, k, 1, (k // 2, k // 2), (size, size), tiles)
+                bds.input_grad(x, taps, x, scale, scale, k, 1, (k // 2, k // 2), True, tiles)
     warm = [launch for launch in warm if not launch.kernel.fn.__name__.startswith("_merge")]
     return _distinct(launches + warm + _inference_sweep_launches())
 
@@ -360,7 +362,7 @@ def _inference_sweep_launches() -> list[Launch]:
     from excitation_sweep import CHUNKS
     from stem_sweep import SWEEP as STEM_SWEEP
 
-    from effnet.fast import depthwise_cudnn, depthwise_sliding, excitation, streaming
+    from effnet.fast import depthwise_cudnn, excitation, streaming
     from effnet.fast import stem as stem_module
 
     launches = []
@@ -382,7 +384,7 @@ def _inference_sweep_launches() -> list[Launch]:
                                         pool=True, tiles=tiles)
     for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
         x = _meta(BATCH, channels, size, size, channels_last=True)
-        for tiles in sliding_configs(channels, size, 3):
+        for tiles in sliding_configs(channels, size, 4):
             with _catching(launches, f"B0 sliding {channels} ch {k}x{k} {size} px {tiles}"):
                 depthwise_sliding.depthwise_sliding(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels),
                                                     kernel_size=k, stride=1, padding=(k // 2, k // 2),

@@ -61,13 +61,14 @@ def banded_configs(width: int, kernel_size: int, stride: int, count: int) -> lis
     return list(dict.fromkeys([default, *other, *((default[0], *tiles) for tiles in BANDED)]))[:count]
 
 
-def sliding_configs(channels: int, size: int, count: int) -> list[tuple[int, int, int, int]]:
-    """The sliding kernel's default tiles for a layer's size x size output (4 values of a tile per thread), then: 2
-    values per thread (twice the warps: fewer registers, more warps resident), bands of 8 and of 32 rows (more
-    programs; less warm-up), each band at most the map's height: `count` distinct ones at most."""
+def sliding_configs(channels: int, size: int, count: int) -> list[tuple[int, ...]]:
+    """The sliding kernel's default tiles for a layer's size x size output (4 values of a tile per thread), then:
+    each input row loaded a step ahead of its products (a fifth value of 1), that with 2 values per thread (twice
+    the warps: fewer registers, more warps resident), bands of 8 and of 32 rows (more programs; less warm-up), each
+    band at most the map's height: `count` distinct ones at most."""
     block_w, block_c, rows, warps = sliding_tiles(channels, size, size)
-    others = [(block_w, block_c, rows, min(2 * warps, 16)), *((block_w, block_c, min(band, size), warps)
-                                                              for band in (8, 32))]
+    others = [(block_w, block_c, rows, warps, 1), (block_w, block_c, rows, min(2 * warps, 16), 1),
+              *((block_w, block_c, min(band, size), warps) for band in (8, 32))]
     return list(dict.fromkeys([(block_w, block_c, rows, warps), *others]))[:count]
 
 
@@ -190,7 +191,7 @@ def main() -> int:
     parser.add_argument("--banded-configs", type=int, default=2,
                         help="how many configurations of the banded kernel (tensor cores) to try: its default tiles, "
                              "then others")
-    parser.add_argument("--sliding-configs", type=int, default=3,
+    parser.add_argument("--sliding-configs", type=int, default=4,
                         help="how many tile sets of the sliding kernel to try on stride-1 layers: its default tiles, "
                              "then others")
     parser.add_argument("--no-cudnn", dest="cudnn", action="store_false",

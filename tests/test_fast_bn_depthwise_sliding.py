@@ -59,8 +59,11 @@ def test_a_sliding_training_entry_the_kernel_cannot_run_is_refused(tmp_path, op,
 
 
 @needs_triton
-@pytest.mark.parametrize("channels", [24, 32])  # the last channel block masked, or every block whole
-def test_sliding_passes_over_bands_and_inside_columns_equal_the_composite(tmp_path, monkeypatch, channels):
+@pytest.mark.parametrize("channels, tiles", [
+    (24, []),  # the last channel block masked; the defaults (here 16 columns x 16 channels, bands of 8 rows)
+    (32, [16, 16, 8, 1, 1]),  # every block whole; each row loaded a step ahead, from the file's tiles
+])
+def test_sliding_passes_over_bands_and_inside_columns_equal_the_composite(tmp_path, monkeypatch, channels, tiles):
     """A map taller than a band and wide enough for a column block whose taps all read inside (its loads and
     stores unmasked) between two edge blocks: the same output, statistics and gradients."""
     monkeypatch.setattr(bds, "default_tiles", lambda channels, height, width: (16, 16, 8, 1))
@@ -69,7 +72,7 @@ def test_sliding_passes_over_bands_and_inside_columns_equal_the_composite(tmp_pa
     key = dict(kernel_size=3, stride=1, channels=channels, height=19, width=40)
     path = tmp_path / "tuning.json"
     for op in PASSES["both"]:
-        tuning.record(path, op, key, "sliding", [], device="test", seconds=1, default_seconds=2)
+        tuning.record(path, op, key, "sliding", tiles, device="test", seconds=1, default_seconds=2)
     tuning.use(path)
     fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 51, **options)
     for name, value, reference in zip(["y", "mean", "var", "dx", "dweight", "dscale", "dshift"], fused, expected,

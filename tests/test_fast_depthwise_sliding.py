@@ -17,9 +17,10 @@ pytestmark = needs_triton
     # several bands and column blocks, every channel block whole; in float32 and bf16
     (5, False, True, True, 32, (8, 16, 4, 1), torch.float32, 1e-5),
     (5, False, True, True, 32, (8, 16, 4, 1), torch.bfloat16, 1e-2),
+    (5, False, True, True, 32, (8, 16, 4, 1, 1), torch.float32, 1e-5),  # each row loaded a step ahead
     (3, False, True, True, 40, (8, 16, 16, 1), torch.float32, 1e-5),  # one band; the last channel block masked
-    # "same" padding; a band of 3 rows, its warm-up longer than it
-    (5, True, False, True, 40, (4, 32, 3, 1), torch.float32, 1e-5),
+    # "same" padding; a band of 3 rows, its warm-up longer than it; loaded ahead (rows past the map clamped)
+    (5, True, False, True, 40, (4, 32, 3, 1, 1), torch.float32, 1e-5),
     (3, True, True, False, 24, None, torch.bfloat16, 1e-2),  # the default tiles
     (1, False, True, True, 16, (8, 16, 4, 1), torch.float32, 1e-5),  # a 1 x 1 kernel: no warm-up
 ])
@@ -54,9 +55,10 @@ def test_inside_columns_load_unmasked_and_agree_with_the_edges():
     weight = torch.randn(32, 1, 5, 5, device=DEVICE) / 5
     taps, bias = weight.flatten(1).t().contiguous(), torch.randn(32, device=DEVICE)
     expected, expected_sums = ops.depthwise(x, weight, taps, bias, stride=1, same=False, pool=True, use_triton=False)
-    y, sums = depthwise_sliding.depthwise_sliding(x, taps, bias, kernel_size=5, stride=1, padding=(2, 2),
-                                                  output_size=(6, 40), act=True, pool=True, tiles=(8, 32, 8, 1))
-    assert relative_error(y, expected) <= 1e-5 and relative_error(sums, expected_sums) <= 1e-5
+    for tiles in ((8, 32, 8, 1), (8, 32, 8, 1, 1)):  # and each row loaded a step ahead
+        y, sums = depthwise_sliding.depthwise_sliding(x, taps, bias, kernel_size=5, stride=1, padding=(2, 2),
+                                                      output_size=(6, 40), act=True, pool=True, tiles=tiles)
+        assert relative_error(y, expected) <= 1e-5 and relative_error(sums, expected_sums) <= 1e-5
 
 
 @pytest.mark.parametrize("kernel_size, stride, tiles, message", [
@@ -79,7 +81,8 @@ def test_a_tuning_file_naming_the_sliding_kernel_routes_those_layers_through_it(
     path = tmp_path / "tuning.json"
     stride_1 = [key for key in depthwise if key["stride"] == 1]
     for key in stride_1:
-        tuning.record(path, "depthwise", key, "sliding", (8, 16, 4, 1), device="test", seconds=1, default_seconds=2)
+        tuning.record(path, "depthwise", key, "sliding", (8, 16, 4, 1, 1), device="test", seconds=1,
+                      default_seconds=2)
     calls = spy_kwargs(monkeypatch, depthwise_sliding, "depthwise_sliding")
     fast = optimize_for_inference(model, use_triton=True)
     out, expected = tuned_and_plain(fast, model, x, path)
@@ -91,7 +94,7 @@ def test_a_tuning_file_naming_the_sliding_kernel_routes_those_layers_through_it(
     (dict(kernel_size=3, stride=2, channels=96, height=112, width=112), [16, 32, 16, 4],
      "the sliding depthwise kernel is for stride 1 and kernels up to 5x5, got stride 2"),
     (dict(kernel_size=5, stride=1, channels=240, height=28, width=28), [16, 32, 16],
-     "depthwise sliding tiles must be 4 whole numbers"),
+     "depthwise sliding tiles must be 4 or 5 whole numbers"),
     (dict(kernel_size=5, stride=1, channels=240, height=28, width=28), [16, 32, 16, 3],
      "takes blocks and warps powers of two, got tiles \\[16, 32, 16, 3\\]"),
 ])

@@ -75,6 +75,11 @@ def _sliding(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
     return choice is not None and choice["kernel"] == "sliding" and bn_depthwise_sliding.takes(kernel_size, stride)
 
 
+def _sliding_tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...] | None:
+    """The tuning file's tiles for this pass on the sliding window (None where it names none: the defaults)."""
+    return tuple(_choice(op, x, kernel_size, stride)["tiles"]) or None
+
+
 def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...]:
     """The tuning file's tiles for this layer shape and pass, else the defaults (first guesses, untimed):
     `bn_depthwise` and `bn_depthwise_input_grad` take (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, warm]: a fifth
@@ -127,10 +132,13 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     if tiles is None and _cudnn("bn_depthwise", x, kernel_size, stride, padding, output_size):
         y, mean, var = bn_depthwise_cudnn.forward(a, taps, kernel_size, stride, padding)
         return y, mean, var, (a if scale is not None else x.new_empty((0,)))
-    for form, chosen in ((bn_depthwise_banded, _banded), (bn_depthwise_sliding, _sliding)):
-        if tiles is None and chosen("bn_depthwise", x, kernel_size, stride):
-            y, mean, var = form.forward(a, taps, kernel_size, stride, padding, output_size)
-            return y, mean, var, (a if scale is not None else x.new_empty((0,)))
+    if tiles is None and _banded("bn_depthwise", x, kernel_size, stride):
+        y, mean, var = bn_depthwise_banded.forward(a, taps, kernel_size, stride, padding, output_size)
+        return y, mean, var, (a if scale is not None else x.new_empty((0,)))
+    if tiles is None and _sliding("bn_depthwise", x, kernel_size, stride):
+        y, mean, var = bn_depthwise_sliding.forward(a, taps, kernel_size, stride, padding, output_size,
+                                                    _sliding_tiles("bn_depthwise", x, kernel_size, stride))
+        return y, mean, var, (a if scale is not None else x.new_empty((0,)))
     y = channels_last_empty(x, (batch, channels, out_h, out_w))
     block_h, block_w, block_c, warps, *warm = tiles or _tiles("bn_depthwise", x, kernel_size, stride)
     warm = bool(warm and warm[0])
@@ -246,16 +254,17 @@ def _backward(dy, stats, x, a, y, taps, scale, shift, kernel_size, stride, paddi
         else:
             dtaps, g = _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, need_dx, weight_tiles)
     if need_dx:
-        form = None  # the module of the input gradient's cuDNN, banded or sliding form, where the tuning file names one
+        form, options = None, {}  # the input gradient's cuDNN, banded or sliding form, where the tuning file names one
         if tiles is None and _cudnn("bn_depthwise_input_grad", x, kernel_size, stride, padding, output_size):
             form = bn_depthwise_cudnn
         elif tiles is None and _banded("bn_depthwise_input_grad", x, kernel_size, stride):
             form = bn_depthwise_banded
         elif tiles is None and _sliding("bn_depthwise_input_grad", x, kernel_size, stride):
             form = bn_depthwise_sliding
+            options = {"tiles": _sliding_tiles("bn_depthwise_input_grad", x, kernel_size, stride)}
         if form is not None:
             g = g if g is not None else bn_depthwise_cudnn.output_gradient(dy, stats, y)
-            dx, daffine = form.input_grad(g, taps, x, scale, shift, kernel_size, stride, padding, act)
+            dx, daffine = form.input_grad(g, taps, x, scale, shift, kernel_size, stride, padding, act, **options)
         else:
             dx, daffine = _input_grad(dy if g is None else g, stats, x, y, taps, scale, shift, kernel_size,
                                              stride, padding, act, g is not None, tiles)

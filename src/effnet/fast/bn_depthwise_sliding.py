@@ -25,7 +25,7 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.depthwise_sliding import _add_row, _taps
+    from effnet.fast.depthwise_sliding import _add_rows, _first_rows, _taps
     from effnet.fast.kernels import _multiple, _sigmoid
 
     @triton.jit
@@ -42,7 +42,7 @@ if triton is not None:
     @triton.jit
     def _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
                       san, sah, saw, syn, syh, syw, K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr,
-                      BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                      PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """The program's output rows, stored; returns each lane's running mean and sum of squared deviations of
         the values it stored (BW, BC) each, float32."""
         taps = _taps(w_ptr, c, c_ok, C, K, EVEN_C, False)
@@ -50,11 +50,12 @@ if triton is not None:
         acc = (zero, zero, zero, zero, zero)
         mean, m2 = zero, zero
         base = a_ptr + n * san + c[None, :]
+        ahead = _first_rows(base, top, pad_h, H, sah, wo, wo_ok, c_ok, W, pad_w, saw, K, MASKED, EVEN_C, PREFETCH,
+                            BLOCK_W, BLOCK_C)
         for i in range(out_rows + K - 1):
-            hi = top - pad_h + i
-            if (hi >= 0) & (hi < H):
-                acc = _add_row(acc, taps, base + hi * sah, wo, wo_ok, c_ok, W, pad_w, saw, K, MASKED, EVEN_C)
-            ho = hi + pad_h - (K - 1)
+            acc, ahead = _add_rows(acc, ahead, taps, base, top, pad_h, H, i, sah, wo, wo_ok, c_ok, W, pad_w, saw, K,
+                                   MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+            ho = top + i - (K - 1)  # the output row now complete
             if ho >= top:
                 y = acc[K - 1].to(y_ptr.dtype.element_ty)
                 _store_row(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :], y, wo, wo_ok, c, c_ok,
@@ -68,8 +69,8 @@ if triton is not None:
 
     @triton.jit
     def _forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
-                        san, sah, saw, syn, syh, syw, K: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                        ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                        san, sah, saw, syn, syh, syw, K: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
+                        BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
         # Program (image, row band, column block) x channel block, as `depthwise_sliding._sliding_kernel`. Its
         # lanes' moments merged: row `pid` of sums (the sum of its values) and m2 (their squared deviations from
         # the block's mean), the block being its rows x its columns inside the output.
@@ -88,10 +89,10 @@ if triton is not None:
         out_rows = tl.minimum(ROWS, HO - top)
         if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < W) & (left + BLOCK_W <= WO):
             mean, m2 = _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h,
-                                     pad_w, san, sah, saw, syn, syh, syw, K, False, EVEN_C, BLOCK_W, BLOCK_C)
+                                     pad_w, san, sah, saw, syn, syh, syw, K, False, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
         else:
             mean, m2 = _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h,
-                                     pad_w, san, sah, saw, syn, syh, syw, K, True, EVEN_C, BLOCK_W, BLOCK_C)
+                                     pad_w, san, sah, saw, syn, syh, syw, K, True, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
         rows = out_rows.to(tl.float32)
         lanes = wo_ok[:, None]
         total = tl.sum(tl.where(lanes, mean, 0.0), axis=0) * rows  # (BC,)
@@ -105,8 +106,8 @@ if triton is not None:
     @triton.jit
     def _input_grad_rows(g_ptr, w_ptr, x_ptr, dx_ptr, scale, shift, n, top, out_rows, wi, wi_ok, c, c_ok, HO, WO,
                          C, pad_h, pad_w, sgn, sgh, sgw, sxn, sxh, sxw, K: tl.constexpr, AFFINE: tl.constexpr,
-                         ACT: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr,
-                         BLOCK_C: tl.constexpr):
+                         ACT: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr, PREFETCH: tl.constexpr,
+                         BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """The program's rows of dx, stored; returns each lane's sums of dz * x and dz (dscale, dshift), (BW, BC)
         float32 each (zeros without AFFINE). g (HO, WO) is the map here, padded k - 1 - pad; the taps turned."""
         taps = _taps(w_ptr, c, c_ok, C, K, EVEN_C, True)
@@ -115,11 +116,12 @@ if triton is not None:
         dscale, dshift = zero, zero
         base = g_ptr + n * sgn + c[None, :]
         lanes = wi_ok[:, None] & c_ok[None, :]
-        for i in range(out_rows + K - 1):
-            r = top - pad_h + i  # g's row
-            if (r >= 0) & (r < HO):
-                acc = _add_row(acc, taps, base + r * sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K, MASKED, EVEN_C)
-            h = r + pad_h - (K - 1)  # the row of da now complete
+        ahead = _first_rows(base, top, pad_h, HO, sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K, MASKED, EVEN_C, PREFETCH,
+                            BLOCK_W, BLOCK_C)
+        for i in range(out_rows + K - 1):  # down g's rows
+            acc, ahead = _add_rows(acc, ahead, taps, base, top, pad_h, HO, i, sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K,
+                                   MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+            h = top + i - (K - 1)  # the row of da now complete
             if h >= top:
                 dz = acc[K - 1]
                 if AFFINE:
@@ -146,8 +148,8 @@ if triton is not None:
     @triton.jit
     def _input_grad_kernel(g_ptr, w_ptr, x_ptr, scale_ptr, shift_ptr, dx_ptr, dscale_ptr, dshift_ptr, H, W, C, HO,
                            WO, pad_h, pad_w, sgn, sgh, sgw, sxn, sxh, sxw, K: tl.constexpr, AFFINE: tl.constexpr,
-                           ACT: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr,
-                           ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                           ACT: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                           ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
         # Program (image, row band, column block) of the input's (H, W) x channel block; pad_h, pad_w are the
         # turned conv's (k - 1 - the forward's). Its lanes' dscale and dshift summed to row `pid` of the buffers.
         C, sgn, sgh, sgw = _multiple(C, ALIGN), _multiple(sgn, ALIGN), _multiple(sgh, ALIGN), _multiple(sgw, ALIGN)
@@ -172,11 +174,11 @@ if triton is not None:
         if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < WO) & (left + BLOCK_W <= W):
             dscale, dshift = _input_grad_rows(g_ptr, w_ptr, x_ptr, dx_ptr, scale, shift, n, top, out_rows, wi, wi_ok,
                                               c, c_ok, HO, WO, C, pad_h, pad_w, sgn, sgh, sgw, sxn, sxh, sxw, K,
-                                              AFFINE, ACT, False, EVEN_C, BLOCK_W, BLOCK_C)
+                                              AFFINE, ACT, False, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
         else:
             dscale, dshift = _input_grad_rows(g_ptr, w_ptr, x_ptr, dx_ptr, scale, shift, n, top, out_rows, wi, wi_ok,
                                               c, c_ok, HO, WO, C, pad_h, pad_w, sgn, sgh, sgw, sxn, sxh, sxw, K,
-                                              AFFINE, ACT, True, EVEN_C, BLOCK_W, BLOCK_C)
+                                              AFFINE, ACT, True, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
         if AFFINE:
             tl.store(dscale_ptr + pid * C + c, tl.sum(dscale, axis=0), mask=c_ok)
             tl.store(dshift_ptr + pid * C + c, tl.sum(dshift, axis=0), mask=c_ok)
@@ -191,25 +193,29 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3)
 
 
-def _launch(height: int, width: int, channels: int, batch: int) -> tuple[tuple[int, int], dict, tuple[int, int]]:
-    """(grid, the kernel's tile arguments and launch options, (ROWS, BLOCK_W)) for an output of height x width."""
-    block_w, block_c, rows, warps = default_tiles(channels, height, width)
+def _launch(height: int, width: int, channels: int, batch: int,
+            tiles: tuple[int, ...] | None) -> tuple[tuple[int, int], dict, tuple[int, int]]:
+    """(grid, the kernel's tile arguments and launch options, (ROWS, BLOCK_W)) for an output of height x width on
+    `tiles` (`depthwise_sliding`'s; None or empty: its defaults)."""
+    block_w, block_c, rows, warps, *prefetch = tiles or default_tiles(channels, height, width)
     grid = (batch * triton.cdiv(height, rows) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
-    options = dict(BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows, EVEN_C=channels % block_c == 0,
-                   **({} if INTERPRET else {"num_warps": warps}))
+    options = dict(PREFETCH=bool(prefetch and prefetch[0]), BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
+                   EVEN_C=channels % block_c == 0, **({} if INTERPRET else {"num_warps": warps}))
     return grid, options, (rows, block_w)
 
 
 def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
-            output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            output_size: tuple[int, int],
+            tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, var): the sliding depthwise conv of a (the activation, channels-last) by the (k * k, C) taps
-    (stride 1), y in a's dtype, and y's float32 batch mean and biased variance."""
+    (stride 1) on `tiles` (`depthwise_sliding`'s; None: its defaults), y in a's dtype, and y's float32 batch mean
+    and biased variance."""
     from effnet.fast.bn_depthwise import _tile_counts  # the forward's blocks are tiles of ROWS x BLOCK_W
 
     batch, channels, height, width = a.shape
     out_h, out_w = output_size
     y = channels_last_empty(a, (batch, channels, out_h, out_w))
-    grid, options, (rows, block_w) = _launch(out_h, out_w, channels, batch)
+    grid, options, (rows, block_w) = _launch(out_h, out_w, channels, batch, tiles)
     sums = torch.empty((grid[0], channels), device=a.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
     _forward_kernel[grid](a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
@@ -219,15 +225,16 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, 
 
 
 def input_grad(g: torch.Tensor, taps: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None,
-               shift: torch.Tensor | None, kernel_size: int, stride: int, padding: tuple[int, int],
-               act: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               shift: torch.Tensor | None, kernel_size: int, stride: int, padding: tuple[int, int], act: bool,
+               tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(dx, daffine), daffine (2, C) dscale and dshift, empty without scale: the sliding conv of g by the turned
-    taps (stride 1), then dx = da * act'(z) * scale with z = x * scale + shift and daffine, in the same kernel."""
+    taps (stride 1) on `tiles` (as `forward`'s), then dx = da * act'(z) * scale with z = x * scale + shift and
+    daffine, in the same kernel."""
     batch, channels, height, width = x.shape
     out_h, out_w = g.shape[2:]
     k = kernel_size
     dx = channels_last_empty(x, tuple(x.shape))
-    grid, options, _ = _launch(height, width, channels, batch)
+    grid, options, _ = _launch(height, width, channels, batch, tiles)
     parts = torch.empty((2, grid[0], channels), device=x.device, dtype=torch.float32)
     affine = scale is not None
     _input_grad_kernel[grid](g, taps, x, scale if affine else parts, shift if affine else parts, dx, parts[0],

@@ -19,8 +19,11 @@ instructions for 4 outputs per thread, 104 of them the products (the tiled kerne
 output, 25 of them products, and 25 loads where this takes 5 / 4). With 4 values of a tile per thread a 5 x 5
 kernel takes 168 registers (12 warps per multiprocessor), with 2 values 108 (16 warps); 8 values spill.
 
-`benchmarks/depthwise_sweep.py` times it per stride-1 layer ("sliding" and its tiles) and records it where it
-wins (tuning kernel `sliding` for `depthwise`, tiles (BLOCK_W, BLOCK_C, ROWS, num_warps)). Never a default.
+Each step's products wait on that step's loads; with a fifth tile value of 1 (PREFETCH) a program loads the next
+input row's tiles before the current row's products, so that their latency overlaps them (5 x 5: 183 registers,
+10 warps; 112 at 2 values a thread). `benchmarks/depthwise_sweep.py` times it per stride-1 layer ("sliding" and
+its tiles) and records it where it wins (tuning kernel `sliding` for `depthwise`, tiles (BLOCK_W, BLOCK_C, ROWS,
+num_warps[, prefetch])). Never a default.
 """
 from __future__ import annotations
 
@@ -77,23 +80,45 @@ if triton is not None:
         return rows
 
     @triton.jit
-    def _add_row(acc, taps, row_ptr, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, MASKED: tl.constexpr,
+    def _shifted(row_ptr, kw: tl.constexpr, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED: tl.constexpr,
                  EVEN_C: tl.constexpr):
+        """Tap column kw's (BW, BC) tile of one input row, as loaded (zero padding outside the map)."""
+        wi = wo - pad_w + kw
+        if MASKED:
+            values = tl.load(row_ptr + wi[:, None] * sxw, mask=((wi >= 0) & (wi < W) & wo_ok)[:, None]
+                             & c_ok[None, :], other=0.0)
+        elif EVEN_C:
+            values = tl.load(row_ptr + wi[:, None] * sxw)
+        else:
+            values = tl.load(row_ptr + wi[:, None] * sxw, mask=c_ok[None, :], other=0.0)
+        return values
+
+    @triton.jit
+    def _load_row(row_ptr, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, MASKED: tl.constexpr,
+                  EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """One input row's k column-shifted (BW, BC) tiles as loaded, a tuple of five (zeros past k). `row_ptr`
+        (1, BC) points at the row's column 0, channels c. MASKED tests each tap's columns against the map (its
+        zero padding) and the output; without it, with EVEN_C, the loads take no mask."""
+        zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=row_ptr.dtype.element_ty)
+        t1, t2, t3, t4 = zero, zero, zero, zero
+        t0 = _shifted(row_ptr, 0, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+        if K > 1:
+            t1 = _shifted(row_ptr, 1, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+        if K > 2:
+            t2 = _shifted(row_ptr, 2, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+        if K > 3:
+            t3 = _shifted(row_ptr, 3, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+        if K > 4:
+            t4 = _shifted(row_ptr, 4, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+        return t0, t1, t2, t3, t4
+
+    @triton.jit
+    def _add_tiles(acc, tiles, taps, K: tl.constexpr):
         """The accumulators (five (BW, BC) tiles: acc[j] the output row that tap row j reaches from this input
-        row) with one input row added: its k column-shifted tiles loaded once each, each times every tap row's
-        tap. `row_ptr` (1, BC) points at the row's column 0, channels c. MASKED tests each tap's columns against
-        the map (its zero padding) and the output; without it, with EVEN_C, the loads take no mask."""
+        row) with one input row's shifted tiles added, each times every tap row's tap."""
         a0, a1, a2, a3, a4 = acc
         for kw in tl.static_range(K):
-            wi = wo - pad_w + kw
-            if MASKED:
-                values = tl.load(row_ptr + wi[:, None] * sxw, mask=((wi >= 0) & (wi < W) & wo_ok)[:, None]
-                                 & c_ok[None, :], other=0.0)
-            elif EVEN_C:
-                values = tl.load(row_ptr + wi[:, None] * sxw)
-            else:
-                values = tl.load(row_ptr + wi[:, None] * sxw, mask=c_ok[None, :], other=0.0)
-            x = values.to(tl.float32)
+            x = tiles[kw].to(tl.float32)
             a0 += x * taps[0][kw][None, :]
             if K > 1:
                 a1 += x * taps[1][kw][None, :]
@@ -106,21 +131,58 @@ if triton is not None:
         return a0, a1, a2, a3, a4
 
     @triton.jit
+    def _add_rows(acc, ahead, taps, base, top, pad_h, H, i, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr,
+                  MASKED: tl.constexpr, EVEN_C: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
+                  BLOCK_C: tl.constexpr):
+        """Step i of a program's walk down its input rows (row top - pad_h + i; `base` (1, BC) points at its image's
+        row 0, column 0, channels c): (the accumulators with that row added, the tiles loaded ahead). With PREFETCH
+        `ahead` holds this row's tiles, loaded a step earlier, and the next row's load before this row's products,
+        so that their latency overlaps them (a row past the map clamped into it, loaded and not used); without it
+        `ahead` passes through and the row loads here. A row of the zero padding adds nothing."""
+        hi = top - pad_h + i
+        if PREFETCH:
+            current = ahead
+            ahead = _load_row(base + tl.minimum(tl.maximum(hi + 1, 0), H - 1) * sxh, wo, wo_ok, c_ok, W, pad_w, sxw,
+                              K, MASKED, EVEN_C, BLOCK_W, BLOCK_C)
+            if (hi >= 0) & (hi < H):
+                acc = _add_tiles(acc, current, taps, K)
+        else:
+            if (hi >= 0) & (hi < H):
+                acc = _add_tiles(acc, _load_row(base + hi * sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, MASKED, EVEN_C,
+                                                BLOCK_W, BLOCK_C), taps, K)
+        return acc, ahead
+
+    @triton.jit
+    def _first_rows(base, top, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, MASKED: tl.constexpr,
+                    EVEN_C: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """`_add_rows`'s `ahead` for step 0: with PREFETCH the first input row's tiles (clamped into the map), else
+        zeros."""
+        if PREFETCH:
+            ahead = _load_row(base + tl.minimum(tl.maximum(top - pad_h, 0), H - 1) * sxh, wo, wo_ok, c_ok, W, pad_w,
+                              sxw, K, MASKED, EVEN_C, BLOCK_W, BLOCK_C)
+        else:
+            zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=base.dtype.element_ty)
+            ahead = (zero, zero, zero, zero, zero)
+        return ahead
+
+    @triton.jit
     def _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
                sxn, sxh, sxw, syn, syh, syw, K: tl.constexpr, ACT: tl.constexpr, MASKED: tl.constexpr,
-               EVEN_C: tl.constexpr, FLIP: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+               EVEN_C: tl.constexpr, FLIP: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
+               BLOCK_C: tl.constexpr):
         """The program's output rows, stored; returns their float32 sums per (column, channel) (BW, BC), those of
-        columns past the output zero. MASKED: `_add_row`'s, and the stores masked."""
+        columns past the output zero. MASKED and PREFETCH: `_add_rows`'s; MASKED masks the stores too."""
         taps = _taps(w_ptr, c, c_ok, C, K, EVEN_C, FLIP)
         zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        acc = (zero, zero, zero, zero, zero)  # acc[j]: output row hi + pad_h - j
+        acc = (zero, zero, zero, zero, zero)  # acc[j]: the output row tap row j reaches from the current input row
         pooled = zero
         base = x_ptr + n * sxn + c[None, :]
+        ahead = _first_rows(base, top, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, MASKED, EVEN_C, PREFETCH,
+                            BLOCK_W, BLOCK_C)
         for i in range(out_rows + K - 1):
-            hi = top - pad_h + i
-            if (hi >= 0) & (hi < H):  # else a row of the zero padding: nothing to add
-                acc = _add_row(acc, taps, base + hi * sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, MASKED, EVEN_C)
-            ho = hi + pad_h - (K - 1)  # the output row whose last input row this was: complete
+            acc, ahead = _add_rows(acc, ahead, taps, base, top, pad_h, H, i, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K,
+                                   MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+            ho = top + i - (K - 1)  # the output row whose last input row this was: complete
             if ho >= top:
                 out = acc[K - 1] + bias[None, :]
                 if ACT:
@@ -142,8 +204,8 @@ if triton is not None:
     def _sliding_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, HO, WO, pad_h, pad_w,
                         sxn, sxh, sxw, syn, syh, syw,
                         K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr, BIAS: tl.constexpr,
-                        FLIP: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr,
-                        ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                        FLIP: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                        ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
         # Program (image, row band, column block) x channel block: output rows [top, top + ROWS) (those < HO),
         # columns [left, left + BLOCK_W), channels c. Channels are unit-stride (channels-last). The SE's sums stay
         # in registers per (column, channel) until the end: one reduction and one atomic add per program.
@@ -167,10 +229,10 @@ if triton is not None:
         # Whether every tap's columns lie inside the map and every column inside the output: no column masks.
         if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < W) & (left + BLOCK_W <= WO):
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                            sxn, sxh, sxw, syn, syh, syw, K, ACT, False, EVEN_C, FLIP, BLOCK_W, BLOCK_C)
+                            sxn, sxh, sxw, syn, syh, syw, K, ACT, False, EVEN_C, FLIP, PREFETCH, BLOCK_W, BLOCK_C)
         else:
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                            sxn, sxh, sxw, syn, syh, syw, K, ACT, True, EVEN_C, FLIP, BLOCK_W, BLOCK_C)
+                            sxn, sxh, sxw, syn, syh, syw, K, ACT, True, EVEN_C, FLIP, PREFETCH, BLOCK_W, BLOCK_C)
         if POOL:
             tl.atomic_add(pool_ptr + n * C + c, tl.sum(pooled, axis=0), mask=c_ok)
 
@@ -184,14 +246,14 @@ def default_tiles(channels: int, height: int, width: int) -> tuple[int, int, int
 
 
 def misfit(kernel_size: int, stride: int, tiles: tuple[int, ...] | None) -> str | None:
-    """Why this kernel cannot run a k x k conv at `stride` on `tiles` (BLOCK_W, BLOCK_C, ROWS, num_warps; None: the
-    defaults), or None where it can: stride 1, kernels up to 5 x 5, the blocks and the warps powers of two (at most
-    16 warps), at least one row."""
+    """Why this kernel cannot run a k x k conv at `stride` on `tiles` (BLOCK_W, BLOCK_C, ROWS, num_warps[,
+    prefetch]; None: the defaults), or None where it can: stride 1, kernels up to 5 x 5, the blocks and the warps
+    powers of two (at most 16 warps), at least one row."""
     if stride != 1 or not 1 <= kernel_size <= MAX_KERNEL:
         return (f"the sliding depthwise kernel is for stride 1 and kernels up to {MAX_KERNEL}x{MAX_KERNEL}, got stride "
                 f"{stride} and a {kernel_size}x{kernel_size} kernel")
     if tiles is not None:
-        block_w, block_c, rows, warps = tiles
+        block_w, block_c, rows, warps, *_ = tiles
         if not (all(v > 0 and v & (v - 1) == 0 for v in (block_w, block_c, warps)) and warps <= 16 and rows >= 1):
             return f"the sliding depthwise kernel takes blocks and warps powers of two, got tiles {list(tiles)}"
     return None
@@ -203,7 +265,8 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
                       flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`kernels.depthwise`'s arguments and result (channels-last SiLU(depthwise(x) + bias) and, with `pool`, its
     float32 per-image channel sums (N, C), else None), stride 1 only, kernels up to 5 x 5. `tiles` = (BLOCK_W,
-    BLOCK_C, ROWS, warps), default `default_tiles`. No bias: none added. With `flip` the kernel turned (tap (kh,
+    BLOCK_C, ROWS, warps[, prefetch]), default `default_tiles`; a fifth value of 1 loads each input row a step
+    ahead of its products (`_add_rows`). No bias: none added. With `flip` the kernel turned (tap (kh,
     kw) from (k - 1 - kh, k - 1 - kw)): a stride-1 conv's input gradient (`bn_depthwise_sliding`)."""
     reason = misfit(kernel_size, stride, tiles)
     if reason:
@@ -213,12 +276,13 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
-    block_w, block_c, rows, warps = tiles if tiles is not None else default_tiles(channels, out_h, out_w)
+    block_w, block_c, rows, warps, *prefetch = tiles if tiles is not None else default_tiles(channels, out_h, out_w)
     grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
     _sliding_kernel[grid](x, weight_taps, bias if bias is not None else weight_taps, y, sums, height, width,
                           channels, out_h, out_w, padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3),
                           y.stride(0), y.stride(2), y.stride(3), K=kernel_size, ACT=kernels.act_mode(act, y),
-                          POOL=pool, BIAS=bias is not None, FLIP=flip, BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
-                          ALIGN=kernels.map_alignment(x, y), EVEN_C=channels % block_c == 0,
+                          POOL=pool, BIAS=bias is not None, FLIP=flip, PREFETCH=bool(prefetch and prefetch[0]),
+                          BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows, ALIGN=kernels.map_alignment(x, y),
+                          EVEN_C=channels % block_c == 0,
                           **({} if INTERPRET else {"num_warps": warps}))
     return y, (sums if pool else None)

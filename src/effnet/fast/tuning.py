@@ -18,8 +18,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   for `depthwise` also `banded`
   (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride)
   and `cudnn` (`effnet.fast.depthwise_cudnn`, no tiles: cuDNN's conv, then one pass for the SiLU and the pool)
-  and `sliding` (`effnet.fast.depthwise_sliding`'s (BLOCK_W, BLOCK_C, ROWS, num_warps): a window sliding down
-  the rows, stride 1 and kernels up to 5 x 5 only).
+  and `sliding` (`effnet.fast.depthwise_sliding`'s (BLOCK_W, BLOCK_C, ROWS, num_warps[, prefetch]): a window
+  sliding down the rows, stride 1 and kernels up to 5 x 5 only).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`), `streaming` (gated: in row tiles of at most
   one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
@@ -35,7 +35,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
   (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list), `banded` (`effnet.fast.bn_depthwise_banded`,
   no tiles; the weight gradient 3x3 and 5x5 only) and, for the forward and the input gradient, `sliding`
-  (`effnet.fast.bn_depthwise_sliding`, no tiles; stride 1 and kernels up to 5x5 only).
+  (`effnet.fast.bn_depthwise_sliding`: no tiles for the defaults, or the inference kernel's; stride 1 and kernels
+  up to 5x5 only).
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ KERNELS = {"depthwise": ("tiled", "banded", "cudnn", "sliding"),
                                                            *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), ("depthwise", "cudnn"): (0,),
-                ("depthwise", "sliding"): (4,), ("pointwise", "tiled"): (5,),
+                ("depthwise", "sliding"): (4, 5), ("pointwise", "tiled"): (5,),
                 ("pointwise", "streaming"): (5,), ("pointwise", "cublas"): (0,), ("stem", "direct"): (0,),
                 ("stem", "dot"): (0, 2), ("excitation", "single"): (0,), ("excitation", "split"): (0, 1),
                 ("depthwise_input_grad", "tiled"): (4, 5),
@@ -82,7 +83,7 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), (
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
                 ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,),
-                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0,) for op in _CUDNN_OPS[:2]}}
+                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0, 4, 5) for op in _CUDNN_OPS[:2]}}
 
 
 class TuningError(EffnetError, ValueError):
