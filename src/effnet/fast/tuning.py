@@ -65,11 +65,12 @@ KEYS = {
     "bn_depthwise_weight_grad": ("kernel_size", "stride", "channels", "height", "width"),
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
+_SLIDING_OPS = ("bn_depthwise", "bn_depthwise_input_grad")  # `bn_depthwise_sliding`
 KERNELS = {"depthwise": ("tiled", "banded", "cudnn", "sliding"),
            "pointwise": ("tiled", "streaming", "cublas"),
            "stem": ("direct", "dot"), "excitation": ("single", "split"),
-           **{op: ("tiled", "cudnn", "banded") for op in _CUDNN_OPS},  # and `bn_depthwise_banded`
-           **{op: ("tiled", "cudnn", "banded", "sliding") for op in _CUDNN_OPS[:2]},  # `bn_depthwise_sliding`
+           # and `bn_depthwise_banded`
+           **{op: ("tiled", "cudnn", "banded", *(("sliding",) if op in _SLIDING_OPS else ())) for op in _CUDNN_OPS},
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", "excitation",
                                                            *_CUDNN_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
@@ -83,7 +84,7 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), (
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
                 ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,),
-                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0, 4, 5) for op in _CUDNN_OPS[:2]}}
+                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0, 4, 5) for op in _SLIDING_OPS}}
 
 
 class TuningError(EffnetError, ValueError):
@@ -145,7 +146,8 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if entry["kernel"] == "sliding" and _sliding_misfit(entry["key"], tiles):
             raise TuningError(f"tuning file {path}: {_sliding_misfit(entry['key'], tiles)}")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
-        if warm_at is not None and len(tiles) > warm_at and tiles[warm_at] and entry["key"]["stride"] != 1:
+        if (entry["kernel"] == "tiled" and warm_at is not None and len(tiles) > warm_at and tiles[warm_at]
+                and entry["key"]["stride"] != 1):
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
                               "stride 1 only")
         if entry["kernel"] == "split" and tiles and (tiles[0] <= 0 or tiles[0] % 32):
