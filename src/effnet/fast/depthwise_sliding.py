@@ -15,9 +15,9 @@ of which a k x k kernel uses k), and the k² taps of its channels stay in regist
 times instead of k², at the price of k - 1 rows of warm-up per program (the rows above its first output).
 
 Compiled for sm_90 (Triton 3.6, B0's 240-channel 5 x 5 layer at 28 px, bf16): a loop step takes 207 SASS
-instructions for 4 outputs per thread, 104 of them the products (the tiled kernel: about 120 instructions per
-output, 25 of them products, and 25 loads where this takes 5 / 4). With 4 values of a tile per thread a 5 x 5
-kernel takes 168 registers (12 warps per multiprocessor), with 2 values 108 (16 warps); 8 values spill.
+instructions for 4 outputs per thread, 104 of them the products, 5 of them loads: about 52 instructions and 1.25
+loads an output, where the tiled kernel takes about 120 and 6. With 4 values of a tile per thread a 5 x 5 kernel
+takes 168 registers (12 warps per multiprocessor), with 2 values 108 (16 warps); 8 values spill.
 
 Each step's products wait on that step's loads; with a fifth tile value of 1 (PREFETCH) a program loads the next
 input row's tiles before the current row's products, so that their latency overlaps them (5 x 5: 183 registers,
@@ -32,7 +32,7 @@ import torch
 from effnet.fast import kernels
 from effnet.fast.kernels import INTERPRET, triton
 
-MAX_KERNEL = 5  # the accumulators are five named registers: k x k kernels up to 5 x 5
+MAX_KERNEL = 5  # the accumulators and tap rows are tuples of five: k x k kernels up to 5 x 5
 
 if triton is not None:
     import triton.language as tl
@@ -40,44 +40,47 @@ if triton is not None:
     from effnet.fast.kernels import _multiple, _silu
 
     @triton.jit
+    def _tap(w_ptr, kh: tl.constexpr, kw: tl.constexpr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr,
+             FLIP: tl.constexpr):
+        """Tap (kh, kw) of the channels c, float32 (BC,). FLIP takes it from (k - 1 - kh, k - 1 - kw): the kernel
+        turned, as a stride-1 conv's input gradient takes it."""
+        row = K * K - 1 - (kh * K + kw) if FLIP else kh * K + kw
+        if EVEN_C:
+            tap = tl.load(w_ptr + row * C + c).to(tl.float32)
+        else:
+            tap = tl.load(w_ptr + row * C + c, mask=c_ok, other=0.0).to(tl.float32)
+        return tap
+
+    @triton.jit
     def _row_taps(w_ptr, kh: tl.constexpr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr, FLIP: tl.constexpr):
-        """Row kh's taps of the channels c, float32 (BC,) each: five, zeros past the kernel's k. FLIP takes tap
-        (kh, kw) from (k - 1 - kh, k - 1 - kw): the kernel turned, as a stride-1 conv's input gradient takes it."""
-        zero = tl.zeros(c.shape, dtype=tl.float32)
-        t0, t1, t2, t3, t4 = zero, zero, zero, zero, zero
-        for kw in tl.static_range(K):
-            row = K * K - 1 - (kh * K + kw) if FLIP else kh * K + kw
-            if EVEN_C:
-                tap = tl.load(w_ptr + row * C + c).to(tl.float32)
-            else:
-                tap = tl.load(w_ptr + row * C + c, mask=c_ok, other=0.0).to(tl.float32)
-            if kw == 0:
-                t0 = tap
-            elif kw == 1:
-                t1 = tap
-            elif kw == 2:
-                t2 = tap
-            elif kw == 3:
-                t3 = tap
-            else:
-                t4 = tap
+        """Row kh's taps of the channels c, a tuple of five (those past the kernel's k never read)."""
+        t0 = _tap(w_ptr, kh, 0, c, c_ok, C, K, EVEN_C, FLIP)
+        t1, t2, t3, t4 = t0, t0, t0, t0
+        if K > 1:
+            t1 = _tap(w_ptr, kh, 1, c, c_ok, C, K, EVEN_C, FLIP)
+        if K > 2:
+            t2 = _tap(w_ptr, kh, 2, c, c_ok, C, K, EVEN_C, FLIP)
+        if K > 3:
+            t3 = _tap(w_ptr, kh, 3, c, c_ok, C, K, EVEN_C, FLIP)
+        if K > 4:
+            t4 = _tap(w_ptr, kh, 4, c, c_ok, C, K, EVEN_C, FLIP)
         return t0, t1, t2, t3, t4
 
     @triton.jit
     def _taps(w_ptr, c, c_ok, C, K: tl.constexpr, EVEN_C: tl.constexpr, FLIP: tl.constexpr):
-        """The k x k taps of the channels c as five rows of five (taps[kh][kw], zeros past k), held in registers."""
-        zero = tl.zeros(c.shape, dtype=tl.float32)
-        zeros = (zero, zero, zero, zero, zero)
-        rows = (_row_taps(w_ptr, 0, c, c_ok, C, K, EVEN_C, FLIP), zeros, zeros, zeros, zeros)
+        """The k x k taps of the channels c as five rows of five, taps[kh][kw] (those past k never read), held in
+        registers."""
+        r0 = _row_taps(w_ptr, 0, c, c_ok, C, K, EVEN_C, FLIP)
+        r1, r2, r3, r4 = r0, r0, r0, r0
         if K > 1:
-            rows = (rows[0], _row_taps(w_ptr, 1, c, c_ok, C, K, EVEN_C, FLIP), zeros, zeros, zeros)
+            r1 = _row_taps(w_ptr, 1, c, c_ok, C, K, EVEN_C, FLIP)
         if K > 2:
-            rows = (rows[0], rows[1], _row_taps(w_ptr, 2, c, c_ok, C, K, EVEN_C, FLIP), zeros, zeros)
+            r2 = _row_taps(w_ptr, 2, c, c_ok, C, K, EVEN_C, FLIP)
         if K > 3:
-            rows = (rows[0], rows[1], rows[2], _row_taps(w_ptr, 3, c, c_ok, C, K, EVEN_C, FLIP), zeros)
+            r3 = _row_taps(w_ptr, 3, c, c_ok, C, K, EVEN_C, FLIP)
         if K > 4:
-            rows = (rows[0], rows[1], rows[2], rows[3], _row_taps(w_ptr, 4, c, c_ok, C, K, EVEN_C, FLIP))
-        return rows
+            r4 = _row_taps(w_ptr, 4, c, c_ok, C, K, EVEN_C, FLIP)
+        return r0, r1, r2, r3, r4
 
     @triton.jit
     def _shifted(row_ptr, kw: tl.constexpr, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED: tl.constexpr,
