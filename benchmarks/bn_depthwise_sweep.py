@@ -18,7 +18,7 @@ output with that output's batch norm and SiLU to apply:
   the statistics; "dx cudnn": cuDNN's input gradient of g and the activation's backward; "dw cudnn": a pass
   writing g and cuDNN's weight gradient; `bn_depthwise_cudnn`), where cuDNN's symmetric padding is the conv's;
   and each pass on the banded tensor-core kernels ("fwd banded", "dx banded", "dw banded": `bn_depthwise_banded`,
-  the same element-wise passes as the cuDNN forms); and at stride 1 the forward and the input gradient on the
+  the same element-wise passes as the cuDNN forms); and the forward and, at stride 1, the input gradient on the
   sliding window ("fwd sliding", "dx sliding": `bn_depthwise_sliding`, their epilogues fused as the Triton
   kernels'; "... ahead": each input row loaded a step ahead of its products).
 - `bn_depthwise_reference`, the same function in PyTorch (affine map, SiLU, `F.conv2d`, float32
@@ -191,12 +191,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             function(), references, strict=True))
         passes[op][name] = timer.median(function)
         warm[op][name] = ("banded", (), {})
-    # The forward and the input gradient on the sliding window (`bn_depthwise_sliding`), stride 1: its default
-    # tiles, then each input row loaded a step ahead of its products
+    # The forward (stride 1 or 2) and the input gradient (stride 1) on the sliding window (`bn_depthwise_sliding`):
+    # its default tiles, then each input row loaded a step ahead of its products
     for suffix, tiles in (("", ()), (" ahead", (*sliding_tiles(channels, *output_size), 1))):
-        if not bds.takes(k, stride):
-            break
-
         def forward_sliding(tiles=tiles):  # with the activation pass, as `forward` times it
             return bds.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size,
                                tiles or None)
@@ -204,9 +201,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         def input_grad_sliding(tiles=tiles):
             return bds.input_grad(g, taps, x, scale, shift, k, stride, padding, True, tiles or None)
 
-        sliding = [("bn_depthwise", "fwd sliding" + suffix, forward_sliding, expected[:3]),
-                   ("bn_depthwise_input_grad", "dx sliding" + suffix, input_grad_sliding,
-                    (expected[3], torch.stack((expected[5], expected[6]))))]
+        sliding = [("bn_depthwise", "fwd sliding" + suffix, forward_sliding, expected[:3])] * bds.takes(k, stride)
+        sliding += [("bn_depthwise_input_grad", "dx sliding" + suffix, input_grad_sliding,
+                     (expected[3], torch.stack((expected[5], expected[6]))))] * bds.takes(k, stride, True)
         for op, name, function, references in sliding:
             errors[name] = max(relative_error(value.float(), reference) for value, reference in zip(
                 function(), references, strict=True))

@@ -287,7 +287,7 @@ def _sweep_launches() -> list[Launch]:
     projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward and input
     gradient with their taps warmed on two of B0's stride-1 layers, the banded kernel as its training forms
     launch it, the sliding window's forward and input gradient (`bn_depthwise_sliding`) on three of B0's
-    stride-1 layers; and `_inference_sweep_launches`."""
+    stride-1 layers and its forward on a stride-2 one; and `_inference_sweep_launches`."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bn_pointwise_sweep import SWEEP
 
@@ -333,12 +333,15 @@ def _sweep_launches() -> list[Launch]:
                 bdb.transposed_conv(_meta(BATCH, channels, out, out, channels_last=True), _meta(k * k, channels),
                                     (size, size), k, stride, (k // 2, k // 2))
     # the forward and the input gradient on the sliding window (`bn_depthwise_sliding`), stride 1
-    for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
+    for channels, size, k, stride in ((144, 56, 3, 1), (240, 28, 5, 1), (1152, 7, 5, 1), (144, 56, 5, 2)):
         x, scale, taps = _meta(BATCH, channels, size, size, channels_last=True), _meta(channels), _meta(k * k, channels)
-        for tiles in (None, (*depthwise_sliding.default_tiles(channels, size, size), 1)):  # and loading ahead
-            with _catching(warm, f"B0 training sliding {channels} ch {k}x{k} {size} px {tiles or 'default'}"):
-                bds.forward(x, taps, k, 1, (k // 2, k // 2), (size, size), tiles)
-                bds.input_grad(x, taps, x, scale, scale, k, 1, (k // 2, k // 2), True, tiles)
+        out = size // stride
+        for tiles in (None, (*depthwise_sliding.default_tiles(channels, out, out), 1)):  # and loading ahead
+            where = f"B0 training sliding {channels} ch {k}x{k} s{stride} {size} px {tiles or 'default'}"
+            with _catching(warm, where):
+                bds.forward(x, taps, k, stride, (k // 2, k // 2), (out, out), tiles)
+                if stride == 1:
+                    bds.input_grad(x, taps, x, scale, scale, k, 1, (k // 2, k // 2), True, tiles)
     warm = [launch for launch in warm if not launch.kernel.fn.__name__.startswith("_merge")]
     return _distinct(launches + warm + _inference_sweep_launches())
 
@@ -351,7 +354,8 @@ def _inference_sweep_launches() -> list[Launch]:
     taps warmed (`kernels._depthwise_taps`, WARM) in the tile sets `depthwise_sweep.py` tries it with first,
     on three of B0's stride-1 layers (3x3 at 56 px, 5x5 at 28 and 7 px); and the banded kernel (`effnet.fast.banded`)
     in every tile set the sweep tries, on those and two stride-2 layers (3x3 from 112 px, 5x5 from 56); the sliding
-    kernel (`effnet.fast.depthwise_sliding`) in each of the sweep's tile sets on those three stride-1 layers; the
+    kernel (`effnet.fast.depthwise_sliding`) in each of the sweep's tile sets on those three stride-1 layers and the
+    two stride-2 ones; the
     activation pass beside cuDNN's depthwise conv (`effnet.fast.depthwise_cudnn`) on B4's 5 x 5 layer at 48 px; and
     the stem's tensor-core form (`stem._stem_dot_kernel`) in each of `stem_sweep.py`'s tile sets, on B0's stem at
     224 px and B4's at 380; and the split excitation (`excitation.excitation_split`) in each of
@@ -382,13 +386,14 @@ def _inference_sweep_launches() -> list[Launch]:
                 banded.banded_depthwise(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels), kernel_size=k,
                                         stride=stride, padding=(k // 2, k // 2), output_size=(out, out), act=True,
                                         pool=True, tiles=tiles)
-    for channels, size, k in ((144, 56, 3), (240, 28, 5), (1152, 7, 5)):
-        x = _meta(BATCH, channels, size, size, channels_last=True)
-        for tiles in sliding_configs(channels, size, 4):
-            with _catching(launches, f"B0 sliding {channels} ch {k}x{k} {size} px {tiles}"):
+    for channels, size, k, stride in ((144, 56, 3, 1), (240, 28, 5, 1), (1152, 7, 5, 1), (96, 112, 3, 2),
+                                      (144, 56, 5, 2)):
+        x, out = _meta(BATCH, channels, size, size, channels_last=True), size // stride
+        for tiles in sliding_configs(channels, out, 4):
+            with _catching(launches, f"B0 sliding {channels} ch {k}x{k} s{stride} {size} px {tiles}"):
                 depthwise_sliding.depthwise_sliding(x, _meta(k * k, channels, dtype=torch.float32), _meta(channels),
-                                                    kernel_size=k, stride=1, padding=(k // 2, k // 2),
-                                                    output_size=(size, size), act=True, pool=True, tiles=tiles)
+                                                    kernel_size=k, stride=stride, padding=(k // 2, k // 2),
+                                                    output_size=(out, out), act=True, pool=True, tiles=tiles)
     x = _meta(BATCH, 1632, 12, 12, channels_last=True)
     for tiles in (None, *SWEEP[:2]):
         with _catching(launches, f"B4 gate-rows 1632 -> 272 {tiles or 'default'}"):

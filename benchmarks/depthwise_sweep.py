@@ -10,12 +10,12 @@ each tile configuration of a small sweep (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, warps
 tiled kernel with its taps in two phases, the first loading each tile's whole input halo (the default tiles,
 then the sweep's; `--warm-configs`), the banded kernel (`effnet.fast.banded`: each kernel row a matrix
 product on tensor cores; `--banded-configs`), cuDNN's conv with one pass for the SiLU and the pool
-(`effnet.fast.depthwise_cudnn`, "cudnn"; `--no-cudnn` leaves it out) and, on stride-1 layers, the window
-sliding down the rows (`effnet.fast.depthwise_sliding`: each input row loaded k times, not k²;
-`--sliding-configs`). Each time is printed with the bandwidth it implies (one read of the input, one write of the
-output) and every kernel result is checked against PyTorch. The totals weight each layer shape by how often the
-network runs it, so the last lines say what tiles alone could gain over the defaults, and how far the best tiles
-stay from the memory floor, before any redesign.
+(`effnet.fast.depthwise_cudnn`, "cudnn"; `--no-cudnn` leaves it out) and the window sliding down the rows
+(`effnet.fast.depthwise_sliding`: each input row loaded k times, not k² times; `--sliding-configs`). Each time is
+printed with the bandwidth it implies (one read of the input, one write of the output) and every kernel result is
+checked against PyTorch. The totals weight each layer shape by how often the network runs it, so the last lines
+say what tiles alone could gain over the defaults, and how far the best tiles stay from the memory floor, before
+any redesign.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from effnet.fast.banded import default_tiles as banded_tiles  # noqa: E402
 from effnet.fast.depthwise_cudnn import depthwise_cudnn  # noqa: E402
 from effnet.fast.depthwise_sliding import default_tiles as sliding_tiles  # noqa: E402
 from effnet.fast.depthwise_sliding import depthwise_sliding  # noqa: E402
+from effnet.fast.depthwise_sliding import misfit as sliding_misfit  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
                           with_recorded)
@@ -150,7 +151,7 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     choices.update({f"banded {t}": ("banded", t, {}) for t in banded_configs(out_w, k, stride, args.banded_configs)})
     if args.cudnn:  # the library's conv, then the SiLU and the pool in one pass (`effnet.fast.depthwise_cudnn`)
         choices["cudnn"] = ("cudnn", (), {})
-    if stride == 1 and k <= 5:  # each input row loaded k times (`effnet.fast.depthwise_sliding`)
+    if sliding_misfit(k, stride, None) is None:  # each input row loaded k times (`effnet.fast.depthwise_sliding`)
         choices.update({f"sliding {t}": ("sliding", t, {}) for t in sliding_configs(channels, out_w,
                                                                                     args.sliding_configs)})
     key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
@@ -192,8 +193,7 @@ def main() -> int:
                         help="how many configurations of the banded kernel (tensor cores) to try: its default tiles, "
                              "then others")
     parser.add_argument("--sliding-configs", type=int, default=4,
-                        help="how many tile sets of the sliding kernel to try on stride-1 layers: its default tiles, "
-                             "then others")
+                        help="how many tile sets of the sliding kernel to try: its default tiles, then others")
     parser.add_argument("--no-cudnn", dest="cudnn", action="store_false",
                         help="leave out cuDNN's conv with one pass for the SiLU and the pool")
     args = parser.parse_args()

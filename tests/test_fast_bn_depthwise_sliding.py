@@ -1,7 +1,7 @@
 """The training depthwise conv's forward and input gradient on the sliding window (`effnet.fast.bn_depthwise_sliding`),
-where a tuning file names them for a stride-1 layer shape: the same output, statistics and gradients as the PyTorch
-composite, either pass alone or both, the Triton kernels doing the rest; TF "same" padding too. Float32 under
-Triton's interpreter when there is no GPU."""
+where a tuning file names them for a layer shape (the input gradient at stride 1): the same output, statistics and
+gradients as the PyTorch composite, either pass alone or both, the Triton kernels doing the rest; TF "same" padding
+too. Float32 under Triton's interpreter when there is no GPU."""
 import pytest
 import torch
 
@@ -20,15 +20,17 @@ PASSES = {"forward": ("bn_depthwise",), "input": ("bn_depthwise_input_grad",),
 
 
 @needs_triton
-@pytest.mark.parametrize("passes", list(PASSES))
-@pytest.mark.parametrize("affine, kernel_size, same", [(True, 3, False), (True, 5, True), (False, 5, False)])
-def test_sliding_passes_equal_the_composite(tmp_path, monkeypatch, passes, affine, kernel_size, same):
+@pytest.mark.parametrize("passes, affine, kernel_size, stride, same", [
+    *((passes, *case) for passes in PASSES for case in ((True, 3, 1, False), (True, 5, 1, True), (False, 5, 1, False))),
+    ("forward", True, 5, 2, True),  # strided: the forward only (the input gradient is a stride-1 conv's)
+])
+def test_sliding_passes_equal_the_composite(tmp_path, monkeypatch, passes, affine, kernel_size, stride, same):
     """Each pass on the sliding window where the tuning file says so (the input gradient on the g the Triton weight
     gradient wrote): output, statistics and every gradient within 1e-5 of the composite."""
-    tensors, options = depthwise_training_case(affine, kernel_size, 1, same, 48, (2, 20, 7, 9))
+    tensors, options = depthwise_training_case(affine, kernel_size, stride, same, 48, (2, 20, 7, 9))
     expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 49, **options)
     x = tensors[0]
-    key = dict(kernel_size=kernel_size, stride=1, channels=x.shape[1], height=x.shape[2], width=x.shape[3])
+    key = dict(kernel_size=kernel_size, stride=stride, channels=x.shape[1], height=x.shape[2], width=x.shape[3])
     path = tmp_path / "tuning.json"
     for op in PASSES[passes]:
         tuning.record(path, op, key, "sliding", [], device="test", seconds=1, default_seconds=2)
@@ -44,8 +46,9 @@ def test_sliding_passes_equal_the_composite(tmp_path, monkeypatch, passes, affin
 
 
 @pytest.mark.parametrize("op, key, message", [
-    ("bn_depthwise", dict(kernel_size=3, stride=2, channels=96, height=112, width=112),
-     "the sliding depthwise kernel is for stride 1 and kernels up to 5x5, got stride 2"),
+    ("bn_depthwise_input_grad", dict(kernel_size=3, stride=2, channels=96, height=112, width=112),
+     "the sliding depthwise kernel is for stride 1 and kernels up to 5x5 \\(as wide as the stride\\), got "
+     "stride 2"),
     ("bn_depthwise_input_grad", dict(kernel_size=7, stride=1, channels=96, height=14, width=14),
      "got stride 1 and a 7x7 kernel"),
     ("bn_depthwise_weight_grad", dict(kernel_size=3, stride=1, channels=96, height=14, width=14),

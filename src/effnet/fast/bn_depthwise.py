@@ -70,9 +70,10 @@ def _banded(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
 
 def _sliding(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:
     """Whether this pass (the forward or the input gradient) runs on the sliding window (`bn_depthwise_sliding`): the
-    tuning file says so for the layer shape, a stride-1 conv up to 5 x 5."""
+    tuning file says so for the layer shape, a conv it takes."""
     choice = _choice(op, x, kernel_size, stride)
-    return choice is not None and choice["kernel"] == "sliding" and bn_depthwise_sliding.takes(kernel_size, stride)
+    return (choice is not None and choice["kernel"] == "sliding"
+            and bn_depthwise_sliding.takes(kernel_size, stride, op == "bn_depthwise_input_grad"))
 
 
 def _sliding_tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int, ...] | None:

@@ -25,7 +25,7 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.depthwise_sliding import _add_rows, _first_rows, _taps
+    from effnet.fast.depthwise_sliding import _first_rows, _inside, _step, _taps
     from effnet.fast.kernels import _multiple, _sigmoid
 
     @triton.jit
@@ -41,8 +41,8 @@ if triton is not None:
 
     @triton.jit
     def _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                      san, sah, saw, syn, syh, syw, K: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr,
-                      PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                      san, sah, saw, syn, syh, syw, K: tl.constexpr, STRIDE: tl.constexpr, MASKED: tl.constexpr,
+                      EVEN_C: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """The program's output rows, stored; returns each lane's running mean and sum of squared deviations of
         the values it stored (BW, BC) each, float32."""
         taps = _taps(w_ptr, c, c_ok, C, K, EVEN_C, False)
@@ -50,27 +50,28 @@ if triton is not None:
         acc = (zero, zero, zero, zero, zero)
         mean, m2 = zero, zero
         base = a_ptr + n * san + c[None, :]
-        ahead = _first_rows(base, top, pad_h, H, sah, wo, wo_ok, c_ok, W, pad_w, saw, K, MASKED, EVEN_C, PREFETCH,
-                            BLOCK_W, BLOCK_C)
-        for i in range(out_rows + K - 1):
-            acc, ahead = _add_rows(acc, ahead, taps, base, top, pad_h, H, i, sah, wo, wo_ok, c_ok, W, pad_w, saw, K,
-                                   MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
-            ho = top + i - (K - 1)  # the output row now complete
+        ahead = _first_rows(base, top, pad_h, H, sah, wo, wo_ok, c_ok, W, pad_w, saw, K, STRIDE, MASKED, EVEN_C,
+                            PREFETCH, BLOCK_W, BLOCK_C)
+        for s in range(out_rows + (K - 1) // STRIDE):
+            ho = top - (K - 1) // STRIDE + s
+            acc, ahead = _step(acc, ahead, taps, base, ho, pad_h, H, sah, wo, wo_ok, c_ok, W, pad_w, saw, K, STRIDE,
+                               MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
             if ho >= top:
-                y = acc[K - 1].to(y_ptr.dtype.element_ty)
+                y = acc[0].to(y_ptr.dtype.element_ty)
                 _store_row(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :], y, wo, wo_ok, c, c_ok,
                            MASKED, EVEN_C)
                 value = y.to(tl.float32)  # the statistics of y as stored
                 delta = value - mean
                 mean += delta / (ho - top + 1).to(tl.float32)
                 m2 += delta * (value - mean)
-            acc = (zero, acc[0], acc[1], acc[2], acc[3])
+            acc = (acc[1], acc[2], acc[3], acc[4], zero)
         return mean, m2
 
     @triton.jit
     def _forward_kernel(a_ptr, w_ptr, y_ptr, sums_ptr, m2_ptr, H, W, C, HO, WO, pad_h, pad_w,
-                        san, sah, saw, syn, syh, syw, K: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
-                        BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                        san, sah, saw, syn, syh, syw, K: tl.constexpr, STRIDE: tl.constexpr, PREFETCH: tl.constexpr,
+                        BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr,
+                        EVEN_C: tl.constexpr):
         # Program (image, row band, column block) x channel block, as `depthwise_sliding._sliding_kernel`. Its
         # lanes' moments merged: row `pid` of sums (the sum of its values) and m2 (their squared deviations from
         # the block's mean), the block being its rows x its columns inside the output.
@@ -87,12 +88,14 @@ if triton is not None:
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
         out_rows = tl.minimum(ROWS, HO - top)
-        if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < W) & (left + BLOCK_W <= WO):
+        if _inside(left, pad_w, W, WO, K, STRIDE, BLOCK_W):
             mean, m2 = _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h,
-                                     pad_w, san, sah, saw, syn, syh, syw, K, False, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+                                     pad_w, san, sah, saw, syn, syh, syw, K, STRIDE, False, EVEN_C, PREFETCH, BLOCK_W,
+                                     BLOCK_C)
         else:
             mean, m2 = _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h,
-                                     pad_w, san, sah, saw, syn, syh, syw, K, True, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+                                     pad_w, san, sah, saw, syn, syh, syw, K, STRIDE, True, EVEN_C, PREFETCH, BLOCK_W,
+                                     BLOCK_C)
         rows = out_rows.to(tl.float32)
         lanes = wo_ok[:, None]
         total = tl.sum(tl.where(lanes, mean, 0.0), axis=0) * rows  # (BC,)
@@ -116,14 +119,14 @@ if triton is not None:
         dscale, dshift = zero, zero
         base = g_ptr + n * sgn + c[None, :]
         lanes = wi_ok[:, None] & c_ok[None, :]
-        ahead = _first_rows(base, top, pad_h, HO, sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K, MASKED, EVEN_C, PREFETCH,
+        ahead = _first_rows(base, top, pad_h, HO, sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K, 1, MASKED, EVEN_C, PREFETCH,
                             BLOCK_W, BLOCK_C)
-        for i in range(out_rows + K - 1):  # down g's rows
-            acc, ahead = _add_rows(acc, ahead, taps, base, top, pad_h, HO, i, sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K,
-                                   MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
-            h = top + i - (K - 1)  # the row of da now complete
+        for s in range(out_rows + K - 1):  # down g's rows
+            h = top - (K - 1) + s  # the row of da this step completes
+            acc, ahead = _step(acc, ahead, taps, base, h, pad_h, HO, sgh, wi, wi_ok, c_ok, WO, pad_w, sgw, K, 1,
+                               MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
             if h >= top:
-                dz = acc[K - 1]
+                dz = acc[0]
                 if AFFINE:
                     pointers = x_ptr + n * sxn + h * sxh + wi[:, None] * sxw + c[None, :]
                     if MASKED:
@@ -142,7 +145,7 @@ if triton is not None:
                     dz = dz * scale[None, :]
                 _store_row(dx_ptr + n * sxn + h * sxh + wi[:, None] * sxw + c[None, :],
                            dz.to(dx_ptr.dtype.element_ty), wi, wi_ok, c, c_ok, MASKED, EVEN_C)
-            acc = (zero, acc[0], acc[1], acc[2], acc[3])
+            acc = (acc[1], acc[2], acc[3], acc[4], zero)
         return dscale, dshift
 
     @triton.jit
@@ -171,7 +174,7 @@ if triton is not None:
             scale = tl.zeros([BLOCK_C], dtype=tl.float32)
             shift = scale
         out_rows = tl.minimum(ROWS, H - top)
-        if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < WO) & (left + BLOCK_W <= W):
+        if _inside(left, pad_w, WO, W, K, 1, BLOCK_W):
             dscale, dshift = _input_grad_rows(g_ptr, w_ptr, x_ptr, dx_ptr, scale, shift, n, top, out_rows, wi, wi_ok,
                                               c, c_ok, HO, WO, C, pad_h, pad_w, sgn, sgh, sgw, sxn, sxh, sxw, K,
                                               AFFINE, ACT, False, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
@@ -184,9 +187,10 @@ if triton is not None:
             tl.store(dshift_ptr + pid * C + c, tl.sum(dshift, axis=0), mask=c_ok)
 
 
-def takes(kernel_size: int, stride: int) -> bool:
-    """Whether the sliding kernel runs this conv: stride 1, kernels up to 5 x 5."""
-    return misfit(kernel_size, stride, None) is None
+def takes(kernel_size: int, stride: int, input_grad: bool = False) -> bool:
+    """Whether the sliding kernel runs this pass of the conv: kernels up to 5 x 5, the forward at stride 1 or 2, the
+    input gradient (a turned conv) at stride 1."""
+    return misfit(kernel_size, stride, None, (1,) if input_grad else (1, 2)) is None
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -219,7 +223,8 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, 
     sums = torch.empty((grid[0], channels), device=a.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
     _forward_kernel[grid](a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
-                          *_strides(a), *_strides(y), K=kernel_size, ALIGN=kernels.map_alignment(a, y), **options)
+                          *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=kernels.map_alignment(a, y),
+                          **options)
     counts = bn_stats.block_counts(a.device, _tile_counts, batch, out_h, out_w, rows, block_w)
     return y, *bn_stats.merge_moments(sums, m2, counts)
 

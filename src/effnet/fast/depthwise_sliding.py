@@ -83,10 +83,11 @@ if triton is not None:
         return r0, r1, r2, r3, r4
 
     @triton.jit
-    def _shifted(row_ptr, kw: tl.constexpr, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED: tl.constexpr,
-                 EVEN_C: tl.constexpr):
-        """Tap column kw's (BW, BC) tile of one input row, as loaded (zero padding outside the map)."""
-        wi = wo - pad_w + kw
+    def _shifted(row_ptr, kw: tl.constexpr, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE: tl.constexpr,
+                 MASKED: tl.constexpr, EVEN_C: tl.constexpr):
+        """Tap column kw's (BW, BC) tile of one input row for the output columns wo, as loaded (zero padding
+        outside the map)."""
+        wi = wo * STRIDE - pad_w + kw
         if MASKED:
             values = tl.load(row_ptr + wi[:, None] * sxw, mask=((wi >= 0) & (wi < W) & wo_ok)[:, None]
                              & c_ok[None, :], other=0.0)
@@ -97,97 +98,113 @@ if triton is not None:
         return values
 
     @triton.jit
-    def _load_row(row_ptr, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, MASKED: tl.constexpr,
-                  EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _load_row(row_ptr, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, STRIDE: tl.constexpr,
+                  MASKED: tl.constexpr, EVEN_C: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """One input row's k column-shifted (BW, BC) tiles as loaded, a tuple of five (zeros past k). `row_ptr`
         (1, BC) points at the row's column 0, channels c. MASKED tests each tap's columns against the map (its
         zero padding) and the output; without it, with EVEN_C, the loads take no mask."""
         zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=row_ptr.dtype.element_ty)
         t1, t2, t3, t4 = zero, zero, zero, zero
-        t0 = _shifted(row_ptr, 0, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+        t0 = _shifted(row_ptr, 0, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE, MASKED, EVEN_C)
         if K > 1:
-            t1 = _shifted(row_ptr, 1, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+            t1 = _shifted(row_ptr, 1, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE, MASKED, EVEN_C)
         if K > 2:
-            t2 = _shifted(row_ptr, 2, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+            t2 = _shifted(row_ptr, 2, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE, MASKED, EVEN_C)
         if K > 3:
-            t3 = _shifted(row_ptr, 3, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+            t3 = _shifted(row_ptr, 3, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE, MASKED, EVEN_C)
         if K > 4:
-            t4 = _shifted(row_ptr, 4, wo, wo_ok, c_ok, W, pad_w, sxw, MASKED, EVEN_C)
+            t4 = _shifted(row_ptr, 4, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE, MASKED, EVEN_C)
         return t0, t1, t2, t3, t4
 
     @triton.jit
-    def _add_tiles(acc, tiles, taps, K: tl.constexpr):
-        """The accumulators (five (BW, BC) tiles: acc[j] the output row that tap row j reaches from this input
-        row) with one input row's shifted tiles added, each times every tap row's tap."""
+    def _add_tiles(acc, tiles, taps, K: tl.constexpr, FIRST: tl.constexpr, STRIDE: tl.constexpr):
+        """The accumulators (five (BW, BC) tiles, acc[j] output row ho + j of the step's ho) with one input row's
+        shifted tiles added: the row reaches acc[j] through tap row FIRST - STRIDE j, where that is a row."""
         a0, a1, a2, a3, a4 = acc
         for kw in tl.static_range(K):
             x = tiles[kw].to(tl.float32)
-            a0 += x * taps[0][kw][None, :]
-            if K > 1:
-                a1 += x * taps[1][kw][None, :]
-            if K > 2:
-                a2 += x * taps[2][kw][None, :]
-            if K > 3:
-                a3 += x * taps[3][kw][None, :]
-            if K > 4:
-                a4 += x * taps[4][kw][None, :]
+            a0 += x * taps[FIRST][kw][None, :]
+            if FIRST >= STRIDE:
+                a1 += x * taps[FIRST - STRIDE][kw][None, :]
+            if FIRST >= 2 * STRIDE:
+                a2 += x * taps[FIRST - 2 * STRIDE][kw][None, :]
+            if FIRST >= 3 * STRIDE:
+                a3 += x * taps[FIRST - 3 * STRIDE][kw][None, :]
+            if FIRST >= 4 * STRIDE:
+                a4 += x * taps[FIRST - 4 * STRIDE][kw][None, :]
         return a0, a1, a2, a3, a4
 
     @triton.jit
-    def _add_rows(acc, ahead, taps, base, top, pad_h, H, i, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr,
-                  MASKED: tl.constexpr, EVEN_C: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
-                  BLOCK_C: tl.constexpr):
-        """Step i of a program's walk down its input rows (row top - pad_h + i; `base` (1, BC) points at its image's
-        row 0, column 0, channels c): (the accumulators with that row added, the tiles loaded ahead). With PREFETCH
-        `ahead` holds this row's tiles, loaded a step earlier, and the next row's load before this row's products,
-        so that their latency overlaps them (a row past the map clamped into it, loaded and not used); without it
-        `ahead` passes through and the row loads here. A row of the zero padding adds nothing."""
-        hi = top - pad_h + i
+    def _add_row(acc, ahead, taps, base, hi, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr,
+                 FIRST: tl.constexpr, STRIDE: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr,
+                 PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """(The accumulators with input row hi added, as `_add_tiles` with FIRST adds it, the tiles loaded ahead).
+        `base` (1, BC) points at the image's row 0, column 0, channels c. With PREFETCH `ahead` holds this row's
+        tiles, loaded a row earlier, and row hi + 1's load before this row's products, so that their latency
+        overlaps them (a row past the map clamped into it, loaded and not used); without it `ahead` passes through
+        and the row loads here. A row of the zero padding adds nothing."""
         if PREFETCH:
             current = ahead
             ahead = _load_row(base + tl.minimum(tl.maximum(hi + 1, 0), H - 1) * sxh, wo, wo_ok, c_ok, W, pad_w, sxw,
-                              K, MASKED, EVEN_C, BLOCK_W, BLOCK_C)
+                              K, STRIDE, MASKED, EVEN_C, BLOCK_W, BLOCK_C)
             if (hi >= 0) & (hi < H):
-                acc = _add_tiles(acc, current, taps, K)
+                acc = _add_tiles(acc, current, taps, K, FIRST, STRIDE)
         else:
             if (hi >= 0) & (hi < H):
-                acc = _add_tiles(acc, _load_row(base + hi * sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, MASKED, EVEN_C,
-                                                BLOCK_W, BLOCK_C), taps, K)
+                acc = _add_tiles(acc, _load_row(base + hi * sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, STRIDE, MASKED,
+                                                EVEN_C, BLOCK_W, BLOCK_C), taps, K, FIRST, STRIDE)
         return acc, ahead
 
     @triton.jit
-    def _first_rows(base, top, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, MASKED: tl.constexpr,
-                    EVEN_C: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-        """`_add_rows`'s `ahead` for step 0: with PREFETCH the first input row's tiles (clamped into the map), else
-        zeros."""
+    def _first_rows(base, top, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr, STRIDE: tl.constexpr,
+                    MASKED: tl.constexpr, EVEN_C: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
+                    BLOCK_C: tl.constexpr):
+        """`_step`'s `ahead` for a program's first step: with PREFETCH its first input row's tiles (clamped into the
+        map), else zeros."""
         if PREFETCH:
-            ahead = _load_row(base + tl.minimum(tl.maximum(top - pad_h, 0), H - 1) * sxh, wo, wo_ok, c_ok, W, pad_w,
-                              sxw, K, MASKED, EVEN_C, BLOCK_W, BLOCK_C)
+            hi = STRIDE * (top - (K - 1) // STRIDE) - pad_h + K - STRIDE
+            ahead = _load_row(base + tl.minimum(tl.maximum(hi, 0), H - 1) * sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K,
+                              STRIDE, MASKED, EVEN_C, BLOCK_W, BLOCK_C)
         else:
             zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=base.dtype.element_ty)
             ahead = (zero, zero, zero, zero, zero)
         return ahead
 
     @triton.jit
+    def _step(acc, ahead, taps, base, ho, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K: tl.constexpr,
+              STRIDE: tl.constexpr, MASKED: tl.constexpr, EVEN_C: tl.constexpr, PREFETCH: tl.constexpr,
+              BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """The step that completes output row ho (acc[0]): the last STRIDE input rows of its window, STRIDE ho -
+        pad_h + k - STRIDE on, added (`_add_row`). A program's walk starts (k - 1) // STRIDE steps above its first
+        output row, so that the rows of its first window are all added; those steps' rows are not stored."""
+        hi = STRIDE * ho - pad_h + K - STRIDE
+        acc, ahead = _add_row(acc, ahead, taps, base, hi, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, K - STRIDE,
+                              STRIDE, MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+        if STRIDE == 2:
+            acc, ahead = _add_row(acc, ahead, taps, base, hi + 1, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, K - 1,
+                                  STRIDE, MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
+        return acc, ahead
+
+    @triton.jit
     def _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-               sxn, sxh, sxw, syn, syh, syw, K: tl.constexpr, ACT: tl.constexpr, MASKED: tl.constexpr,
-               EVEN_C: tl.constexpr, FLIP: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
-               BLOCK_C: tl.constexpr):
+               sxn, sxh, sxw, syn, syh, syw, K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr,
+               MASKED: tl.constexpr, EVEN_C: tl.constexpr, FLIP: tl.constexpr, PREFETCH: tl.constexpr,
+               BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
         """The program's output rows, stored; returns their float32 sums per (column, channel) (BW, BC), those of
-        columns past the output zero. MASKED and PREFETCH: `_add_rows`'s; MASKED masks the stores too."""
+        columns past the output zero. MASKED and PREFETCH: `_add_row`'s; MASKED masks the stores too."""
         taps = _taps(w_ptr, c, c_ok, C, K, EVEN_C, FLIP)
         zero = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        acc = (zero, zero, zero, zero, zero)  # acc[j]: the output row tap row j reaches from the current input row
+        acc = (zero, zero, zero, zero, zero)  # acc[j]: output row ho + j of the step completing ho
         pooled = zero
         base = x_ptr + n * sxn + c[None, :]
-        ahead = _first_rows(base, top, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, MASKED, EVEN_C, PREFETCH,
-                            BLOCK_W, BLOCK_C)
-        for i in range(out_rows + K - 1):
-            acc, ahead = _add_rows(acc, ahead, taps, base, top, pad_h, H, i, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K,
-                                   MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
-            ho = top + i - (K - 1)  # the output row whose last input row this was: complete
+        ahead = _first_rows(base, top, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, STRIDE, MASKED, EVEN_C,
+                            PREFETCH, BLOCK_W, BLOCK_C)
+        for s in range(out_rows + (K - 1) // STRIDE):
+            ho = top - (K - 1) // STRIDE + s
+            acc, ahead = _step(acc, ahead, taps, base, ho, pad_h, H, sxh, wo, wo_ok, c_ok, W, pad_w, sxw, K, STRIDE,
+                               MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
             if ho >= top:
-                out = acc[K - 1] + bias[None, :]
+                out = acc[0] + bias[None, :]
                 if ACT:
                     out = _silu(out, ACT)
                 pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :]
@@ -200,15 +217,22 @@ if triton is not None:
                     else:
                         tl.store(pointers, out.to(y_ptr.dtype.element_ty), mask=c_ok[None, :])
                     pooled += out
-            acc = (zero, acc[0], acc[1], acc[2], acc[3])
+            acc = (acc[1], acc[2], acc[3], acc[4], zero)
         return pooled
+
+    @triton.jit
+    def _inside(left, pad_w, W, WO, K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_W: tl.constexpr):
+        """Whether the BLOCK_W output columns from `left` all lie inside the output (WO) and every tap of theirs
+        reads inside the map (W): their loads and stores need no column masks."""
+        return ((left * STRIDE - pad_w >= 0) & ((left + BLOCK_W - 1) * STRIDE - pad_w + K - 1 < W)
+                & (left + BLOCK_W <= WO))
 
     @triton.jit
     def _sliding_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, HO, WO, pad_h, pad_w,
                         sxn, sxh, sxw, syn, syh, syw,
-                        K: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr, BIAS: tl.constexpr,
-                        FLIP: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                        ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
+                        K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
+                        BIAS: tl.constexpr, FLIP: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
+                        BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
         # Program (image, row band, column block) x channel block: output rows [top, top + ROWS) (those < HO),
         # columns [left, left + BLOCK_W), channels c. Channels are unit-stride (channels-last). The SE's sums stay
         # in registers per (column, channel) until the end: one reduction and one atomic add per program.
@@ -230,12 +254,14 @@ if triton is not None:
             bias = tl.zeros([BLOCK_C], dtype=tl.float32)
         out_rows = tl.minimum(ROWS, HO - top)
         # Whether every tap's columns lie inside the map and every column inside the output: no column masks.
-        if (left - pad_w >= 0) & (left + BLOCK_W - 1 - pad_w + K - 1 < W) & (left + BLOCK_W <= WO):
+        if _inside(left, pad_w, W, WO, K, STRIDE, BLOCK_W):
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                            sxn, sxh, sxw, syn, syh, syw, K, ACT, False, EVEN_C, FLIP, PREFETCH, BLOCK_W, BLOCK_C)
+                            sxn, sxh, sxw, syn, syh, syw, K, STRIDE, ACT, False, EVEN_C, FLIP, PREFETCH, BLOCK_W,
+                            BLOCK_C)
         else:
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
-                            sxn, sxh, sxw, syn, syh, syw, K, ACT, True, EVEN_C, FLIP, PREFETCH, BLOCK_W, BLOCK_C)
+                            sxn, sxh, sxw, syn, syh, syw, K, STRIDE, ACT, True, EVEN_C, FLIP, PREFETCH, BLOCK_W,
+                            BLOCK_C)
         if POOL:
             tl.atomic_add(pool_ptr + n * C + c, tl.sum(pooled, axis=0), mask=c_ok)
 
@@ -248,13 +274,16 @@ def default_tiles(channels: int, height: int, width: int) -> tuple[int, int, int
     return block_w, block_c, min(16, height), max(1, block_w * block_c // 128)
 
 
-def misfit(kernel_size: int, stride: int, tiles: tuple[int, ...] | None) -> str | None:
+def misfit(kernel_size: int, stride: int, tiles: tuple[int, ...] | None, strides: tuple[int, ...] = (1, 2)
+           ) -> str | None:
     """Why this kernel cannot run a k x k conv at `stride` on `tiles` (BLOCK_W, BLOCK_C, ROWS, num_warps[,
-    prefetch]; None: the defaults), or None where it can: stride 1, kernels up to 5 x 5, the blocks and the warps
-    powers of two (at most 16 warps), at least one row."""
-    if stride != 1 or not 1 <= kernel_size <= MAX_KERNEL:
-        return (f"the sliding depthwise kernel is for stride 1 and kernels up to {MAX_KERNEL}x{MAX_KERNEL}, got stride "
-                f"{stride} and a {kernel_size}x{kernel_size} kernel")
+    prefetch]; None: the defaults), or None where it can: a stride of `strides` (the training input gradient's
+    turned conv: stride 1 only), kernels up to 5 x 5 and as wide as the stride, the blocks and the warps powers of
+    two (at most 16 warps), at least one row."""
+    if stride not in strides or not stride <= kernel_size <= MAX_KERNEL:
+        return (f"the sliding depthwise kernel is for stride {' or '.join(map(str, strides))} and kernels up to "
+                f"{MAX_KERNEL}x{MAX_KERNEL} (as wide as the stride), got stride {stride} and a "
+                f"{kernel_size}x{kernel_size} kernel")
     if tiles is not None:
         block_w, block_c, rows, warps, *_ = tiles
         if not (all(v > 0 and v & (v - 1) == 0 for v in (block_w, block_c, warps)) and warps <= 16 and rows >= 1):
@@ -269,7 +298,7 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     """`kernels.depthwise`'s arguments and result (channels-last SiLU(depthwise(x) + bias) and, with `pool`, its
     float32 per-image channel sums (N, C), else None), stride 1 only, kernels up to 5 x 5. `tiles` = (BLOCK_W,
     BLOCK_C, ROWS, warps[, prefetch]), default `default_tiles`; a fifth value of 1 loads each input row a step
-    ahead of its products (`_add_rows`). No bias: none added. With `flip` the kernel turned (tap (kh,
+    ahead of its products (`_add_row`). No bias: none added. With `flip` the kernel turned (tap (kh,
     kw) from (k - 1 - kh, k - 1 - kw)): a stride-1 conv's input gradient (`bn_depthwise_sliding`)."""
     reason = misfit(kernel_size, stride, tiles)
     if reason:
@@ -283,7 +312,8 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
     _sliding_kernel[grid](x, weight_taps, bias if bias is not None else weight_taps, y, sums, height, width,
                           channels, out_h, out_w, padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3),
-                          y.stride(0), y.stride(2), y.stride(3), K=kernel_size, ACT=kernels.act_mode(act, y),
+                          y.stride(0), y.stride(2), y.stride(3), K=kernel_size, STRIDE=stride,
+                          ACT=kernels.act_mode(act, y),
                           POOL=pool, BIAS=bias is not None, FLIP=flip, PREFETCH=bool(prefetch and prefetch[0]),
                           BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows, ALIGN=kernels.map_alignment(x, y),
                           EVEN_C=channels % block_c == 0,

@@ -19,7 +19,7 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   (`banded.banded_depthwise`'s (BLOCK_W, BLOCK_R, BLOCK_C, num_warps): the conv on tensor cores, any stride)
   and `cudnn` (`effnet.fast.depthwise_cudnn`, no tiles: cuDNN's conv, then one pass for the SiLU and the pool)
   and `sliding` (`effnet.fast.depthwise_sliding`'s (BLOCK_W, BLOCK_C, ROWS, num_warps[, prefetch]): a window
-  sliding down the rows, stride 1 and kernels up to 5 x 5 only).
+  sliding down the rows, kernels up to 5 x 5 only).
 - `pointwise`: `in_channels`, `out_channels`, `height`, `width`, `gated`, `residual`. Kernels
   `tiled` (`kernels.pointwise`'s tiles, with `gate_weights`), `streaming` (gated: in row tiles of at most
   one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
@@ -35,8 +35,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   `effnet.fast.bn_depthwise`): keyed as `depthwise`. Kernels `tiled`, `cudnn`
   (`effnet.fast.bn_depthwise_cudnn`, no tiles: an empty list), `banded` (`effnet.fast.bn_depthwise_banded`,
   no tiles; the weight gradient 3x3 and 5x5 only) and, for the forward and the input gradient, `sliding`
-  (`effnet.fast.bn_depthwise_sliding`: no tiles for the defaults, or the inference kernel's; stride 1 and kernels
-  up to 5x5 only).
+  (`effnet.fast.bn_depthwise_sliding`: no tiles for the defaults, or the inference kernel's; kernels up to 5x5,
+  the input gradient at stride 1 only).
 """
 from __future__ import annotations
 
@@ -143,8 +143,8 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if entry["kernel"] == "banded" and tiles and not _banded_tile(tiles[0], entry["key"]):
             raise TuningError(f"tuning file {path}: the banded kernel takes tiles a power of two, at least 16 x the "
                               f"stride and as wide as the kernel, got {tiles[0]}")
-        if entry["kernel"] == "sliding" and _sliding_misfit(entry["key"], tiles):
-            raise TuningError(f"tuning file {path}: {_sliding_misfit(entry['key'], tiles)}")
+        if entry["kernel"] == "sliding" and _sliding_misfit(op, entry["key"], tiles):
+            raise TuningError(f"tuning file {path}: {_sliding_misfit(op, entry['key'], tiles)}")
         warm_at = {"depthwise": 5, "bn_depthwise": 4, "bn_depthwise_input_grad": 4}.get(op)
         if (entry["kernel"] == "tiled" and warm_at is not None and len(tiles) > warm_at and tiles[warm_at]
                 and entry["key"]["stride"] != 1):
@@ -167,10 +167,11 @@ def _banded_tile(width: int, key: dict[str, Any]) -> bool:
     return valid_tile(width, key["kernel_size"], key["stride"])
 
 
-def _sliding_misfit(key: dict[str, Any], tiles: list[int]) -> str | None:
-    from effnet.fast.depthwise_sliding import misfit
+def _sliding_misfit(op: str, key: dict[str, Any], tiles: list[int]) -> str | None:
+    from effnet.fast.depthwise_sliding import misfit  # the input gradient's turned conv: stride 1 only
 
-    return misfit(key["kernel_size"], key["stride"], tuple(tiles) or None)
+    return misfit(key["kernel_size"], key["stride"], tuple(tiles) or None,
+                  (1,) if op == "bn_depthwise_input_grad" else (1, 2))
 
 
 def other_gpu(path: str | Path) -> str | None:
