@@ -6,7 +6,7 @@
 # faster than the fused kernel on B4's 5 x 5 stride-1 layers (now a tuning choice). The calls, by what they settle:
 #     call 1:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh inference [SECONDS]
 #              B0's and B4's depthwise layers swept (the new default tiles against the old one-row tiles, the warmed
-#              taps, cuDNN's conv with one activation pass, the sliding window at stride 1 (session 22), on B4 the
+#              taps, cuDNN's conv with one activation pass, the sliding window (session 22), on B4 the
 #              banded kernel), B0's and B4's small-map 1x1
 #              layers against one cuBLAS product, their stems against the stem's tensor-core form and their SEs
 #              against the split excitation, then the inference goal rows of B0 and B4 against timm
@@ -104,8 +104,8 @@ case "$STAGE" in
     # since run 8) against the one-row tiles that were the 5 x 5 default until then (on an H100 the 5 x 5 layers
     # were last swept in run 5, before the float32 taps), the warmed taps at stride 1, cuDNN's conv with one pass
     # for the SiLU and the pool (`effnet.fast.depthwise_cudnn`; run 8: PyTorch's three passes beat the fused kernel
-    # on B4's 5 x 5 stride-1 layers), the sliding window (session 22: each input row loaded k times, not k²; three
-    # tile sets on every stride-1 layer) and, on B4, the banded kernel (run 8's winner over the old default on three
+    # on B4's 5 x 5 stride-1 layers), the sliding window (session 22: each input row loaded k times, not k²; four
+    # tile sets on every layer) and, on B4, the banded kernel (run 8's winner over the old default on three
     # of its layers; 1.3-5.8x slower than the default on 11 of B0's 12). Then B0's 1x1 layers on maps of 28 px or
     # less and B4's at 12 px against the conv as one cuBLAS product (run 8: never faster), B0's and B4's stems
     # against their tensor-core form (session 21; run 8: the direct kernel 4-9x its floor) and their SEs' one-launch
@@ -146,7 +146,7 @@ case "$STAGE" in
     ;;
   dwforms|dwcudnn)  # (dwcudnn: its name before the banded forms joined it)
     # Session 15's cuDNN forms of the training depthwise passes, session 16's banded tensor-core forms and session
-    # 22's sliding window (forward, stride-1 input gradient) against the Triton kernels, B0's layers (the default
+    # 22's sliding window (forward; input gradient at stride 1) against the Triton kernels, B0's layers (the default
     # tiles only), then B4's five most repeated stride-1 layers at the training rows' batch (B4's training step has
     # never had forms of its own), the winners into the tuning file; then effnet-ftrain's captured B0 step with
     # them, beside timm's.

@@ -1,6 +1,6 @@
 """The training depthwise conv's forward and input gradient on the sliding window (`effnet.fast.depthwise_sliding`):
-a tuning-file choice for stride-1 layers, as the cuDNN and banded forms are (`bn_depthwise_cudnn`,
-`bn_depthwise_banded`), with the fused Triton kernels' epilogues.
+a tuning-file choice per layer shape (the input gradient at stride 1), as the cuDNN and banded forms are
+(`bn_depthwise_cudnn`, `bn_depthwise_banded`), with the fused Triton kernels' epilogues.
 
 The forward slides down the activation a's rows as the inference kernel does (each input row's k shifted tiles
 loaded once, the k² taps in registers) and stores each completed output row y (rounded to a's dtype); each
@@ -212,7 +212,7 @@ def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int, 
             output_size: tuple[int, int],
             tiles: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, var): the sliding depthwise conv of a (the activation, channels-last) by the (k * k, C) taps
-    (stride 1) on `tiles` (`depthwise_sliding`'s; None: its defaults), y in a's dtype, and y's float32 batch mean
+    (stride 1 or 2) on `tiles` (`depthwise_sliding`'s; None: its defaults), y in a's dtype, and y's float32 batch mean
     and biased variance."""
     from effnet.fast.bn_depthwise import _tile_counts  # the forward's blocks are tiles of ROWS x BLOCK_W
 

@@ -1,5 +1,5 @@
-"""The inference depthwise conv at stride 1 as a window that slides down the rows: each input row loaded k times,
-not k² times. A tuning-file choice until a GPU run times it.
+"""The inference depthwise conv as a window that slides down the rows: each input row loaded k times, not k² times.
+A tuning-file choice until a GPU run times it.
 
 Run 8 (an H200, benchmarks/RESULTS.md) found the tiled kernel (`kernels.depthwise`) furthest from the memory
 floor on the 5 x 5 stride-1 layers: 8.5-9.8x on B0's, where its 3 x 3 layers ran at 3-5x, and no faster than
@@ -8,11 +8,13 @@ cuDNN there. Each of a tile's k² taps loads the whole tile shifted, so every in
 
 Here a program owns BLOCK_W output columns x BLOCK_C channels of ROWS output rows of one image, and walks its
 input rows from the top: it loads each input row's k column-shifted tiles once, adds each, times the tap of row
-kh, to the k output rows in flight (output row ho takes input row ho - pad + kh through tap kh), and stores the
-oldest of them, now complete, with the bias, the SiLU and the squeeze-excitation's channel sums as the tiled
-kernel applies them. The k accumulators are loop-carried registers shifted one row per step (a tuple of five,
-of which a k x k kernel uses k), and the k² taps of its channels stay in registers. An input row is loaded k
-times instead of k², at the price of k - 1 rows of warm-up per program (the rows above its first output).
+kh, to the output rows in flight (output row ho takes input row s ho - pad + kh through tap kh at stride s), and
+stores the oldest of them, now complete, with the bias, the SiLU and the squeeze-excitation's channel sums as the
+tiled kernel applies them. Each step completes one output row and adds the last s input rows of its window (at
+stride 2 every other column); the accumulators are loop-carried registers shifted one row a step (a tuple of
+five: kernels up to 5 x 5), and the k² taps of the program's channels stay in registers. An input row is loaded
+k times instead of k², at the price of (k - 1) // s steps of warm-up per program (the rows above its first
+output).
 
 Compiled for sm_90 (Triton 3.6, B0's 240-channel 5 x 5 layer at 28 px, bf16): a loop step takes 207 SASS
 instructions for 4 outputs per thread, 104 of them the products, 5 of them loads: about 52 instructions and 1.25
@@ -21,9 +23,9 @@ takes 168 registers (12 warps per multiprocessor), with 2 values 108 (16 warps);
 
 Each step's products wait on that step's loads; with a fifth tile value of 1 (PREFETCH) a program loads the next
 input row's tiles before the current row's products, so that their latency overlaps them (5 x 5: 183 registers,
-10 warps; 112 at 2 values a thread). `benchmarks/depthwise_sweep.py` times it per stride-1 layer ("sliding" and
-its tiles) and records it where it wins (tuning kernel `sliding` for `depthwise`, tiles (BLOCK_W, BLOCK_C, ROWS,
-num_warps[, prefetch])). Never a default.
+10 warps; 112 at 2 values a thread). `benchmarks/depthwise_sweep.py` times it per layer ("sliding" and its tiles)
+and records it where it wins (tuning kernel `sliding` for `depthwise`, tiles (BLOCK_W, BLOCK_C, ROWS, num_warps[,
+prefetch])). Never a default.
 """
 from __future__ import annotations
 
@@ -296,7 +298,7 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
                       tiles: tuple[int, ...] | None = None,
                       flip: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`kernels.depthwise`'s arguments and result (channels-last SiLU(depthwise(x) + bias) and, with `pool`, its
-    float32 per-image channel sums (N, C), else None), stride 1 only, kernels up to 5 x 5. `tiles` = (BLOCK_W,
+    float32 per-image channel sums (N, C), else None), stride 1 or 2, kernels up to 5 x 5. `tiles` = (BLOCK_W,
     BLOCK_C, ROWS, warps[, prefetch]), default `default_tiles`; a fifth value of 1 loads each input row a step
     ahead of its products (`_add_row`). No bias: none added. With `flip` the kernel turned (tap (kh,
     kw) from (k - 1 - kh, k - 1 - kw)): a stride-1 conv's input gradient (`bn_depthwise_sliding`)."""
