@@ -20,7 +20,7 @@ pytestmark = needs_triton
     (5, 1, False, True, True, 32, (8, 16, 4, 1, 1), torch.float32, 1e-5),  # each row loaded a step ahead
     (3, 1, False, True, True, 40, (8, 16, 16, 1), torch.float32, 1e-5),  # one band; the last channel block masked
     # "same" padding; a band of 3 rows, its warm-up longer than it; loaded ahead (rows past the map clamped)
-    (5, 1, True, False, True, 40, (4, 32, 3, 1, 1), torch.float32, 1e-5),
+    (5, 1, True, False, True, 40, (8, 32, 3, 1, 1), torch.float32, 1e-5),
     (3, 1, True, True, False, 24, None, torch.bfloat16, 1e-2),  # the default tiles
     (1, 1, False, True, True, 16, (8, 16, 4, 1), torch.float32, 1e-5),  # a 1 x 1 kernel: no warm-up
     # stride 2: two input rows a step, every other column; TF "same" padding one more after than before
