@@ -25,19 +25,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.depthwise_sliding import _first_rows, _inside, _step, _taps
+    from effnet.fast.depthwise_sliding import _first_rows, _inside, _step, _store_row, _strip, _taps
     from effnet.fast.kernels import _multiple, _sigmoid
-
-    @triton.jit
-    def _store_row(ptr, value, wo, wo_ok, c, c_ok, MASKED: tl.constexpr, EVEN_C: tl.constexpr):
-        """Store a (BW, BC) row tile through its pointers `ptr`: masked to the map's columns and channels with
-        MASKED, to its channels without EVEN_C."""
-        if MASKED:
-            tl.store(ptr, value, mask=wo_ok[:, None] & c_ok[None, :])
-        elif EVEN_C:
-            tl.store(ptr, value)
-        else:
-            tl.store(ptr, value, mask=c_ok[None, :])
 
     @triton.jit
     def _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
@@ -58,8 +47,8 @@ if triton is not None:
                                MASKED, EVEN_C, PREFETCH, BLOCK_W, BLOCK_C)
             if ho >= top:
                 y = acc[0].to(y_ptr.dtype.element_ty)
-                _store_row(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :], y, wo, wo_ok, c, c_ok,
-                           MASKED, EVEN_C)
+                _store_row(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :], y, wo_ok, c_ok, MASKED,
+                           EVEN_C)
                 value = y.to(tl.float32)  # the statistics of y as stored
                 delta = value - mean
                 mean += delta / (ho - top + 1).to(tl.float32)
@@ -77,17 +66,8 @@ if triton is not None:
         # the block's mean), the block being its rows x its columns inside the output.
         C, san, sah, saw = _multiple(C, ALIGN), _multiple(san, ALIGN), _multiple(sah, ALIGN), _multiple(saw, ALIGN)
         syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)
+        n, top, out_rows, left, wo, wo_ok, c, c_ok = _strip(HO, WO, C, ROWS, BLOCK_W, BLOCK_C)
         pid = tl.program_id(0)
-        blocks_w = tl.cdiv(WO, BLOCK_W)
-        bands = tl.cdiv(HO, ROWS)
-        left = (pid % blocks_w) * BLOCK_W
-        top = ((pid // blocks_w) % bands) * ROWS
-        n = pid // (blocks_w * bands)
-        wo = left + tl.arange(0, BLOCK_W)
-        wo_ok = wo < WO
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = c < C
-        out_rows = tl.minimum(ROWS, HO - top)
         if _inside(left, pad_w, W, WO, K, STRIDE, BLOCK_W):
             mean, m2 = _forward_rows(a_ptr, w_ptr, y_ptr, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h,
                                      pad_w, san, sah, saw, syn, syh, syw, K, STRIDE, False, EVEN_C, PREFETCH, BLOCK_W,
@@ -144,7 +124,7 @@ if triton is not None:
                     dshift += dz
                     dz = dz * scale[None, :]
                 _store_row(dx_ptr + n * sxn + h * sxh + wi[:, None] * sxw + c[None, :],
-                           dz.to(dx_ptr.dtype.element_ty), wi, wi_ok, c, c_ok, MASKED, EVEN_C)
+                           dz.to(dx_ptr.dtype.element_ty), wi_ok, c_ok, MASKED, EVEN_C)
             acc = (acc[1], acc[2], acc[3], acc[4], zero)
         return dscale, dshift
 
@@ -157,23 +137,14 @@ if triton is not None:
         # turned conv's (k - 1 - the forward's). Its lanes' dscale and dshift summed to row `pid` of the buffers.
         C, sgn, sgh, sgw = _multiple(C, ALIGN), _multiple(sgn, ALIGN), _multiple(sgh, ALIGN), _multiple(sgw, ALIGN)
         sxn, sxh, sxw = _multiple(sxn, ALIGN), _multiple(sxh, ALIGN), _multiple(sxw, ALIGN)
+        n, top, out_rows, left, wi, wi_ok, c, c_ok = _strip(H, W, C, ROWS, BLOCK_W, BLOCK_C)  # dx's (H, W)
         pid = tl.program_id(0)
-        blocks_w = tl.cdiv(W, BLOCK_W)
-        bands = tl.cdiv(H, ROWS)
-        left = (pid % blocks_w) * BLOCK_W
-        top = ((pid // blocks_w) % bands) * ROWS
-        n = pid // (blocks_w * bands)
-        wi = left + tl.arange(0, BLOCK_W)
-        wi_ok = wi < W
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = c < C
         if AFFINE:
             scale = tl.load(scale_ptr + c, mask=c_ok, other=0.0)
             shift = tl.load(shift_ptr + c, mask=c_ok, other=0.0)
         else:
             scale = tl.zeros([BLOCK_C], dtype=tl.float32)
             shift = scale
-        out_rows = tl.minimum(ROWS, H - top)
         if _inside(left, pad_w, WO, W, K, 1, BLOCK_W):
             dscale, dshift = _input_grad_rows(g_ptr, w_ptr, x_ptr, dx_ptr, scale, shift, n, top, out_rows, wi, wi_ok,
                                               c, c_ok, HO, WO, C, pad_h, pad_w, sgn, sgh, sgw, sxn, sxh, sxw, K,

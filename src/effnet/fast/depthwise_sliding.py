@@ -85,6 +85,31 @@ if triton is not None:
         return r0, r1, r2, r3, r4
 
     @triton.jit
+    def _strip(HO, WO, C, ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Program (image, row band, column block) x channel block of an (HO, WO) output: its image n, first row
+        `top`, row count (those < HO), first column `left`, columns wo (BW,) and which lie inside, channels c (BC,)
+        and which are real. Channels are unit-stride (channels-last)."""
+        pid = tl.program_id(0)
+        blocks_w = tl.cdiv(WO, BLOCK_W)
+        bands = tl.cdiv(HO, ROWS)
+        left = (pid % blocks_w) * BLOCK_W
+        top = ((pid // blocks_w) % bands) * ROWS
+        wo = left + tl.arange(0, BLOCK_W)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        return pid // (blocks_w * bands), top, tl.minimum(ROWS, HO - top), left, wo, wo < WO, c, c < C
+
+    @triton.jit
+    def _store_row(ptr, value, wo_ok, c_ok, MASKED: tl.constexpr, EVEN_C: tl.constexpr):
+        """Store a (BW, BC) row tile through its pointers `ptr`: masked to the map's columns and channels with
+        MASKED, to its channels without EVEN_C."""
+        if MASKED:
+            tl.store(ptr, value, mask=wo_ok[:, None] & c_ok[None, :])
+        elif EVEN_C:
+            tl.store(ptr, value)
+        else:
+            tl.store(ptr, value, mask=c_ok[None, :])
+
+    @triton.jit
     def _shifted(row_ptr, kw: tl.constexpr, wo, wo_ok, c_ok, W, pad_w, sxw, STRIDE: tl.constexpr,
                  MASKED: tl.constexpr, EVEN_C: tl.constexpr):
         """Tap column kw's (BW, BC) tile of one input row for the output columns wo, as loaded (zero padding
@@ -209,16 +234,9 @@ if triton is not None:
                 out = acc[0] + bias[None, :]
                 if ACT:
                     out = _silu(out, ACT)
-                pointers = y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :]
-                if MASKED:
-                    tl.store(pointers, out.to(y_ptr.dtype.element_ty), mask=wo_ok[:, None] & c_ok[None, :])
-                    pooled += tl.where(wo_ok[:, None], out, 0.0)
-                else:
-                    if EVEN_C:
-                        tl.store(pointers, out.to(y_ptr.dtype.element_ty))
-                    else:
-                        tl.store(pointers, out.to(y_ptr.dtype.element_ty), mask=c_ok[None, :])
-                    pooled += out
+                _store_row(y_ptr + n * syn + ho * syh + wo[:, None] * syw + c[None, :], out.to(y_ptr.dtype.element_ty),
+                           wo_ok, c_ok, MASKED, EVEN_C)
+                pooled += tl.where(wo_ok[:, None], out, 0.0) if MASKED else out
             acc = (acc[1], acc[2], acc[3], acc[4], zero)
         return pooled
 
@@ -235,26 +253,15 @@ if triton is not None:
                         K: tl.constexpr, STRIDE: tl.constexpr, ACT: tl.constexpr, POOL: tl.constexpr,
                         BIAS: tl.constexpr, FLIP: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_W: tl.constexpr,
                         BLOCK_C: tl.constexpr, ROWS: tl.constexpr, ALIGN: tl.constexpr, EVEN_C: tl.constexpr):
-        # Program (image, row band, column block) x channel block: output rows [top, top + ROWS) (those < HO),
-        # columns [left, left + BLOCK_W), channels c. Channels are unit-stride (channels-last). The SE's sums stay
-        # in registers per (column, channel) until the end: one reduction and one atomic add per program.
+        # Program (image, row band, column block) x channel block (`_strip`). The SE's sums stay in registers per
+        # (column, channel) until the end: one reduction and one atomic add per program.
         C, sxn, sxh, sxw = _multiple(C, ALIGN), _multiple(sxn, ALIGN), _multiple(sxh, ALIGN), _multiple(sxw, ALIGN)
         syn, syh, syw = _multiple(syn, ALIGN), _multiple(syh, ALIGN), _multiple(syw, ALIGN)
-        pid = tl.program_id(0)
-        blocks_w = tl.cdiv(WO, BLOCK_W)
-        bands = tl.cdiv(HO, ROWS)
-        left = (pid % blocks_w) * BLOCK_W
-        top = ((pid // blocks_w) % bands) * ROWS
-        n = pid // (blocks_w * bands)
-        wo = left + tl.arange(0, BLOCK_W)  # (BW,)
-        wo_ok = wo < WO
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BC,)
-        c_ok = c < C
+        n, top, out_rows, left, wo, wo_ok, c, c_ok = _strip(HO, WO, C, ROWS, BLOCK_W, BLOCK_C)
         if BIAS:
             bias = tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
         else:
             bias = tl.zeros([BLOCK_C], dtype=tl.float32)
-        out_rows = tl.minimum(ROWS, HO - top)
         # Whether every tap's columns lie inside the map and every column inside the output: no column masks.
         if _inside(left, pad_w, W, WO, K, STRIDE, BLOCK_W):
             pooled = _slide(x_ptr, w_ptr, y_ptr, bias, n, top, out_rows, wo, wo_ok, c, c_ok, H, W, C, pad_h, pad_w,
