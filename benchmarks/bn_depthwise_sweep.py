@@ -52,7 +52,7 @@ from effnet.fast import bn_depthwise_sliding as bds  # noqa: E402
 from effnet.fast.depthwise_sliding import default_tiles as sliding_tiles  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from depthwise_sweep import layer_shapes  # noqa: E402
-from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, outcome, print_step_totals, promote, sweep_layers,  # noqa: E402
                           sweep_dtype, sweep_parser, sweep_timer)
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for the forward and the input gradient
@@ -226,8 +226,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     moved = element * (size_in * 3 + size_out + (3 * size_out + size_in) + (size_out + 2 * size_in))
     layer_noise = max(noise(op_times) for op_times in passes.values())
     compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
-    note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
-        f"; tuned {op}: {name}" for op, name in promoted.items() if name)
+    note = outcome(skipped, promoted)
     print(f"{channels:5} {height:4} {k}x{k} s{stride} {count:2} | {times['torch'] * 1e6:9.1f} {compiled} "
           f"{times['cudnn'] * 1e6:9.1f} | " + " ".join(f"{op_times['default'] * 1e6:8.1f}" for op_times in
                                                        passes.values())

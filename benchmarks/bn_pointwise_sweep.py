@@ -48,7 +48,7 @@ from effnet.fast import bn_pointwise as bnp  # noqa: E402
 from effnet.fast import bn_stats  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
-from sweep_common import (AGAIN, finish, noise, print_step_totals, promote, sweep_layers,  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, outcome, print_step_totals, promote, sweep_layers,  # noqa: E402
                           sweep_dtype, sweep_parser, sweep_timer)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per pass, tried beside bn_pointwise.default_tiles and
@@ -190,8 +190,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                                                                        + 2 * cout)
     layer_noise = max(noise(op_times) for op_times in passes.values())
     compiled = f"{times['compiled'] * 1e6:9.1f}" if "compiled" in times else f"{'-':>9}"
-    note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
-        f"; tuned {op}: {name}" for op, name in promoted.items() if name)
+    note = outcome(skipped, promoted)
     if "dx loading y" in times:
         note += f"; loading y: dx {times['dx loading y'] * 1e6:.1f}, dw {times['dw loading y'] * 1e6:.1f} us"
     role = "project" if normalized else "expand"

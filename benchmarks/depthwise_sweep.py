@@ -40,7 +40,7 @@ from effnet.fast.depthwise_sliding import depthwise_sliding  # noqa: E402
 from effnet.fast.depthwise_sliding import misfit as sliding_misfit  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
-                          with_recorded)
+                          outcome, time_variants, with_recorded)
 
 # (BLOCK_H, BLOCK_W, BLOCK_C, ROWS, num_warps): first the four that won a layer in run 3 (benchmarks/RESULTS.md),
 # so `--configs 4` is a short sweep, then more one-row and two-dimensional tiles of 32 to 128 pixels.
@@ -160,12 +160,13 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     variants = {"default": run, **{name: partial(runners[kernel], tiles)
                                    for name, (kernel, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: torch_reference(x, weight, bias, stride, same))}
-    errors = {}
-    for name, variant in variants.items():
-        y, sums = variant()
-        errors[name] = max(relative_error(y, expected[0]),
-                           relative_error(sums / (out_h * out_w), expected[1].float()))
-        times[name] = timer.median(variant)
+
+    def error(output):
+        y, sums = output
+        return max(relative_error(y, expected[0]), relative_error(sums / (out_h * out_w), expected[1].float()))
+
+    errors, variant_times, skipped = time_variants(variants, error, timer)
+    times.update(variant_times)
     times[AGAIN] = timer.median(run)
     swept = {name: t for name, t in times.items() if name not in ("torch", AGAIN)}
     best = min(swept, key=swept.get)
@@ -174,14 +175,15 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
     def rate(seconds: float) -> float:
         return moved / seconds / 1e9
 
+    note = outcome(skipped, promoted)
     print(f"{index:2} {channels:5} {height:4} {k:2} {stride:2} {count:2}"
           f" | {times['torch'] * 1e6:9.1f} {rate(times['torch']):6.0f}"
           f" | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | {swept[best] * 1e6:8.1f}"
-          f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e}, noise {noise(times):.0%})"
-          f"{f'; tuned: {promoted}' if promoted else ''}", flush=True)
+          f" {rate(swept[best]):6.0f} {best}  (max error {max(errors.values()):.1e}, noise {noise(times):.0%}{note})",
+          flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride,
-            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times), "best": best,
-            "tuned": promoted}
+            "layers": count, "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times),
+            "skipped": skipped, "best": best, "tuned": promoted}
 
 
 def main() -> int:

@@ -32,7 +32,7 @@ from depthwise_sweep import layer_inputs  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import ops, tuning  # noqa: E402
 from effnet.fast.depthwise_train import input_grad, weight_grad  # noqa: E402
-from sweep_common import AGAIN, finish, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import AGAIN, finish, outcome, promote, sweep_parser, sweep_timer  # noqa: E402
 
 # input_grad's (BLOCK_H, BLOCK_W, BLOCK_C, num_warps[, parity]); the default is (8, 8, 32, 4) on a GPU. Parity
 # configurations (one parity of input pixels per program) run on stride-2 layers only.
@@ -98,7 +98,7 @@ def sweep_layer(args: argparse.Namespace, index: int, shape: tuple, count: int, 
           f"{times['torch dx'] * 1e6:7.1f} {times['torch dw'] * 1e6:7.1f} | "
           + " | ".join(f"{times[f'{grad} default'] * 1e6:7.1f} {times[best[grad]] * 1e6:7.1f} "
                        f"{best[grad][3:]:<20}" for grad in grads)
-          + f" | {max(errors.values()):.1e}" + (f"; out of resources: {', '.join(skipped)}" if skipped else ""),
+          + f" | {max(errors.values()):.1e}" + outcome(skipped, None),
           flush=True)
     return {"channels": channels, "height": height, "width": width, "kernel": k, "stride": stride, "same": same,
             "layers": count, "seconds": times, "errors": errors, "skipped": skipped, "best": best, "tuned": tuned}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +27,8 @@ import effnet  # noqa: E402
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import excitation as fused  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, outcome, promote, sweep_parser, sweep_timer,  # noqa: E402
+                          time_variants)
 
 CHUNKS = [256, 128, 512]  # channels per program of the split form: its default first
 
@@ -62,20 +64,17 @@ def main() -> int:
                        for name, (_, tiles, _) in choices.items()}}
         times = {"torch": timer.median(lambda: torch.sigmoid(torch.addmm(weights[3], torch.nn.functional.silu(
             torch.addmm(weights[1], sums, weights[0].t(), alpha=1 / 100)), weights[2].t())))}
-        errors = {}
-        for name, variant in variants.items():
-            errors[name] = relative_error(variant(), expected)
-            times[name] = timer.median(variant)
+        errors, variant_times, skipped = time_variants(variants, partial(relative_error, reference=expected), timer)
+        times.update(variant_times)
         times[AGAIN] = timer.median(variants["default"])
         key = dict(batch=args.batch, channels=channels, reduced=reduced)
         promoted = promote(args.tuning, "excitation", key, choices, times, errors, bound, device)
         best = min((name for name in times if name not in ("torch", AGAIN)), key=times.get)
         print(f"{index:2} {channels:5} -> {reduced:4} x{count:2} | torch {times['torch'] * 1e6:8.1f} us | default "
               f"{times['default'] * 1e6:8.1f} us | best {times[best] * 1e6:8.1f} us {best}  (max error "
-              f"{max(errors.values()):.1e}, noise {noise(times):.0%}){f'; tuned: {promoted}' if promoted else ''}",
-              flush=True)
+              f"{max(errors.values()):.1e}, noise {noise(times):.0%}{outcome(skipped, promoted)})", flush=True)
         rows.append({"channels": channels, "reduced": reduced, "blocks": count, "seconds": times, "errors": errors,
-                     "noise": noise(times), "best": best, "tuned": promoted})
+                     "noise": noise(times), "skipped": skipped, "best": best, "tuned": promoted})
         for name in ("torch", "default"):
             totals[name] += count * times[name]
         totals["best"] += count * times[best]

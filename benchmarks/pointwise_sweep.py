@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -38,7 +37,7 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import blas, kernels, ops, streaming  # noqa: E402
 from effnet.models.blocks import MBConv  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
-                          with_recorded)
+                          outcome, time_variants, with_recorded)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). First the default tiles on 8 warps: on 4 they spill 344-408
 # bytes of registers per thread on sm_90 (benchmarks/compile_check.py, Triton 3.8), on 8 they need 208-221.
@@ -120,15 +119,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     variants = {"default": partial(ops.default_pointwise, x, weight_t, bias, **layer),
                 **({"gate-rows": partial(run, None, False)} if gated else {}),
                 **{name: runners[kernel](tiles, extra) for name, (kernel, tiles, extra) in choices.items()}}
-    errors, skipped = {}, []
-    for name, variant in variants.items():
-        try:
-            output = variant()
-        except OutOfResources:  # e.g. a deep pipeline of streaming tiles 256 channels wide
-            skipped.append(name)
-            continue
-        errors[name] = relative_error(output, expected)
-        times[name] = timer.median(variant)
+    # skipped: e.g. a deep pipeline of streaming tiles 256 channels wide, out of shared memory
+    errors, variant_times, skipped = time_variants(variants, partial(relative_error, reference=expected), timer)
+    times.update(variant_times)
     times[AGAIN] = timer.median(variants["default"])
     swept = {name: t for name, t in times.items() if name not in ("torch", "cudnn", AGAIN)}
     best = min(swept, key=swept.get)
@@ -139,8 +132,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
 
     role = "expand" if act else ("proj+res" if skip else "project")
     gate_rows = f"{times['gate-rows'] * 1e6:9.1f}" if gated else f"{'-':>9}"
-    note = (f"; out of resources: {', '.join(skipped)}" if skipped else "") + (
-        f"; tuned: {promoted}" if promoted else "")
+    note = outcome(skipped, promoted)
     print(f"{cin:5} {cout:4} {height:4} {role:>8} {count:2} | {times['torch'] * 1e6:9.1f} "
           f"{times['cudnn'] * 1e6:9.1f} | {times['default'] * 1e6:10.1f} {rate(times['default']):6.0f} | "
           f"{gate_rows} | {swept[best] * 1e6:8.1f} {rate(swept[best]):6.0f} {best}  "

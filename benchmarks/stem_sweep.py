@@ -16,6 +16,7 @@ float32 input and one write of the output at the card's 4.3 TB/s.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import ops  # noqa: E402
 from effnet.fast import stem as stem_module  # noqa: E402
 from effnet.models.layers import SameConv2d  # noqa: E402
-from sweep_common import AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer  # noqa: E402
+from sweep_common import (AGAIN, finish, noise, promote, sweep_dtype, sweep_parser, sweep_timer,  # noqa: E402
+                          outcome, time_variants)
 
 # (BLOCK_P, num_warps) of the tensor-core form: its default first.
 SWEEP = [(128, 4), (64, 4), (256, 8), (128, 8)]
@@ -61,10 +63,8 @@ def main() -> int:
     variants = {"default": direct, **{name: dot(tiles) for name, (_, tiles, _) in choices.items()}}
     times = {"torch": timer.median(lambda: stem_module.stem(x, weight, weight_cols, bias, stride=stride, same=same,
                                                             use_triton=False))}
-    errors = {}
-    for name, variant in variants.items():
-        errors[name] = relative_error(variant(), expected)
-        times[name] = timer.median(variant)
+    errors, variant_times, skipped = time_variants(variants, partial(relative_error, reference=expected), timer)
+    times.update(variant_times)
     times[AGAIN] = timer.median(direct)
     key = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=k, stride=stride,
                height=args.size, width=args.size)
@@ -76,9 +76,10 @@ def main() -> int:
     for name, seconds in times.items():
         print(f"  {name:16} {seconds * 1e6:9.1f} us {moved / seconds / 1e9:7.0f} GB/s"
               f"{f'  (error {errors[name]:.1e})' if name in errors else ''}")
-    print(f"  best {best} (noise {noise(times):.0%}){f'; tuned: {promoted}' if promoted else ''}", flush=True)
+    note = outcome(skipped, promoted)
+    print(f"  best {best} (noise {noise(times):.0%}){note}", flush=True)
     row = {"model": args.model, "key": key, "bytes": moved, "seconds": times, "errors": errors, "noise": noise(times),
-           "best": best, "tuned": promoted}
+           "skipped": skipped, "best": best, "tuned": promoted}
     return finish(args.out, "stem_sweep.json", device, [row], bound)
 
 

@@ -1,13 +1,16 @@
 """What the layer sweeps (depthwise_sweep.py, pointwise_sweep.py, depthwise_train_sweep.py, bn_*_sweep.py)
-share: their options, timer, the promotion of a layer's winner into a tuning file, and their end."""
+share: their options, timer, the variants' checked timings, the promotion of a layer's winner into a tuning file,
+and their end."""
 from __future__ import annotations
 
 import argparse
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import torch
+from triton.runtime.errors import OutOfResources
 
 from effnet.bench.measure import Timer
 from effnet.fast import tuning
@@ -40,6 +43,34 @@ def sweep_timer(device: torch.device) -> Timer:
     60% apart on one layer); on CPU (Triton's interpreter) the sweeps only prove that they run, so one call
     per timing."""
     return Timer(device, warmup=5, repeats=20, iterations=10) if device.type == "cuda" else Timer(device, 0, 1, 1)
+
+
+def time_variants(variants: dict[str, Callable], error: Callable, timer: Timer
+                  ) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """(errors, times, skipped): each variant run once, its output's error (`error(output)`) taken, then timed.
+    A variant the card cannot launch (Triton's OutOfResources: more shared memory than a multiprocessor has) is
+    named in `skipped` and the rest still run, so that one tile set does not cost a lease's whole sweep; the
+    default must run."""
+    errors, times, skipped = {}, {}, []
+    for name, variant in variants.items():
+        try:
+            output = variant()
+        except OutOfResources:
+            if name == "default":
+                raise
+            skipped.append(name)
+            continue
+        errors[name] = error(output)
+        times[name] = timer.median(variant)
+    return errors, times, skipped
+
+
+def outcome(skipped: list[str], promoted: str | dict[str, str | None] | None) -> str:
+    """The end of a layer's line: the variants skipped for want of resources, and what went into the tuning file
+    (`promote`'s name, or one per pass: {op: name})."""
+    tuned = promoted.items() if isinstance(promoted, dict) else [("", promoted)]
+    return (f"; out of resources: {', '.join(skipped)}" if skipped else "") + "".join(
+        f"; tuned{f' {op}' if op else ''}: {name}" for op, name in tuned if name)
 
 
 def finish(out: Path | None, filename: str, device: torch.device, rows: list[dict], bound: float) -> int:

@@ -85,6 +85,29 @@ def test_a_sweep_the_default_wins_drops_the_layers_older_choice(tmp_path):
 
 
 @needs_triton
+def test_a_variant_the_card_cannot_launch_is_skipped_and_the_rest_still_run():
+    """A tile set that asks for more shared memory than the card has (Triton raises OutOfResources at its first
+    launch) is named and skipped, not the end of the lease's sweep; the default must run."""
+    from triton.runtime.errors import OutOfResources
+
+    from effnet.bench.measure import Timer
+    from sweep_common import outcome, time_variants
+
+    def too_big():
+        raise OutOfResources(300_000, 232_448, "shared memory")
+
+    timer = Timer(torch.device("cpu"), 0, 1, 1)
+    variants = {"default": lambda: torch.ones(3), "(256, 64)": too_big, "(64, 64)": lambda: torch.full((3,), 2.0)}
+    errors, times, skipped = time_variants(variants, lambda y: float((y - 1).abs().max()), timer)
+    assert skipped == ["(256, 64)"] and errors == {"default": 0.0, "(64, 64)": 1.0} and set(times) == set(errors)
+    assert outcome(skipped, "(64, 64)") == "; out of resources: (256, 64); tuned: (64, 64)"
+    assert outcome([], {"bn_depthwise": None, "bn_depthwise_input_grad": "dx sliding"}) == (
+        "; tuned bn_depthwise_input_grad: dx sliding")
+    with pytest.raises(OutOfResources):
+        time_variants({"default": too_big}, float, timer)
+
+
+@needs_triton
 @pytest.mark.parametrize("script, op, key, entry", [
     ("depthwise_sweep", "depthwise", dict(kernel_size=3, stride=1, channels=32, height=8, width=8),
      ("tiled", (2, 4, 32, 1, 4), {})),
