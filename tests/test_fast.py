@@ -41,6 +41,32 @@ def test_optimized_model_is_a_copy_and_fuses_every_silu_mbconv():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("name, fused", [("efficientnet_b0", True), ("tf_efficientnet_b0", True),
+                                         ("efficientnet_lite0", False)])
+def test_a_silu_head_conv_becomes_one_product_with_its_bias_and_keeps_its_keys(name, fused):
+    """The head conv and its SiLU as one matrix product with the bias in its epilogue (`FusedHead`), not a conv,
+    a bias pass and a SiLU pass; Lite's ReLU6 head stays the folded conv. The same keys, the same function (on
+    channels-last maps, as the blocks hand them over, and on others)."""
+    model = randomise_batchnorm(tiny(name, width=0.1)).eval()
+    fast = optimize_for_inference(model, use_triton=False)
+    assert isinstance(fast.model.conv_head, effnet.fast.fused.FusedHead) is fused
+    assert isinstance(fast.model.act2, nn.Identity) is fused
+    assert fast.state_dict().keys() == optimize_for_inference(model, use_triton=False, fuse=False).state_dict().keys()
+    x = torch.randn(2, 3, 64, 48)
+    with torch.inference_mode():
+        assert relative_error(fast(x), model(x)) <= 1e-5
+        if fused:
+            head = fast.model.conv_head
+            features = torch.randn(2, head.weight.shape[1], 3, 5)
+            expected = F.silu(F.conv2d(features, head.weight, head.bias))
+            for layout in (torch.channels_last, torch.contiguous_format):
+                y = head(features.contiguous(memory_format=layout))
+                assert y.is_contiguous(memory_format=torch.channels_last)
+                assert relative_error(y, expected) <= 1e-6
+    if fused:  # autograd on (torch.export traces so; a caller may forget no_grad): the SiLU is not in place there
+        assert relative_error(head(features), expected) <= 1e-6
+
+
 def test_pytorch_pointwise_gates_in_place_only_when_asked_and_autograd_does_not_need_x():
     """The fused block's x is its own scratch, so its gated 1x1 scales it in place (a fresh activation-sized
     tensor fewer per block on a CPU); the same values, and a caller's x is untouched unless it asks."""

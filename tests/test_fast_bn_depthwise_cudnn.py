@@ -14,7 +14,7 @@ from effnet.fast import bn_depthwise_cudnn as bdc
 from effnet.fast import ops, tuning
 from kernel_helpers import DEPTHWISE_FORM_FUNCTIONS as FUNCTIONS
 from kernel_helpers import DEPTHWISE_PASSES as PASSES
-from kernel_helpers import DEVICE, depthwise_training_case, needs_triton, outputs_and_gradients, relative_error
+from kernel_helpers import depthwise_training_case, needs_triton, outputs_and_gradients, relative_error
 from kernel_helpers import small_depthwise_tiles  # noqa: F401 - the fixture every test here uses
 from kernel_helpers import spy_calls
 

@@ -41,6 +41,21 @@ def test_cudnn_depthwise_equals_pytorch(kernel_size, stride, same, act, pool, dt
         assert sums is None
 
 
+def test_the_bias_is_added_by_the_activation_pass_not_by_the_conv(monkeypatch):
+    """PyTorch's cuDNN conv adds a bias in an element-wise pass of its own after the library's conv (a read and a
+    write of the whole output); the activation pass adds it as it loads each value, so the conv is given none."""
+    biases, conv = [], ops.padded_conv2d
+    monkeypatch.setattr(ops, "padded_conv2d", lambda x, weight, bias, **options: biases.append(bias) or conv(
+        x, weight, bias, **options))
+    x = torch.randn(2, 16, 6, 6, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    taps, bias = torch.randn(9, 16, device=DEVICE), torch.randn(16, device=DEVICE)
+    y, _ = depthwise_cudnn.depthwise_cudnn(x, taps, bias, kernel_size=3, stride=1, padding=(1, 1), output_size=(6, 6),
+                                           act=False, pool=False)
+    assert biases == [None]
+    weight = taps.t().reshape(16, 1, 3, 3)
+    assert relative_error(y, torch.nn.functional.conv2d(x, weight, bias, padding=1, groups=16)) <= 1e-5
+
+
 def test_the_pool_sums_each_image_apart():
     """A program's rows never reach into the next image: a change to one image changes its sums alone."""
     torch.manual_seed(5)

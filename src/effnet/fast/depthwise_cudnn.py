@@ -5,10 +5,11 @@ Run 8 (an H200, benchmarks/RESULTS.md) timed PyTorch's own three passes (cuDNN's
 SiLU, then the SE's mean) beside the fused Triton kernel, which does all three in one pass. On B4's 5 x 5
 stride-1 layers at 48 and 24 px, where each tap re-reads a shifted tile from L2, the three passes won: 772
 against 1,200 us (x 3 layers), 554 against 828 (x 5), 401 against 585; on B0's 240-channel 5 x 5 at 28 px 423
-against 440. Here the conv is cuDNN's (`F.conv2d` with the bias, channels-last, the kernels' padding:
-`ops.padded_conv2d`), and one Triton pass over its output applies the SiLU in place and adds each image's
-float32 channel sums, as the fused kernel pools them (before rounding): one read and one write of the output
-where PyTorch's composite takes two reads and a write. `benchmarks/depthwise_sweep.py` times it per layer
+against 440. Here the conv is cuDNN's (`F.conv2d` without the bias, channels-last, the kernels' padding:
+`ops.padded_conv2d`), and one Triton pass over its output adds the bias, applies the SiLU in place and adds each
+image's float32 channel sums, as the fused kernel pools them (before rounding): one read and one write of the
+output where PyTorch's composite takes three reads and two writes (its cuDNN conv adds the bias in a pass of its
+own, then the SiLU, then the mean). `benchmarks/depthwise_sweep.py` times it per layer
 ("cudnn") and records it where it wins (tuning kernel `cudnn` for `depthwise`, no tiles). Never a default.
 """
 from __future__ import annotations
@@ -25,11 +26,11 @@ if triton is not None:
     from effnet.fast.kernels import _multiple, _silu
 
     @triton.jit
-    def _activate_pool_kernel(y_ptr, sums_ptr, pixels, C, ACT: tl.constexpr, POOL: tl.constexpr, ALIGN: tl.constexpr,
-                              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _activate_pool_kernel(y_ptr, bias_ptr, sums_ptr, pixels, C, ACT: tl.constexpr, POOL: tl.constexpr,
+                              ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         # One program: BLOCK_M of one image's pixels x BLOCK_C channels of channels-last y ((N * pixels, C) as a
-        # matrix). With ACT it writes SiLU(y) in place; with POOL it adds the float32 column sums of what it
-        # wrote (before rounding) to the image's row of `sums_ptr` (N, C).
+        # matrix). It writes y + bias in place, through the SiLU with ACT; with POOL it adds the float32 column
+        # sums of what it wrote (before rounding) to the image's row of `sums_ptr` (N, C).
         C = _multiple(C, ALIGN)
         blocks = tl.cdiv(pixels, BLOCK_M)
         n = tl.program_id(0) // blocks
@@ -39,9 +40,10 @@ if triton is not None:
         ok = (p < pixels)[:, None] & c_ok[None, :]
         offsets = (n * pixels + p)[:, None] * C + c[None, :]
         y = tl.load(y_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        y += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         if ACT:
             y = _silu(y, ACT)
-            tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=ok)
+        tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=ok)
         if POOL:
             tl.atomic_add(sums_ptr + n * C + c, tl.sum(tl.where(ok, y, 0.0), axis=0), mask=c_ok)
 
@@ -63,15 +65,16 @@ def depthwise_cudnn(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
                     pool: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`kernels.depthwise`'s arguments and result, the conv through the library: (channels-last SiLU(depthwise(x)
     + bias), with `pool` the float32 per-image channel sums (N, C) of that output, else None)."""
-    y = ops.padded_conv2d(x, conv_weight(weight_taps, kernel_size, x.dtype), bias.to(x.dtype), stride=stride,
-                          padding=padding, output_size=output_size, groups=x.shape[1])
+    # No bias in the conv: PyTorch's cuDNN path would add it in a pass of its own (`output.add_(bias)` after the
+    # library's conv), which the activation pass does as it loads each value.
+    y = ops.padded_conv2d(x, conv_weight(weight_taps, kernel_size, x.dtype), None, stride=stride, padding=padding,
+                          output_size=output_size, groups=x.shape[1])
     y = y.contiguous(memory_format=torch.channels_last)
     batch, channels, height, width = y.shape
     sums = torch.zeros((batch, channels), device=y.device, dtype=torch.float32) if pool else None
-    if act or pool:
-        block_m, block_c = row_tiles(channels, _TILE)
-        grid = (batch * triton.cdiv(height * width, block_m), triton.cdiv(channels, block_c))
-        _activate_pool_kernel[grid](y, sums if pool else y, height * width, channels, ACT=kernels.act_mode(act, y),
-                                    POOL=pool, ALIGN=kernels.map_alignment(y), BLOCK_M=block_m, BLOCK_C=block_c,
-                                    **({} if INTERPRET else {"num_warps": WARPS}))
+    block_m, block_c = row_tiles(channels, _TILE)
+    grid = (batch * triton.cdiv(height * width, block_m), triton.cdiv(channels, block_c))
+    _activate_pool_kernel[grid](y, bias, sums if pool else y, height * width, channels, ACT=kernels.act_mode(act, y),
+                                POOL=pool, ALIGN=kernels.map_alignment(y), BLOCK_M=block_m, BLOCK_C=block_c,
+                                **({} if INTERPRET else {"num_warps": WARPS}))
     return y, sums

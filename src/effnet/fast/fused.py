@@ -10,11 +10,13 @@ channels-last, and replaces each MBConv block by `FusedMBConv`:
 
 Each full-size tensor is written once and read once; nothing is written for BN, SiLU, the SE
 pool or `x * gate`. The stem, with the input cast, is one Triton pass too (`effnet.fast.stem`; `fuse_stem=False`
-keeps the cast and the folded PyTorch stem). Head and other block types run the folded PyTorch modules.
+keeps the cast and the folded PyTorch stem), and the head conv one library product with its bias in the
+product's epilogue (`FusedHead`). Other block types run the folded PyTorch modules.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from effnet.export.fold import fold_batchnorm
@@ -97,6 +99,33 @@ class FusedStem(nn.Module):
                     use_triton=self.use_triton)  # (N, stem, H/s, W/s)
 
 
+class FusedHead(nn.Module):
+    """A folded 1x1 head conv as one library matrix product with the bias in the product's epilogue, then the
+    SiLU in place. PyTorch's conv with a bias adds it in a pass of its own: on an H200
+    (benchmarks/RESULTS.md, run 8) B0's head at batch 256 took the product 21 us, that add 36 us and the SiLU
+    17 us, B4's at batch 128 48, 94 and 35 us. Keeps the conv's `weight` and `bias` under their own names, so
+    the state dict's keys are those of the unfused fast model (`conv_head.weight`, `conv_head.bias`)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.register_buffer("weight_t", _columns(conv), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        y = torch.addmm(self.bias, x.permute(0, 2, 3, 1).reshape(-1, channels), self.weight_t)  # (pixels, features)
+        y = F.silu(y, inplace=not torch.is_grad_enabled())
+        return y.view(batch, height, width, -1).permute(0, 3, 1, 2)  # (N, features, H, W), channels-last
+
+
+def _plain_head(model: EfficientNet) -> bool:
+    """Whether the folded model's head is what `FusedHead` computes: a 1x1 conv with a bias, then a SiLU."""
+    conv = model.conv_head
+    return (model.has_head_conv and type(conv) in (nn.Conv2d, SameConv2d) and conv.kernel_size == (1, 1)
+            and conv.stride == (1, 1) and conv.groups == 1 and conv.bias is not None
+            and isinstance(model.bn2, nn.Identity) and isinstance(model.act2, nn.SiLU))
+
+
 def _taps(conv: nn.Conv2d) -> torch.Tensor:
     """A depthwise conv's weights as (k*k, C) float32 columns: its values in the weights' dtype, widened. The
     depthwise kernels multiply in float32; with 16-bit taps each of k*k taps' weight vectors is converted
@@ -141,7 +170,8 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
     the recomputation is cheap (`effnet.fast.expansion`). `fuse_stem` (the default) runs a SiLU stem
     as one pass that reads the input as given, in place of the input cast, conv and SiLU
     (`effnet.fast.stem`; on an H100 0.69 ms of B0's 7.85 ms bf16 forward at batch 256, RESULTS.md run 5);
-    the input cast stays where the stem is not fused (`fuse_stem=False`, Lite's ReLU6 stems).
+    the input cast stays where the stem is not fused (`fuse_stem=False`, Lite's ReLU6 stems). A SiLU head
+    conv becomes one matrix product with its bias in the epilogue and the SiLU in place (`FusedHead`).
     """
     if not isinstance(model, EfficientNet):
         from effnet.export.errors import ExportError
@@ -161,6 +191,9 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
     if stem_fused:
         folded.conv_stem = FusedStem(folded.conv_stem, use_triton)
         folded.act1 = nn.Identity()
+    if fuse and _plain_head(folded):
+        folded.conv_head = FusedHead(folded.conv_head)
+        folded.act2 = nn.Identity()
     dtype = dtype or next(model.parameters()).dtype
     folded = folded.to(dtype=dtype, memory_format=torch.channels_last)
     for module in folded.modules():  # the excitation runs in float32 whatever the dtype
