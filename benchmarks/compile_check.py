@@ -54,6 +54,7 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 
 from effnet.fast import banded  # noqa: E402
 from effnet.fast import block_output as bo  # noqa: E402
+from effnet.fast import bn_act  # noqa: E402
 from effnet.fast import bn_depthwise as bnd  # noqa: E402
 from effnet.fast import bn_depthwise_banded as bdb  # noqa: E402
 from effnet.fast import bn_depthwise_cudnn as bdc  # noqa: E402
@@ -149,6 +150,21 @@ def _meta(*shape: int, dtype=None, channels_last: bool = False) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
+def _shapes(model: nn.Module, modules: list[nn.Module]) -> dict[nn.Module, tuple[torch.Size, torch.Size]]:
+    """(input shape, output shape) of each of `modules` in a forward of the model at its resolution (or SIZE), batch
+    BATCH."""
+    shapes = {}
+    hooks = [module.register_forward_hook(lambda module, inputs, output: shapes.__setitem__(
+        module, (torch.Size((BATCH, *inputs[0].shape[1:])), torch.Size((BATCH, *output.shape[1:])))))
+        for module in modules]
+    size = SIZE or model.spec.resolution
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
 def _blocks(model_name) -> list[tuple[object, torch.Size, torch.Size]]:
     """(block, depthwise input shape, depthwise output shape) of each MBConv of the model (a name or a spec) at its
     resolution (or SIZE), batch BATCH: the shapes the fused training passes see."""
@@ -156,16 +172,22 @@ def _blocks(model_name) -> list[tuple[object, torch.Size, torch.Size]]:
     from effnet.models.blocks import MBConv
 
     model = effnet.create_model(model_name).eval()
-    shapes = {}
-    hooks = [block.conv_dw.register_forward_hook(
-        lambda module, inputs, output, block=block: shapes.__setitem__(block, (inputs[0].shape, output.shape)))
-        for block in model.modules() if isinstance(block, MBConv)]
-    size = SIZE or model.spec.resolution
-    with torch.inference_mode():
-        model(torch.zeros(1, 3, size, size))
-    for hook in hooks:
-        hook.remove()
-    return [(block, torch.Size((BATCH, *i[1:])), torch.Size((BATCH, *o[1:]))) for block, (i, o) in shapes.items()]
+    blocks = [block for block in model.modules() if isinstance(block, MBConv)]
+    shapes = _shapes(model, [block.conv_dw for block in blocks])
+    return [(block, *shapes[block.conv_dw]) for block in blocks]
+
+
+def _norm_act_launches(model_name, launches: list) -> None:
+    """The stem's and head's batch norm and SiLU in a fused training step (`bn_act`), forward and backward."""
+    import effnet
+
+    model = effnet.create_model(model_name).eval()
+    shapes = _shapes(model, [model.bn1, model.bn2])
+    for name, bn in (("stem", model.bn1), ("head", model.bn2)):
+        y = _meta(*shapes[bn][0], channels_last=True).requires_grad_()
+        with _catching(launches, f"{getattr(model_name, 'name', model_name)} {name}"):
+            out = bn_act.batch_norm_act(nn.BatchNorm2d(bn.num_features, device="meta"), nn.SiLU(), y)
+            out.backward(torch.empty_like(out))
 
 
 def _batch_norm(channels: int, where: str, launches: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,6 +252,7 @@ def _training_launches(model_name: str) -> list[Launch]:
         y3 = _pointwise_launches(y2, weight, scale, shift, se, f"{where} projection", launches)
         scale, shift = _batch_norm(block.conv_pwl.out_channels, where, launches)
         _output_launches(y3, scale, shift, block.has_skip, f"{where} output", launches)
+    _norm_act_launches(model_name, launches)
     return launches
 
 

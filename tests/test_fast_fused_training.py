@@ -2,9 +2,12 @@
 same model: output, every parameter's gradient and the running statistics after a training step.
 
 Float32 under Triton's interpreter when there is no GPU, on a seven-block tiny B0. Its last blocks
-see 2 x 2 and 1 x 1 maps of two images, where a batch norm over 8 or 2 values is badly conditioned
+see 2 x 2 and 1 x 1 maps of four images, where a batch norm over 16 or 4 values is badly conditioned
 and PyTorch's own float32 gradients stray ~1e-4 from float64; so both float32 paths are held to a
-float64 run of the plain model, the fused one to as close as PyTorch gets (or 1e-5).
+float64 run of the plain model, the fused one to four times as far as PyTorch strays (or 1e-5). With two
+images (batch norms over 8 or 2 values) every rounding is amplified: over five inputs the fused path's
+worst error came out 0.2 to 7 times PyTorch's own, varying with the input more than with the path; with
+four images, 0.3 to 0.7 over thirteen inputs (1.0 on a fourteenth).
 """
 import copy
 
@@ -40,7 +43,8 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
     for module in (bnp, bnd):
         monkeypatch.setattr(module, "_forward", lambda *args, real=module._forward, name=module.__name__:
                             launches.append(name) or real(*args))
-    x = torch.randn(2, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    x = x.contiguous(memory_format=torch.channels_last)
     reference, plain_values = _step(exact, x.double()), _step(plain, x)
     fused_values = _step(fused, x)
     # Every depthwise and 1x1 conv ran fused (the first block has no expansion).

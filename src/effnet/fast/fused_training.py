@@ -19,6 +19,9 @@ training forward with autograd on, computes the same function with `effnet.fast.
 - `bn3`, stochastic depth and the residual are one pass over the narrow output, and one in the backward
   (`effnet.fast.block_output`).
 
+The stem's and head's convs stay the library's; an EfficientNet classifier becomes a `FusedTrainingEfficientNet`,
+whose batch norms and SiLUs after those convs take two Triton passes each way (`effnet.fast.bn_act`).
+
 In bf16 and fp16 on a GPU, every SiLU's sigmoid (the forward's and the one its backward differentiates)
 runs on the tanh instruction, 1/2 + tanh(z/2)/2, as the inference kernels' does (`kernels.fast_silu`:
 one special-function instruction a value, not an exp and a division); float32 keeps the exact form.
@@ -41,10 +44,12 @@ from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_stats, kernels
 from effnet.fast import ops
+from effnet.fast.bn_act import batch_norm_act
 from effnet.fast.block_output import block_output
 from effnet.fast.se_projection import se_projection
 from effnet.models.blocks import MBConv
 from effnet.models.layers import SameConv2d
+from effnet.models.network import EfficientNet
 
 
 def _draws(drop_path: nn.Module) -> bool:
@@ -124,8 +129,18 @@ def _plain_depthwise(conv: nn.Module) -> bool:
             and conv.bias is None and conv.padding == padding and conv.padding_mode == "zeros")
 
 
+class FusedTrainingEfficientNet(EfficientNet):
+    """An EfficientNet whose stem and head batch norms and SiLUs train in Triton passes (`effnet.fast.bn_act`)
+    where its fused blocks' kernels run. Made from an EfficientNet by `use_fused_training`; the same parameters
+    and keys."""
+
+    def _norm_act(self, bn: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return batch_norm_act(bn, act, x)
+
+
 def use_fused_training(model: nn.Module) -> nn.Module:
-    """Switch (in place) every MBConv of `model` to `FusedTrainingMBConv`; returns the model. Its
+    """Switch (in place) every MBConv of `model` to `FusedTrainingMBConv`, and an EfficientNet classifier to
+    `FusedTrainingEfficientNet` (its stem's and head's batch norms and SiLUs); returns the model. Its
     parameters, buffers, state-dict keys and evaluation forward are unchanged."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"use_fused_training needs an nn.Module, got {type(model).__name__}")
@@ -136,4 +151,6 @@ def use_fused_training(model: nn.Module) -> nn.Module:
     for module in blocks:
         if type(module) is MBConv:
             module.__class__ = FusedTrainingMBConv
+    if type(model) is EfficientNet:
+        model.__class__ = FusedTrainingEfficientNet
     return model

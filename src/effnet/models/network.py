@@ -77,11 +77,15 @@ class _Trunk(nn.Module):
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_stem(x)  # (N, stem, H/2, W/2)
-        x = self.bn1(x)
-        x = self.act1(x)
+        x = self._norm_act(self.bn1, self.act1, x)
         if self.stem_pools:
             x = self.pool_stem(x)  # (N, stem, H/4, W/4)
         return x
+
+    def _norm_act(self, bn: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The stem's and head's batch norm and activation after their conv: `act(bn(x))` (a fused training
+        model takes them in Triton passes: `effnet.fast.fused_training`)."""
+        return act(bn(x))
 
     def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -144,8 +148,7 @@ class EfficientNet(_Trunk):
         if not self.has_head_conv:
             return x  # (N, features, H/32, W/32)
         x = self.conv_head(x)  # (N, features, H/32, W/32)
-        x = self.bn2(x)
-        return self.act2(x)
+        return self._norm_act(self.bn2, self.act2, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3))  # (N, features)
