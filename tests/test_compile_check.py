@@ -56,3 +56,24 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     # Ampere's mma.sync, Triton's fallback for products under 64 rows.
     inference_1x1 = [line for line in lines if "kernels _pointwise_kernel" in line or "_streaming_kernel" in line]
     assert inference_1x1 and all(", wgmma" in line for line in inference_1x1), inference_1x1
+
+
+def test_partial_sums_reports_every_reduction_of_a_fused_step_and_each_1x1_weight_gradient():
+    """`benchmarks/partial_sums.py` walks a fused B0 training step on the meta device and sizes the partial sums its
+    reductions read back: each reduction's line, a total that is their sum, and one row per 1x1 weight gradient
+    (B0: 15 expansions and 16 projections) whose partials are 2 x chunks x in x out float32 values."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "partial_sums.py"), "--batch", "64"], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    split = next(i for i, line in enumerate(lines) if line.startswith("1x1 weight gradients"))
+    reductions = {line.split()[0]: float(line.split()[-2]) for line in lines[1:split] if " calls " in line
+                  and not line.lstrip().startswith("in all")}
+    total = next(line for line in lines if line.lstrip().startswith("in all"))
+    assert {"bn_pointwise.py:256", "bn_stats.merge_moments", "affine_grad.py:103"} <= set(reductions)
+    assert abs(sum(reductions.values()) - float(total.split()[-9])) <= 0.1 * len(reductions)
+    rows = [line.split() for line in lines[split + 2:] if line.strip()]
+    assert len(rows) == 31
+    for cin, cout, _, _, chunks, partials, *_ in rows:
+        assert abs(float(partials) - 2 * int(chunks) * int(cin) * int(cout) * 4 / 1e6) <= 0.06
