@@ -8,7 +8,9 @@ For every distinct 1x1 convolution of an MBConv block (B0 at 224 px, training ba
 it times a training step of that layer, forward and backward, on channels-last activations:
 
 - the fused pass with its default tiles, session 11's (`session11_tiles`) and each sweep configuration,
-  forward, input gradient and weight gradient timed apart; for an expansion, also both gradients with the
+  forward, input gradient and weight gradient timed apart; the weight gradient's default tiles also split
+  over fewer chunks of rows (`--wave-configs`: 1 and 2 programs per multiprocessor, not 4); for an expansion,
+  also both gradients with the
   default tiles loading y, as they did before session 14 (now they recompute its tiles:
   `bn_pointwise._recompute`). An expansion is `bn_pointwise`
   (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
@@ -64,6 +66,7 @@ SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 3), (128, 64, 64, 8, 3), (128, 128, 32
          "bn_pointwise_weight_grad": [(32, 64, 64, 4, 3), (64, 64, 64, 8, 3), (32, 128, 64, 8, 4),
                                       (16, 128, 128, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
 CONFIGS = len(SWEEP["bn_pointwise"])
+WAVES = (1, 2)  # programs per multiprocessor for the weight gradient's split over the rows (the default: 4)
 
 
 def session11_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
@@ -154,9 +157,14 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         times["compiled"] = timer.median(partial(pytorch_step, compiled))
     functions = {"bn_pointwise": forward, "bn_pointwise_input_grad": input_grad,
                  "bn_pointwise_weight_grad": weight_grad}
+    weight_tiles = bnp.default_tiles("bn_pointwise_weight_grad", cin, cout, height * width)
     configs = {"default": dict.fromkeys(functions),
                "session 11": {op: session11_tiles(op, cin, cout, height * width) for op in functions},
-               **{f"#{i}": {op: SWEEP[op][i] for op in functions} for i in range(args.configs)}}
+               **{f"#{i}": {op: SWEEP[op][i] for op in functions} for i in range(args.configs)},
+               # the weight gradient's default tiles split over fewer chunks of rows: fewer partial sums written
+               # and read back (benchmarks/partial_sums.py), fewer programs
+               **{f"waves {w}": {**dict.fromkeys(functions), "bn_pointwise_weight_grad": (*weight_tiles, w)}
+                  for w in WAVES[:args.wave_configs]}}
     errors, skipped = {}, []
     passes = {op: {} for op in functions}
     for name, tiles in configs.items():
@@ -166,7 +174,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
             skipped.append(name)
             continue
         for op, function in functions.items():
-            passes[op][name] = timer.median(partial(function, tiles[op]))
+            if tiles[op] is not None or name == "default":  # a configuration's other passes are the defaults
+                passes[op][name] = timer.median(partial(function, tiles[op]))
     for op, function in functions.items():
         passes[op][AGAIN] = timer.median(function)
     if not normalized:  # an expansion's gradients recompute y's tiles (`bn_pointwise._recompute`); as before, loading y
@@ -214,6 +223,9 @@ def main() -> int:
     parser = sweep_parser(__doc__, "bn_pointwise_sweep.json", CONFIGS, "how many sweep configurations to try")
     parser.set_defaults(batch=128)
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
+    parser.add_argument("--wave-configs", type=int, default=len(WAVES),
+                        help="how many splits of the weight gradient's rows over fewer programs to try (1 and 2 "
+                             "programs per multiprocessor, against the default 4)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = sweep_dtype(device)

@@ -142,11 +142,28 @@ def test_weight_grad_split(batch, pixels, chunks, gated, expected):
 def test_weight_gradient_is_the_same_however_the_rows_are_split(monkeypatch, chunks, gate):
     """Whole images per program (two, then a ragged last one), pieces of images, or the batch as one
     image: the weight gradient (and the gate's) equal the composite's."""
-    monkeypatch.setattr(bnp, "_chunks_wanted", lambda x, tiles, rows: chunks)
+    monkeypatch.setattr(bnp, "_chunks_wanted", lambda x, tiles, rows, waves: chunks)
     inputs = _inputs(torch.float32, affine=True, gate=gate, shape=(3, 20, 5, 7), out_channels=24)
     fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)
     for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):
         assert relative_error(value, expected) <= 1e-5, index
+
+
+@needs_triton
+def test_a_weight_gradient_tile_set_may_name_the_programs_its_row_split_aims_for(monkeypatch):
+    """A sixth value of the weight gradient's tiles (a tuning file's or the sweep's) sets the programs per
+    multiprocessor `_chunks_wanted` aims for; the gradients stay the composite's."""
+    waves, wanted = [], bnp._chunks_wanted
+    monkeypatch.setattr(bnp, "_chunks_wanted", lambda x, tiles, rows, count: waves.append(count) or wanted(
+        x, tiles, rows, count))
+    inputs = _inputs(torch.float32, affine=True, gate=False, shape=(3, 20, 5, 7), out_channels=24)
+    x, weight, scale, shift = inputs[:4]
+    y, mean, _ = bnp.bn_pointwise_reference(x, weight, scale, shift, act=True)
+    stats = bn_stats.gradient_stats(mean, mean, mean, y)
+    dy = torch.randn_like(y)
+    default, _ = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, None, True, (16, 16, 16, 4, 1))
+    split, _ = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, None, True, (16, 16, 16, 4, 1, 1))
+    assert waves == [bnp._WAVES, 1] and relative_error(split, default) <= 1e-6
 
 
 class _Composite(nn.Module):

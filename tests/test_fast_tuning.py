@@ -141,6 +141,11 @@ def test_record_replaces_one_shape_and_keeps_the_others(tmp_path):
     (json.dumps({"format": 1, "entries": [{"op": "excitation", "key": dict(batch=256, channels=1152, reduced=48),
                                            "kernel": "split", "tiles": [48]}]}),
      "chunks of a multiple of 32 channels, got 48"),
+    (json.dumps({"format": 1, "entries": [{"op": "bn_pointwise_weight_grad",
+                                           "key": dict(in_channels=16, out_channels=96, height=8, width=8,
+                                                       normalized=False),
+                                           "kernel": "tiled", "tiles": [32, 64, 64, 4, 3, 0]}]}),
+     "programs per multiprocessor .* at least 1, got 0"),
 ])
 def test_bad_tuning_files_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "tuning.json"

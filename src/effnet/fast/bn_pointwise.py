@@ -182,9 +182,9 @@ def _row_block_counts(batch: int, pixels: int, block_m: int) -> torch.Tensor:
 
 
 def _backward_setup(dy, x, y, weight, scale, op, tiles):
-    """The backward's (M, channels) views of dy, y and x, the tiles of its pass `op` (`tiles` if given) and
-    its launch options (less flags)."""
-    block_m, block_n, block_k, warps, stages = tiles or _tiles(op, x, weight.shape[0], scale)
+    """The backward's (M, channels) views of dy, y and x, the tiles of its pass `op` (`tiles` if given; a weight
+    gradient's sixth value is not a tile: `_weight_grad`) and its launch options (less flags)."""
+    block_m, block_n, block_k, warps, stages = (tiles or _tiles(op, x, weight.shape[0], scale))[:5]
     g, yv, a = _matrix(dy), _matrix(y), _matrix(x)
     if g.stride() != yv.stride():  # autograd may hand over any layout
         g = _matrix(dy.contiguous(memory_format=torch.channels_last))
@@ -217,29 +217,33 @@ def weight_grad_split(batch: int, pixels: int, block_m: int, chunks: int,
     return batch, pixels, rows, 1, batch * triton.cdiv(pixels, rows)
 
 
-def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int) -> int:
-    """How many chunks the weight gradient's rows are split into: enough for `_WAVES` programs per
+def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int, waves: int = _WAVES) -> int:
+    """How many chunks the weight gradient's rows are split into: enough for `waves` programs per
     multiprocessor over its `tiles` tiles of dweight, none under `_MIN_ROWS` rows. Under the interpreter
-    4, so that the tests' small shapes split."""
+    4 (or `waves` where it is not the default), so that the tests' small shapes split."""
     if INTERPRET:
-        return 4
-    programs = _WAVES * torch.cuda.get_device_properties(x.device).multi_processor_count
+        return 4 if waves == _WAVES else waves
+    programs = waves * torch.cuda.get_device_properties(x.device).multi_processor_count
     return max(1, min(triton.cdiv(programs, tiles), rows // _MIN_ROWS))
 
 
 def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, load_y=False):
     """(dweight (out, in) float32, dgate (N, in) float32 or empty without a gate): one pass split over the
     rows (`weight_grad_split`), its chunks' partial sums added by PyTorch. `stats` as in `_backward`;
-    `tiles` as `_forward`'s, for this pass; `load_y` loads y where `_recompute` would recompute it (for the
-    sweep)."""
+    `tiles` as `_forward`'s, for this pass, with an optional sixth value: the programs per multiprocessor the
+    split aims for (`_WAVES` unless given; fewer write fewer partial sums, `benchmarks/partial_sums.py`);
+    `load_y` loads y where `_recompute` would recompute it (for the sweep)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
+    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale)
+    waves = tiles[5] if len(tiles) > 5 else _WAVES
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
-        dy, x, y, weight, scale, "bn_pointwise_weight_grad", tiles)
+        dy, x, y, weight, scale, "bn_pointwise_weight_grad", tiles[:5])
     blocks_n = triton.cdiv(out_channels, block_n)
     tile_count = blocks_n * triton.cdiv(channels, block_k)
     images, pixels, rows_per_program, images_per_program, chunks = weight_grad_split(
-        batch, height * width, block_m, _chunks_wanted(x, tile_count, batch * height * width), gate is not None)
+        batch, height * width, block_m, _chunks_wanted(x, tile_count, batch * height * width, waves),
+        gate is not None)
     parts = torch.empty((chunks, out_channels, channels), device=x.device, dtype=torch.float32)
     pieces = triton.cdiv(pixels, rows_per_program)
     dgate = torch.empty((blocks_n, images * pieces, channels) if gate is not None else (0,), device=x.device,

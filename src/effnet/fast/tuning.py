@@ -25,7 +25,8 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
 - `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
-  `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`.
+  `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`; the weight
+  gradient's tiles may add a sixth value, the programs per multiprocessor its split over the rows aims for.
 - `stem` (inference, `effnet.fast.stem`): `in_channels`, `out_channels`, `kernel_size`, `stride`, `height`,
   `width` of the network's input. Kernels `direct` (the default kernel, no tiles) and `dot` (the conv as one
   product on tensor cores: (BLOCK_P, num_warps), or no tiles for its defaults).
@@ -80,7 +81,7 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), (
                 ("stem", "dot"): (0, 2), ("excitation", "single"): (0,), ("excitation", "split"): (0, 1),
                 ("depthwise_input_grad", "tiled"): (4, 5),
                 ("depthwise_weight_grad", "tiled"): (5, 6), ("bn_pointwise", "tiled"): (5,),
-                ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5,),
+                ("bn_pointwise_input_grad", "tiled"): (5,), ("bn_pointwise_weight_grad", "tiled"): (5, 6),
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
                 ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,),
@@ -150,6 +151,9 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
                 and entry["key"]["stride"] != 1):
             raise TuningError(f"tuning file {path}: the warmed depthwise taps (a last tile value of 1) are for "
                               "stride 1 only")
+        if op == "bn_pointwise_weight_grad" and len(tiles) == 6 and tiles[5] < 1:
+            raise TuningError(f"tuning file {path}: the 1x1 weight gradient's sixth tile value is the programs per "
+                              f"multiprocessor its split over the rows aims for, at least 1, got {tiles[5]}")
         if entry["kernel"] == "split" and tiles and (tiles[0] <= 0 or tiles[0] % 32):
             raise TuningError(f"tuning file {path}: the split excitation takes chunks of a multiple of 32 channels, "
                               f"got {tiles[0]}")
