@@ -122,7 +122,7 @@ def _plain_head(model: EfficientNet) -> bool:
     """Whether the folded model's head is what `FusedHead` computes: a 1x1 conv with a bias, then a SiLU."""
     conv = model.conv_head
     return (model.has_head_conv and type(conv) in (nn.Conv2d, SameConv2d) and conv.kernel_size == (1, 1)
-            and conv.stride == (1, 1) and conv.groups == 1 and conv.bias is not None
+            and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1 and conv.bias is not None
             and isinstance(model.bn2, nn.Identity) and isinstance(model.act2, nn.SiLU))
 
 
