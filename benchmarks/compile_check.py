@@ -165,27 +165,29 @@ def _shapes(model: nn.Module, modules: list[nn.Module]) -> dict[nn.Module, tuple
     return shapes
 
 
-def _blocks(model_name) -> list[tuple[object, torch.Size, torch.Size]]:
-    """(block, depthwise input shape, depthwise output shape) of each MBConv of the model (a name or a spec) at its
-    resolution (or SIZE), batch BATCH: the shapes the fused training passes see."""
+def _model_shapes(model_name) -> tuple[nn.Module, list, dict]:
+    """(model, its MBConv blocks, `_shapes` of each block's depthwise conv and of the stem's and head's batch
+    norms), from one forward of the model (a name or a spec)."""
     import effnet
     from effnet.models.blocks import MBConv
 
     model = effnet.create_model(model_name).eval()
     blocks = [block for block in model.modules() if isinstance(block, MBConv)]
-    shapes = _shapes(model, [block.conv_dw for block in blocks])
+    return model, blocks, _shapes(model, [*(block.conv_dw for block in blocks), model.bn1, model.bn2])
+
+
+def _blocks(model_name) -> list[tuple[object, torch.Size, torch.Size]]:
+    """(block, depthwise input shape, depthwise output shape) of each MBConv of the model (a name or a spec) at its
+    resolution (or SIZE), batch BATCH: the shapes the fused training passes see."""
+    _, blocks, shapes = _model_shapes(model_name)
     return [(block, *shapes[block.conv_dw]) for block in blocks]
 
 
-def _norm_act_launches(model_name, launches: list) -> None:
+def _norm_act_launches(model: nn.Module, shapes: dict, name: str, launches: list) -> None:
     """The stem's and head's batch norm and SiLU in a fused training step (`bn_act`), forward and backward."""
-    import effnet
-
-    model = effnet.create_model(model_name).eval()
-    shapes = _shapes(model, [model.bn1, model.bn2])
-    for name, bn in (("stem", model.bn1), ("head", model.bn2)):
+    for part, bn in (("stem", model.bn1), ("head", model.bn2)):
         y = _meta(*shapes[bn][0], channels_last=True).requires_grad_()
-        with _catching(launches, f"{getattr(model_name, 'name', model_name)} {name}"):
+        with _catching(launches, f"{name} {part}"):
             out = bn_act.batch_norm_act(nn.BatchNorm2d(bn.num_features, device="meta"), nn.SiLU(), y)
             out.backward(torch.empty_like(out))
 
@@ -220,8 +222,11 @@ def _training_launches(model_name: str) -> list[Launch]:
     """Every kernel launch a training step of the model makes through the fused passes (batch BATCH, DTYPE
     activations: bf16 as autocast makes them)."""
     launches = []
-    for index, (block, dw_in, dw_out) in enumerate(_blocks(model_name)):
-        where = f"{getattr(model_name, 'name', model_name)} block {index}"
+    model, blocks, shapes = _model_shapes(model_name)
+    name = getattr(model_name, "name", model_name)
+    for index, block in enumerate(blocks):
+        dw_in, dw_out = shapes[block.conv_dw]
+        where = f"{name} block {index}"
         scale = shift = None
         if block.expands:
             x = _meta(BATCH, block.conv_pw.in_channels, *dw_in[2:], channels_last=True)
@@ -252,7 +257,7 @@ def _training_launches(model_name: str) -> list[Launch]:
         y3 = _pointwise_launches(y2, weight, scale, shift, se, f"{where} projection", launches)
         scale, shift = _batch_norm(block.conv_pwl.out_channels, where, launches)
         _output_launches(y3, scale, shift, block.has_skip, f"{where} output", launches)
-    _norm_act_launches(model_name, launches)
+    _norm_act_launches(model, shapes, name, launches)
     return launches
 
 

@@ -182,9 +182,9 @@ def _row_block_counts(batch: int, pixels: int, block_m: int) -> torch.Tensor:
 
 
 def _backward_setup(dy, x, y, weight, scale, op, tiles):
-    """The backward's (M, channels) views of dy, y and x, the tiles of its pass `op` (`tiles` if given; a weight
-    gradient's sixth value is not a tile: `_weight_grad`) and its launch options (less flags)."""
-    block_m, block_n, block_k, warps, stages = (tiles or _tiles(op, x, weight.shape[0], scale))[:5]
+    """The backward's (M, channels) views of dy, y and x, the tiles of its pass `op` (`tiles` if given) and
+    its launch options (less flags)."""
+    block_m, block_n, block_k, warps, stages = tiles or _tiles(op, x, weight.shape[0], scale)
     g, yv, a = _matrix(dy), _matrix(y), _matrix(x)
     if g.stride() != yv.stride():  # autograd may hand over any layout
         g = _matrix(dy.contiguous(memory_format=torch.channels_last))
