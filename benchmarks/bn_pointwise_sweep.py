@@ -12,7 +12,8 @@ it times a training step of that layer, forward and backward, on channels-last a
   over fewer chunks of rows (`--wave-configs`: 1 and 2 programs per multiprocessor, not 4); for an expansion,
   also both gradients with the
   default tiles loading y, as they did before session 14 (now they recompute its tiles:
-  `bn_pointwise._recompute`). An expansion is `bn_pointwise`
+  `bn_pointwise._recompute`); for an expansion also its three passes through the library's matrix products
+  ("blas": `effnet.fast.bn_pointwise_blas`, unless `--no-blas`). An expansion is `bn_pointwise`
   (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
   A projection is `se_projection` (effnet.fast.se_projection), as the fused training MBConv runs it:
   the squeeze-excitation's pool and MLP, then the 1x1 conv applying the depthwise output's batch norm,
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
+from effnet.fast import bn_pointwise_blas as blas  # noqa: E402
 from effnet.fast import bn_stats  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
@@ -67,6 +69,7 @@ SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 3), (128, 64, 64, 8, 3), (128, 128, 32
                                       (16, 128, 128, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
 CONFIGS = len(SWEEP["bn_pointwise"])
 WAVES = (1, 2)  # programs per multiprocessor for the weight gradient's split over the rows (the default: 4)
+BLAS = "blas"  # a configuration's passes through `bn_pointwise_blas` (an expansion's only)
 
 
 def session11_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
@@ -117,6 +120,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     expected = [t.float() for t in pytorch_step(reference, torch.float32)]
 
     def forward(tiles=None):
+        if tiles == BLAS:
+            return blas.forward(*tensors)
         if se:
             return sep._forward(*tensors, tiles=tiles)
         return bnp._forward(*tensors, *[None] * (4 - len(tensors)), None, act, tiles)
@@ -130,6 +135,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     pool = torch.zeros(args.batch, cin, device=device) if se else None
 
     def backward(tiles=None, weight_tiles=None, outputs=outputs):
+        if tiles == BLAS:  # an expansion: (dx, dweight)
+            return input_grad(tiles), weight_grad(weight_tiles)[0]
         if se:  # (dx, dweight, daffine (dscale and dshift), and the SE's four)
             dx, dw, daffine, *dse = sep._backward(dy, stats, x, outputs[0], weight, scale, shift, *outputs[3:],
                                                   *tensors[4:7], True, tiles, weight_tiles)
@@ -139,9 +146,13 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         return (dx, dw, *daffine)  # dscale and dshift for a projection
 
     def input_grad(tiles=None):
+        if tiles == BLAS:
+            return blas.input_grad(dy, stats, x, weight)
         return bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=pool, tiles=tiles)
 
     def weight_grad(tiles=None):
+        if tiles == BLAS:
+            return blas.weight_grad(dy, stats, x, weight), None
         return bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles)
 
     def check(tiles) -> float:
@@ -164,7 +175,10 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                # the weight gradient's default tiles split over fewer chunks of rows: fewer partial sums written
                # and read back (benchmarks/partial_sums.py), fewer programs
                **{f"waves {w}": {**dict.fromkeys(functions), "bn_pointwise_weight_grad": (*weight_tiles, w)}
-                  for w in WAVES[:args.wave_configs]}}
+                  for w in WAVES[:args.wave_configs]},
+               # an expansion's passes through the library's matrix products (`bn_pointwise_blas`)
+               **({"blas": dict.fromkeys(functions, BLAS)} if blas.applies(None, None, act) and not args.no_blas
+                  else {})}
     errors, skipped = {}, []
     passes = {op: {} for op in functions}
     for name, tiles in configs.items():
@@ -186,7 +200,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     key = dict(in_channels=cin, out_channels=cout, height=height, width=width, normalized=normalized)
     promoted = {}
     for op, op_times in passes.items():
-        choices = {name: ("tiled", tiles[op], {}) for name, tiles in configs.items() if tiles[op] is not None}
+        choices = {name: ("blas", [], {}) if tiles[op] == BLAS else ("tiled", tiles[op], {})
+                   for name, tiles in configs.items() if tiles[op] is not None}
         promoted[op] = promote(args.tuning, op, key, choices, op_times, errors, bound, device)
     best = {op: min((n for n in op_times if n != AGAIN), key=op_times.get) for op, op_times in passes.items()}
     times.update({"fused": sum(op_times["default"] for op_times in passes.values()),
@@ -223,6 +238,8 @@ def main() -> int:
     parser = sweep_parser(__doc__, "bn_pointwise_sweep.json", CONFIGS, "how many sweep configurations to try")
     parser.set_defaults(batch=128)
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
+    parser.add_argument("--no-blas", action="store_true",
+                        help="leave out the expansions' passes through the library's matrix products")
     parser.add_argument("--wave-configs", type=int, default=len(WAVES),
                         help="how many splits of the weight gradient's rows over fewer programs to try (1 and 2 "
                              "programs per multiprocessor, against the default 4)")

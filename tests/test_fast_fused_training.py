@@ -16,7 +16,8 @@ import torch
 
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
-from effnet.fast import kernels
+from effnet.fast import bn_pointwise_blas as blas
+from effnet.fast import kernels, tuning
 from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
 from effnet.models.blocks import MBConv
 from kernel_helpers import DEVICE, OpNames, graph_recorder, needs_triton, relative_error, tiny
@@ -31,8 +32,26 @@ def _step(model, x):
     return [y, *grads, *[b.float() for b in model.buffers() if b.is_floating_point()]]
 
 
+def _expansion_keys(model, x) -> list[dict]:
+    """The tuning keys of the model's expansions (`bn_pointwise` layers taking their input as it is)."""
+    keys, hooks = [], []
+    for block in model.modules():
+        if isinstance(block, MBConv) and block.expands:
+            hooks.append(block.conv_pw.register_forward_pre_hook(lambda conv, inputs: keys.append(dict(
+                in_channels=inputs[0].shape[1], out_channels=conv.out_channels, height=inputs[0].shape[2],
+                width=inputs[0].shape[3], normalized=False))))
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return keys
+
+
 @needs_triton
-def test_fused_training_trains_as_the_plain_model(monkeypatch):
+@pytest.mark.parametrize("expansions", ["tiled", "blas"])
+def test_fused_training_trains_as_the_plain_model(monkeypatch, tmp_path, expansions):
+    """With the Triton kernels throughout, and with a tuning file putting every expansion's three passes on
+    the library's matrix products (`bn_pointwise_blas`)."""
     plain = tiny().to(DEVICE).train()
     fused = use_fused_training(copy.deepcopy(plain))
     exact = copy.deepcopy(plain).double()
@@ -40,15 +59,28 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch):
     assert sum(isinstance(m, FusedTrainingMBConv) for m in fused.modules()) == blocks == 7
     assert list(fused.state_dict()) == list(plain.state_dict())
     launches = []  # which fused passes ran: the real ones, counted on the way through
-    for module in (bnp, bnd):
-        monkeypatch.setattr(module, "_forward", lambda *args, real=module._forward, name=module.__name__:
+    for module, name in ((bnp, "_forward"), (bnd, "_forward"), (blas, "forward"), (blas, "weight_grad")):
+        monkeypatch.setattr(module, name, lambda *args, real=getattr(module, name), name=f"{module.__name__}.{name}":
                             launches.append(name) or real(*args))
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)
+    if expansions == "blas":
+        path = tmp_path / "tuning.json"
+        for key in _expansion_keys(copy.deepcopy(plain), x):
+            for op in ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad"):
+                tuning.record(path, op, key, "blas", [], device="test", seconds=1, default_seconds=2)
+        tuning.use(path)
     reference, plain_values = _step(exact, x.double()), _step(plain, x)
-    fused_values = _step(fused, x)
-    # Every depthwise and 1x1 conv ran fused (the first block has no expansion).
-    assert launches.count(bnd.__name__) == blocks and launches.count(bnp.__name__) == 2 * blocks - 1
+    try:
+        fused_values = _step(fused, x)
+    finally:
+        tuning.use(None)
+    # Every depthwise and 1x1 conv ran fused (the first block has no expansion); with "blas" every expansion's
+    # forward and weight gradient through the library.
+    assert launches.count(f"{bnd.__name__}._forward") == blocks
+    assert launches.count(f"{bnp.__name__}._forward") == 2 * blocks - 1
+    library = (blocks - 1) if expansions == "blas" else 0
+    assert launches.count(f"{blas.__name__}.forward") == launches.count(f"{blas.__name__}.weight_grad") == library
     names = ["output"] + [n for n, _ in plain.named_parameters()] + [
         n for n, b in plain.named_buffers() if b.is_floating_point()]
     for name, value, torch_value, expected in zip(names, fused_values, plain_values, reference, strict=True):

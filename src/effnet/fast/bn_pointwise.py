@@ -31,6 +31,10 @@ x 7 layers at batch 128 made 128 partial dweights each, added atomically (451 mi
 step, where its 1x1 passes read about 4 billion values). Where nothing is per image (no SE gate), the
 row tiles run across images, so small maps fill whole tiles.
 
+Where a tuning file names kernel `blas` for a pass of a layer that takes its input as it is (an expansion),
+that pass runs as the library's matrix products instead (`effnet.fast.bn_pointwise_blas`: y is linear in x
+there, so its statistics and gradients follow from x's moments).
+
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
 or CPU tensors under TRITON_INTERPRET=1, and the same function in plain PyTorch elsewhere
@@ -42,7 +46,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_stats, kernels, tuning
+from effnet.fast import bn_pointwise_blas, bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -108,11 +112,23 @@ def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | No
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
-    if choice is not None:
+    if choice is not None and choice["kernel"] == "tiled":
         return tuple(choice["tiles"])
     if INTERPRET:
         return _INTERPRET_TILES
     return default_tiles(op, channels, out_channels, height * width)
+
+
+def _blas(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None, gate: torch.Tensor | None,
+          act: bool) -> bool:
+    """Whether the tuning file names the library form (`bn_pointwise_blas`) for this layer's pass `op`, and the
+    layer takes its input as it is (the form's condition)."""
+    if not bn_pointwise_blas.applies(scale, gate, act):
+        return False
+    _, channels, height, width = x.shape
+    choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
+                           normalized=False)
+    return choice is not None and choice["kernel"] == "blas"
 
 
 def _matrix(t: torch.Tensor) -> torch.Tensor:
@@ -154,6 +170,8 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
     tile choice (for the sweep)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
+    if tiles is None and _blas("bn_pointwise", x, out_channels, scale, gate, act):
+        return bn_pointwise_blas.forward(x, weight)
     rows = batch * height * width
     images, pixels = _images(batch, height * width, gate is not None)
     block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise", x, out_channels, scale)
@@ -235,6 +253,8 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
     `load_y` loads y where `_recompute` would recompute it (for the sweep)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
+    if tiles is None and _blas("bn_pointwise_weight_grad", x, out_channels, scale, gate, act):
+        return bn_pointwise_blas.weight_grad(dy, stats, x, weight), stats.new_empty((0,))
     tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale)
     waves = tiles[5] if len(tiles) > 5 else _WAVES
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
@@ -267,6 +287,8 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     `load_y` as in `_weight_grad`."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
+    if tiles is None and pool is None and _blas("bn_pointwise_input_grad", x, out_channels, scale, gate, act):
+        return bn_pointwise_blas.input_grad(dy, stats, x, weight), stats.new_empty((0,))
     images, pixels = _images(batch, height * width, gate is not None or pool is not None)
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
         dy, x, y, weight, scale, "bn_pointwise_input_grad", tiles)

@@ -25,8 +25,10 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
   one image's pixels) or `cublas` (`effnet.fast.blas`, no tiles: an empty list).
 - `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
-  `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernel `tiled`; the weight
-  gradient's tiles may add a sixth value, the programs per multiprocessor its split over the rows aims for.
+  `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernels `tiled` (the weight
+  gradient's tiles may add a sixth value, the programs per multiprocessor its split over the rows aims for) and,
+  where `normalized` is false (an expansion), `blas` (`effnet.fast.bn_pointwise_blas`, no tiles: the library's
+  matrix products, the statistics and gradients from x's moments).
 - `stem` (inference, `effnet.fast.stem`): `in_channels`, `out_channels`, `kernel_size`, `stride`, `height`,
   `width` of the network's input. Kernels `direct` (the default kernel, no tiles) and `dot` (the conv as one
   product on tensor cores: (BLOCK_P, num_warps), or no tiles for its defaults).
@@ -67,13 +69,15 @@ KEYS = {
 }
 _CUDNN_OPS = ("bn_depthwise", "bn_depthwise_input_grad", "bn_depthwise_weight_grad")  # `bn_depthwise_cudnn`
 _SLIDING_OPS = ("bn_depthwise", "bn_depthwise_input_grad")  # `bn_depthwise_sliding`
+_BLAS_OPS = ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")  # `bn_pointwise_blas`
 KERNELS = {"depthwise": ("tiled", "banded", "cudnn", "sliding"),
            "pointwise": ("tiled", "streaming", "cublas"),
            "stem": ("direct", "dot"), "excitation": ("single", "split"),
            # and `bn_depthwise_banded`
            **{op: ("tiled", "cudnn", "banded", *(("sliding",) if op in _SLIDING_OPS else ())) for op in _CUDNN_OPS},
+           **{op: ("tiled", "blas") for op in _BLAS_OPS},
            **{op: ("tiled",) for op in KEYS if op not in ("depthwise", "pointwise", "stem", "excitation",
-                                                           *_CUDNN_OPS)}}
+                                                           *_CUDNN_OPS, *_BLAS_OPS)}}
 # How many tile values each (op, kernel) takes: the `tiles` argument of the function that runs it.
 TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), ("depthwise", "cudnn"): (0,),
                 ("depthwise", "sliding"): (4, 5), ("pointwise", "tiled"): (5,),
@@ -85,7 +89,8 @@ TILE_LENGTHS = {("depthwise", "tiled"): (5, 6), ("depthwise", "banded"): (4,), (
                 ("bn_depthwise", "tiled"): (4, 5), ("bn_depthwise_input_grad", "tiled"): (4, 5),
                 ("bn_depthwise_weight_grad", "tiled"): (5,), ("bn_depthwise", "cudnn"): (0,),
                 ("bn_depthwise_input_grad", "cudnn"): (0,), ("bn_depthwise_weight_grad", "cudnn"): (0,),
-                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0, 4, 5) for op in _SLIDING_OPS}}
+                **{(op, "banded"): (0,) for op in _CUDNN_OPS}, **{(op, "sliding"): (0, 4, 5) for op in _SLIDING_OPS},
+                **{(op, "blas"): (0,) for op in _BLAS_OPS}}
 
 
 class TuningError(EffnetError, ValueError):
@@ -154,6 +159,9 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if op == "bn_pointwise_weight_grad" and len(tiles) == 6 and tiles[5] < 1:
             raise TuningError(f"tuning file {path}: the 1x1 weight gradient's sixth tile value is the programs per "
                               f"multiprocessor its split over the rows aims for, at least 1, got {tiles[5]}")
+        if entry["kernel"] == "blas" and entry["key"]["normalized"]:
+            raise TuningError(f"tuning file {path}: the library form of the training 1x1 conv is for layers whose "
+                              "input is taken as it is (normalized false)")
         if entry["kernel"] == "split" and tiles and (tiles[0] <= 0 or tiles[0] % 32):
             raise TuningError(f"tuning file {path}: the split excitation takes chunks of a multiple of 32 channels, "
                               f"got {tiles[0]}")
