@@ -12,7 +12,11 @@
 #              against the split excitation, then the inference goal rows of B0 and B4 against timm
 #              compiled, alone and captured in a CUDA graph, and the top kernels of both fused forwards, all within
 #              SECONDS (560 unless given); its kernels compiled before the lease (benchmarks/precompile.py)
-#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
+#     call 2:  OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh pwtrain [SECONDS]
+#              the fused training's 1x1 passes swept on B0's layers (tiles, the weight gradient's split, each
+#              expansion as library products), the winners kept (SECONDS for the sweep, 170 unless given), then
+#              the fused training's gradient checks and B0's captured training rows with them
+#     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
 #              the training depthwise passes' cuDNN, banded and sliding forms (the sliding ones new in session 22:
 #              run it on any card) against the Triton kernels on B0's layers, the winners kept, then B0's captured
 #              training rows with them (run 8: 5,207 -> 6,073 img/s)
@@ -144,6 +148,21 @@ case "$STAGE" in
       echo "== stage done at $SECONDS s"
     } 2>&1 | tee "$OUT/lease.log"
     ;;
+  pwtrain)
+    # The fused training's 1x1 passes, B0's training goal's largest gap: in run 8's eager profiles (batch 128) they
+    # took 10.7 ms a step where the plain step's cuDNN 1x1 convs took 4.3, and their tiles were never swept on a GPU.
+    # B0's bn_pointwise sweep: the default tiles, the first three tile sets, the weight gradient split for fewer
+    # programs ("waves") and each expansion's passes as library products (session 24's "blas"), the winners kept;
+    # then the fused training's gradient checks with those winners and B0's captured training rows with the eager
+    # step's kernels (run 8: 6,073 img/s, timm compiled and captured 7,559). About 280 s.
+    {
+      timeout "${2:-170}" python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
+        --configs 3 --no-compile
+      python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b0 --checks ftrain \
+        --tasks training --modes cudagraphs --budget-s 110 --profile-training
+      cp "$KEEP/tuning.json" "$OUT/tuning.json"
+    } 2>&1 | tee "$OUT/lease.log"
+    ;;
   dwforms|dwcudnn)  # (dwcudnn: its name before the banded forms joined it)
     # Session 15's cuDNN forms of the training depthwise passes, session 16's banded tensor-core forms and session
     # 22's sliding window (forward; input gradient at stride 1) against the Triton kernels, B0's layers (the default
@@ -191,7 +210,7 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, train, dwforms, sweeps, rows, b4train or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, pwtrain, train, dwforms, sweeps, rows, b4train or b4)" >&2
     exit 2
     ;;
 esac

@@ -15,14 +15,14 @@ kernels compile with this machine's Triton of the same version: the same compile
 Checked against run 7's returned cache: with run 7's code, 90 of the 179 keys computed here were there. The
 rest had been left out of its pack, which keeps the newest entries.
 
-What it compiles (`--stages`, all four unless given), once with each tuning file a lease may start from
+What it compiles (`--stages`, all five unless given), once with each tuning file a lease may start from
 (`START_TUNING`: run 7's on an H100, run 8's on an H200; `--tuning`), so with each file's choices:
 - `inference`: the inference stage's sweeps as gpu_lease.sh runs them (`LEASE_SWEEPS`, run on the meta
   device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
   train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0) and
   the `effnet-tdw` step its profile runs.
-- `sweeps` and `dwforms`: those stages' sweeps of the fused training passes, on the meta device.
+- `sweeps`, `pwtrain` and `dwforms`: those stages' sweeps of the fused training passes, on the meta device.
 A launch this misses compiles on the lease as before.
 
     .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
@@ -86,10 +86,12 @@ LEASE_SWEEPS = {
         ("excitation_sweep", ["--model", "efficientnet_b4", "--batch", "128"])],
     "sweeps": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"]),
                ("bn_depthwise_sweep", ["--configs", "3", "--no-compile"])],
+    "pwtrain": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"])],
     "dwforms": [("bn_depthwise_sweep", ["--configs", "0", "--no-compile"]),
                 ("bn_depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "64", "--configs",
                                         "0", "--no-compile", "--layers", "3", "6", "7", "9", "12"])],
 }
+STAGES = ("inference", "train", *(stage for stage in LEASE_SWEEPS if stage != "inference"))
 # (model, batch) of the rows' fused forwards (gpu_check's plan).
 FORWARDS = [("efficientnet_b0", 256), ("efficientnet_b4", 128)]
 # (model, batch, resolution (None: the model's), activation dtype) of the fused training steps: the rows' (B0 captured
@@ -225,8 +227,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lease-wheel", type=Path, required=True,
                         help="the lease's Triton wheel (for CPython 3.12), whose compiled library its cache keys hash")
-    parser.add_argument("--stages", nargs="+", choices=("inference", "train", "sweeps", "dwforms"),
-                        default=["inference", "train", "sweeps", "dwforms"])
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--tuning", type=Path, nargs="+", default=START_TUNING,
                         help="the tuning files the lease may start from (their choices are compiled too)")
     parser.add_argument("--prune", action="store_true",
@@ -234,8 +235,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.lease_wheel.is_file():
         raise PrecompileError(f"no wheel at {args.lease_wheel}")
-    if args.prune and len(set(args.stages)) < 4:
-        raise PrecompileError("--prune drops every effnet kernel this run does not compile: run all four stages")
+    if args.prune and len(set(args.stages)) < len(STAGES):
+        raise PrecompileError("--prune drops every effnet kernel this run does not compile: run all the stages")
     wheel_version = args.lease_wheel.name.split("-")[1]
     if wheel_version != triton.__version__:
         raise PrecompileError(f"the lease's Triton is {wheel_version}, this one {triton.__version__}: install "

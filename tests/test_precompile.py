@@ -127,7 +127,7 @@ def test_pruning_after_some_stages_only_is_refused_in_one_line(tmp_path):
     wheel.write_bytes(b"")
     result = _precompile(tmp_path, "--lease-wheel", str(wheel), "--stages", "train", "--prune")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "precompile: --prune drops every effnet kernel this run does not compile: run all four stages"]
+        "precompile: --prune drops every effnet kernel this run does not compile: run all the stages"]
     assert not (tmp_path / "triton").exists()
 
 
