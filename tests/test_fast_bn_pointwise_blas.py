@@ -80,6 +80,24 @@ def test_blas_form_in_half_precision_is_within_rounding():
         assert relative_error(value.float(), expected) <= 5e-3, (name, relative_error(value.float(), expected))
 
 
+def test_autocast_does_not_round_the_float32_moments():
+    """Autocast reaches into a custom operator's implementation (the fused training runs under it): the form's
+    float32 products of the moments (mean, variance, the gradients' corrections) stay float32 there."""
+    from effnet.fast import bn_stats
+
+    x, weight = _expansion(torch.bfloat16)
+    weight = weight.bfloat16()
+    y, mean, var = blas.forward(x, weight)
+    stats = bn_stats.gradient_stats(torch.randn_like(mean), torch.randn_like(var), mean, y)
+    dy = torch.randn_like(y)
+    plain = [y, mean, var, blas.input_grad(dy, stats, x, weight), blas.weight_grad(dy, stats, x, weight)]
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        autocast = [*blas.forward(x, weight), blas.input_grad(dy, stats, x, weight),
+                    blas.weight_grad(dy, stats, x, weight)]
+    assert [t.dtype for t in autocast] == [torch.bfloat16, torch.float32, torch.float32, torch.bfloat16, torch.float32]
+    assert all(torch.equal(a, b) for a, b in zip(autocast, plain, strict=True))
+
+
 def test_sums_of_products_over_row_chunks_equal_one_product():
     """x^T x and dy^T x over many rows split into equal chunks (a batch of products summed after)."""
     torch.manual_seed(34)

@@ -25,6 +25,9 @@ functions on any device (BLAS on a CPU).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
 from effnet.fast.custom_ops import channels_last_empty
@@ -35,6 +38,17 @@ from effnet.fast.custom_ops import channels_last_empty
 _MAX_CHUNKS = 256
 # PyTorch's half products with a float32 result (`out_dtype`, CUDA only; PyTorch 2.8 on)
 _OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.bmm, "dtype")
+
+
+def _without_autocast(function):
+    """`function` with autocast off on its first argument's device: autocast reaches into a custom operator's
+    implementation, where it would round the float32 moments' products (mm, mv, addr) to 16 bits."""
+    @functools.wraps(function)
+    def run(x, *args):
+        device = x.device.type
+        with torch.autocast(device, enabled=False) if device in ("cuda", "cpu") else contextlib.nullcontext():
+            return function(x, *args)
+    return run
 
 
 def applies(scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) -> bool:
@@ -76,14 +90,16 @@ def _sum_of_products(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return _product32(p.view(chunks, per, -1).transpose(1, 2), q.view(chunks, per, -1), batched=True).sum(0)
 
 
+@_without_autocast
 def input_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu (in,), C (in, in)), float32: the mean of channels-last x's pixels and their biased covariance."""
     a = _rows(x)
     rows = a.shape[0]
     mu = a.sum(0, dtype=torch.float32) / rows
-    return mu, _sum_of_products(a, a) / rows - torch.outer(mu, mu)
+    return mu, torch.addr(_sum_of_products(a, a), mu, mu, beta=1 / rows, alpha=-1)  # E[x x^T] - mu mu^T
 
 
+@_without_autocast
 def forward(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, var) as `bn_pointwise._forward` gives them for an input taken as it is: y = conv1x1(x) by
     `weight` (out, in) in x's dtype, channels-last; y's float32 batch mean and biased variance per channel."""
@@ -95,6 +111,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.
     return y, w @ mu, ((w @ cov) * w).sum(1).clamp_min_(0)
 
 
+@_without_autocast
 def input_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """dx, channels-last in x's dtype: the gradient of `forward`'s x given dy and `stats` (3, out) float32,
     (dmean / n, 2 dvar / n, mean) as `bn_stats.gradient_stats` makes it."""
@@ -109,10 +126,12 @@ def input_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: t
     return dx
 
 
+@_without_autocast
 def weight_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """dweight (out, in) float32: the gradient of `forward`'s weight given dy and `stats` as in `input_grad`."""
     a, b, _ = stats
     rows = x.numel() // x.shape[1]
     mu, cov = input_moments(x)
     g = _rows(dy.contiguous(memory_format=torch.channels_last))
-    return _sum_of_products(g, _rows(x)) + rows * (torch.outer(a, mu) + b[:, None] * (weight.float() @ cov))
+    correction = torch.addr(b[:, None] * (weight.float() @ cov), a, mu, alpha=1, beta=1)  # a mu^T + diag(b) W C
+    return _sum_of_products(g, _rows(x)).add_(correction, alpha=rows)
