@@ -187,6 +187,12 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         except OutOfResources:
             skipped.append(name)
             continue
+        except RuntimeError as error:  # the library form, on a PyTorch or GPU it has not run on: noted, not fatal
+            if name != "blas":
+                raise
+            print(f"  blas skipped: {str(error).splitlines()[0]}", flush=True)
+            skipped.append(name)
+            continue
         for op, function in functions.items():
             if tiles[op] is not None or name == "default":  # a configuration's other passes are the defaults
                 passes[op][name] = timer.median(partial(function, tiles[op]))

@@ -36,8 +36,9 @@ from effnet.fast.custom_ops import channels_last_empty
 # GPU's multiprocessors where the product's own tiles are few), and few enough that the chunks' float32
 # partial products stay under an eighth of the bytes the product reads.
 _MAX_CHUNKS = 256
-# PyTorch's half products with a float32 result (`out_dtype`, CUDA only; PyTorch 2.8 on)
-_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.bmm, "dtype")
+# PyTorch's half products with a float32 result (`out_dtype`, CUDA only; PyTorch 2.8 on): whether to try them
+# (a refusal turns them off for the process)
+_out_dtype = hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.bmm, "dtype")
 
 
 def _without_autocast(function):
@@ -71,11 +72,15 @@ def _chunks(rows: int, channels: int, element_size: int) -> int:
 def _product32(p: torch.Tensor, q: torch.Tensor, batched: bool) -> torch.Tensor:
     """p @ q in float32 (`torch.bmm` with `batched`, else `torch.mm`): half inputs with a float32 result on a
     GPU (the product's own float32 accumulator, no rounding to the inputs' dtype), else on float32 copies."""
+    global _out_dtype
     product = torch.bmm if batched else torch.mm
     if p.dtype == torch.float32:
         return product(p, q)
-    if p.is_cuda and _OUT_DTYPE:
-        return product(p, q, out_dtype=torch.float32)
+    if p.is_cuda and _out_dtype:
+        try:
+            return product(p, q, out_dtype=torch.float32)
+        except RuntimeError:  # a PyTorch or cuBLAS without this case for these inputs
+            _out_dtype = False
     return product(p.float(), q.float())
 
 
