@@ -181,7 +181,7 @@ def test_optimizer_and_schedule_mistakes_are_config_errors(tmp_path, capsys, opt
 
 def test_resume_with_another_model_is_refused(tmp_path):
     out = tmp_path / "run"
-    run_cli("--output", str(out), *TINY, "--epochs", "1")
+    run_cli("--output", str(out), *TINY, "--epochs", "1", "--val-fraction", "0.9")  # a checkpoint, quickly
     result = subprocess.run([sys.executable, "-m", "effnet", "train", "--output", str(out), "--phi", "-2",
                              "--image-size", "16", "--epochs", "2", "--resume", "auto"],
                             capture_output=True, text=True, timeout=300)
