@@ -80,6 +80,19 @@ def test_blas_form_in_half_precision_is_within_rounding():
         assert relative_error(value.float(), expected) <= 5e-3, (name, relative_error(value.float(), expected))
 
 
+@needs_triton
+def test_the_operators_on_the_library_form_pass_pytorchs_operator_checks(tmp_path, monkeypatch):
+    """Schema, fake functions (the form's outputs have the Triton passes' shapes, dtypes and strides), autograd
+    registration and AOT dispatch, as `torch.compile` relies on, with every pass on the library form."""
+    x, weight = _expansion(shape=(2, 8, 3, 5), out_channels=24)
+    _use_blas(tmp_path, PASSES["all"], x, weight.shape[0])
+    calls = spy_calls(monkeypatch, blas, FUNCTIONS.values())
+    results = torch.library.opcheck(bnp._forward_op, (x.requires_grad_(), weight.double().requires_grad_(), None,
+                                                      None, None, False))
+    assert set(results.values()) == {"SUCCESS"}, results
+    assert set(calls) == set(FUNCTIONS.values())
+
+
 def test_autocast_does_not_round_the_float32_moments():
     """Autocast reaches into a custom operator's implementation (the fused training runs under it): the form's
     float32 products of the moments (mean, variance, the gradients' corrections) stay float32 there."""
