@@ -69,7 +69,6 @@ SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 3), (128, 64, 64, 8, 3), (128, 128, 32
                                       (16, 128, 128, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
 CONFIGS = len(SWEEP["bn_pointwise"])
 WAVES = (1, 2)  # programs per multiprocessor for the weight gradient's split over the rows (the default: 4)
-BLAS = "blas"  # a configuration's passes through `bn_pointwise_blas` (an expansion's only)
 
 
 def session11_tiles(op: str, cin: int, cout: int, pixels: int) -> tuple[int, int, int, int, int]:
@@ -120,8 +119,6 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     expected = [t.float() for t in pytorch_step(reference, torch.float32)]
 
     def forward(tiles=None):
-        if tiles == BLAS:
-            return blas.forward(*tensors)
         if se:
             return sep._forward(*tensors, tiles=tiles)
         return bnp._forward(*tensors, *[None] * (4 - len(tensors)), None, act, tiles)
@@ -135,8 +132,6 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     pool = torch.zeros(args.batch, cin, device=device) if se else None
 
     def backward(tiles=None, weight_tiles=None, outputs=outputs):
-        if tiles == BLAS:  # an expansion: (dx, dweight)
-            return input_grad(tiles), weight_grad(weight_tiles)[0]
         if se:  # (dx, dweight, daffine (dscale and dshift), and the SE's four)
             dx, dw, daffine, *dse = sep._backward(dy, stats, x, outputs[0], weight, scale, shift, *outputs[3:],
                                                   *tensors[4:7], True, tiles, weight_tiles)
@@ -146,13 +141,9 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
         return (dx, dw, *daffine)  # dscale and dshift for a projection
 
     def input_grad(tiles=None):
-        if tiles == BLAS:
-            return blas.input_grad(dy, stats, x, weight)
         return bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=pool, tiles=tiles)
 
     def weight_grad(tiles=None):
-        if tiles == BLAS:
-            return blas.weight_grad(dy, stats, x, weight), None
         return bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles)
 
     def check(tiles) -> float:
@@ -177,7 +168,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                **{f"waves {w}": {**dict.fromkeys(functions), "bn_pointwise_weight_grad": (*weight_tiles, w)}
                   for w in WAVES[:args.wave_configs]},
                # an expansion's passes through the library's matrix products (`bn_pointwise_blas`)
-               **({"blas": dict.fromkeys(functions, BLAS)} if blas.applies(None, None, act) and not args.no_blas
+               **({"blas": dict.fromkeys(functions, bnp.BLAS)} if blas.applies(None, None, act) and not args.no_blas
                   else {})}
     errors, skipped = {}, []
     passes = {op: {} for op in functions}
@@ -206,7 +197,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     key = dict(in_channels=cin, out_channels=cout, height=height, width=width, normalized=normalized)
     promoted = {}
     for op, op_times in passes.items():
-        choices = {name: ("blas", [], {}) if tiles[op] == BLAS else ("tiled", tiles[op], {})
+        choices = {name: ("blas", [], {}) if tiles[op] == bnp.BLAS else ("tiled", tiles[op], {})
                    for name, tiles in configs.items() if tiles[op] is not None}
         promoted[op] = promote(args.tuning, op, key, choices, op_times, errors, bound, device)
     best = {op: min((n for n in op_times if n != AGAIN), key=op_times.get) for op, op_times in passes.items()}

@@ -78,7 +78,8 @@ def test_bn_pointwise_with_the_gpu_default_tiles(monkeypatch, channels, out_chan
         assert tiles["bn_pointwise"][1] >= out_channels
         assert tiles["bn_pointwise_weight_grad"][1] >= min(out_channels, 128)
         assert tiles["bn_pointwise_input_grad"][2] >= min(channels, 256)
-    monkeypatch.setattr(bnp, "_tiles", lambda op, x, n, scale: bnp.default_tiles(op, x.shape[1], n, 30)[:3] + (4, 1))
+    monkeypatch.setattr(bnp, "_tiles", lambda op, x, n, scale, library=False:
+                        bnp.default_tiles(op, x.shape[1], n, 30)[:3] + (4, 1))
     inputs = _inputs(torch.float32, affine=True, gate=True, shape=(2, channels, 5, 6), out_channels=out_channels)
     fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)
     for index, (value, expected) in enumerate(zip(fused, reference, strict=True)):

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise_blas, bn_stats, kernels, tuning
-from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
@@ -106,34 +106,24 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
     return 32, _span(out_channels, 128), _span(in_channels, 128 if expansion else 64), 8, 3
 
 
-def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None) -> tuple[int, int, int, int, int]:
-    """The tuning file's tiles for this layer shape and pass (`op`, one of `OPS`), else `default_tiles`
-    (the interpreter's own under TRITON_INTERPRET)."""
+BLAS = "blas"  # `_tiles`' answer where the tuning file puts a pass on the library form
+
+
+def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None,
+           library: bool = False) -> tuple[int, int, int, int, int] | str:
+    """The tuning file's choice for this layer shape and pass (`op`, one of `OPS`): its tiles, or `BLAS` where it
+    names the library form (`bn_pointwise_blas`) and `library` says the layer takes its input as it is (the form's
+    condition); else `default_tiles` (the interpreter's own under TRITON_INTERPRET)."""
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
     if choice is not None and choice["kernel"] == "tiled":
         return tuple(choice["tiles"])
+    if choice is not None and choice["kernel"] == "blas" and library:
+        return BLAS
     if INTERPRET:
         return _INTERPRET_TILES
     return default_tiles(op, channels, out_channels, height * width)
-
-
-def _blas(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None, gate: torch.Tensor | None,
-          act: bool) -> bool:
-    """Whether the tuning file names the library form (`bn_pointwise_blas`) for this layer's pass `op`, and the
-    layer takes its input as it is (the form's condition)."""
-    if not bn_pointwise_blas.applies(scale, gate, act):
-        return False
-    _, channels, height, width = x.shape
-    choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
-                           normalized=False)
-    return choice is not None and choice["kernel"] == "blas"
-
-
-def _matrix(t: torch.Tensor) -> torch.Tensor:
-    """The (pixels, channels) view of a channels-last (N, C, H, W) tensor."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
 def _launch_options(warps: int, stages: int) -> dict:
@@ -167,19 +157,20 @@ def _images(batch: int, pixels: int, per_image: bool) -> tuple[int, int]:
 
 def _forward(x, weight, scale, shift, gate, act, tiles=None):
     """The forward pass; `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) overrides the
-    tile choice (for the sweep)."""
+    tile choice (for the sweep), as `BLAS` does with the library form (each pass takes `BLAS` so)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    if tiles is None and _blas("bn_pointwise", x, out_channels, scale, gate, act):
+    tiles = tiles or _tiles("bn_pointwise", x, out_channels, scale, bn_pointwise_blas.applies(scale, gate, act))
+    if tiles == BLAS:
         return bn_pointwise_blas.forward(x, weight)
     rows = batch * height * width
     images, pixels = _images(batch, height * width, gate is not None)
-    block_m, block_n, block_k, warps, stages = tiles or _tiles("bn_pointwise", x, out_channels, scale)
+    block_m, block_n, block_k, warps, stages = tiles
     y = channels_last_empty(x, (batch, out_channels, height, width))
     blocks_m = images * triton.cdiv(pixels, block_m)
     sums = torch.empty((blocks_m, out_channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
-    a, o = _matrix(x), y.permute(0, 2, 3, 1).view(rows, out_channels)
+    a, o = pixel_rows(x), y.permute(0, 2, 3, 1).view(rows, out_channels)
     unused = sums  # the pointer passed where a flag leaves an operand out
     grid = (blocks_m * triton.cdiv(out_channels, block_n),)
     _pw_forward_kernel[grid](a, weight, scale if scale is not None else unused, shift if shift is not None else unused,
@@ -199,13 +190,13 @@ def _row_block_counts(batch: int, pixels: int, block_m: int) -> torch.Tensor:
     return torch.tensor(([block_m] * (blocks - 1) + [pixels - block_m * (blocks - 1)]) * batch)
 
 
-def _backward_setup(dy, x, y, weight, scale, op, tiles):
-    """The backward's (M, channels) views of dy, y and x, the tiles of its pass `op` (`tiles` if given) and
-    its launch options (less flags)."""
-    block_m, block_n, block_k, warps, stages = tiles or _tiles(op, x, weight.shape[0], scale)
-    g, yv, a = _matrix(dy), _matrix(y), _matrix(x)
+def _backward_setup(dy, x, y, tiles):
+    """The backward's (M, channels) views of dy, y and x, the pass's `tiles` and its launch options (less
+    flags)."""
+    block_m, block_n, block_k, warps, stages = tiles
+    g, yv, a = pixel_rows(dy), pixel_rows(y), pixel_rows(x)
     if g.stride() != yv.stride():  # autograd may hand over any layout
-        g = _matrix(dy.contiguous(memory_format=torch.channels_last))
+        g = pixel_rows(dy.contiguous(memory_format=torch.channels_last))
     return g, yv, a, (block_m, block_n, block_k), _launch_options(warps, stages)
 
 
@@ -253,12 +244,12 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
     `load_y` loads y where `_recompute` would recompute it (for the sweep)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    if tiles is None and _blas("bn_pointwise_weight_grad", x, out_channels, scale, gate, act):
+    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale,
+                            bn_pointwise_blas.applies(scale, gate, act))
+    if tiles == BLAS:
         return bn_pointwise_blas.weight_grad(dy, stats, x, weight), stats.new_empty((0,))
-    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale)
     waves = tiles[5] if len(tiles) > 5 else _WAVES
-    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
-        dy, x, y, weight, scale, "bn_pointwise_weight_grad", tiles[:5])
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, tiles[:5])
     blocks_n = triton.cdiv(out_channels, block_n)
     tile_count = blocks_n * triton.cdiv(channels, block_k)
     images, pixels, rows_per_program, images_per_program, chunks = weight_grad_split(
@@ -287,15 +278,16 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     `load_y` as in `_weight_grad`."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    if tiles is None and pool is None and _blas("bn_pointwise_input_grad", x, out_channels, scale, gate, act):
+    tiles = tiles or _tiles("bn_pointwise_input_grad", x, out_channels, scale,
+                            pool is None and bn_pointwise_blas.applies(scale, gate, act))
+    if tiles == BLAS:
         return bn_pointwise_blas.input_grad(dy, stats, x, weight), stats.new_empty((0,))
     images, pixels = _images(batch, height * width, gate is not None or pool is not None)
-    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(
-        dy, x, y, weight, scale, "bn_pointwise_input_grad", tiles)
+    g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, tiles)
     blocks_m = images * triton.cdiv(pixels, block_m)
     dx = channels_last_empty(x, tuple(x.shape))
     parts = torch.empty((2, blocks_m, channels), device=x.device, dtype=torch.float32)
-    dxv = _matrix(dx)
+    dxv = pixel_rows(dx)
 
     def or_stats(t):  # the pointer passed where a flag leaves an operand out
         return t if t is not None else stats

@@ -30,7 +30,7 @@ import functools
 
 import torch
 
-from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 
 # The row chunks of a product summed over the rows (x^T x, dy^T x): at most this many (enough programs for a
 # GPU's multiprocessors where the product's own tiles are few), and few enough that the chunks' float32
@@ -55,11 +55,6 @@ def _without_autocast(function):
 def applies(scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) -> bool:
     """Whether a `bn_pointwise` layer's input is taken as it is (no affine map, SiLU or gate): y linear in x."""
     return scale is None and gate is None and not act
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """The (pixels, channels) view of a channels-last (N, C, H, W) tensor."""
-    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
 
 
 def _chunks(rows: int, channels: int, element_size: int) -> int:
@@ -98,7 +93,7 @@ def _sum_of_products(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 @_without_autocast
 def input_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu (in,), C (in, in)), float32: the mean of channels-last x's pixels and their biased covariance."""
-    a = _rows(x)
+    a = pixel_rows(x)
     rows = a.shape[0]
     mu = a.sum(0, dtype=torch.float32) / rows
     return mu, torch.addr(_sum_of_products(a, a), mu, mu, beta=1 / rows, alpha=-1)  # E[x x^T] - mu mu^T
@@ -110,7 +105,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.
     `weight` (out, in) in x's dtype, channels-last; y's float32 batch mean and biased variance per channel."""
     batch, _, height, width = x.shape
     y = channels_last_empty(x, (batch, weight.shape[0], height, width))
-    torch.mm(_rows(x), weight.t(), out=_rows(y))
+    torch.mm(pixel_rows(x), weight.t(), out=pixel_rows(y))
     mu, cov = input_moments(x)
     w = weight.float()
     return y, w @ mu, ((w @ cov) * w).sum(1).clamp_min_(0)
@@ -125,9 +120,9 @@ def input_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: t
     folded = w.t() @ (b[:, None] * w)  # (in, in): W^T diag(b) W
     constant = (a - b * mean) @ w  # (in,)
     dx = channels_last_empty(x, tuple(x.shape))
-    rows = _rows(dx)
-    torch.addmm(constant.to(x.dtype), _rows(x), folded.to(x.dtype), out=rows)  # x W^T diag(b) W + constant
-    rows.addmm_(_rows(dy.contiguous(memory_format=torch.channels_last)), weight)  # + dy W
+    rows = pixel_rows(dx)
+    torch.addmm(constant.to(x.dtype), pixel_rows(x), folded.to(x.dtype), out=rows)  # x W^T diag(b) W + constant
+    rows.addmm_(pixel_rows(dy.contiguous(memory_format=torch.channels_last)), weight)  # + dy W
     return dx
 
 
@@ -137,6 +132,6 @@ def weight_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: 
     a, b, _ = stats
     rows = x.numel() // x.shape[1]
     mu, cov = input_moments(x)
-    g = _rows(dy.contiguous(memory_format=torch.channels_last))
+    g = pixel_rows(dy.contiguous(memory_format=torch.channels_last))
     correction = torch.addr(b[:, None] * (weight.float() @ cov), a, mu, alpha=1, beta=1)  # a mu^T + diag(b) W C
-    return _sum_of_products(g, _rows(x)).add_(correction, alpha=rows)
+    return _sum_of_products(g, pixel_rows(x)).add_(correction, alpha=rows)

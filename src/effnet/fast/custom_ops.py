@@ -21,6 +21,11 @@ def channels_last_empty(like: torch.Tensor, shape: tuple, dtype: torch.dtype | N
     return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
 
 
+def pixel_rows(t: torch.Tensor) -> torch.Tensor:
+    """The (pixels, channels) matrix of a channels-last (N, C, H, W) tensor: a view of it (a copy otherwise)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
 @torch.library.custom_op("effnet::fused_depthwise", mutates_args=())
 def fused_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, kernel_size: int, stride: int,
                     padding: list[int], output_size: list[int], act: bool,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_stats, kernels
-from effnet.fast.custom_ops import channels_last_empty
+from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 from effnet.fast.excitation import excitation, excitation_backward
 from effnet.fast.kernels import INTERPRET, triton
 
@@ -88,7 +88,7 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     rows_per_program = _image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
     chunks = batch * triton.cdiv(pixels, rows_per_program)
     sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
-    a = bnp._matrix(x)
+    a = pixel_rows(x)
     _se_pool_kernel[(chunks, triton.cdiv(channels, block_k))](
         a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1), 1.0 / pixels,
         ACT=kernels.act_mode(True, x), ALIGN=kernels.alignment(a.stride(0)), BLOCK_M=block_m, BLOCK_K=block_k,
