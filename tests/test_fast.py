@@ -22,7 +22,8 @@ from kernel_helpers import DEVICE, needs_triton, randomise_batchnorm, relative_e
 def test_optimized_model_equals_reference(name):
     """In float64: with the signal alive through 16+ random blocks, float32 rounding alone moves the
     plain model's logits by up to 1.4e-4 (Lite0), so float32 could not hold folding to 1e-5 here;
-    the float32 kernels are held to 1e-5 on the tiny model below. (The SE runs in float32.)"""
+    the float32 kernels are held to 1e-5 on the tiny model below. (The SE runs in float64 too: float32 SEs
+    moved these logits by 1.5e-5 on an AVX-512 CPU.)"""
     torch.manual_seed(0)
     model = randomise_batchnorm(effnet.create_model(name, num_classes=10)).double().eval()
     fast = optimize_for_inference(model, use_triton=False)
@@ -240,7 +241,9 @@ def test_pointwise_gate_on_weights_equals_gate_on_activations(pixels):
 @needs_triton
 def test_pointwise_gate_on_rows_two_gate_rows_per_tile_equal_the_gathered_gate(monkeypatch):
     """With the gate on the activations, 16-row tiles of 35-pixel images take two gate rows and pick one per row
-    (GATE 3); 64-row tiles, longer than an image, gather the gate per row (GATE 1): the same values to the bit."""
+    (GATE 3); 64-row tiles, longer than an image, gather the gate per row (GATE 1): the same values up to the
+    order of the float32 sums (the interpreter's products take the tile's rows; a wrong gate row would be off by
+    whole units)."""
     torch.manual_seed(8)
     batch, in_channels, out_channels = 4, 40, 24
     x = torch.randn(batch, in_channels, 5, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
@@ -258,7 +261,7 @@ def test_pointwise_gate_on_rows_two_gate_rows_per_tile_equal_the_gathered_gate(m
     two_rows = kernels.pointwise(x, weight_t, bias, act=True, gate=gates, tiles=(16, 16, 16, 4, 1), gate_weights=False)
     gathered = kernels.pointwise(x, weight_t, bias, act=True, gate=gates, tiles=(64, 16, 16, 4, 1), gate_weights=False)
     assert modes == [3, 1]
-    assert relative_error(two_rows, expected) <= 1e-5 and torch.equal(two_rows, gathered)
+    assert relative_error(two_rows, expected) <= 1e-5 and relative_error(two_rows, gathered) <= 1e-6
 
 
 @needs_triton

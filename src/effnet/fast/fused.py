@@ -5,7 +5,7 @@ channels-last, and replaces each MBConv block by `FusedMBConv`:
 
     expand   = pointwise(x, act=SiLU)                         # 1 x 1 conv + bias + SiLU
     dw, sums = depthwise(expand, act=SiLU, pool=True)         # k x k conv + bias + SiLU + SE sums
-    gate     = excitation(sums)                               # (N, C) float32, tiny
+    gate     = excitation(sums)                               # (N, C) float32 (or float64), tiny
     out      = pointwise(dw, gate=gate, residual=x)           # the gate scales the weight tile
 
 Each full-size tensor is written once and read once; nothing is written for BN, SiLU, the SE
@@ -196,9 +196,9 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
         folded.act2 = nn.Identity()
     dtype = dtype or next(model.parameters()).dtype
     folded = folded.to(dtype=dtype, memory_format=torch.channels_last)
-    for module in folded.modules():  # the excitation runs in float32 whatever the dtype
+    for module in folded.modules():  # the excitation runs in float32 or wider, whatever the dtype
         if isinstance(module, FusedMBConv) and module.se is not None:
-            module.se.float()
+            module.se.to(torch.promote_types(dtype, torch.float32))
     return ChannelsLastInput(folded, dtype, cast=not stem_fused).eval()
 
 

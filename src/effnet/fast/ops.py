@@ -108,7 +108,8 @@ def conv2d_as_kernels_pad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
               stride: int, same: bool, act: bool = True, pool: bool = False,
               use_triton: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """SiLU(depthwise_conv(x) + bias) and, with `pool`, its float32 per-image channel sums (N, C).
+    """SiLU(depthwise_conv(x) + bias) and, with `pool`, its per-image channel sums (N, C) in float32 (float64 for
+    a float64 x, which only PyTorch's path takes).
 
     `weight` is the conv's (C, 1, k, k); `weight_taps` the same values laid out (k*k, C).
     """
@@ -124,7 +125,12 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     y = conv2d_as_kernels_pad(x, weight, bias, stride=stride, same=same, groups=x.shape[1])  # (N, C, HO, WO)
     if act:
         y = F.silu(y, inplace=True)
-    return y, (y.float().sum((2, 3)) if pool else None)
+    return y, (y.sum((2, 3), dtype=_at_least_float32(y.dtype)) if pool else None)
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the squeeze-excitation's pool and gate take for activations in `dtype`: float32, or float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def tuned_depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
@@ -220,15 +226,18 @@ def default_pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tenso
 
 def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand: torch.nn.Conv2d,
                use_triton: bool | None = None, *, tf32: bool = False) -> torch.Tensor:
-    """The squeeze-excitation gate (N, C) in float32 from the float32 channel sums of an activation (N, C):
-    sigmoid(expand(silu(reduce(sums / pixels)))). On the Triton path one launch (`effnet.fast.excitation`; with
-    `tf32`, for 16-bit activations, its products on TF32 whatever PyTorch's setting); in PyTorch (and while
-    `torch.compile` traces, which fuses it itself) four kernels, the mean's 1/pixels folded into the first
-    product (`addmm`'s alpha). `optimize_for_inference` keeps the SE in float32, so the casts are no-ops."""
+    """The squeeze-excitation gate (N, C) from the channel sums of an activation (N, C), in the sums' dtype
+    (float32; float64 for a float64 model): sigmoid(expand(silu(reduce(sums / pixels)))). On the Triton path one
+    launch (`effnet.fast.excitation`; with `tf32`, for 16-bit activations, its products on TF32 whatever
+    PyTorch's setting); in PyTorch (and while `torch.compile` traces, which fuses it itself) four kernels, the
+    mean's 1/pixels folded into the first product (`addmm`'s alpha). `optimize_for_inference` keeps the SE in
+    float32 or wider, so the casts are no-ops."""
     if _triton(sums, use_triton) and not torch.compiler.is_compiling():
         return fused_excitation(sums.float().contiguous(), pixels, reduce.weight.flatten(1).float().contiguous(),
                                 reduce.bias.float(), expand.weight.flatten(1).float().contiguous(),
                                 expand.bias.float(), tf32=tf32)
-    hidden = torch.addmm(reduce.bias.float(), sums, reduce.weight.flatten(1).float().t(), alpha=1.0 / pixels)
-    hidden = torch.addmm(expand.bias.float(), F.silu(hidden), expand.weight.flatten(1).float().t())
+    dtype = _at_least_float32(sums.dtype)
+    hidden = torch.addmm(reduce.bias.to(dtype), sums.to(dtype), reduce.weight.flatten(1).to(dtype).t(),
+                         alpha=1.0 / pixels)
+    hidden = torch.addmm(expand.bias.to(dtype), F.silu(hidden), expand.weight.flatten(1).to(dtype).t())
     return torch.sigmoid(hidden)  # (N, C)
