@@ -14,7 +14,7 @@ import torch
 
 from effnet.fast import kernels
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -75,8 +75,8 @@ def _rows_per_program(rows: int, block_m: int, channel_blocks: int, device: torc
     """Rows per program: whole row tiles, about `_PROGRAMS_PER_SM` programs per multiprocessor in all (a few
     under the interpreter), at least `_MIN_TILES` tiles each."""
     programs = 4 if INTERPRET else _PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
-    chunks = max(1, min(triton.cdiv(rows, _MIN_TILES * block_m), triton.cdiv(programs, channel_blocks)))
-    return triton.cdiv(triton.cdiv(rows, chunks), block_m) * block_m
+    chunks = max(1, min(cdiv(rows, _MIN_TILES * block_m), cdiv(programs, channel_blocks)))
+    return cdiv(cdiv(rows, chunks), block_m) * block_m
 
 
 def affine_grad(g: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None,
@@ -91,9 +91,9 @@ def affine_grad(g: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, shift: to
     dx = channels_last_empty(x, tuple(x.shape)) if need_dx else None
     block_m, block_c = row_tiles(channels, TILE)
     rows = batch * height * width
-    channel_blocks = triton.cdiv(channels, block_c)
+    channel_blocks = cdiv(channels, block_c)
     per_program = _rows_per_program(rows, block_m, channel_blocks, x.device)
-    chunks = triton.cdiv(rows, per_program)
+    chunks = cdiv(rows, per_program)
     partial = torch.empty((chunks, 2 * channels), device=x.device, dtype=torch.float32)
     _affine_grad_kernel[(chunks, channel_blocks)](
         g, x, scale, shift if shift is not None else scale, keep if keep is not None else scale,

@@ -30,7 +30,7 @@ import weakref
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, act_mode, map_alignment, triton
+from effnet.fast.kernels import INTERPRET, act_mode, cdiv, map_alignment, triton
 
 if triton is not None:
     import triton.language as tl
@@ -175,8 +175,8 @@ def banded_depthwise(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | N
                     memory_format=torch.channels_last)
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     rows = batch * out_h
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(out_w, whole_outputs(width_tile, kernel_size, stride)),
-            triton.cdiv(channels, block_c))
+    grid = (cdiv(rows, block_r), cdiv(out_w, whole_outputs(width_tile, kernel_size, stride)),
+            cdiv(channels, block_c))
     _banded_depthwise_kernel[grid](
         x, tables, bias if bias is not None else taps, y, sums, height, width, channels, out_h, out_w, rows,
         padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3), y.stride(0), y.stride(2), y.stride(3),

@@ -24,7 +24,7 @@ import torch
 from effnet.fast import kernels
 from effnet.fast.affine_grad import WARPS, affine_grad, row_tiles
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -61,7 +61,7 @@ class _BlockOutput(torch.autograd.Function):
         block_m, block_c = row_tiles(channels, _TILE)
         rows = batch * height * width
         maps = (y, out) if shortcut is None else (y, out, shortcut)
-        _output_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
+        _output_kernel[(cdiv(rows, block_m), cdiv(channels, block_c))](
             y, scale, shift, keep if keep is not None else scale, shortcut if shortcut is not None else y, out,
             rows, channels, height * width, KEEP=keep is not None, RESIDUAL=shortcut is not None,
             ALIGN=kernels.map_alignment(*maps), BLOCK_M=block_m, BLOCK_C=block_c,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_depthwise_sliding, bn_stats, kernels, ops, tuning
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, next_power_of_2, triton
 
 if triton is not None:
     from effnet.fast.bn_depthwise_kernels import (_dw_activate_kernel, _dw_forward_kernel, _dw_input_grad_kernel,
@@ -96,7 +96,7 @@ def _tiles(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> tuple[int
     if op == "bn_depthwise_weight_grad":
         if INTERPRET:
             return _INTERPRET_WEIGHT_TILES
-        return min(triton.cdiv(height, stride), 16), 2, 8, (32 if kernel_size <= 3 else 16), 4
+        return min(cdiv(height, stride), 16), 2, 8, (32 if kernel_size <= 3 else 16), 4
     if INTERPRET:
         return _INTERPRET_TILES
     if kernel_size <= 3:
@@ -113,7 +113,7 @@ def _activate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: bo
     a = channels_last_empty(x, tuple(x.shape))
     rows, channels = x.numel() // x.shape[1], x.shape[1]
     block_m, block_c = _activate_tiles(channels)
-    _dw_activate_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
+    _dw_activate_kernel[(cdiv(rows, block_m), cdiv(channels, block_c))](
         x, scale, shift, a, rows, channels, ACT=kernels.act_mode(act, x), ALIGN=kernels.alignment(channels),
         BLOCK_M=block_m, BLOCK_C=block_c)
     return a
@@ -145,11 +145,11 @@ def _forward(x, taps, scale, shift, kernel_size, stride, padding, output_size, a
     warm = bool(warm and warm[0])
     if warm and stride != 1:
         raise ValueError("the warmed depthwise taps are for stride 1")
-    blocks_h, blocks_w = triton.cdiv(out_h, block_h), triton.cdiv(out_w, block_w)
+    blocks_h, blocks_w = cdiv(out_h, block_h), cdiv(out_w, block_w)
     programs = batch * blocks_h * blocks_w
     sums = torch.empty((programs, channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
-    _dw_forward_kernel[(programs, triton.cdiv(channels, block_c))](
+    _dw_forward_kernel[(programs, cdiv(channels, block_c))](
         a, taps, y, sums, m2, height, width, channels, out_h, out_w, padding[0], padding[1],
         *_strides(a), *_strides(y), K=kernel_size, STRIDE=stride, ALIGN=kernels.map_alignment(a, y),
         EVEN_C=channels % block_c == 0, WARM=warm, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
@@ -173,15 +173,15 @@ def images_per_program(batch: int, band_pixels: int, programs_per_image: int, de
     tests' small batches walk several images and a ragged last group."""
     if INTERPRET:
         return 2
-    wanted = triton.cdiv(_MIN_PIXELS, band_pixels)
+    wanted = cdiv(_MIN_PIXELS, band_pixels)
     fill = _MIN_WAVES * torch.cuda.get_device_properties(device).multi_processor_count
     return max(1, min(wanted, batch * programs_per_image // fill))
 
 
 def _tile_counts(batch: int, out_h: int, out_w: int, block_h: int, block_w: int) -> torch.Tensor:
     """Pixels in each of the forward's tiles, image by image: tile (i, j) holds rows(i) x columns(j)."""
-    rows = (out_h - torch.arange(triton.cdiv(out_h, block_h)) * block_h).clamp(max=block_h)
-    columns = (out_w - torch.arange(triton.cdiv(out_w, block_w)) * block_w).clamp(max=block_w)
+    rows = (out_h - torch.arange(cdiv(out_h, block_h)) * block_h).clamp(max=block_h)
+    columns = (out_w - torch.arange(cdiv(out_w, block_w)) * block_w).clamp(max=block_w)
     return (rows[:, None] * columns[None, :]).flatten().repeat(batch)
 
 
@@ -195,11 +195,11 @@ def _input_grad(dy, stats, x, y, taps, scale, shift, kernel_size, stride, paddin
     if warm and not (stride == 1 and g_ready):
         raise ValueError("the warmed depthwise taps are for stride 1 (and the input gradient's, for a written g)")
     # each image's pixels in stride^2 parity classes, each tiled (the kernel's `_pixel_tile`)
-    programs = (batch * stride * stride * triton.cdiv(triton.cdiv(height, stride), block_h)
-                * triton.cdiv(triton.cdiv(width, stride), block_w))
+    programs = (batch * stride * stride * cdiv(cdiv(height, stride), block_h)
+                * cdiv(cdiv(width, stride), block_w))
     dx = channels_last_empty(x, tuple(x.shape))
     parts = torch.empty((2, programs, channels), device=x.device, dtype=torch.float32)
-    _dw_input_grad_kernel[(programs, triton.cdiv(channels, block_c))](
+    _dw_input_grad_kernel[(programs, cdiv(channels, block_c))](
         dy, y, stats, taps, x, scale if scale is not None else stats, shift if shift is not None else stats,
         dx, parts[0], parts[1], height, width, channels, out_h, out_w, padding[0], padding[1],
         *_strides(x), *_strides(y), K=kernel_size, STRIDE=stride, AFFINE=scale is not None,
@@ -218,10 +218,10 @@ def _weight_grad(dy, stats, x, a, y, kernel_size, stride, padding, scale, write_
     out_h, out_w = y.shape[2:]
     conv_input = a if scale is not None else x
     band, block_h, block_w, block_c, warps = tiles or _tiles("bn_depthwise_weight_grad", x, kernel_size, stride)
-    kk = triton.next_power_of_2(kernel_size * kernel_size)
-    bands, channel_blocks = triton.cdiv(out_h, band), triton.cdiv(channels, block_c)
+    kk = next_power_of_2(kernel_size * kernel_size)
+    bands, channel_blocks = cdiv(out_h, band), cdiv(channels, block_c)
     per_program = images_per_program(batch, band * out_w, bands * channel_blocks, x.device)
-    programs = triton.cdiv(batch, per_program) * bands
+    programs = cdiv(batch, per_program) * bands
     parts = torch.empty((programs, kk, channels), device=x.device, dtype=torch.float32)
     g = channels_last_empty(y, tuple(y.shape), dy.dtype) if write_g else None
     _dw_weight_grad_kernel[(programs, channel_blocks)](

@@ -27,7 +27,7 @@ import torch
 
 from effnet.fast import banded
 from effnet.fast.bn_depthwise_cudnn import activation_backward, statistics
-from effnet.fast.kernels import INTERPRET, map_alignment, triton
+from effnet.fast.kernels import INTERPRET, cdiv, map_alignment, next_power_of_2, triton
 
 if triton is not None:
     import triton.language as tl
@@ -187,14 +187,14 @@ def transposed_conv(g: torch.Tensor, taps: torch.Tensor, input_size: tuple[int, 
     whole = (stride * (block_g - 1) - k + 2) // stride * stride
     if whole < stride:
         raise ValueError(f"{block_g} columns of g give no whole input column of a {k}x{k}, stride-{stride} conv")
-    block_w = triton.next_power_of_2(whole)
+    block_w = next_power_of_2(whole)
     back = -(-(k - 1 - padding[1]) // stride)  # g's columns before the first tile's: it starts at or before column 0
     first_column = k - 1 - padding[1] - stride * back
     tables = transposed_tables(taps, k, stride, block_g, block_w, g.dtype)
     da = torch.empty((batch, channels, height, width), device=g.device, dtype=g.dtype,
                      memory_format=torch.channels_last)
     rows = batch * height
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(width - first_column, whole), triton.cdiv(channels, block_c))
+    grid = (cdiv(rows, block_r), cdiv(width - first_column, whole), cdiv(channels, block_c))
     _banded_transposed_kernel[grid](
         g, tables, da, height, width, channels, out_h, out_w, rows, padding[0], first_column, back,
         g.stride(0), g.stride(2), g.stride(3), da.stride(0), da.stride(2), da.stride(3), K=k, STRIDE=stride,
@@ -226,16 +226,16 @@ def weight_grad(g: torch.Tensor, conv_input: torch.Tensor, kernel_size: int, str
     if not banded.valid_tile(width_tile, kernel_size, stride):
         raise ValueError(f"banded weight-gradient tiles must be a power of two, at least 16 x the stride ({stride}) "
                          f"and as wide as the kernel ({kernel_size}), got {width_tile}")
-    column_tiles = triton.cdiv(out_w, banded.whole_outputs(width_tile, kernel_size, stride))
-    channel_blocks = triton.cdiv(channels, block_c)
+    column_tiles = cdiv(out_w, banded.whole_outputs(width_tile, kernel_size, stride))
+    channel_blocks = cdiv(channels, block_c)
     rows = batch * out_h
     if INTERPRET:
         rows_per_program = 2 * block_r
     else:
         wanted = _WAVES * torch.cuda.get_device_properties(g.device).multi_processor_count
-        chunks = max(1, min(wanted // (column_tiles * channel_blocks), triton.cdiv(rows, _MIN_ROWS)))
-        rows_per_program = triton.cdiv(triton.cdiv(rows, chunks), block_r) * block_r
-    chunks = triton.cdiv(rows, rows_per_program)
+        chunks = max(1, min(wanted // (column_tiles * channel_blocks), cdiv(rows, _MIN_ROWS)))
+        rows_per_program = cdiv(cdiv(rows, chunks), block_r) * block_r
+    chunks = cdiv(rows, rows_per_program)
     parts = torch.empty((chunks * column_tiles, kernel_size * kernel_size, channels), device=g.device,
                         dtype=torch.float32)
     _banded_weight_grad_kernel[(column_tiles, channel_blocks, chunks)](

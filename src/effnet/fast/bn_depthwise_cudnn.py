@@ -29,7 +29,7 @@ import torch
 from effnet.fast import bn_stats, kernels, ops
 from effnet.fast.affine_grad import WARPS, affine_grad, row_tiles
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -82,7 +82,7 @@ def output_gradient(dy: torch.Tensor, stats: torch.Tensor, y: torch.Tensor) -> t
     g = channels_last_empty(y, tuple(y.shape), dy.dtype)
     rows, channels = y.numel() // y.shape[1], y.shape[1]
     block_m, block_c = row_tiles(channels, _TILE)
-    _dwc_output_grad_kernel[(triton.cdiv(rows, block_m), triton.cdiv(channels, block_c))](
+    _dwc_output_grad_kernel[(cdiv(rows, block_m), cdiv(channels, block_c))](
         dy, y, stats, g, rows, channels, ALIGN=kernels.map_alignment(dy, y, g), BLOCK_M=block_m, BLOCK_C=block_c,
         **({} if INTERPRET else {"num_warps": WARPS}))
     return g
@@ -90,7 +90,7 @@ def output_gradient(dy: torch.Tensor, stats: torch.Tensor, y: torch.Tensor) -> t
 
 def _tile_rows(rows: int, block_m: int) -> torch.Tensor:
     """Rows in each of the statistics kernel's tiles (the last one short)."""
-    return (rows - torch.arange(triton.cdiv(rows, block_m)) * block_m).clamp(max=block_m)
+    return (rows - torch.arange(cdiv(rows, block_m)) * block_m).clamp(max=block_m)
 
 
 def forward(a: torch.Tensor, taps: torch.Tensor, kernel_size: int, stride: int,
@@ -110,10 +110,10 @@ def statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (`_dwc_stats_kernel` and `bn_stats.merge_moments`), as the Triton forward gathers them in its epilogue."""
     rows, channels = y.numel() // y.shape[1], y.shape[1]
     block_m, block_c = row_tiles(channels, _TILE)
-    tiles = triton.cdiv(rows, block_m)
+    tiles = cdiv(rows, block_m)
     sums = torch.empty((tiles, channels), device=y.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
-    _dwc_stats_kernel[(tiles, triton.cdiv(channels, block_c))](
+    _dwc_stats_kernel[(tiles, cdiv(channels, block_c))](
         y, sums, m2, rows, channels, ALIGN=kernels.map_alignment(y), BLOCK_M=block_m, BLOCK_C=block_c,
         **({} if INTERPRET else {"num_warps": WARPS}))
     return bn_stats.merge_moments(sums, m2, bn_stats.block_counts(y.device, _tile_rows, rows, block_m))

@@ -20,7 +20,7 @@ import torch
 from effnet.fast import bn_stats, kernels
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.depthwise_sliding import default_tiles, misfit
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -173,7 +173,7 @@ def _launch(height: int, width: int, channels: int, batch: int,
     """(grid, the kernel's tile arguments and launch options, (ROWS, BLOCK_W)) for an output of height x width on
     `tiles` (`depthwise_sliding`'s; None or empty: its defaults)."""
     block_w, block_c, rows, warps, *prefetch = tiles or default_tiles(channels, height, width)
-    grid = (batch * triton.cdiv(height, rows) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
+    grid = (batch * cdiv(height, rows) * cdiv(width, block_w), cdiv(channels, block_c))
     options = dict(PREFETCH=bool(prefetch and prefetch[0]), BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows,
                    EVEN_C=channels % block_c == 0, **({} if INTERPRET else {"num_warps": warps}))
     return grid, options, (rows, block_w)

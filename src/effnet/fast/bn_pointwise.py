@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise_blas, bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty, pixel_rows
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, next_power_of_2, triton
 
 if triton is not None:
     from effnet.fast.bn_pointwise_kernels import _pw_forward_kernel, _pw_input_grad_kernel, _pw_weight_grad_kernel
@@ -62,7 +62,7 @@ _INTERPRET_TILES = (64, 64, 64, 4, 1)
 
 def _span(channels: int, cap: int) -> int:
     """The least power of two that holds `channels` (at least 16, `tl.dot`'s least), at most `cap`."""
-    return max(16, min(triton.next_power_of_2(channels), cap))
+    return max(16, min(next_power_of_2(channels), cap))
 
 
 OPS = ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")
@@ -84,7 +84,8 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
     so each row's g (dy and y: two reads) is read once per input block and its x once per output block: per
     row about N K (2 / BLOCK_K + 1 / BLOCK_N) values against the 2 N + K of one read, least for an accumulator
     of BLOCK_N x BLOCK_K floats when the tile is square: 128 x 128 (a projection's only 64 inputs wide: with
-    the gate's gradient, a second product, a 128-wide one spills on sm_90 under Triton 3.6). Session 10's
+    the gate's gradient, a second accumulator of the tile's size, a 128-wide one spills on sm_90 under Triton
+    3.6). Session 10's
     256 x 32 for a 1152-to-320 projection read twice as much. A tile 256 channels wide takes 32 rows:
     with 64, the forward takes all 255 registers. Every pass pipelines its loop in three stages: with two
     (sessions 10 and 11's gradients), Triton awaits all of a step's copies at its top and issues the next
@@ -167,12 +168,12 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
     images, pixels = _images(batch, height * width, gate is not None)
     block_m, block_n, block_k, warps, stages = tiles
     y = channels_last_empty(x, (batch, out_channels, height, width))
-    blocks_m = images * triton.cdiv(pixels, block_m)
+    blocks_m = images * cdiv(pixels, block_m)
     sums = torch.empty((blocks_m, out_channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(sums)
     a, o = pixel_rows(x), y.permute(0, 2, 3, 1).view(rows, out_channels)
     unused = sums  # the pointer passed where a flag leaves an operand out
-    grid = (blocks_m * triton.cdiv(out_channels, block_n),)
+    grid = (blocks_m * cdiv(out_channels, block_n),)
     _pw_forward_kernel[grid](a, weight, scale if scale is not None else unused, shift if shift is not None else unused,
                           gate if gate is not None else unused, o, sums, m2,
                           rows, out_channels, channels, pixels, a.stride(0), a.stride(1),
@@ -186,7 +187,7 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
 
 def _row_block_counts(batch: int, pixels: int, block_m: int) -> torch.Tensor:
     """Rows in each of the forward's row blocks, image by image: all full but each image's last."""
-    blocks = triton.cdiv(pixels, block_m)
+    blocks = cdiv(pixels, block_m)
     return torch.tensor(([block_m] * (blocks - 1) + [pixels - block_m * (blocks - 1)]) * batch)
 
 
@@ -219,11 +220,11 @@ def weight_grad_split(batch: int, pixels: int, block_m: int, chunks: int,
         batch, pixels = 1, batch * pixels
     chunks = max(1, chunks)
     if chunks < batch:
-        per_program = triton.cdiv(batch, chunks)
-        return batch, pixels, pixels, per_program, triton.cdiv(batch, per_program)
-    pieces = min(triton.cdiv(chunks, batch), triton.cdiv(pixels, block_m))
-    rows = triton.cdiv(triton.cdiv(pixels, pieces), block_m) * block_m
-    return batch, pixels, rows, 1, batch * triton.cdiv(pixels, rows)
+        per_program = cdiv(batch, chunks)
+        return batch, pixels, pixels, per_program, cdiv(batch, per_program)
+    pieces = min(cdiv(chunks, batch), cdiv(pixels, block_m))
+    rows = cdiv(cdiv(pixels, pieces), block_m) * block_m
+    return batch, pixels, rows, 1, batch * cdiv(pixels, rows)
 
 
 def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int, waves: int = _WAVES) -> int:
@@ -233,7 +234,7 @@ def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int, waves: int = _WAVES) 
     if INTERPRET:
         return 4 if waves == _WAVES else waves
     programs = waves * torch.cuda.get_device_properties(x.device).multi_processor_count
-    return max(1, min(triton.cdiv(programs, tiles), rows // _MIN_ROWS))
+    return max(1, min(cdiv(programs, tiles), rows // _MIN_ROWS))
 
 
 def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, load_y=False):
@@ -250,13 +251,13 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
         return bn_pointwise_blas.weight_grad(dy, stats, x, weight), stats.new_empty((0,))
     waves = tiles[5] if len(tiles) > 5 else _WAVES
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, tiles[:5])
-    blocks_n = triton.cdiv(out_channels, block_n)
-    tile_count = blocks_n * triton.cdiv(channels, block_k)
+    blocks_n = cdiv(out_channels, block_n)
+    tile_count = blocks_n * cdiv(channels, block_k)
     images, pixels, rows_per_program, images_per_program, chunks = weight_grad_split(
         batch, height * width, block_m, _chunks_wanted(x, tile_count, batch * height * width, waves),
         gate is not None)
     parts = torch.empty((chunks, out_channels, channels), device=x.device, dtype=torch.float32)
-    pieces = triton.cdiv(pixels, rows_per_program)
+    pieces = cdiv(pixels, rows_per_program)
     dgate = torch.empty((blocks_n, images * pieces, channels) if gate is not None else (0,), device=x.device,
                         dtype=torch.float32)
     _pw_weight_grad_kernel[(tile_count, chunks)](
@@ -284,7 +285,7 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
         return bn_pointwise_blas.input_grad(dy, stats, x, weight), stats.new_empty((0,))
     images, pixels = _images(batch, height * width, gate is not None or pool is not None)
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, tiles)
-    blocks_m = images * triton.cdiv(pixels, block_m)
+    blocks_m = images * cdiv(pixels, block_m)
     dx = channels_last_empty(x, tuple(x.shape))
     parts = torch.empty((2, blocks_m, channels), device=x.device, dtype=torch.float32)
     dxv = pixel_rows(dx)
@@ -292,7 +293,7 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     def or_stats(t):  # the pointer passed where a flag leaves an operand out
         return t if t is not None else stats
 
-    _pw_input_grad_kernel[(blocks_m * triton.cdiv(channels, block_k),)](
+    _pw_input_grad_kernel[(blocks_m * cdiv(channels, block_k),)](
         g, yv, stats, weight, a, or_stats(scale), or_stats(shift), or_stats(gate), or_stats(pool),
         dxv, parts[0], parts[1], images * pixels, out_channels, channels, pixels, g.stride(0), g.stride(1),
         weight.stride(0), weight.stride(1), a.stride(0), a.stride(1), **_flags(x, weight, scale, gate, act),

@@ -154,29 +154,38 @@ if triton is not None:
     def _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok, k, k_ok,
                      image, start, end, N, K, s_ym, s_yn, s_xm, s_xk, AFFINE: tl.constexpr, ACT: tl.constexpr,
                      GATE: tl.constexpr, RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_K: tl.constexpr):
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """acc + g.T @ a over the rows [start, end) (all of image `image` with GATE), for output channels rn
-        (BN,) and input channels k (BK,), and with GATE the gate's gradient over those rows, (BK,) float32:
-        the sum of da * s, with da = g @ w (this program's BN output channels: the host adds the blocks up).
+        (BN,) and input channels k (BK,), and with GATE the gate's gradient over those rows, (BK,) float32.
+        With GATE, a = s * gate, the gate one row (BK,) for the image, so one product serves both:
+        G = g.T @ s over the rows, then acc += G * gate and dgate = the sum over this program's BN output
+        channels of w * G (the sum over the rows of (g @ w) * s, reassociated; the host adds the blocks up).
         With RECOMPUTE (k spans all K input channels), y's tile is a @ w.T again, not loaded."""
         dgate = tl.zeros([BLOCK_K], dtype=tl.float32)
+        gram = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        gate = tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0) if GATE else dgate
         for m0 in range(start, end, BLOCK_M):
             rm = m0 + tl.arange(0, BLOCK_M)
             m_ok = rm < end
             ok = m_ok[:, None] & k_ok[None, :]
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
                         other=0.0)  # (BM, BK)
-            a, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, GATE)
-            # `a` rounded to the operand type, as the forward's product took it.
-            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
+            a, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
             y_again = 0.0
-            if RECOMPUTE:
+            if RECOMPUTE:  # `a` (gated) rounded to the operand type, as the forward's product took it
+                a = tl.where(ok, a * gate[None, :] if GATE else a, 0.0).to(x_ptr.dtype.element_ty)
                 y_again = _dot(a, tl.trans(w), IEEE)  # (BM, BN)
             g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
                            s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked
-            acc += _dot(tl.trans(g), a, IEEE)
             if GATE:
-                dgate += tl.sum(_dot(g, w, IEEE) * s, axis=0)
+                gram += _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+            else:
+                if not RECOMPUTE:
+                    a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
+                acc += _dot(tl.trans(g), a, IEEE)
+        if GATE:
+            acc += gram * gate[None, :]
+            dgate = tl.sum(w.to(tl.float32) * gram, axis=0)
         return acc, dgate
 
     @triton.jit
@@ -192,9 +201,8 @@ if triton is not None:
         # dweight to row `chunk` of the (chunks, N, K) buffer, which PyTorch sums (in order: deterministic).
         # Without GATE the host passes the batch as ONE image of all the rows. With GATE, each image's share
         # of dgate (the sum over its pixels of da * s, da's output channels limited to this program's) goes to
-        # row (pid_n, image * pieces + piece) of dgate_ptr: a second product per row tile, g @ weight, on the
-        # tiles already loaded (the tensor cores idle in this memory-bound pass). With RECOMPUTE (one block of
-        # K), y's tiles are recomputed from a and the weight tile, the same way, instead of loaded.
+        # row (pid_n, image * pieces + piece) of dgate_ptr, from the same product as dweight's (`_weight_rows`).
+        # With RECOMPUTE (one block of K), y's tiles are recomputed from a and the weight tile instead of loaded.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`bn_pointwise._flags`)
         pid = tl.program_id(0)
@@ -219,11 +227,12 @@ if triton is not None:
                                           rn, n_ok, k, k_ok, image, start,
                                           tl.minimum(start + rows_per_program, (image + 1) * pixels), N, K,
                                           s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M,
-                                          BLOCK_K)
+                                          BLOCK_N, BLOCK_K)
                 tl.store(dgate_ptr + ((pid_n * images + image) * pieces + piece) * K + k, dgate, mask=k_ok)
         else:
             start = piece * rows_per_program
             acc, _ = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok,
                                   k, k_ok, 0, start, tl.minimum(start + rows_per_program, pixels), N, K,
-                                  s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M, BLOCK_K)
+                                  s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M, BLOCK_N,
+                                  BLOCK_K)
         tl.store(parts_ptr + (chunk * N + rn[:, None]) * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from effnet.fast import kernels
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, next_power_of_2, triton
 
 if triton is not None:
     import triton.language as tl
@@ -147,13 +147,13 @@ def merge_moments(sums: torch.Tensor, m2: torch.Tensor, counts: torch.Tensor) ->
         mean = sums.sum(0) / total
         return mean, (m2.sum(0) + (counts[:, None] * (sums / counts[:, None] - mean).square()).sum(0)) / total
     rows, channels = sums.shape
-    block_c = min(64, triton.next_power_of_2(channels))
+    block_c = min(64, next_power_of_2(channels))
     block_r = 16 if INTERPRET else 64
-    channel_blocks = triton.cdiv(channels, block_c)
+    channel_blocks = cdiv(channels, block_c)
     mean, var = (torch.empty((channels,), device=sums.device, dtype=torch.float32) for _ in range(2))  # apart: outputs
     if rows > 2 * _MERGE_ROWS:  # chunks of rows in parallel first, then the chunks in one program per channels
-        per_chunk = max(_MERGE_ROWS, triton.cdiv(rows, 512))
-        chunks = triton.cdiv(rows, per_chunk)
+        per_chunk = max(_MERGE_ROWS, cdiv(rows, 512))
+        chunks = cdiv(rows, per_chunk)
         chunk_sums, chunk_m2 = torch.empty((2, chunks, channels), device=sums.device, dtype=torch.float32)
         chunk_counts = torch.empty((chunks,), device=sums.device, dtype=torch.float32)
         _merge_kernel[(chunks, channel_blocks)](sums, m2, counts, chunk_sums, chunk_m2, chunk_counts, rows, channels,
@@ -192,7 +192,7 @@ def gradient_stats(dmean: torch.Tensor | None, dvar: torch.Tensor | None, mean: 
     channels = mean.shape[0]
     rows = torch.empty((3, channels), device=mean.device, dtype=torch.float32)
     # autograd may hand over expanded gradients (stride 0: the gradient of a sum), which the kernel cannot read
-    _gradient_rows_kernel[(triton.cdiv(channels, _VECTOR_BLOCK),)](
+    _gradient_rows_kernel[(cdiv(channels, _VECTOR_BLOCK),)](
         dmean.contiguous() if dmean is not None else mean, dvar.contiguous() if dvar is not None else mean,
         mean.contiguous(), rows, channels, float(count), DMEAN=dmean is not None, DVAR=dvar is not None,
         BLOCK=_VECTOR_BLOCK)
@@ -217,7 +217,7 @@ class _BatchNormTrain(torch.autograd.Function):
         channels = mean.shape[0]
         scale, shift = (torch.empty((channels,), device=mean.device, dtype=torch.float32) for _ in range(2))
         track = bn.track_running_stats
-        _affine_kernel[(triton.cdiv(channels, _VECTOR_BLOCK),)](
+        _affine_kernel[(cdiv(channels, _VECTOR_BLOCK),)](
             mean, var, weight, bias, scale, shift, bn.running_mean if track else mean,
             bn.running_var if track else mean, bn.num_batches_tracked if track else mean, channels, bn.eps,
             bn.momentum, count / max(count - 1, 1), TRACK=track, BLOCK=_VECTOR_BLOCK)
@@ -231,7 +231,7 @@ class _BatchNormTrain(torch.autograd.Function):
         channels = mean.shape[0]
         dmean, dvar, dweight, dbias = (torch.empty((channels,), device=mean.device, dtype=torch.float32)
                                        for _ in range(4))
-        _affine_backward_kernel[(triton.cdiv(channels, _VECTOR_BLOCK),)](
+        _affine_backward_kernel[(cdiv(channels, _VECTOR_BLOCK),)](
             dscale.contiguous() if dscale is not None else mean, dshift.contiguous() if dshift is not None else mean,
             mean, var, weight,
             dmean, dvar, dweight, dbias, channels, ctx.eps, DSCALE=dscale is not None, DSHIFT=dshift is not None,

@@ -18,7 +18,7 @@ import torch
 
 from effnet.fast import kernels, ops
 from effnet.fast.affine_grad import WARPS, row_tiles
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -73,7 +73,7 @@ def depthwise_cudnn(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tens
     batch, channels, height, width = y.shape
     sums = torch.zeros((batch, channels), device=y.device, dtype=torch.float32) if pool else None
     block_m, block_c = row_tiles(channels, _TILE)
-    grid = (batch * triton.cdiv(height * width, block_m), triton.cdiv(channels, block_c))
+    grid = (batch * cdiv(height * width, block_m), cdiv(channels, block_c))
     _activate_pool_kernel[grid](y, bias, sums if pool else y, height * width, channels, ACT=kernels.act_mode(act, y),
                                 POOL=pool, ALIGN=kernels.map_alignment(y), BLOCK_M=block_m, BLOCK_C=block_c,
                                 **({} if INTERPRET else {"num_warps": WARPS}))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from effnet.fast import kernels
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 MAX_KERNEL = 5  # the accumulators and tap rows are tuples of five: k x k kernels up to 5 x 5
 
@@ -318,7 +318,7 @@ def depthwise_sliding(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Te
     y = torch.empty((batch, channels, out_h, out_w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     sums = torch.zeros((batch, channels), device=x.device, dtype=torch.float32) if pool else y
     block_w, block_c, rows, warps, *prefetch = tiles if tiles is not None else default_tiles(channels, out_h, out_w)
-    grid = (batch * triton.cdiv(out_h, rows) * triton.cdiv(out_w, block_w), triton.cdiv(channels, block_c))
+    grid = (batch * cdiv(out_h, rows) * cdiv(out_w, block_w), cdiv(channels, block_c))
     _sliding_kernel[grid](x, weight_taps, bias if bias is not None else weight_taps, y, sums, height, width,
                           channels, out_h, out_w, padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3),
                           y.stride(0), y.stride(2), y.stride(3), K=kernel_size, STRIDE=stride,

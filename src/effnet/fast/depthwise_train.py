@@ -32,7 +32,7 @@ from torch import nn
 
 from effnet.fast import kernels, ops, tuning
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, _pow2, triton
+from effnet.fast.kernels import INTERPRET, _pow2, cdiv, next_power_of_2, triton
 from effnet.models.layers import SameConv2d
 
 if triton is not None:
@@ -202,11 +202,11 @@ def input_grad(grad_output: torch.Tensor, weight_taps: torch.Tensor, input_size:
     options = dict(K=kernel_size, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c,
                    **({} if INTERPRET else {"num_warps": warps}))
     if parity:
-        grid = (batch * triton.cdiv(triton.cdiv(height, 2), block_h) * triton.cdiv(triton.cdiv(width, 2), block_w) * 4,
-                triton.cdiv(channels, block_c))
+        grid = (batch * cdiv(cdiv(height, 2), block_h) * cdiv(cdiv(width, 2), block_w) * 4,
+                cdiv(channels, block_c))
         _input_grad_parity_kernel[grid](*args, **options)
     else:
-        grid = (batch * triton.cdiv(height, block_h) * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
+        grid = (batch * cdiv(height, block_h) * cdiv(width, block_w), cdiv(channels, block_c))
         _tdw_input_grad_kernel[grid](*args, STRIDE=stride, **options)
     return dx
 
@@ -237,12 +237,12 @@ def _weight_grad_taps(x: torch.Tensor, grad_output: torch.Tensor, *, kernel_size
     if band % block_h:
         raise ValueError(f"the band ({band} rows) must be a multiple of BLOCK_H ({block_h})")
     sums = torch.zeros((kernel_size * kernel_size, channels), device=x.device, dtype=torch.float32)
-    grid = (batch * triton.cdiv(out_h, band), triton.cdiv(channels, block_c))
+    grid = (batch * cdiv(out_h, band), cdiv(channels, block_c))
     dy = grad_output
     _tdw_weight_grad_kernel[grid](x, dy, sums, height, width, channels, out_h, out_w, padding[0], padding[1],
                               x.stride(0), x.stride(2), x.stride(3), x.stride(1),
                               dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1),
-                              K=kernel_size, STRIDE=stride, KK=triton.next_power_of_2(kernel_size * kernel_size),
+                              K=kernel_size, STRIDE=stride, KK=next_power_of_2(kernel_size * kernel_size),
                               BAND=band, BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=block_c, TAP_MAJOR=bool(tap_major),
                               **({} if INTERPRET else {"num_warps": warps}))
     return sums

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from effnet.fast import tuning
-from effnet.fast.kernels import INTERPRET, _pow2, triton
+from effnet.fast.kernels import INTERPRET, _pow2, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -211,7 +211,7 @@ def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, red
                                 chunk=choice["tiles"][0] if choice["tiles"] else None)
     gate = torch.empty_like(sums)
     block_n, block_r, block_c = _tiles(reduced, 64)  # the (BN, BR) hidden and a (BR, BC) tile in registers
-    _excitation_kernel[(triton.cdiv(batch, block_n),)](
+    _excitation_kernel[(cdiv(batch, block_n),)](
         sums, reduce_weight, reduce_bias, expand_weight, expand_bias, gate, batch, channels, reduced, 1.0 / pixels,
         PRECISION=_precision(tf32), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
     return gate
@@ -229,10 +229,10 @@ def excitation_split(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tenso
     if chunk <= 0 or chunk % 32:
         raise ValueError(f"the excitation's channel chunks must be a multiple of 32, got {chunk}")
     block_c = block_c if chunk % block_c == 0 else 32  # each chunk whole channel tiles
-    chunks = triton.cdiv(channels, chunk)
+    chunks = cdiv(channels, chunk)
     partial = sums.new_empty((chunks, batch, reduced))
     gate = torch.empty_like(sums)
-    grid = (triton.cdiv(batch, block_n), chunks)
+    grid = (cdiv(batch, block_n), chunks)
     precision = _precision(tf32)
     _excitation_partial_kernel[grid](sums, reduce_weight, partial, batch, channels, reduced, chunk,
                                      PRECISION=precision, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r,
@@ -255,13 +255,13 @@ def excitation_backward(dgate: torch.Tensor, gate: torch.Tensor, pooled: torch.T
     block_n, block_r, block_c = _tiles(reduced, 32)  # with 64 channels, a hidden layer of 64 spills in IEEE float32
     dpooled = torch.empty_like(pooled)
     dhidden, act = (pooled.new_empty((batch, reduced)) for _ in range(2))
-    _excitation_backward_rows_kernel[(triton.cdiv(batch, block_n),)](
+    _excitation_backward_rows_kernel[(cdiv(batch, block_n),)](
         pooled, dgate, gate, reduce_weight, reduce_bias, expand_weight, dpooled, dhidden, act, batch, channels,
         reduced, dpooled_scale, PRECISION=_precision(tf32), BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r,
         **_options())
     dw1, dw2 = torch.empty_like(reduce_weight), torch.empty_like(expand_weight)
     db1, db2 = pooled.new_empty((reduced,)), pooled.new_empty((channels,))
-    _excitation_backward_weights_kernel[(triton.cdiv(channels, block_c),)](
+    _excitation_backward_weights_kernel[(cdiv(channels, block_c),)](
         pooled, dgate, gate, dhidden, act, dw1, db1, dw2, db2, batch, channels, reduced, PRECISION=_precision(tf32),
         BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=block_r, **_options())
     return dpooled, dw1, db1, dw2, db2

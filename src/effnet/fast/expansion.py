@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, act_mode, map_alignment, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, cdiv, map_alignment, triton
 
 # Largest k²/s² (recomputation of the expansion per output pixel) the fused path accepts.
 MAX_RECOMPUTE = 9
@@ -93,7 +93,7 @@ def expand_depthwise(x: torch.Tensor, expand_t: torch.Tensor, expand_bias: torch
     block_p = 16 if INTERPRET else _pow2(out_w, 16, 32)
     block_c = 16 if INTERPRET else _pow2(channels, 16, 64)
     block_k = 16 if INTERPRET else _pow2(in_channels, 16, 64)
-    grid = (batch * out_h * triton.cdiv(out_w, block_p), triton.cdiv(channels, block_c))
+    grid = (batch * out_h * cdiv(out_w, block_p), cdiv(channels, block_c))
     _expand_depthwise_kernel[grid](
         x, expand_t, expand_bias, taps, bias, y, sums, height, width, in_channels, channels, out_h, out_w, stride,
         padding[0], padding[1], x.stride(0), x.stride(2), x.stride(3), x.stride(1),

@@ -33,6 +33,18 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE") == "1"
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host's integers (launch grids, tile counts). `triton.cdiv` is a constexpr function
+    (Triton 3.4 on): each host call unwraps its arguments, a few microseconds, and a B0 training step made
+    about 1,200 of them (11% of its host time, benchmarks/host_overhead.py)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of 2 at least n (n >= 1), as `triton.next_power_of_2` gives it, on the host (`cdiv`)."""
+    return 1 << (int(n) - 1).bit_length()
+
+
 def alignment(*strides: int) -> int:
     """The largest power of two, up to 16, dividing every one of these strides and channel counts (in
     elements): what a kernel may tell the compiler they are multiples of (`_multiple`). Triton marks integer
@@ -369,7 +381,7 @@ if triton is not None:
 
 
 def _pow2(value: int, low: int, high: int) -> int:
-    return max(low, min(high, triton.next_power_of_2(value)))
+    return max(low, min(high, next_power_of_2(value)))
 
 
 def _depthwise_tiles(channels: int) -> tuple[int, int, int, int, int]:
@@ -408,16 +420,16 @@ def depthwise(x: torch.Tensor, weight_taps: torch.Tensor, bias: torch.Tensor, *,
         block_h, block_w, block_c, rows, warps, *warm = tiles
         if warm and warm[0] and stride != 1:
             raise ValueError("the warmed depthwise taps are for stride 1")
-        grid = (batch * triton.cdiv(out_h, block_h * rows) * triton.cdiv(out_w, block_w),
-                triton.cdiv(channels, block_c))
+        grid = (batch * cdiv(out_h, block_h * rows) * cdiv(out_w, block_w),
+                cdiv(channels, block_c))
         _depthwise_kernel[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, BLOCK_H=block_h,
                                 BLOCK_W=block_w, BLOCK_C=block_c, ROWS=rows, ALIGN=align,
                                 EVEN_C=channels % block_c == 0, WARM=bool(warm and warm[0]),
                                 **({} if INTERPRET else {"num_warps": warps}))
     else:
         def grid(meta: dict) -> tuple[int, int]:
-            return (batch * triton.cdiv(out_h, meta["BLOCK_H"] * meta["ROWS"]) * triton.cdiv(out_w, meta["BLOCK_W"]),
-                    triton.cdiv(channels, meta["BLOCK_C"]))
+            return (batch * cdiv(out_h, meta["BLOCK_H"] * meta["ROWS"]) * cdiv(out_w, meta["BLOCK_W"]),
+                    cdiv(channels, meta["BLOCK_C"]))
 
         _depthwise_tuned[grid](*args, K=kernel_size, ACT=act_mode(act, y), POOL=pool, ALIGN=align, EVEN_C=False,
                                WARM=False)
@@ -475,7 +487,7 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
                  ALIGN=alignment(a.stride(0), weight_t.stride(0), o.stride(0), r.stride(0)))
 
     def blocks_m(block_m: int) -> int:
-        return batch * triton.cdiv(height * width, block_m) if gate_mode == 2 else triton.cdiv(rows, block_m)
+        return batch * cdiv(height * width, block_m) if gate_mode == 2 else cdiv(rows, block_m)
 
     if tiles is None and INTERPRET:
         tiles = (16, 16, 16, 4, 1)
@@ -485,12 +497,12 @@ def pointwise(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor, *, ac
         block_m, block_n, block_k, warps, stages = tiles
         if gate_mode == 1 and block_m <= height * width:  # a tile spans two images at most: two gate rows
             flags["GATE"] = 3
-        grid = (blocks_m(block_m) * triton.cdiv(out_channels, block_n),)
+        grid = (blocks_m(block_m) * cdiv(out_channels, block_n),)
         _pointwise_kernel[grid](*args, **flags, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                                 **({} if INTERPRET else {"num_warps": warps, "num_stages": stages}))
     else:
         def grid(meta: dict) -> tuple[int]:
-            return (blocks_m(meta["BLOCK_M"]) * triton.cdiv(out_channels, meta["BLOCK_N"]),)
+            return (blocks_m(meta["BLOCK_M"]) * cdiv(out_channels, meta["BLOCK_N"]),)
 
         _pointwise_tuned[grid](*args, **flags)
     return out

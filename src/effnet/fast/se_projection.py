@@ -33,7 +33,7 @@ from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_stats, kernels
 from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 from effnet.fast.excitation import excitation, excitation_backward
-from effnet.fast.kernels import INTERPRET, triton
+from effnet.fast.kernels import INTERPRET, cdiv, triton
 
 if triton is not None:
     import triton.language as tl
@@ -73,8 +73,8 @@ if triton is not None:
 def _image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
     """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
     about `programs` chunks in all (at least one per image): what `_image_chunk` walks."""
-    per_image = max(1, min(triton.cdiv(pixels, block_m), triton.cdiv(programs, batch)))
-    return triton.cdiv(triton.cdiv(pixels, per_image), block_m) * block_m
+    per_image = max(1, min(cdiv(pixels, block_m), cdiv(programs, batch)))
+    return cdiv(cdiv(pixels, per_image), block_m) * block_m
 
 
 _POOL_TILES = (32, 64, 4)  # (BLOCK_M, BLOCK_K, num_warps): first guesses, untimed
@@ -86,10 +86,10 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     pixels = height * width
     block_m, block_k, warps = _POOL_TILES
     rows_per_program = _image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
-    chunks = batch * triton.cdiv(pixels, rows_per_program)
+    chunks = batch * cdiv(pixels, rows_per_program)
     sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
     a = pixel_rows(x)
-    _se_pool_kernel[(chunks, triton.cdiv(channels, block_k))](
+    _se_pool_kernel[(chunks, cdiv(channels, block_k))](
         a, scale, shift, sums, pixels, channels, rows_per_program, a.stride(0), a.stride(1), 1.0 / pixels,
         ACT=kernels.act_mode(True, x), ALIGN=kernels.alignment(a.stride(0)), BLOCK_M=block_m, BLOCK_K=block_k,
         **({} if INTERPRET else {"num_warps": warps}))

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import custom_ops, ops, tuning
-from effnet.fast.kernels import INTERPRET, _pow2, act_mode, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, cdiv, next_power_of_2, triton
 
 if triton is not None:
     import triton.language as tl
@@ -119,7 +119,7 @@ def _launch(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, *, k
     # 4096 float32 accumulators a program (32 a thread at 4 warps) whatever the channel count.
     block_c = _pow2(out_channels, 16, 64)
     block_p = 32 if INTERPRET else 4096 // block_c
-    grid = (triton.cdiv(pixels, block_p), triton.cdiv(out_channels, block_c))
+    grid = (cdiv(pixels, block_p), cdiv(out_channels, block_c))
     _stem_kernel[grid](x, weight_cols, bias, y, height, width, out_channels, out_h, out_w, pixels,
                        stride, padding[0], padding[1], x.stride(0), x.stride(1), x.stride(2), x.stride(3),
                        CIN=in_channels, K=kernel_size, ACT=act_mode(True, y), BLOCK_P=block_p, BLOCK_C=block_c,
@@ -136,10 +136,10 @@ def _launch_dot(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, 
     block_p, warps = tiles or (128, 4)
     block_c = _pow2(out_channels, 16, 64)
     pixels = batch * out_h * out_w
-    grid = (triton.cdiv(pixels, 16 if INTERPRET else block_p), triton.cdiv(out_channels, block_c))
+    grid = (cdiv(pixels, 16 if INTERPRET else block_p), cdiv(out_channels, block_c))
     _stem_dot_kernel[grid](x, weight_cols, bias, y, height, width, out_channels, out_h, out_w, pixels, stride,
                            padding[0], padding[1], x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-                           CIN=in_channels, K=kernel_size, TAPS=max(16, triton.next_power_of_2(weight_cols.shape[0])),
+                           CIN=in_channels, K=kernel_size, TAPS=max(16, next_power_of_2(weight_cols.shape[0])),
                            ACT=act_mode(True, y), IEEE=weight_cols.dtype == torch.float32,
                            BLOCK_P=16 if INTERPRET else block_p, BLOCK_C=block_c,
                            **({} if INTERPRET else {"num_warps": warps}))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, act_mode, alignment, matrix_views, triton
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, alignment, cdiv, matrix_views, triton
 
 # Most input channels the kernel holds in one weight tile; wider layers take `kernels.pointwise`.
 MAX_K = 256
@@ -132,7 +132,7 @@ def pointwise_streaming(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Ten
     if programs is None:
         programs = (INTERPRET_PROGRAMS if INTERPRET
                     else per_sm * torch.cuda.get_device_properties(x.device).multi_processor_count)
-    grid = (min(programs, triton.cdiv(rows, block_m)), triton.cdiv(out_channels, block_n))
+    grid = (min(programs, cdiv(rows, block_m)), cdiv(out_channels, block_n))
     _streaming_kernel[grid](a, weight_t, bias, gate if gate is not None else bias, r, o, rows, out_channels, channels,
                             height * width, a.stride(0), a.stride(1), weight_t.stride(0), weight_t.stride(1),
                             o.stride(0), o.stride(1), r.stride(0), r.stride(1), GATE=gate is not None,
