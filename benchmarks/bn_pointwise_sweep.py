@@ -66,7 +66,7 @@ SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 3), (128, 64, 64, 8, 3), (128, 128, 32
          "bn_pointwise_input_grad": [(64, 64, 64, 4, 3), (128, 32, 64, 8, 3), (32, 64, 128, 8, 4),
                                      (64, 32, 128, 8, 3), (32, 32, 256, 8, 3), (32, 128, 64, 8, 3)],
          "bn_pointwise_weight_grad": [(32, 64, 64, 4, 3), (64, 64, 64, 8, 3), (32, 128, 64, 8, 4),
-                                      (16, 128, 128, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
+                                      (16, 128, 64, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
 CONFIGS = len(SWEEP["bn_pointwise"])
 WAVES = (1, 2)  # programs per multiprocessor for the weight gradient's split over the rows (the default: 4)
 

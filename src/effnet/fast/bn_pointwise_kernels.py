@@ -151,42 +151,68 @@ if triton is not None:
                  mask=ok)
 
     @triton.jit
-    def _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok, k, k_ok,
-                     image, start, end, N, K, s_ym, s_yn, s_xm, s_xk, AFFINE: tl.constexpr, ACT: tl.constexpr,
-                     GATE: tl.constexpr, RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """acc + g.T @ a over the rows [start, end) (all of image `image` with GATE), for output channels rn
-        (BN,) and input channels k (BK,), and with GATE the gate's gradient over those rows, (BK,) float32.
-        With GATE, a = s * gate, the gate one row (BK,) for the image, so one product serves both:
-        G = g.T @ s over the rows, then acc += G * gate and dgate = the sum over this program's BN output
-        channels of w * G (the sum over the rows of (g @ w) * s, reassociated; the host adds the blocks up).
-        With RECOMPUTE (k spans all K input channels), y's tile is a @ w.T again, not loaded."""
-        dgate = tl.zeros([BLOCK_K], dtype=tl.float32)
-        gram = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-        gate = tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0) if GATE else dgate
+    def _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, acc, w, rn, n_ok, k, k_ok, start, end,
+                     N, K, s_ym, s_yn, s_xm, s_xk, AFFINE: tl.constexpr, ACT: tl.constexpr, RECOMPUTE: tl.constexpr,
+                     IEEE: tl.constexpr, BLOCK_M: tl.constexpr):
+        """acc + g.T @ a over the rows [start, end), for output channels rn (BN,) and input channels k (BK,), a
+        without a gate. With RECOMPUTE (k spans all K input channels), y's tile is a @ w.T again, not loaded."""
         for m0 in range(start, end, BLOCK_M):
             rm = m0 + tl.arange(0, BLOCK_M)
             m_ok = rm < end
             ok = m_ok[:, None] & k_ok[None, :]
             x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
                         other=0.0)  # (BM, BK)
-            a, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
+            a, _, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, scale_ptr, 0, K, AFFINE, ACT, False)
+            # `a` rounded to the operand type, as the forward's product took it.
+            a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
             y_again = 0.0
-            if RECOMPUTE:  # `a` (gated) rounded to the operand type, as the forward's product took it
-                a = tl.where(ok, a * gate[None, :] if GATE else a, 0.0).to(x_ptr.dtype.element_ty)
+            if RECOMPUTE:
                 y_again = _dot(a, tl.trans(w), IEEE)  # (BM, BN)
             g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
                            s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked
-            if GATE:
-                gram += _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
-            else:
-                if not RECOMPUTE:
-                    a = tl.where(ok, a, 0.0).to(x_ptr.dtype.element_ty)
-                acc += _dot(tl.trans(g), a, IEEE)
-        if GATE:
-            acc += gram * gate[None, :]
-            dgate = tl.sum(w.to(tl.float32) * gram, axis=0)
-        return acc, dgate
+            acc += _dot(tl.trans(g), a, IEEE)
+        return acc
+
+    @triton.jit
+    def _gated_weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dgate_ptr, acc, w,
+                           rn, n_ok, k, k_ok, first, count, piece, pieces, pid_n, images, pixels, rows_per_program,
+                           N, K, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk, AFFINE: tl.constexpr, ACT: tl.constexpr,
+                           RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_K: tl.constexpr):
+        """acc + g.T @ a over `count` images from `first` (piece `piece` of each: `rows_per_program` rows from
+        piece * rows_per_program, the image's last piece short), a = s * gate with one gate row (BK,) per image;
+        each image's gradient of its gate (BK,) to row (pid_n, image * pieces + piece) of dgate_ptr. One product
+        serves both: G = g.T @ s over an image's rows, then acc += G * gate and dgate = the sum over this program's
+        BN output channels of weight * G (the sum over the rows of (g @ weight) * s, reassociated; the host adds
+        the blocks up). The rows of all the images are one loop, an image's last tile adding its G: a loop over
+        the images around one over their rows held about 85 more registers a thread (`compile_check.py`)."""
+        span = tl.minimum(rows_per_program, pixels - piece * rows_per_program)  # rows of each image taken here
+        tiles = tl.cdiv(span, BLOCK_M)
+        w_offsets = rn[:, None] * s_wn + k[None, :] * s_wk
+        w_ok = n_ok[:, None] & k_ok[None, :]
+        gram = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for t in range(0, count * tiles):
+            image = first + t // tiles
+            local = (t % tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
+            rm = image * pixels + piece * rows_per_program + local
+            m_ok = local < span
+            ok = m_ok[:, None] & k_ok[None, :]
+            gate = tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)
+            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
+                        other=0.0)  # (BM, BK)
+            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
+            y_again = 0.0
+            if RECOMPUTE:  # a = s * gate rounded to the operand type, as the forward's product took it
+                y_again = _dot(tl.where(ok, s * gate[None, :], 0.0).to(x_ptr.dtype.element_ty), tl.trans(w), IEEE)
+            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                           s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked
+            gram += _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+            if t % tiles == tiles - 1:  # the image's last tile
+                acc += gram * gate[None, :]
+                dgate = tl.sum(tl.load(w_ptr + w_offsets, mask=w_ok, other=0.0).to(tl.float32) * gram, axis=0)
+                tl.store(dgate_ptr + ((pid_n * images + image) * pieces + piece) * K + k, dgate, mask=k_ok)
+                gram = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        return acc
 
     @triton.jit
     def _pw_weight_grad_kernel(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, parts_ptr,
@@ -201,7 +227,8 @@ if triton is not None:
         # dweight to row `chunk` of the (chunks, N, K) buffer, which PyTorch sums (in order: deterministic).
         # Without GATE the host passes the batch as ONE image of all the rows. With GATE, each image's share
         # of dgate (the sum over its pixels of da * s, da's output channels limited to this program's) goes to
-        # row (pid_n, image * pieces + piece) of dgate_ptr, from the same product as dweight's (`_weight_rows`).
+        # row (pid_n, image * pieces + piece) of dgate_ptr, from the same product as dweight's
+        # (`_gated_weight_rows`).
         # With RECOMPUTE (one block of K), y's tiles are recomputed from a and the weight tile instead of loaded.
         N, K, s_xm, s_wn, s_ym = (_multiple(N, ALIGN), _multiple(K, ALIGN), _multiple(s_xm, ALIGN),
                                   _multiple(s_wn, ALIGN), _multiple(s_ym, ALIGN))  # (`bn_pointwise._flags`)
@@ -217,22 +244,18 @@ if triton is not None:
         first, piece = (chunk // pieces) * images_per_program, chunk % pieces
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         w = 0
-        if GATE or RECOMPUTE:
+        if RECOMPUTE:
             w = tl.load(w_ptr + rn[:, None] * s_wn + k[None, :] * s_wk,
                         mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # (BN, BK), in the operand type
         if GATE:
-            for image in range(first, tl.minimum(first + images_per_program, images)):
-                start = image * pixels + piece * rows_per_program
-                acc, dgate = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w,
-                                          rn, n_ok, k, k_ok, image, start,
-                                          tl.minimum(start + rows_per_program, (image + 1) * pixels), N, K,
-                                          s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M,
-                                          BLOCK_N, BLOCK_K)
-                tl.store(dgate_ptr + ((pid_n * images + image) * pieces + piece) * K + k, dgate, mask=k_ok)
+            acc = _gated_weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dgate_ptr,
+                                     acc, w, rn, n_ok, k, k_ok, first,
+                                     tl.minimum(first + images_per_program, images) - first, piece, pieces, pid_n,
+                                     images, pixels, rows_per_program, N, K, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
+                                     AFFINE, ACT, RECOMPUTE, IEEE, BLOCK_M, BLOCK_N, BLOCK_K)
         else:
             start = piece * rows_per_program
-            acc, _ = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, acc, w, rn, n_ok,
-                                  k, k_ok, 0, start, tl.minimum(start + rows_per_program, pixels), N, K,
-                                  s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, GATE, RECOMPUTE, IEEE, BLOCK_M, BLOCK_N,
-                                  BLOCK_K)
+            acc = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, acc, w, rn, n_ok, k, k_ok, start,
+                               tl.minimum(start + rows_per_program, pixels), N, K, s_ym, s_yn, s_xm, s_xk, AFFINE,
+                               ACT, RECOMPUTE, IEEE, BLOCK_M)
         tl.store(parts_ptr + (chunk * N + rn[:, None]) * K + k[None, :], acc, mask=n_ok[:, None] & k_ok[None, :])
