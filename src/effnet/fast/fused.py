@@ -198,7 +198,7 @@ def optimize_for_inference(model: nn.Module, *, dtype: torch.dtype | None = None
     folded = folded.to(dtype=dtype, memory_format=torch.channels_last)
     for module in folded.modules():  # the excitation runs in float32 or wider, whatever the dtype
         if isinstance(module, FusedMBConv) and module.se is not None:
-            module.se.to(torch.promote_types(dtype, torch.float32))
+            module.se.to(ops.at_least_float32(dtype))
     return ChannelsLastInput(folded, dtype, cast=not stem_fused).eval()
 
 

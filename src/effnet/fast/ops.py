@@ -125,10 +125,10 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, weight_taps: torch.Tensor, 
     y = conv2d_as_kernels_pad(x, weight, bias, stride=stride, same=same, groups=x.shape[1])  # (N, C, HO, WO)
     if act:
         y = F.silu(y, inplace=True)
-    return y, (y.sum((2, 3), dtype=_at_least_float32(y.dtype)) if pool else None)
+    return y, (y.sum((2, 3), dtype=at_least_float32(y.dtype)) if pool else None)
 
 
-def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
     """The dtype the squeeze-excitation's pool and gate take for activations in `dtype`: float32, or float64."""
     return torch.promote_types(dtype, torch.float32)
 
@@ -236,7 +236,7 @@ def excitation(sums: torch.Tensor, pixels: int, reduce: torch.nn.Conv2d, expand:
         return fused_excitation(sums.float().contiguous(), pixels, reduce.weight.flatten(1).float().contiguous(),
                                 reduce.bias.float(), expand.weight.flatten(1).float().contiguous(),
                                 expand.bias.float(), tf32=tf32)
-    dtype = _at_least_float32(sums.dtype)
+    dtype = at_least_float32(sums.dtype)
     hidden = torch.addmm(reduce.bias.to(dtype), sums.to(dtype), reduce.weight.flatten(1).to(dtype).t(),
                          alpha=1.0 / pixels)
     hidden = torch.addmm(expand.bias.to(dtype), F.silu(hidden), expand.weight.flatten(1).to(dtype).t())
