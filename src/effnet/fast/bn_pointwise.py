@@ -265,8 +265,8 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
         gate if gate is not None else stats, weight, parts, dgate, out_channels, channels, images, pixels,
         rows_per_program, images_per_program, g.stride(0), g.stride(1), a.stride(0), a.stride(1),
         weight.stride(0), weight.stride(1), **_flags(x, weight, scale, gate, act),
-        RECOMPUTE=_recompute(x, weight, block_k) and not load_y, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m,
-        **options)
+        RECOMPUTE=_recompute(x, weight, block_k) and not load_y, ONE_IMAGE=gate is not None and images_per_program == 1,
+        BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, **options)
     if gate is not None:
         dgate = dgate.view(blocks_n, batch, pieces, channels).sum((0, 2))
     return parts.sum(0), dgate

@@ -177,20 +177,41 @@ if triton is not None:
     def _gated_weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dgate_ptr, acc, w,
                            rn, n_ok, k, k_ok, first, count, piece, pieces, pid_n, images, pixels, rows_per_program,
                            N, K, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk, AFFINE: tl.constexpr, ACT: tl.constexpr,
-                           RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_K: tl.constexpr):
+                           RECOMPUTE: tl.constexpr, IEEE: tl.constexpr, ONE_IMAGE: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """acc + g.T @ a over `count` images from `first` (piece `piece` of each: `rows_per_program` rows from
         piece * rows_per_program, the image's last piece short), a = s * gate with one gate row (BK,) per image;
         each image's gradient of its gate (BK,) to row (pid_n, image * pieces + piece) of dgate_ptr. One product
         serves both: G = g.T @ s over an image's rows, then acc += G * gate and dgate = the sum over this program's
         BN output channels of weight * G (the sum over the rows of (g @ weight) * s, reassociated; the host adds
         the blocks up). The rows of all the images are one loop, an image's last tile adding its G: a loop over
-        the images around one over their rows held about 85 more registers a thread (`compile_check.py`)."""
+        the images around one over their rows held about 85 more registers a thread (`compile_check.py`). With
+        ONE_IMAGE (count 1: a piece of one image) no tile ends an image but the last, and G alone accumulates."""
         span = tl.minimum(rows_per_program, pixels - piece * rows_per_program)  # rows of each image taken here
         tiles = tl.cdiv(span, BLOCK_M)
         w_offsets = rn[:, None] * s_wn + k[None, :] * s_wk
         w_ok = n_ok[:, None] & k_ok[None, :]
         gram = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        if ONE_IMAGE:
+            gate = tl.load(gate_ptr + first * K + k, mask=k_ok, other=0.0)
+            for m0 in range(0, span, BLOCK_M):
+                local = m0 + tl.arange(0, BLOCK_M)
+                rm = first * pixels + piece * rows_per_program + local
+                m_ok = local < span
+                ok = m_ok[:, None] & k_ok[None, :]
+                x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
+                            other=0.0)  # (BM, BK)
+                _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, first, K, AFFINE, ACT, False)
+                y_again = 0.0
+                if RECOMPUTE:  # a = s * gate rounded to the operand type, as the forward's product took it
+                    y_again = _dot(tl.where(ok, s * gate[None, :], 0.0).to(x_ptr.dtype.element_ty), tl.trans(w),
+                                   IEEE)
+                g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                               s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN)
+                gram += _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+            dgate = tl.sum(tl.load(w_ptr + w_offsets, mask=w_ok, other=0.0).to(tl.float32) * gram, axis=0)
+            tl.store(dgate_ptr + ((pid_n * images + first) * pieces + piece) * K + k, dgate, mask=k_ok)
+            return acc + gram * gate[None, :]
         for t in range(0, count * tiles):
             image = first + t // tiles
             local = (t % tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -219,8 +240,8 @@ if triton is not None:
                                dgate_ptr, N, K, images, pixels, rows_per_program, images_per_program,
                                s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
                                AFFINE: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, RECOMPUTE: tl.constexpr,
-                               IEEE: tl.constexpr, ALIGN: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                               BLOCK_M: tl.constexpr):
+                               IEEE: tl.constexpr, ALIGN: tl.constexpr, ONE_IMAGE: tl.constexpr,
+                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
         # dweight (N, K) = g.T @ a, split over the rows (`bn_pointwise.weight_grad_split`): program (tile, chunk) takes
         # `images_per_program` whole images or, when that is 1, `rows_per_program` rows of one image (each image
         # cut into `pieces` chunks, its last one short), and writes its share of a BLOCK_N x BLOCK_K tile of
@@ -252,7 +273,7 @@ if triton is not None:
                                      acc, w, rn, n_ok, k, k_ok, first,
                                      tl.minimum(first + images_per_program, images) - first, piece, pieces, pid_n,
                                      images, pixels, rows_per_program, N, K, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk,
-                                     AFFINE, ACT, RECOMPUTE, IEEE, BLOCK_M, BLOCK_N, BLOCK_K)
+                                     AFFINE, ACT, RECOMPUTE, IEEE, ONE_IMAGE, BLOCK_M, BLOCK_N, BLOCK_K)
         else:
             start = piece * rows_per_program
             acc = _weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, acc, w, rn, n_ok, k, k_ok, start,
