@@ -174,6 +174,24 @@ if triton is not None:
         return acc
 
     @triton.jit
+    def _gated_tile(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate, w, rn, n_ok, k, k_ok, image, start,
+                    local, span, N, K, s_ym, s_yn, s_xm, s_xk, AFFINE: tl.constexpr, ACT: tl.constexpr,
+                    RECOMPUTE: tl.constexpr, IEEE: tl.constexpr):
+        """g.T @ s, (BN, BK) float32, over rows start + local (BM,) of image `image`, those of local under `span`
+        real; s its input's activation before the gate (BK,) (`_prologue`), rounded to the operand type."""
+        rm = start + local
+        m_ok = local < span
+        ok = m_ok[:, None] & k_ok[None, :]
+        x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok, other=0.0)  # (BM, BK)
+        _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, scale_ptr, image, K, AFFINE, ACT, False)
+        y_again = 0.0
+        if RECOMPUTE:  # a = s * gate rounded to the operand type, as the forward's product took it
+            y_again = _dot(tl.where(ok, s * gate[None, :], 0.0).to(x_ptr.dtype.element_ty), tl.trans(w), IEEE)
+        g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
+                       s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked
+        return _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+
+    @triton.jit
     def _gated_weight_rows(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate_ptr, w_ptr, dgate_ptr, acc, w,
                            rn, n_ok, k, k_ok, first, count, piece, pieces, pid_n, images, pixels, rows_per_program,
                            N, K, s_ym, s_yn, s_xm, s_xk, s_wn, s_wk, AFFINE: tl.constexpr, ACT: tl.constexpr,
@@ -182,11 +200,11 @@ if triton is not None:
         """acc + g.T @ a over `count` images from `first` (piece `piece` of each: `rows_per_program` rows from
         piece * rows_per_program, the image's last piece short), a = s * gate with one gate row (BK,) per image;
         each image's gradient of its gate (BK,) to row (pid_n, image * pieces + piece) of dgate_ptr. One product
-        serves both: G = g.T @ s over an image's rows, then acc += G * gate and dgate = the sum over this program's
-        BN output channels of weight * G (the sum over the rows of (g @ weight) * s, reassociated; the host adds
-        the blocks up). The rows of all the images are one loop, an image's last tile adding its G: a loop over
-        the images around one over their rows held about 85 more registers a thread (`compile_check.py`). With
-        ONE_IMAGE (count 1: a piece of one image) no tile ends an image but the last, and G alone accumulates."""
+        serves both: G = g.T @ s over an image's rows (`_gated_tile`), then acc += G * gate and dgate = the sum
+        over this program's BN output channels of weight * G (the sum over the rows of (g @ weight) * s,
+        reassociated; the host adds the blocks up). The rows of all the images are one loop, an image's last tile
+        adding its G: a loop over the images around one over their rows held about 85 more registers a thread
+        (`compile_check.py`). With ONE_IMAGE (count 1: a piece of one image) G alone accumulates, added once."""
         span = tl.minimum(rows_per_program, pixels - piece * rows_per_program)  # rows of each image taken here
         tiles = tl.cdiv(span, BLOCK_M)
         w_offsets = rn[:, None] * s_wn + k[None, :] * s_wk
@@ -195,39 +213,19 @@ if triton is not None:
         if ONE_IMAGE:
             gate = tl.load(gate_ptr + first * K + k, mask=k_ok, other=0.0)
             for m0 in range(0, span, BLOCK_M):
-                local = m0 + tl.arange(0, BLOCK_M)
-                rm = first * pixels + piece * rows_per_program + local
-                m_ok = local < span
-                ok = m_ok[:, None] & k_ok[None, :]
-                x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
-                            other=0.0)  # (BM, BK)
-                _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, first, K, AFFINE, ACT, False)
-                y_again = 0.0
-                if RECOMPUTE:  # a = s * gate rounded to the operand type, as the forward's product took it
-                    y_again = _dot(tl.where(ok, s * gate[None, :], 0.0).to(x_ptr.dtype.element_ty), tl.trans(w),
-                                   IEEE)
-                g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
-                               s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN)
-                gram += _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+                gram += _gated_tile(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate, w, rn, n_ok, k, k_ok,
+                                    first, first * pixels + piece * rows_per_program, m0 + tl.arange(0, BLOCK_M), span,
+                                    N, K, s_ym, s_yn, s_xm, s_xk, AFFINE, ACT, RECOMPUTE, IEEE)
             dgate = tl.sum(tl.load(w_ptr + w_offsets, mask=w_ok, other=0.0).to(tl.float32) * gram, axis=0)
             tl.store(dgate_ptr + ((pid_n * images + first) * pieces + piece) * K + k, dgate, mask=k_ok)
             return acc + gram * gate[None, :]
         for t in range(0, count * tiles):
             image = first + t // tiles
-            local = (t % tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
-            rm = image * pixels + piece * rows_per_program + local
-            m_ok = local < span
-            ok = m_ok[:, None] & k_ok[None, :]
             gate = tl.load(gate_ptr + image * K + k, mask=k_ok, other=0.0)
-            x = tl.load(x_ptr + rm[:, None] * s_xm + k[None, :] * s_xk, mask=ok,
-                        other=0.0)  # (BM, BK)
-            _, s, _, _ = _prologue(x, k, k_ok, scale_ptr, shift_ptr, gate_ptr, image, K, AFFINE, ACT, False)
-            y_again = 0.0
-            if RECOMPUTE:  # a = s * gate rounded to the operand type, as the forward's product took it
-                y_again = _dot(tl.where(ok, s * gate[None, :], 0.0).to(x_ptr.dtype.element_ty), tl.trans(w), IEEE)
-            g = _grad_tile(dy_ptr, y_ptr, stats_ptr, rm, rn, m_ok[:, None] & n_ok[None, :], n_ok,
-                           s_ym, s_yn, N, y_again, RECOMPUTE).to(dy_ptr.dtype.element_ty)  # (BM, BN), 0 on masked
-            gram += _dot(tl.trans(g), tl.where(ok, s, 0.0).to(x_ptr.dtype.element_ty), IEEE)
+            gram += _gated_tile(dy_ptr, y_ptr, stats_ptr, x_ptr, scale_ptr, shift_ptr, gate, w, rn, n_ok, k, k_ok,
+                                image, image * pixels + piece * rows_per_program,
+                                (t % tiles) * BLOCK_M + tl.arange(0, BLOCK_M), span, N, K, s_ym, s_yn, s_xm, s_xk,
+                                AFFINE, ACT, RECOMPUTE, IEEE)
             if t % tiles == tiles - 1:  # the image's last tile
                 acc += gram * gate[None, :]
                 dgate = tl.sum(tl.load(w_ptr + w_offsets, mask=w_ok, other=0.0).to(tl.float32) * gram, axis=0)
