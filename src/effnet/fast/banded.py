@@ -30,7 +30,8 @@ import weakref
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, act_mode, cdiv, map_alignment, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, act_mode, map_alignment, triton
 
 if triton is not None:
     import triton.language as tl

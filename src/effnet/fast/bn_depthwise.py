@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from effnet.fast import bn_depthwise_banded, bn_depthwise_cudnn, bn_depthwise_sliding, bn_stats, kernels, ops, tuning
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, cdiv, next_power_of_2, triton
+from effnet.fast.grids import cdiv, next_power_of_2
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     from effnet.fast.bn_depthwise_kernels import (_dw_activate_kernel, _dw_forward_kernel, _dw_input_grad_kernel,

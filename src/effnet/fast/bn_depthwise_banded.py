@@ -27,7 +27,8 @@ import torch
 
 from effnet.fast import banded
 from effnet.fast.bn_depthwise_cudnn import activation_backward, statistics
-from effnet.fast.kernels import INTERPRET, cdiv, map_alignment, next_power_of_2, triton
+from effnet.fast.grids import cdiv, next_power_of_2
+from effnet.fast.kernels import INTERPRET, map_alignment, triton
 
 if triton is not None:
     import triton.language as tl

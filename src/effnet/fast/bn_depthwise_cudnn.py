@@ -29,7 +29,8 @@ import torch
 from effnet.fast import bn_stats, kernels, ops
 from effnet.fast.affine_grad import WARPS, affine_grad, row_tiles
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, cdiv, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl

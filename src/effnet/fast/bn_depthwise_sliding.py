@@ -20,7 +20,8 @@ import torch
 from effnet.fast import bn_stats, kernels
 from effnet.fast.custom_ops import channels_last_empty
 from effnet.fast.depthwise_sliding import default_tiles, misfit
-from effnet.fast.kernels import INTERPRET, cdiv, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise_blas, bn_stats, kernels, tuning
 from effnet.fast.custom_ops import channels_last_empty, pixel_rows
-from effnet.fast.kernels import INTERPRET, cdiv, next_power_of_2, triton
+from effnet.fast.grids import cdiv, next_power_of_2
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     from effnet.fast.bn_pointwise_kernels import _pw_forward_kernel, _pw_input_grad_kernel, _pw_weight_grad_kernel

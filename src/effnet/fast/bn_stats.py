@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from effnet.fast import kernels
-from effnet.fast.kernels import INTERPRET, cdiv, next_power_of_2, triton
+from effnet.fast.grids import cdiv, next_power_of_2
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl

@@ -18,7 +18,8 @@ import torch
 
 from effnet.fast import kernels, ops
 from effnet.fast.affine_grad import WARPS, row_tiles
-from effnet.fast.kernels import INTERPRET, cdiv, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl

@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 
 from effnet.fast import kernels
-from effnet.fast.kernels import INTERPRET, cdiv, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, triton
 
 MAX_KERNEL = 5  # the accumulators and tap rows are tuples of five: k x k kernels up to 5 x 5
 

@@ -32,7 +32,8 @@ from torch import nn
 
 from effnet.fast import kernels, ops, tuning
 from effnet.fast.custom_ops import channels_last_empty
-from effnet.fast.kernels import INTERPRET, _pow2, cdiv, next_power_of_2, triton
+from effnet.fast.grids import cdiv, next_power_of_2
+from effnet.fast.kernels import INTERPRET, _pow2, triton
 from effnet.models.layers import SameConv2d
 
 if triton is not None:

@@ -30,7 +30,8 @@ from __future__ import annotations
 import torch
 
 from effnet.fast import tuning
-from effnet.fast.kernels import INTERPRET, _pow2, cdiv, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, _pow2, triton
 
 if triton is not None:
     import triton.language as tl

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, act_mode, cdiv, map_alignment, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, map_alignment, triton
 
 # Largest k²/s² (recomputation of the expansion per output pixel) the fused path accepts.
 MAX_RECOMPUTE = 9

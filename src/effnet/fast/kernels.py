@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from effnet.fast.grids import cdiv, next_power_of_2
+
 try:
     import triton
     import triton.language as tl
@@ -31,18 +33,6 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Tune tile shapes per layer shape on first use (minutes for a whole network, so opt-in); else the
 # fixed tiles measured in benchmarks/RESULTS.md.
 AUTOTUNE = os.environ.get("EFFNET_TRITON_AUTOTUNE") == "1"
-
-
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for the host's integers (launch grids, tile counts). `triton.cdiv` is a constexpr function
-    (Triton 3.4 on): each host call unwraps its arguments, a few microseconds, and a B0 training step made
-    about 1,200 of them (11% of its host time, benchmarks/host_overhead.py)."""
-    return -(-a // b)
-
-
-def next_power_of_2(n: int) -> int:
-    """The smallest power of 2 at least n (n >= 1), as `triton.next_power_of_2` gives it, on the host (`cdiv`)."""
-    return 1 << (int(n) - 1).bit_length()
 
 
 def alignment(*strides: int) -> int:

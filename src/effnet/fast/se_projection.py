@@ -33,7 +33,8 @@ from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_stats, kernels
 from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 from effnet.fast.excitation import excitation, excitation_backward
-from effnet.fast.kernels import INTERPRET, cdiv, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl

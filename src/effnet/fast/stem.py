@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import custom_ops, ops, tuning
-from effnet.fast.kernels import INTERPRET, _pow2, act_mode, cdiv, next_power_of_2, triton
+from effnet.fast.grids import cdiv, next_power_of_2
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, triton
 
 if triton is not None:
     import triton.language as tl

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from effnet.fast.kernels import INTERPRET, _pow2, act_mode, alignment, cdiv, matrix_views, triton
+from effnet.fast.grids import cdiv
+from effnet.fast.kernels import INTERPRET, _pow2, act_mode, alignment, matrix_views, triton
 
 # Most input channels the kernel holds in one weight tile; wider layers take `kernels.pointwise`.
 MAX_K = 256
