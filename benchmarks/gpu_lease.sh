@@ -28,6 +28,9 @@
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh sweeps [CONFIGS]
 #              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, and Nsight
 #              Compute on the two weight gradients; the winners go into the tuning file the later calls take
+#     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh loop
+#              `effnet train`'s loop reading its loss each step against every 10 steps (session 26), B0 plain and
+#              fused: about 60 s
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the CUDA-graph tests, the fused training's gradient checks, B0's training rows and the profiles
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
@@ -189,6 +192,16 @@ case "$STAGE" in
         --tasks training --budget-s "${2:-400}"
     } 2>&1 | tee "$OUT/lease.log"
     ;;
+  loop)
+    # Session 26: `effnet train`'s loop read its loss back three times a step, so the host could not queue a step
+    # while the GPU ran the one before; it now reads every --log-every steps. B0 at batch 128, bf16, the plain
+    # blocks and the fused ones (with the tuning file), a read each step against one every 10: about 60 s.
+    {
+      timeout 100 python3 benchmarks/train_loop.py --json "$OUT/train_loop.json"
+      EFFNET_TUNING="$KEEP/tuning.json" timeout 140 python3 benchmarks/train_loop.py --fused \
+        --json "$OUT/train_loop_fused.json"
+    } 2>&1 | tee "$OUT/lease.log"
+    ;;
   b4)
     # B0's and B4's inference rows (timm compiled, from a reset compiler, against the fused path with a CUDA graph):
     # B0's to confirm its goal against a clean timm row, B4's the goal closest to met. First three of B4's 1x1
@@ -210,7 +223,8 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   *)
-    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, pwtrain, train, dwforms, sweeps, rows, b4train or b4)" >&2
+    echo "gpu_lease.sh: unknown stage '$STAGE' (inference, pwtrain, train, dwforms, sweeps, rows, b4train, loop" \
+      "or b4)" >&2
     exit 2
     ;;
 esac

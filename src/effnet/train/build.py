@@ -79,10 +79,13 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
         return None
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        count = float(num_averaged)
+        # The count from the average's own buffer, on the CPU: `num_averaged` is its copy on the model's
+        # device, and reading that back would wait for the GPU at every step.
+        count = float(ema.n_averaged)
         get_ema_multi_avg_fn(min(decay, (1 + count) / (10 + count)))(averaged, current, num_averaged)
 
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    ema = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    return ema
 
 
 def check_batch_fits(train_size: int, batch_size: int, world_size: int) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -249,8 +250,9 @@ def _run_epoch(config: TrainConfig, context: DistContext, state: RunState, run: 
         state.step = step
         state.batches_done = (step - epoch_start_step) * config.grad_accum_steps
         bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
-                        img_s=f"{stats['images_per_second']:.0f}")
+        if "loss" in stats:  # read back at log and checkpoint steps only: the host runs ahead of the GPU between
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
+                            img_s=f"{stats['images_per_second']:.0f}")
         if step % config.log_every == 0:
             run.logger.step(step, stats)
         mid_epoch = state.batches_done < total_steps * config.grad_accum_steps
@@ -261,7 +263,8 @@ def _run_epoch(config: TrainConfig, context: DistContext, state: RunState, run: 
         run.trained, run.loader, run.optimizer, run.criterion, device=context.device, precision=run.precision,
         learning_rate=run.schedule, first_step=state.step, grad_accum_steps=config.grad_accum_steps,
         clip_grad_norm=config.clip_grad_norm, channels_last=config.channels_last, batch_transform=run.mixing,
-        ema=run.ema, after_step=after_step)
+        ema=run.ema, after_step=after_step,
+        read_every=math.gcd(config.log_every, config.checkpoint_every))  # gcd(n, 0) = n
     bar.close()
     state.train_images += int(stats["images"]) * context.world_size
     # The mean over ranks: every rank must agree on the time budget, or they would deadlock.
