@@ -30,7 +30,7 @@
 #              Compute on the two weight gradients; the winners go into the tuning file the later calls take
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh loop
 #              `effnet train`'s loop reading its loss each step against every 10 steps (session 26), B0 plain and
-#              fused: about 60 s
+#              fused, and the RMSpropTF step against timm's: about 70 s
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the CUDA-graph tests, the fused training's gradient checks, B0's training rows and the profiles
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
@@ -195,11 +195,13 @@ case "$STAGE" in
   loop)
     # Session 26: `effnet train`'s loop read its loss back three times a step, so the host could not queue a step
     # while the GPU ran the one before; it now reads every --log-every steps. B0 at batch 128, bf16, the plain
-    # blocks and the fused ones (with the tuning file), a read each step against one every 10: about 60 s.
+    # blocks and the fused ones (with the tuning file), a read each step against one every 10, then the paper's
+    # optimizer's step against timm's: about 70 s.
     {
       timeout 100 python3 benchmarks/train_loop.py --json "$OUT/train_loop.json"
       EFFNET_TUNING="$KEEP/tuning.json" timeout 140 python3 benchmarks/train_loop.py --fused \
         --json "$OUT/train_loop_fused.json"
+      timeout 60 python3 benchmarks/optimizer_step.py  # RMSpropTF's step: multi-tensor since session 26
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   b4)

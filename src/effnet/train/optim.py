@@ -39,23 +39,30 @@ class RMSpropTF(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad
-                if group["weight_decay"]:
-                    grad = grad.add(param, alpha=group["weight_decay"])
-                state = self.state[param]
-                if not state:
-                    state["square_avg"] = torch.ones_like(param)
-                    state["momentum_buffer"] = torch.zeros_like(param)
-                square_avg = state["square_avg"]
-                square_avg.mul_(group["decay"]).addcmul_(grad, grad, value=1 - group["decay"])
-                update = grad / (square_avg + group["eps"]).sqrt_()
-                buffer = state["momentum_buffer"]
-                buffer.mul_(group["momentum"]).add_(update, alpha=group["lr"])
-                param.sub_(buffer)
+            params = [param for param in group["params"] if param.grad is not None]
+            if params:
+                self._update(group, params)
         return loss
+
+    def _update(self, group: dict, params: list[torch.Tensor]) -> None:
+        """One group's update in a few multi-tensor operations (`torch._foreach_*`): a handful of launches for
+        the whole model where a loop over the parameters takes about six each (B0: 1,800 a step)."""
+        for param in params:
+            if not self.state[param]:
+                self.state[param]["square_avg"] = torch.ones_like(param)
+                self.state[param]["momentum_buffer"] = torch.zeros_like(param)
+        grads = [param.grad for param in params]
+        squares = [self.state[param]["square_avg"] for param in params]
+        buffers = [self.state[param]["momentum_buffer"] for param in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        torch._foreach_mul_(squares, group["decay"])
+        torch._foreach_addcmul_(squares, grads, grads, value=1 - group["decay"])
+        roots = torch._foreach_add(squares, group["eps"])
+        torch._foreach_sqrt_(roots)
+        torch._foreach_mul_(buffers, group["momentum"])
+        torch._foreach_addcdiv_(buffers, grads, roots, value=group["lr"])
+        torch._foreach_sub_(params, buffers)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
