@@ -4,15 +4,16 @@
     PYTHONPATH=src python benchmarks/optimizer_step.py --host-only              # the dispatch alone
     PYTHONPATH=src python benchmarks/optimizer_step.py --model efficientnet_b4 --device cuda
 
-EfficientNet-B0 has 213 parameter tensors (5.3M values). An optimizer that loops over them issues about six
-operations each, 1,300 a step, each a kernel launch on a GPU or a dispatch on a CPU; the multi-tensor operations
-(`torch._foreach_*`) issue a handful for the whole list. The step runs once a batch, in `effnet train` eagerly
-after the backward, so its host time adds to every step the host does not hide behind the GPU. Candidates, each
-with the recipe's settings (decay 0.9, momentum 0.9, eps 1e-3, weight decay 1e-5 on the convolutions and linear
-weights, as `effnet.train.optim.parameter_groups` splits them): effnet's `RMSpropTF`, timm's `RMSpropTF`
-(`lr_in_momentum`, its multi-tensor form) and `torch.optim.RMSprop` (foreach; eps outside the root, so not the
-same optimizer, for scale). Fixed random gradients; the median of `--repeats` timed runs of `--steps` steps each,
-alternating the candidates, with ratios against timm's. `--host-only` gives each parameter tensor one value (its
+EfficientNet-B0 has 213 parameter tensors (5.3M values). An optimizer that loops over them issues about eight
+operations each (effnet's loop before session 26: 1,786 a step), each a kernel launch on a GPU or a dispatch on a
+CPU; the multi-tensor operations (`torch._foreach_*`) issue a handful for the whole list. The step runs once a
+batch, in `effnet train` eagerly after the backward, so its host time adds to every step the host does not hide
+behind the GPU. Candidates, each with the recipe's settings (decay 0.9, momentum 0.9, eps 1e-3, weight decay
+1e-5 on the convolutions and linear weights, as `effnet.train.optim.parameter_groups` splits them): effnet's
+`RMSpropTF`, timm's `RMSpropTF` (`lr_in_momentum`; its multi-tensor form on a GPU, a loop on a CPU, as PyTorch
+chooses) and `torch.optim.RMSprop` (foreach; eps outside the root, so not the same optimizer, for scale). Fixed
+random gradients; the median of `--repeats` timed runs of `--steps` steps each, alternating the candidates, with
+ratios against timm's. `--host-only` gives each parameter tensor one value (its
 rank kept, so the groups split alike): what is left is the host's cost of issuing the step, which on a CPU the
 arithmetic on 5.3M values otherwise hides.
 """

@@ -45,8 +45,8 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
-        """One group's update in a few multi-tensor operations (`torch._foreach_*`): a handful of launches for
-        the whole model where a loop over the parameters takes about six each (B0: 1,800 a step)."""
+        """One group's update in seven multi-tensor operations (`torch._foreach_*`; eight with weight decay), each
+        a few launches on a GPU, where a loop over the parameters issues eight each (B0: 1,786 a step)."""
         for param in params:
             if not self.state[param]:
                 self.state[param]["square_avg"] = torch.ones_like(param)
