@@ -176,7 +176,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         hits = top == targets[:, None]
         sums += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
                              nn.functional.cross_entropy(logits, targets, reduction="sum")]).double()
-        # scatter_add_, not bincount: bincount on a GPU reads the largest value back to size its output
+        # scatter_add_, not bincount: bincount on a GPU reads the largest value back to size its output (1-D, so
+        # deterministic under --deterministic too)
         confusion.scatter_add_(0, targets * num_classes + top[:, 0], torch.ones_like(targets))
         count += targets.numel()
     correct1, correct5, loss_sum = sums.tolist()
