@@ -201,7 +201,8 @@ case "$STAGE" in
       timeout 100 python3 benchmarks/train_loop.py --json "$OUT/train_loop.json"
       EFFNET_TUNING="$KEEP/tuning.json" timeout 140 python3 benchmarks/train_loop.py --fused \
         --json "$OUT/train_loop_fused.json"
-      timeout 60 python3 benchmarks/optimizer_step.py  # RMSpropTF's step: multi-tensor since session 26
+      # the paper's optimizer's step, in multi-tensor operations since session 26, against timm's
+      timeout 60 python3 benchmarks/optimizer_step.py
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   b4)
