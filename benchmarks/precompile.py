@@ -16,7 +16,7 @@ Checked against run 7's returned cache: with run 7's code, 90 of the 179 keys co
 rest had been left out of its pack, which keeps the newest entries.
 
 What it compiles (`--stages`, all five unless given), once with each tuning file a lease may start from
-(`START_TUNING`: run 7's on an H100, run 8's on an H200; `--tuning`), so with each file's choices:
+(`START_TUNING`: run 7's on an H100, run 9's on an H200; `--tuning`), so with each file's choices:
 - `inference`: the inference stage's sweeps as gpu_lease.sh runs them (`LEASE_SWEEPS`, run on the meta
   device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
@@ -86,7 +86,7 @@ LEASE_SWEEPS = {
         ("excitation_sweep", ["--model", "efficientnet_b4", "--batch", "128"])],
     "sweeps": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"]),
                ("bn_depthwise_sweep", ["--configs", "3", "--no-compile"])],
-    "pwtrain": [("bn_pointwise_sweep", ["--configs", "3", "--no-compile"])],
+    "pwtrain": [("bn_pointwise_sweep", ["--configs", "6", "--no-compile"])],
     "dwforms": [("bn_depthwise_sweep", ["--configs", "0", "--no-compile"]),
                 ("bn_depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "64", "--configs",
                                         "0", "--no-compile", "--layers", "3", "6", "7", "9", "12"])],
@@ -102,7 +102,7 @@ TRAINING = [("efficientnet_b0", 256, None, torch.bfloat16), ("efficientnet_b0", 
             ("efficientnet_b0", 16, 128, torch.bfloat16), ("b0_small", 16, 128, torch.float32)]
 # The tuning files gpu_lease.sh starts from, by card: the last measured on each (its choices' kernels compile too).
 START_TUNING = [HERE / "results" / "2026-11-27_h100_run7_tuning.json",
-                HERE / "results" / "2026-11-28_h200_run8_tuning.json"]
+                HERE / "results" / "2026-11-28_h200_run9_tuning.json"]
 
 
 class PrecompileError(Exception):

@@ -15,6 +15,8 @@ from triton.runtime.errors import OutOfResources
 from effnet.bench.measure import Timer
 from effnet.fast import tuning
 
+tuning.use(None)  # a sweep's "default" is the kernels' own: not $EFFNET_TUNING's file, nor the one shipped for this GPU
+
 
 def sweep_parser(doc: str, filename: str, configs: int, configs_help: str) -> argparse.ArgumentParser:
     """The options every sweep takes (the model and its layers, batch, device, how many configurations,

@@ -11,11 +11,19 @@ the host's time plus the GPU's, where the two overlap otherwise. It now reads ev
 the real `train_one_epoch` (the paper's RMSProp, the EMA, label smoothing) over `--steps` batches already on the
 device, alternately with `read_every=1` (a read each step, as before) and `read_every=--every`, `--repeats` times
 each, and prints each one's median images/s and their ratio. On a CPU nothing runs ahead, so the ratio is 1.
+
+Run 9 (an H200) found the fused loop host-bound: 1,474 img/s against the plain blocks' 3,423 at batch 128, where
+the fused step's kernels take 18 ms of GPU time against the plain step's 26. `--host-profile N` then profiles one
+pass on the host and prints where its time goes (`benchmarks/host_overhead.py` measures the same code on a CPU
+with the launches skipped: 23 ms a step, which leaves most of the GPU's host time unexplained).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import statistics
 import sys
 import time
@@ -45,6 +53,23 @@ def _epoch(model, batches, optimizer, ema, device, precision, channels_last: boo
     return result["images"] / (time.perf_counter() - started)
 
 
+def _host_profile(run: dict, every: int, steps: int, top: int) -> None:
+    """One more pass under cProfile, its `top` costliest functions by their own time. The autograd engine runs
+    a GPU's backward on a thread of its own, which cProfile does not see, so the backward runs on this one here
+    (`set_multithreading_enabled(False)`). Profiling slows the Python it sees, so compare shares, not times."""
+    profile = cProfile.Profile()
+    with torch.autograd.set_multithreading_enabled(False):
+        profile.enable()
+        started = time.perf_counter()
+        _epoch(**run, read_every=every)
+        seconds = time.perf_counter() - started
+        profile.disable()
+    print(f"host profile: {seconds / steps * 1e3:.1f} ms a step under cProfile, {top} costliest functions:")
+    stats = io.StringIO()
+    pstats.Stats(profile, stream=stats).sort_stats("tottime").print_stats(top)
+    print("  ncalls" + stats.getvalue().split("ncalls", 1)[-1].rstrip())  # the table, without pstats' preamble
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_b0")
@@ -58,6 +83,9 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=10, help="read_every of the new loop (--log-every's default)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each loop, alternating")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--host-profile", type=int, default=0, metavar="N",
+                        help="then profile one pass on the host (cProfile, the backward on this thread) and print "
+                             "its N costliest functions: where an eager step's host time goes")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -91,6 +119,8 @@ def main() -> int:
           f"{args.amp}, {name}; median of {args.repeats} passes of {args.steps} steps")
     print(f"  loss read every step:       {each:9.1f} img/s")
     print(f"  loss read every {args.every:>2} steps:  {every:9.1f} img/s   ({every / each:.2f}x)")
+    if args.host_profile:
+        _host_profile(run, args.every, args.steps, args.host_profile)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "fused": args.fused, "device": name,
                                          "batch": args.batch, "size": args.size, "amp": args.amp,

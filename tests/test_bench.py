@@ -9,6 +9,18 @@ from effnet.fast import tuning
 FAST_ARGS = ["--batch-size", "2", "--image-size", "32", "--warmup", "1", "--repeats", "1", "--iterations", "1"]
 
 
+def test_bench_tuning_none_times_the_kernels_defaults(capsys, tmp_path):
+    """`--tuning none` drops whatever file was in use ($EFFNET_TUNING's, or the one shipped for this GPU)."""
+    choices = tmp_path / "tuning.json"
+    tuning.record(choices, "stem", dict(in_channels=3, out_channels=32, kernel_size=3, stride=2, height=32, width=32),
+                  "direct", [], device="cpu", seconds=1, default_seconds=2)
+    tuning.use(choices)
+    assert main(["bench", "--model", "efficientnet_b0", *FAST_ARGS, "--task", "latency", "--libraries", "effnet",
+                 "--no-fast", "--json", "--tuning", "none"]) == 0
+    assert "tuning" not in json.loads(capsys.readouterr().out)["environment"]
+    assert tuning.active() == {}
+
+
 def test_bench_json_has_a_row_per_task_and_candidate(capsys, tmp_path):
     output, choices = tmp_path / "bench.json", tmp_path / "tuning.json"
     choices.write_text(json.dumps({"format": 1, "device": "cpu", "entries": []}))

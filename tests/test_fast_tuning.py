@@ -194,3 +194,49 @@ def test_each_entry_names_the_gpu_that_measured_it(tmp_path, monkeypatch):
     path.write_text(json.dumps(document))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     assert tuning.other_gpu(path) is None
+
+
+def test_the_files_shipped_per_card_are_valid_and_found_by_the_cards_name():
+    """Each file under effnet/fast/tuned/ loads (every entry's kernel and tiles checked as a user's file is) and
+    is the one `shipped_file` gives for the card it names."""
+    shipped = sorted(tuning.SHIPPED.glob("*.json"))
+    assert [path.name for path in shipped] == ["NVIDIA_H200.json"]
+    for path in shipped:
+        document = json.loads(path.read_text())
+        assert len(tuning.load(path)) == len(document["entries"]) > 0
+        assert tuning.shipped_file(document["device"]) == path
+    assert tuning.shipped_file("NVIDIA H200") == tuning.SHIPPED / "NVIDIA_H200.json"
+    assert tuning.shipped_file("NVIDIA H100 80GB HBM3") is None  # no file: the defaults
+    assert tuning.shipped_file("../NVIDIA H200") is None  # a name is never a path
+
+
+def test_a_gpu_with_a_shipped_file_takes_it_unless_told_otherwise(monkeypatch, tmp_path):
+    """No GPU here, so CUDA's answers are stood in for. On an H200 with nothing named the fast paths take the
+    shipped file, without the other-card warning its seven H100 entries would raise in a user's file (the file's
+    goal rows ran with it whole on the H200); EFFNET_TUNING=none, use(None) or a named file win over it."""
+    import warnings
+
+    key = dict(in_channels=3, out_channels=32, kernel_size=3, stride=2, height=224, width=224)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.delenv(tuning.ENV, raising=False)
+    monkeypatch.setattr(tuning, "_active", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tuning.lookup("stem", **key)["kernel"] == "dot"  # run 9: 2.3x the direct kernel on B0's stem
+    assert tuning.source() == str(tuning.SHIPPED / "NVIDIA_H200.json")
+    monkeypatch.setenv(tuning.ENV, "none")
+    monkeypatch.setattr(tuning, "_active", None)
+    assert tuning.lookup("stem", **key) is None and tuning.source() is None
+    monkeypatch.delenv(tuning.ENV)
+    tuning.use(None)
+    assert tuning.lookup("stem", **key) is None
+    path = tmp_path / "mine.json"
+    tuning.record(path, "stem", key, "direct", [], device="NVIDIA H200", seconds=1, default_seconds=2)
+    monkeypatch.setenv(tuning.ENV, str(path))
+    monkeypatch.setattr(tuning, "_active", None)
+    assert tuning.lookup("stem", **key)["kernel"] == "direct" and tuning.source() == str(path)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    monkeypatch.delenv(tuning.ENV)
+    monkeypatch.setattr(tuning, "_active", None)
+    assert tuning.lookup("stem", **key) is None  # no file shipped for this card

@@ -53,8 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "of their input as they load it and gathering their output's statistics "
                              "(experimental)")
     parser.add_argument("--tuning", type=Path,
-                        help="per-layer kernel choices measured on this GPU by the sweeps under benchmarks/ "
-                             "(default: the file $EFFNET_TUNING names, if any)")
+                        help="per-layer kernel choices measured on this GPU by the sweeps under benchmarks/, or "
+                             "'none' for the kernels' defaults (default: the file $EFFNET_TUNING names, else the "
+                             "one effnet ships for this GPU, if any)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per repeat")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if asked:
             raise EffnetError(f"{' and '.join(asked)} add fast-path rows, which --no-fast leaves out")
     if args.tuning:
-        tuning.use(args.tuning)
+        tuning.use(None if str(args.tuning).strip().lower() == "none" else args.tuning)
     config = BenchConfig(model=args.model, device=args.device, batch_size=args.batch_size,
                          image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),

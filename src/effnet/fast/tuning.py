@@ -5,9 +5,12 @@ The defaults in `kernels` are one tile shape per kind of layer. The sweeps
 kernel variant on every layer shape of a model and, with `--tuning FILE`, write the fastest one per
 shape when it beats the default. `EFFNET_TUNING=FILE` in the environment, or `use(FILE)`, makes
 the fast paths take those choices: the same function, other tiles or another kernel of this package.
-A shape the file does not name keeps the default. Each entry names the GPU it was measured on (its
-`device`; entries without one, the file's `device`, the GPU of its first entry); on another GPU the defaults
-are the safer start, and taking a file with entries measured elsewhere warns.
+A shape the file does not name keeps the default. Without either, on a GPU this package ships a file for
+(`tuned/`, named by `torch.cuda.get_device_name`, as `shipped_file` says), the fast paths take that card's
+file: the choices its goal rows were measured with. `EFFNET_TUNING=none`, or `use(None)`, keeps the defaults.
+Each entry names the GPU it was measured on (its `device`; entries without one, the file's `device`, the GPU
+of its first entry); on another GPU the defaults are the safer start, and taking a file with entries measured
+elsewhere warns (a shipped file does not: it was timed as a whole on its card).
 
 The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {...}, "kernel": ...,
 "tiles": [...], "seconds": ..., "default_seconds": ..., "device": ...}, ...]}`. Ops and their keys:
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ from typing import Any
 from effnet.errors import EffnetError, EffnetWarning
 
 ENV = "EFFNET_TUNING"
+SHIPPED = Path(__file__).with_name("tuned")  # the files measured on each card (`shipped_file`)
 FORMAT = 1
 KEYS = {
     "depthwise": ("kernel_size", "stride", "channels", "height", "width"),
@@ -233,12 +238,31 @@ def use(path: str | Path | None) -> None:
     _active_source = str(path) if path is not None else None
 
 
+def shipped_file(device_name: str) -> Path | None:
+    """The tuning file this package ships for a GPU of this name (`torch.cuda.get_device_name`), if any: its
+    name with each run of characters other than letters, digits, '.', '-' and '_' made one '_'."""
+    path = SHIPPED / (re.sub(r"[^A-Za-z0-9.-]+", "_", device_name).strip("_") + ".json")
+    return path if path.is_file() else None
+
+
+def _shipped_here() -> Path | None:
+    import torch
+
+    return shipped_file(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
+
+
 def active() -> Table:
-    """The table in use: `use`'s, else the file named by $EFFNET_TUNING (read once), else empty."""
+    """The table in use: `use`'s, else the file named by $EFFNET_TUNING ('none': empty), else the file shipped
+    for this GPU (`shipped_file`), each read once; else empty."""
     global _active, _active_source
     if _active is None:
         path = os.environ.get(ENV)
-        _active, _active_source = (_take(path), path) if path else ({}, None)
+        if path and path.strip().lower() != "none":
+            _active, _active_source = _take(path), path
+        elif path or (shipped := _shipped_here()) is None:
+            _active, _active_source = {}, None
+        else:  # measured on this card as a whole (its goal rows ran with it): no warning for an entry's card
+            _active, _active_source = _entries(shipped, _read(shipped)), str(shipped)
     return _active
 
 
