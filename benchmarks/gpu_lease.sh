@@ -46,7 +46,7 @@ STAGE=${1:-sweeps}
 mkdir -p "$OUT" "$KEEP"
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 case "$CARD" in  # START_TUNING: the last tuning file measured on this card (precompile.py's START_TUNING)
-  *H200*) START_TUNING=benchmarks/results/2026-11-28_h200_run9_tuning.json ;;
+  *H200*) START_TUNING=src/effnet/fast/tuned/NVIDIA_H200.json ;;  # run 9 file, shipped with effnet
   *) START_TUNING=benchmarks/results/2026-11-27_h100_run7_tuning.json ;;
 esac
 [ -f "$KEEP/tuning.json" ] || cp "$START_TUNING" "$KEEP/tuning.json"

@@ -102,7 +102,7 @@ TRAINING = [("efficientnet_b0", 256, None, torch.bfloat16), ("efficientnet_b0", 
             ("efficientnet_b0", 16, 128, torch.bfloat16), ("b0_small", 16, 128, torch.float32)]
 # The tuning files gpu_lease.sh starts from, by card: the last measured on each (its choices' kernels compile too).
 START_TUNING = [HERE / "results" / "2026-11-27_h100_run7_tuning.json",
-                HERE / "results" / "2026-11-28_h200_run9_tuning.json"]
+                HERE.parent / "src" / "effnet" / "fast" / "tuned" / "NVIDIA_H200.json"]  # run 9's, shipped
 
 
 class PrecompileError(Exception):
