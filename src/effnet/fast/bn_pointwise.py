@@ -72,7 +72,8 @@ OPS = ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")
 def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> tuple[int, int, int, int, int]:
     """The tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) a layer takes for the pass `op` (one of
     `OPS`) when the tuning file names none: chosen by the traffic they cause, so that the wide tensors are
-    read once and the narrow ones a few times (not yet timed on a GPU).
+    read once and the narrow ones a few times, except where run 9's sweep (an H200, B0's 18 layers) found a
+    small four-warp tile faster on every layer of a kind (below).
 
     The forward ("bn_pointwise") makes a (rows, BLOCK_N) tile of y, looping over the input channels, so x is
     read once per block of BLOCK_N outputs: a projection takes its narrow output in one block (up to 256
@@ -91,7 +92,19 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
     with 64, the forward takes all 255 registers. Every pass pipelines its loop in three stages: with two
     (sessions 10 and 11's gradients), Triton awaits all of a step's copies at its top and issues the next
     step's after its products, so no load is in flight while the program computes, and the gradients' 200-odd
-    registers leave one program per multiprocessor to hide that (`compile_check.py`: "copies wait")."""
+    registers leave one program per multiprocessor to hide that (`compile_check.py`: "copies wait").
+
+    Run 9 timed these and the sweep's tile sets on B0's layers (`benchmarks/bn_pointwise_sweep.py`,
+    results/2026-11-28_h200_run9_bn_pointwise_sweep.json). Two kinds of layer take its first set instead:
+    - a projection's input gradient with 64 inputs or more, 64 x 64 x 64 on four warps: faster on all ten such
+      layers, 1.2-2.4x (144 -> 24 at 56 px 370 against 893 us). The wide-K tile holds 164-180 registers, so
+      one program of eight warps per multiprocessor, and the kernel waits on its loads; the small tile
+      re-reads g per 64 inputs from L2. (32 -> 16 at 112 px keeps the wide tile: 407 against 465.)
+    - the weight gradient on maps of 28 x 28 or less, 32 x 64 x 64 on four warps: as fast or faster on all
+      thirteen such layers, up to 1.6x (112 -> 672 at 14 px 48 against 78 us); on the wider maps it lost (16 ->
+      96 at 112 px 295 against 180).
+    The forwards' winners differ from layer to layer, and an expansion's input gradient took the second set on
+    the wide maps, the first on the 14 px ones: those keep the rule above. A tuning file overrides all of it."""
     if op not in OPS:
         raise ValueError(f"unknown bn_pointwise pass {op!r} (known: {', '.join(OPS)})")
     expansion = out_channels >= in_channels  # (or a square layer)
@@ -103,8 +116,12 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
     if op == "bn_pointwise_input_grad":
         if expansion:
             return 64, 64, _span(in_channels, 128), 8, 3
+        if in_channels >= 64:  # run 9 (docstring)
+            return 64, 64, 64, 4, 3
         block_k = _span(in_channels, 256)
         return (32 if block_k > 128 else 64), 32, block_k, 8, 3
+    if pixels <= 28 * 28:  # run 9 (docstring)
+        return 32, 64, 64, 4, 3
     return 32, _span(out_channels, 128), _span(in_channels, 128 if expansion else 64), 8, 3
 
 

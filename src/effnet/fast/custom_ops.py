@@ -7,7 +7,8 @@ fast model compiles in one graph: each pass is one opaque node (`effnet::fused_d
 `effnet::fused_pointwise`, `effnet::fused_stem`) whose implementation is the eager Triton path,
 tuning file included, and whose fake implementation gives the output's shape, dtype and
 channels-last strides. Inductor compiles what lies between them (the SE's small products, the head,
-the input cast); tested on CPU under the interpreter, not yet timed on a GPU. Inference only: the
+the input cast); tested on CPU under the interpreter, timed on a GPU by the bench's compile row (run 9, an
+H200: B0 at batch 256 in 6.28 ms, the eager fused forward captured in a CUDA graph 4.93). Inference only: the
 operators have no autograd formula (the training kernels are `effnet.fast.depthwise_train`).
 """
 from __future__ import annotations
