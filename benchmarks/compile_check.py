@@ -385,9 +385,10 @@ def _inference_sweep_launches() -> list[Launch]:
     kernel (`effnet.fast.depthwise_sliding`) in each of the sweep's tile sets on those three stride-1 layers and the
     two stride-2 ones; the
     activation pass beside cuDNN's depthwise conv (`effnet.fast.depthwise_cudnn`) on B4's 5 x 5 layer at 48 px; and
-    the stem's tensor-core form (`stem._stem_dot_kernel`) in each of `stem_sweep.py`'s tile sets, on B0's stem at
-    224 px and B4's at 380; and the split excitation (`excitation.excitation_split`) in each of
-    `excitation_sweep.py`'s chunks, on B0's widest SE at batch 256 and B4's at 128 (TF32)."""
+    the stem's tensor-core form (`stem._stem_dot_kernel`) in each of `stem_sweep.py`'s tile sets and its direct
+    kernel (the default for bf16 until run 9), on B0's stem at 224 px and B4's at 380; and the split excitation
+    (`excitation.excitation_split`) in each of `excitation_sweep.py`'s chunks and the one-launch kernel (the
+    default there until run 9), on B0's widest SE at batch 256 and B4's at 128 (TF32)."""
     from depthwise_sweep import BANDED, banded_configs, sliding_configs
     from depthwise_sweep import SWEEP as DEPTHWISE_SWEEP
     from pointwise_sweep import STREAM_SWEEP, SWEEP
@@ -446,6 +447,9 @@ def _inference_sweep_launches() -> list[Launch]:
             with _catching(launches, f"{model} stem dot {tiles}"):
                 stem_module._launch_dot(x, _meta(27, out_channels), _meta(out_channels), y, kernel_size=3, stride=2,
                                         padding=(1, 1), tiles=tiles)
+        with _catching(launches, f"{model} stem direct"):
+            stem_module._launch_direct(x, _meta(27, out_channels), _meta(out_channels), y, kernel_size=3, stride=2,
+                                       padding=(1, 1))
     for model, batch, channels, reduced in (("B0", 256, 1152, 48), ("B4", 128, 2688, 112)):
         weights = [_meta(*shape, dtype=torch.float32) for shape in ((reduced, channels), (reduced,),
                                                                     (channels, reduced), (channels,))]
@@ -453,6 +457,8 @@ def _inference_sweep_launches() -> list[Launch]:
             with _catching(launches, f"{model} excitation split {channels} -> {reduced} chunk {chunk}"):
                 excitation.excitation_split(_meta(batch, channels, dtype=torch.float32), 49, *weights, tf32=True,
                                             chunk=chunk)
+        with _catching(launches, f"{model} excitation single {channels} -> {reduced}"):
+            excitation.excitation_single(_meta(batch, channels, dtype=torch.float32), 49, *weights, tf32=True)
     return launches
 
 

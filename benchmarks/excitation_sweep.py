@@ -6,11 +6,13 @@
 
 For every distinct SE of a model's MBConv blocks (channels, hidden width; B0 by default) at the batch given, from
 float32 channel sums to the float32 gate: PyTorch's four kernels (`ops.excitation`'s reference path), the
-one-launch kernel (`effnet.fast.excitation`, the default: one program per 16 images walks every channel) and the
-split form in each of a few channel chunks (`excitation_split`: one program per 16 images and chunk, two
-launches). On a GPU the products take TF32, as the fused bf16 model runs them. Each is checked against PyTorch
-and timed; with `--tuning FILE` a shape's winner is recorded (op `excitation`) where it beats the default by 3%
-plus the noise. Run 8 (an H200): B0's 16 SEs took 14 us each at batch 256, B4's 32 took 34 us at batch 128.
+fused gate's default (`effnet.fast.excitation`: since run 9 the split form in chunks of 128 channels on a GPU for
+320 channels or more at a batch of 128 or more), the one-launch kernel ("single": one program per 16 images walks
+every channel) and the split form in each of a few channel chunks (`excitation_split`: one program per 16 images
+and chunk, two launches). On a GPU the products take TF32, as the fused bf16 model runs them. Each is checked
+against PyTorch and timed; with `--tuning FILE` a shape's winner is recorded (op `excitation`) where it beats the
+default by 3% plus the noise. Run 8 (an H200): B0's 16 SEs took 14 us each at batch 256, B4's 32 took 34 us at
+batch 128. Run 9: the split form faster on every SE of 336 channels or more (B4's 2,688-channel SE 84 -> 18.5 us).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from effnet.models.blocks import MBConv  # noqa: E402
 from sweep_common import (AGAIN, finish, noise, outcome, promote, sweep_parser, sweep_timer,  # noqa: E402
                           time_variants)
 
-CHUNKS = [256, 128, 512]  # channels per program of the split form: its default first
+CHUNKS = [256, 128, 512]  # channels per program of the split form: its own default first, then the rule's (128)
 
 
 def se_shapes(model_name: str) -> Counter:
@@ -57,11 +59,13 @@ def main() -> int:
                    torch.randn(channels, reduced, device=device) / reduced ** 0.5, torch.randn(channels, device=device))
         hidden = torch.nn.functional.silu(torch.addmm(weights[1], sums, weights[0].t(), alpha=1 / 100))
         expected = torch.sigmoid(torch.addmm(weights[3], hidden, weights[2].t()))
-        choices = {f"split {chunk}": ("split", (chunk,), {}) for chunk in CHUNKS[:args.configs]}
+        choices = {"single": ("single", (), {}),
+                   **{f"split {chunk}": ("split", (chunk,), {}) for chunk in CHUNKS[:args.configs]}}
         variants = {"default": lambda: fused.excitation(sums, 100, *weights, tf32=tf32),
+                    "single": lambda: fused.excitation_single(sums, 100, *weights, tf32=tf32),
                     **{name: (lambda chunk=tiles[0]: fused.excitation_split(sums, 100, *weights, tf32=tf32,
                                                                             chunk=chunk))
-                       for name, (_, tiles, _) in choices.items()}}
+                       for name, (kernel, tiles, _) in choices.items() if kernel == "split"}}
         times = {"torch": timer.median(lambda: torch.sigmoid(torch.addmm(weights[3], torch.nn.functional.silu(
             torch.addmm(weights[1], sums, weights[0].t(), alpha=1 / 100)), weights[2].t())))}
         errors, variant_times, skipped = time_variants(variants, partial(relative_error, reference=expected), timer)

@@ -6,12 +6,13 @@
 
 The model's stem (the input cast, its k x k conv, bias and SiLU; B0 at 224 px by default) on a float32 NCHW batch,
 as a user passes it: PyTorch as the unfused fast model runs it (cast to channels-last, cuDNN's conv, SiLU), the
-direct kernel (`effnet.fast.stem`, the default) and the conv as one product of the gathered taps on the tensor
-cores in each of a few tile sets ("dot (BLOCK_P, warps)"). Each is checked against PyTorch and timed; bandwidth
-counts one read of the input and one write of the output. With `--tuning FILE` the winner is recorded for the
-stem's shape (op `stem`) where it beats the default by 3% plus the noise. Run 8 (an H200): the direct kernel took
-0.31 ms of B0's 5.9 ms forward at batch 256 and 1.34 of B4's 28.0 at batch 128: 4-9x the time of one read of the
-float32 input and one write of the output at the card's 4.3 TB/s.
+fused stem's default (`effnet.fast.stem`: since run 9 the product form for 16-bit weights on a GPU), the direct
+kernel and the conv as one product of the gathered taps on the tensor cores in each of a few tile sets ("dot
+(BLOCK_P, warps)"). Each is checked against PyTorch and timed; bandwidth counts one read of the input and one
+write of the output. With `--tuning FILE` the winner is recorded for the stem's shape (op `stem`) where it beats
+the default by 3% plus the noise. Run 8 (an H200): the direct kernel took 0.31 ms of B0's 5.9 ms forward at
+batch 256 and 1.34 of B4's 28.0 at batch 128: 4-9x the time of one read of the float32 input and one write of
+the output at the card's 4.3 TB/s. Run 9: the product form on 128 pixels and four warps 0.13 and 0.28 ms.
 """
 from __future__ import annotations
 
@@ -53,19 +54,23 @@ def main() -> int:
     y = torch.empty_like(expected)
     geometry = dict(stride=stride, padding=padding)
 
-    def direct():
+    def default():
         return stem_module._launch(x, weight_cols, bias, kernel_size=k, output_size=output_size, **geometry)
+
+    def direct():
+        return stem_module._launch_direct(x, weight_cols, bias, y, kernel_size=k, **geometry)
 
     def dot(tiles):
         return lambda: stem_module._launch_dot(x, weight_cols, bias, y, kernel_size=k, tiles=tiles, **geometry)
 
-    choices = {f"dot {tiles}": ("dot", tiles, {}) for tiles in SWEEP[:args.configs]}
-    variants = {"default": direct, **{name: dot(tiles) for name, (_, tiles, _) in choices.items()}}
+    choices = {"direct": ("direct", (), {}), **{f"dot {tiles}": ("dot", tiles, {}) for tiles in SWEEP[:args.configs]}}
+    variants = {"default": default, "direct": direct,
+                **{name: dot(tiles) for name, (kernel, tiles, _) in choices.items() if kernel == "dot"}}
     times = {"torch": timer.median(lambda: stem_module.stem(x, weight, weight_cols, bias, stride=stride, same=same,
                                                             use_triton=False))}
     errors, variant_times, skipped = time_variants(variants, partial(relative_error, reference=expected), timer)
     times.update(variant_times)
-    times[AGAIN] = timer.median(direct)
+    times[AGAIN] = timer.median(default)
     key = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=k, stride=stride,
                height=args.size, width=args.size)
     promoted = promote(args.tuning, "stem", key, choices, times, errors, bound, device)

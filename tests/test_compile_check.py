@@ -28,7 +28,7 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     # Every depthwise geometry B0 and B4 train with, the SE pool, both 1x1 roles, the batch norms' arithmetic
     # and the inference path's kernels, as a training step and a forward launch them.
     for part in ("k3 s1", "k3 s2", "k5 s1", "k5 s2", "_se_pool_kernel", "_dw_activate_kernel", "expansion)",
-                 "projection)", "_merge_kernel", "_affine_backward_kernel", "_stem_kernel",
+                 "projection)", "_merge_kernel", "_affine_backward_kernel", "_stem_dot_kernel",
                  "kernels _depthwise_kernel (efficientnet_b4 inference block", "kernels _pointwise_kernel"):
         assert any(part in line for line in lines), part
     # Specialised as the JIT specialises a launch, and told what the host knows of the channel counts, every
@@ -43,7 +43,7 @@ def test_every_kernel_compiles_for_sm90_and_reports_its_registers():
     # The bf16 kernels take their SiLU's sigmoid on the tanh instruction (one special-function op a value, not
     # exp and a division): the inference kernels, and since session 14 the training kernels' (whose backward
     # takes the same sigmoid for the derivative), the activation pass, the SE pool and the projection's passes.
-    for kernel in ("_stem_kernel", "kernels _depthwise_kernel", "kernels _pointwise_kernel (efficientnet_b0 "
+    for kernel in ("_stem_dot_kernel", "kernels _depthwise_kernel", "kernels _pointwise_kernel (efficientnet_b0 "
                    "inference block 2)", "_streaming_kernel", "_se_pool_kernel", "_dw_activate_kernel",
                    "_pw_forward_kernel (efficientnet_b0 block 1 projection)",
                    "_pw_input_grad_kernel (efficientnet_b0 block 1 projection)",

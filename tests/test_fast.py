@@ -530,6 +530,47 @@ def test_excitation_split_over_chunks_of_channels_is_the_same_gate(tmp_path, mon
         fused_excitation.excitation_split(sums, 30, *weights, chunk=48)
 
 
+def test_a_gpus_wide_excitations_at_large_batches_take_the_split_form_by_default(monkeypatch):
+    """Run 9 (an H200) timed the split form faster on every SE of 336 channels or more at batches of 128 and 256,
+    in chunks of 128: on a GPU it is the default there. Narrower SEs, smaller batches (not timed) and the
+    interpreter keep the one-launch kernel."""
+    from effnet.fast import excitation as fused_excitation
+
+    assert fused_excitation.default_kernel(256, 1152) == "single"  # the interpreter, as the tests run
+    monkeypatch.setattr(fused_excitation, "INTERPRET", False)
+    assert [fused_excitation.default_kernel(batch, channels) for batch, channels in
+            ((256, 320), (128, 2688), (256, 240), (64, 1152), (1, 1152))] == ["split", "split", "single", "single",
+                                                                           "single"]
+
+
+@needs_triton
+def test_an_excitation_takes_the_kernel_its_tuning_entry_names_over_the_default(tmp_path, monkeypatch):
+    """Where the default is the split form in chunks of 128, an entry `single` runs the one-launch kernel; the
+    gate is the same either way."""
+    from effnet.fast import excitation as fused_excitation
+
+    torch.manual_seed(6)
+    reduce, expand = nn.Conv2d(160, 40, 1).to(DEVICE), nn.Conv2d(40, 160, 1).to(DEVICE)
+    sums = torch.randn(3, 160, device=DEVICE) * 30
+    weights = (reduce.weight.detach().flatten(1).contiguous(), reduce.bias.detach(),
+               expand.weight.detach().flatten(1).contiguous(), expand.bias.detach())
+    expected = fused_excitation.excitation_single(sums, 30, *weights)
+    monkeypatch.setattr(fused_excitation, "default_kernel", lambda batch, channels: "split")
+    split, single = (spy_kwargs(monkeypatch, fused_excitation, name)
+                     for name in ("excitation_split", "excitation_single"))
+    assert relative_error(fused_excitation.excitation(sums, 30, *weights), expected) <= 1e-5
+    assert (len(split), len(single)) == (1, 0) and split[0]["chunk"] == fused_excitation.SPLIT_CHUNK
+    path = tmp_path / "tuning.json"
+    tuning.record(path, "excitation", dict(batch=3, channels=160, reduced=40), "single", (), device="test",
+                  seconds=1, default_seconds=2)
+    tuning.use(path)
+    try:
+        gate = fused_excitation.excitation(sums, 30, *weights)
+    finally:
+        tuning.use(None)
+    assert (len(split), len(single)) == (1, 1) and relative_error(gate, expected) <= 1e-5
+
+
 @needs_triton
 def test_excitation_takes_tf32_for_16_bit_activations(monkeypatch):
     """On a GPU the excitation's products take TF32 for the SE of 16-bit activations (the fused bf16 inference

@@ -22,8 +22,12 @@ each and B4's 32 at 34 us (B4's widest, 2688 channels, 168 steps of one program)
 form (`excitation_split`) spreads the channels over programs in two launches: the first sums the reduce
 product's partial hidden layers over chunks of channels, one program per (16 images, chunk); the second adds a
 block's partials in order (deterministic), applies the bias and SiLU and takes the expand product for its own
-chunk of channels. A tuning file picks it per (batch, channels, hidden) shape (op `excitation`, kernel `split`,
-tiles (CHUNK,)); `benchmarks/excitation_sweep.py` times both.
+chunk of channels. Run 9 (an H200) timed it faster on every SE of 336 channels or more, at B0's batch of 256
+and B4's of 128 (1.04-4.5x; 128 channels a chunk on all but B4's widest), and slower or level below 240: so on a
+GPU an SE of 320 channels or more at a batch of 128 or more takes it by default, in chunks of 128 (smaller
+batches, whose single kernel runs one program of 16 images, were not timed). A tuning file picks either per
+(batch, channels, hidden) shape (op `excitation`, kernel `single` or `split`, tiles (CHUNK,));
+`benchmarks/excitation_sweep.py` times both against the default.
 """
 from __future__ import annotations
 
@@ -207,9 +211,27 @@ def excitation(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, red
     batch, channels = sums.shape
     reduced = reduce_weight.shape[0]
     choice = tuning.lookup("excitation", batch=batch, channels=channels, reduced=reduced)
-    if choice is not None and choice["kernel"] == "split":
+    if (choice["kernel"] if choice is not None else default_kernel(batch, channels)) == "split":
+        tiles = choice["tiles"] if choice is not None else [SPLIT_CHUNK]
         return excitation_split(sums, pixels, reduce_weight, reduce_bias, expand_weight, expand_bias, tf32=tf32,
-                                chunk=choice["tiles"][0] if choice["tiles"] else None)
+                                chunk=tiles[0] if tiles else None)
+    return excitation_single(sums, pixels, reduce_weight, reduce_bias, expand_weight, expand_bias, tf32=tf32)
+
+
+SPLIT_CHUNK = 128  # channels a chunk of the split form where it is the default (run 9's fastest)
+
+
+def default_kernel(batch: int, channels: int) -> str:
+    """The gate's kernel where no tuning file names one: the split form ('split') on a GPU for 320 channels or
+    more at a batch of 128 or more (run 9, module docstring), else the one-launch kernel ('single')."""
+    return "split" if not INTERPRET and channels >= 320 and batch >= 128 else "single"
+
+
+def excitation_single(sums: torch.Tensor, pixels: int, reduce_weight: torch.Tensor, reduce_bias: torch.Tensor,
+                      expand_weight: torch.Tensor, expand_bias: torch.Tensor, *, tf32: bool = False) -> torch.Tensor:
+    """`excitation` in one launch, one program per 16 images (module docstring)."""
+    batch, channels = sums.shape
+    reduced = reduce_weight.shape[0]
     gate = torch.empty_like(sums)
     block_n, block_r, block_c = _tiles(reduced, 64)  # the (BN, BR) hidden and a (BR, BC) tile in registers
     _excitation_kernel[(cdiv(batch, block_n),)](

@@ -21,9 +21,12 @@ the direct kernel far over its memory floor: B4's stem 1.34 ms per forward of ba
 once, is 0.44 GB: 0.1 ms at the card's bandwidth), B0's 0.31 ms of 5.9. Compiled for sm_90
 (`benchmarks/compile_check.py`), the direct kernel issues the 27 x out-channels multiply-adds of each pixel one
 by one: about 68 warp instructions per output pixel for B0's stem and 168 for B4's (at 145 registers, 12 warps
-resident), the product form 17 and 24 (wgmma, no spill). A tuning file picks it per stem shape (op `stem`,
-kernel `dot`; `benchmarks/stem_sweep.py` times both); the direct kernel stays the default until a GPU run
-says otherwise.
+resident), the product form 17 and 24 (wgmma, no spill). Run 9 (an H200) timed it at 132 against 304 us on B0's
+stem (batch 256) and 280 against 1,344 on B4's (batch 128), 128 pixels a program on four warps the fastest of
+four tile sets on both. So on a GPU a 16-bit stem takes the product form by default; a float32 one (its
+product in IEEE float32, not timed) and Triton's interpreter keep the direct kernel. A tuning file still picks
+either per stem shape (op `stem`, kernel `direct` or `dot`; `benchmarks/stem_sweep.py` times both against the
+default).
 """
 from __future__ import annotations
 
@@ -102,21 +105,35 @@ if triton is not None:
                  mask=m_ok[:, None] & c_ok[None, :])
 
 
+def default_kernel(dtype: torch.dtype) -> str:
+    """The stem's kernel where no tuning file names one: the product form ('dot') for 16-bit weights on a GPU
+    (run 9, module docstring), else the direct kernel ('direct': float32, and Triton's interpreter)."""
+    return "dot" if not INTERPRET and dtype in (torch.bfloat16, torch.float16) else "direct"
+
+
 def _launch(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, *, kernel_size: int, stride: int,
             padding: tuple[int, int], output_size: tuple[int, int]) -> torch.Tensor:
-    """The stem pass over NCHW-shaped `x` (any strides) with weights laid out (in*k*k, out): the direct kernel,
-    or the tensor-core form where the tuning file names it for this stem."""
+    """The stem pass over NCHW-shaped `x` (any strides) with weights laid out (in*k*k, out): the kernel the
+    tuning file names for this stem, else the tensor-core form for 16-bit weights on a GPU (module docstring),
+    else the direct kernel."""
     batch, in_channels, height, width = x.shape
-    out_channels = weight_cols.shape[1]
     out_h, out_w = output_size
-    y = torch.empty((batch, out_channels, out_h, out_w), device=x.device, dtype=weight_cols.dtype,
+    y = torch.empty((batch, weight_cols.shape[1], out_h, out_w), device=x.device, dtype=weight_cols.dtype,
                     memory_format=torch.channels_last)
-    pixels = batch * out_h * out_w
-    choice = tuning.lookup("stem", in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
-                           stride=stride, height=height, width=width)
-    if choice is not None and choice["kernel"] == "dot":
+    choice = tuning.lookup("stem", in_channels=in_channels, out_channels=weight_cols.shape[1],
+                           kernel_size=kernel_size, stride=stride, height=height, width=width)
+    if (choice["kernel"] if choice is not None else default_kernel(weight_cols.dtype)) == "dot":
         return _launch_dot(x, weight_cols, bias, y, kernel_size=kernel_size, stride=stride, padding=padding,
-                           tiles=tuple(choice["tiles"]))
+                           tiles=tuple(choice["tiles"]) if choice is not None else ())
+    return _launch_direct(x, weight_cols, bias, y, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def _launch_direct(x: torch.Tensor, weight_cols: torch.Tensor, bias: torch.Tensor, y: torch.Tensor, *,
+                   kernel_size: int, stride: int, padding: tuple[int, int]) -> torch.Tensor:
+    """`_stem_kernel`, the direct convolution, into channels-last `y`."""
+    batch, in_channels, height, width = x.shape
+    out_channels, (out_h, out_w) = weight_cols.shape[1], y.shape[2:]
+    pixels = batch * out_h * out_w
     # 4096 float32 accumulators a program (32 a thread at 4 warps) whatever the channel count.
     block_c = _pow2(out_channels, 16, 64)
     block_p = 32 if INTERPRET else 4096 // block_c
