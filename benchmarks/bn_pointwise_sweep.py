@@ -60,12 +60,16 @@ from sweep_common import (AGAIN, finish, noise, outcome, print_step_totals, prom
 # Triton 3.6 or 3.8 (`compile_check.py --sweeps`). The input gradient's tile is (rows, BLOCK_K) of dx, looping
 # over the outputs by BLOCK_N; the weight gradient's (BLOCK_N, BLOCK_K) of dweight, looping over the rows. The
 # lease tries the first three of each: a small 4-warp tile (more programs resident per multiprocessor to
-# hide latency), a tile of more rows or a wider K step (more bytes in flight per step), a deeper pipeline.
+# hide latency), a tile of more rows or a wider K step (more bytes in flight per step), a deeper pipeline. Run 9
+# timed the first three on B0's layers: the third never won a gradient, so session 27 made it a 32-row 4-warp
+# tile. A projection's input gradient loops once over its narrow outputs, so nothing pipelines and its loads wait
+# unless many programs are resident: 32 x 64 x 64 holds 96 registers and 20 warps a multiprocessor where run
+# 9's winner, 64 x 64 x 64, holds 174 and 8 (`compile_check.py --sweeps`).
 SWEEP = {"bn_pointwise": [(64, 64, 32, 4, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 4), (64, 128, 32, 8, 3),
                           (128, 64, 32, 8, 2), (64, 64, 32, 4, 2)],
-         "bn_pointwise_input_grad": [(64, 64, 64, 4, 3), (128, 32, 64, 8, 3), (32, 64, 128, 8, 4),
+         "bn_pointwise_input_grad": [(64, 64, 64, 4, 3), (128, 32, 64, 8, 3), (32, 64, 64, 4, 3),
                                      (64, 32, 128, 8, 3), (32, 32, 256, 8, 3), (32, 128, 64, 8, 3)],
-         "bn_pointwise_weight_grad": [(32, 64, 64, 4, 3), (64, 64, 64, 8, 3), (32, 128, 64, 8, 4),
+         "bn_pointwise_weight_grad": [(32, 64, 64, 4, 3), (64, 64, 64, 8, 3), (32, 32, 64, 4, 3),
                                       (16, 128, 64, 8, 3), (32, 64, 64, 8, 3), (32, 32, 128, 8, 3)]}
 CONFIGS = len(SWEEP["bn_pointwise"])
 WAVES = (1, 2)  # programs per multiprocessor for the weight gradient's split over the rows (the default: 4)
