@@ -156,7 +156,7 @@ case "$STAGE" in
     # The fused training's 1x1 passes, B0's training goal's largest gap: in run 8's eager profiles (batch 128) they
     # took 10.7 ms a step where the plain step's cuDNN 1x1 convs took 4.3. Run 9 swept the first three tile sets:
     # 12.87 -> 9.32 ms a step (the projections' input gradients 2.4x faster on the best), B0's captured step 6,073
-    # -> 7,551 img/s. B0's bn_pointwise sweep: the default tiles, all six tile sets (three never timed), the weight
+    # -> 7,551 img/s. B0's bn_pointwise sweep: the default tiles, all six tile sets (four never timed), the weight
     # gradient split for fewer programs ("waves") and each expansion's passes as library products (session 24's
     # "blas"), the winners kept; then the fused training's gradient checks with those winners and B0's captured
     # training rows with the eager step's kernels. About 300 s.
