@@ -11,9 +11,9 @@ tiny images, with the Triton kernels' launches counted but not run (under the in
 code, which a GPU does not), so the time is that of the code around them. PyTorch's own operators still run on
 the CPU, most on tiny tensors, about as long as issuing them to a GPU takes (the sums of the 1x1 weight
 gradients' partial products, up to a few MB, are the exception: they count some compute). Each Triton launch
-costs its host a further 10-20 us on a GPU (`JITFunction.run`'s binding and cache lookup; not counted here),
-hence the count. The median of `--steps` steps after three warm-up steps; the machine's other load moves it,
-so compare runs side by side.
+costs its host more on a GPU, hence the count: `JITFunction.run`'s binding and cache lookup, 3.4 us a launch on
+this CPU (`launch_binding.py`, session 27), and the driver's launch, not measurable here. The median of
+`--steps` steps after three warm-up steps; the machine's other load moves it, so compare runs side by side.
 """
 from __future__ import annotations
 

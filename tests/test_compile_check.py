@@ -78,3 +78,18 @@ def test_partial_sums_reports_every_reduction_of_a_fused_step_and_each_1x1_weigh
     assert len(rows) == 31
     for cin, cout, _, _, chunks, partials, *_ in rows:
         assert abs(float(partials) - 2 * int(chunks) * int(cin) * int(cout) * 4 / 1e6) <= 0.06
+
+
+def test_launch_binding_times_the_binder_of_every_launch_of_a_fused_step():
+    """`benchmarks/launch_binding.py` binds each Triton launch of a fused B0 step (caught as compile_check catches
+    them) with Triton's own binder and cache key: one summary line with a per-launch median and a step total, then
+    the costliest kernels, whose launches add up to no more than the step's."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "launch_binding.py"), "--repeats", "2"],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary, *kernels = result.stdout.splitlines()
+    launches = int(summary.split(": ")[1].split()[0])
+    assert launches > 400 and " us each (median), " in summary and summary.endswith(" ms a step")
+    counts = [int(line.split()[1]) for line in kernels]
+    assert len(kernels) == 8 and sum(counts) <= launches and any("_pw_input_grad_kernel" in line for line in kernels)
