@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if asked:
             raise EffnetError(f"{' and '.join(asked)} add fast-path rows, which --no-fast leaves out")
     if args.tuning:
-        tuning.use(None if str(args.tuning).strip().lower() == "none" else args.tuning)
+        tuning.use(args.tuning)  # ('none': the kernels' defaults)
     config = BenchConfig(model=args.model, device=args.device, batch_size=args.batch_size,
                          image_size=args.image_size, precision=args.precision, memory_format=args.memory_format,
                          tasks=tuple(args.task), modes=tuple(args.mode), libraries=tuple(args.libraries),

@@ -231,11 +231,18 @@ def _take(path: str | Path) -> Table:
 
 
 def use(path: str | Path | None) -> None:
-    """Take kernel choices from the tuning file at `path` from now on (None: the defaults only). A file
-    measured on another GPU is taken with a warning."""
+    """Take kernel choices from the tuning file at `path` from now on (None or 'none': the defaults only). A
+    file measured on another GPU is taken with a warning."""
     global _active, _active_source
-    _active = _take(path) if path is not None else {}
-    _active_source = str(path) if path is not None else None
+    defaults = path is None or _names_none(path)
+    _active = {} if defaults else _take(path)
+    _active_source = None if defaults else str(path)
+
+
+def _names_none(path: str | Path) -> bool:
+    """Whether a tuning file's name is 'none', which asks for the kernels' defaults (`EFFNET_TUNING=none`,
+    `effnet bench --tuning none`)."""
+    return str(path).strip().lower() == "none"
 
 
 def shipped_file(device_name: str) -> Path | None:
@@ -257,18 +264,19 @@ def active() -> Table:
     global _active, _active_source
     if _active is None:
         path = os.environ.get(ENV)
-        if path and path.strip().lower() != "none":
+        shipped = None if path else _shipped_here()
+        if path and not _names_none(path):
             _active, _active_source = _take(path), path
-        elif path or (shipped := _shipped_here()) is None:
-            _active, _active_source = {}, None
-        else:  # measured on this card as a whole (its goal rows ran with it): no warning for an entry's card
+        elif shipped is not None:  # measured on this card as a whole (its goal rows ran with it): no warning
             _active, _active_source = _entries(shipped, _read(shipped)), str(shipped)
+        else:
+            _active, _active_source = {}, None
     return _active
 
 
 def source() -> str | None:
-    """The tuning file in use (`use`'s or $EFFNET_TUNING's), None when only the defaults are: benchmark
-    reports record it beside the numbers it shaped."""
+    """The tuning file in use (`use`'s, $EFFNET_TUNING's or the shipped one), None when only the defaults are:
+    benchmark reports record it beside the numbers it shaped."""
     active()
     return _active_source
 
