@@ -12,8 +12,10 @@ it times a training step of that layer, forward and backward, on channels-last a
   over fewer chunks of rows (`--wave-configs`: 1 and 2 programs per multiprocessor, not 4); for an expansion,
   also both gradients with the
   default tiles loading y, as they did before session 14 (now they recompute its tiles:
-  `bn_pointwise._recompute`); for an expansion also its three passes through the library's matrix products
-  ("blas": `effnet.fast.bn_pointwise_blas`, unless `--no-blas`). An expansion is `bn_pointwise`
+  `bn_pointwise._recompute`); and the three passes through the library's matrix products ("blas", unless
+  `--no-blas`: `effnet.fast.bn_pointwise_blas` for an expansion, `effnet.fast.projection_blas` for a projection,
+  each gradient timed with its own products g and da = g W, which a step's two gradients share: the row's
+  "blas backward" times both together). An expansion is `bn_pointwise`
   (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
   A projection is `se_projection` (effnet.fast.se_projection), as the fused training MBConv runs it:
   the squeeze-excitation's pool and MLP, then the 1x1 conv applying the depthwise output's batch norm,
@@ -48,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from effnet.bench.measure import relative_error  # noqa: E402
 from effnet.fast import bn_pointwise as bnp  # noqa: E402
-from effnet.fast import bn_pointwise_blas as blas  # noqa: E402
 from effnet.fast import bn_stats  # noqa: E402
 from effnet.fast import se_projection as sep  # noqa: E402
 from pointwise_sweep import layer_shapes  # noqa: E402
@@ -171,8 +172,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                # and read back (benchmarks/partial_sums.py), fewer programs
                **{f"waves {w}": {**dict.fromkeys(functions), "bn_pointwise_weight_grad": (*weight_tiles, w)}
                   for w in WAVES[:args.wave_configs]},
-               # an expansion's passes through the library's matrix products (`bn_pointwise_blas`)
-               **({"blas": dict.fromkeys(functions, bnp.BLAS)} if blas.applies(None, None, act) and not args.no_blas
+               # the passes through the library's matrix products (`bn_pointwise_blas`, `projection_blas`)
+               **({"blas": dict.fromkeys(functions, bnp.BLAS)} if bnp.library(scale, None, act) and not args.no_blas
                   else {})}
     errors, skipped = {}, []
     passes = {op: {} for op in functions}
@@ -193,6 +194,8 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                 passes[op][name] = timer.median(partial(function, tiles[op]))
     for op, function in functions.items():
         passes[op][AGAIN] = timer.median(function)
+    if "blas" in passes["bn_pointwise"]:  # both gradients on the library form, sharing their products
+        times["blas backward"] = timer.median(partial(backward, bnp.BLAS, bnp.BLAS))
     if not normalized:  # an expansion's gradients recompute y's tiles (`bn_pointwise._recompute`); as before, loading y
         times["dx loading y"] = timer.median(partial(bnp._input_grad, dy, stats, x, y, weight, scale, shift, gate, act,
                                                      pool=pool, load_y=True))
@@ -240,7 +243,7 @@ def main() -> int:
     parser.set_defaults(batch=128)
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled PyTorch step")
     parser.add_argument("--no-blas", action="store_true",
-                        help="leave out the expansions' passes through the library's matrix products")
+                        help="leave out the passes through the library's matrix products")
     parser.add_argument("--wave-configs", type=int, default=len(WAVES),
                         help="how many splits of the weight gradient's rows over fewer programs to try (1 and 2 "
                              "programs per multiprocessor, against the default 4)")

@@ -25,13 +25,14 @@ from effnet.fast import depthwise_sliding  # noqa: E402
 
 def sweep_launches() -> list[Launch]:
     """Every tile set `bn_pointwise_sweep.py` tries, on a B0 expansion (40 -> 240, 28 px) and a gated
-    projection (240 -> 40), each pass as the sweep launches it; the training depthwise forward and input
-    gradient with their taps warmed on two of B0's stride-1 layers, the banded kernel as its training forms
-    launch it, the sliding window's forward and input gradient (`bn_depthwise_sliding`) on three of B0's
-    stride-1 layers and its forward on a stride-2 one; and `_inference_sweep_launches`."""
+    projection (240 -> 40), each pass as the sweep launches it, and the projection's library form's own kernels; the
+    training depthwise forward and input gradient with their taps warmed on two of B0's stride-1 layers, the banded
+    kernel as its training forms launch it, the sliding window's forward and input gradient
+    (`bn_depthwise_sliding`) on three of B0's stride-1 layers and its forward on a stride-2 one; and
+    `_inference_sweep_launches`."""
     from bn_pointwise_sweep import SWEEP
 
-    launches = []
+    launches, library = [], []
     for role, (cin, cout, gated) in {"expansion": (40, 240, False), "projection": (240, 40, True)}.items():
         x = _meta(BATCH, cin, 28, 28, channels_last=True)
         weight = _meta(cout, cin)
@@ -48,7 +49,14 @@ def sweep_launches() -> list[Launch]:
             for tiles in tile_sets:
                 with _catching(launches, f"sweep {role} {tiles}"):
                     passes[op](tiles)
+        if gated:  # the projection's passes through the library's products (`projection_blas`)
+            for op, run in passes.items():
+                with _catching(library, f"sweep {role} blas {op}"):
+                    run(bnp.BLAS)
     launches = [launch for launch in launches if launch.kernel.fn.__module__.endswith("bn_pointwise_kernels")]
+    # (its activation pass, with the gate's gradient, and its input gradient's pass with the gate and the pool)
+    launches += [launch for launch in library if launch.kernel.fn.__name__ in ("_activation_kernel",
+                                                                                "_affine_grad_kernel")]
     # the training depthwise forward and input gradient with their taps warmed, as `bn_depthwise_sweep.py` tries
     # them on stride-1 layers
     warm = []

@@ -15,7 +15,7 @@
 #              SECONDS (560 unless given); its kernels compiled before the lease (benchmarks/precompile.py)
 #     pwtrain: OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh pwtrain [SECONDS]
 #              the fused training's 1x1 passes swept on B0's layers (tiles, the weight gradient's split, each
-#              expansion as library products), the winners kept (SECONDS for the sweep, 170 unless given), then
+#              layer as library products), the winners kept (SECONDS for the sweep, 170 unless given), then
 #              the fused training's gradient checks and B0's captured training rows with them
 #     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
 #              the training depthwise passes' cuDNN, banded and sliding forms (the sliding ones new in session 22:
@@ -157,9 +157,9 @@ case "$STAGE" in
     # took 10.7 ms a step where the plain step's cuDNN 1x1 convs took 4.3. Run 9 swept the first three tile sets:
     # 12.87 -> 9.32 ms a step (the projections' input gradients 2.4x faster on the best), B0's captured step 6,073
     # -> 7,551 img/s. B0's bn_pointwise sweep: the default tiles, all six tile sets (four never timed), the weight
-    # gradient split for fewer programs ("waves") and each expansion's passes as library products (session 24's
-    # "blas"), the winners kept; then the fused training's gradient checks with those winners and B0's captured
-    # training rows with the eager step's kernels. About 300 s.
+    # gradient split for fewer programs ("waves") and each layer's passes as library products ("blas": session 24's
+    # for the expansions, session 28's for the projections), the winners kept; then the fused training's gradient
+    # checks with those winners and B0's captured training rows with the eager step's kernels. About 300 s.
     {
       timeout "${2:-170}" python3 benchmarks/bn_pointwise_sweep.py --out "$OUT" --tuning "$KEEP/tuning.json" \
         --configs 6 --no-compile

@@ -17,7 +17,7 @@ import torch
 from effnet.fast import bn_depthwise as bnd
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_pointwise_blas as blas
-from effnet.fast import kernels, tuning
+from effnet.fast import kernels, projection_blas, tuning
 from effnet.fast.fused_training import FusedTrainingMBConv, use_fused_training
 from effnet.models.blocks import MBConv
 from kernel_helpers import DEVICE, OpNames, graph_recorder, needs_triton, relative_error, tiny
@@ -32,14 +32,16 @@ def _step(model, x):
     return [y, *grads, *[b.float() for b in model.buffers() if b.is_floating_point()]]
 
 
-def _expansion_keys(model, x) -> list[dict]:
-    """The tuning keys of the model's expansions (`bn_pointwise` layers taking their input as it is)."""
+def _expansion_keys(model, x, projections: bool = False) -> list[dict]:
+    """The tuning keys of the model's expansions (`bn_pointwise` layers taking their input as it is), or with
+    `projections` its projections' (normalised: bn2, the SiLU and the SE gate before them)."""
     keys, hooks = [], []
     for block in model.modules():
-        if isinstance(block, MBConv) and block.expands:
-            hooks.append(block.conv_pw.register_forward_pre_hook(lambda conv, inputs: keys.append(dict(
+        if isinstance(block, MBConv) and (block.expands or projections):
+            conv = block.conv_pwl if projections else block.conv_pw
+            hooks.append(conv.register_forward_pre_hook(lambda conv, inputs: keys.append(dict(
                 in_channels=inputs[0].shape[1], out_channels=conv.out_channels, height=inputs[0].shape[2],
-                width=inputs[0].shape[3], normalized=False))))
+                width=inputs[0].shape[3], normalized=projections))))
     with torch.no_grad():
         model(x)
     for hook in hooks:
@@ -49,8 +51,9 @@ def _expansion_keys(model, x) -> list[dict]:
 
 @needs_triton
 def test_fused_training_trains_as_the_plain_model(monkeypatch, tmp_path):
-    """Every other expansion's three passes on the library's matrix products (a tuning file names them:
-    `bn_pointwise_blas`), the rest of the convs on the Triton kernels."""
+    """Every other expansion's and every other projection's three passes on the library's matrix products (a
+    tuning file names them: `bn_pointwise_blas`, `projection_blas`), the rest of the convs on the Triton
+    kernels."""
     plain = tiny().to(DEVICE).train()
     fused = use_fused_training(copy.deepcopy(plain))
     exact = copy.deepcopy(plain).double()
@@ -58,13 +61,15 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch, tmp_path):
     assert sum(isinstance(m, FusedTrainingMBConv) for m in fused.modules()) == blocks == 7
     assert list(fused.state_dict()) == list(plain.state_dict())
     launches = []  # which fused passes ran: the real ones, counted on the way through
-    for module, name in ((bnp, "_forward"), (bnd, "_forward"), (blas, "forward"), (blas, "weight_grad")):
+    for module, name in ((bnp, "_forward"), (bnd, "_forward"), (blas, "forward"), (blas, "weight_grad"),
+                         (projection_blas, "forward"), (projection_blas, "input_grad")):
         monkeypatch.setattr(module, name, lambda *args, real=getattr(module, name), name=f"{module.__name__}.{name}":
                             launches.append(name) or real(*args))
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)
     path = tmp_path / "tuning.json"
-    library = {tuple(key.values()): key for key in _expansion_keys(copy.deepcopy(plain), x)[::2]}
+    library = {tuple(key.values()): key for key in _expansion_keys(copy.deepcopy(plain), x)[::2]
+               + _expansion_keys(copy.deepcopy(plain), x, projections=True)[1::2]}
     for key in library.values():
         for op in ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad"):
             tuning.record(path, op, key, "blas", [], device="test", seconds=1, default_seconds=2)
@@ -82,6 +87,11 @@ def test_fused_training_trains_as_the_plain_model(monkeypatch, tmp_path):
     assert launches.count(f"{bnd.__name__}._forward") == blocks
     assert launches.count(f"{bnp.__name__}._forward") == 2 * blocks - 1
     assert launches.count(f"{blas.__name__}.forward") == launches.count(f"{blas.__name__}.weight_grad") == on_library
+    projections = _expansion_keys(copy.deepcopy(plain), x, projections=True)
+    projected = sum(tuple(key.values()) in library for key in projections)
+    assert 0 < projected < len(projections) == blocks
+    assert (launches.count(f"{projection_blas.__name__}.forward")
+            == launches.count(f"{projection_blas.__name__}.input_grad") == projected)
     names = ["output"] + [n for n, _ in plain.named_parameters()] + [
         n for n, b in plain.named_buffers() if b.is_floating_point()]
     for name, value, torch_value, expected in zip(names, fused_values, plain_values, reference, strict=True):

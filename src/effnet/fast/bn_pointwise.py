@@ -31,9 +31,10 @@ x 7 layers at batch 128 made 128 partial dweights each, added atomically (451 mi
 step, where its 1x1 passes read about 4 billion values). Where nothing is per image (no SE gate), the
 row tiles run across images, so small maps fill whole tiles.
 
-Where a tuning file names kernel `blas` for a pass of a layer that takes its input as it is (an expansion),
-that pass runs as the library's matrix products instead (`effnet.fast.bn_pointwise_blas`: y is linear in x
-there, so its statistics and gradients follow from x's moments).
+Where a tuning file names kernel `blas` for a pass of a layer, that pass runs as the library's matrix products
+instead: for a layer that takes its input as it is (an expansion), `effnet.fast.bn_pointwise_blas` (y is linear
+in x there, so its statistics and gradients follow from x's moments); for one whose input is normalised (a
+projection), `effnet.fast.projection_blas` (the activation and its gradient written out by Triton passes).
 
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
@@ -46,7 +47,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from effnet.fast import bn_pointwise_blas, bn_stats, kernels, tuning
+from effnet.fast import bn_pointwise_blas, bn_stats, kernels, projection_blas, tuning
 from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 from effnet.fast.grids import cdiv, next_power_of_2
 from effnet.fast.kernels import INTERPRET, triton
@@ -128,11 +129,18 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
 BLAS = "blas"  # `_tiles`' answer where the tuning file puts a pass on the library form
 
 
+def library(scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) -> bool:
+    """Whether a layer's passes can run through the library's products: its input taken as it is (an expansion,
+    `bn_pointwise_blas`) or normalised (a projection, `projection_blas`); not an input activated or gated
+    without a batch norm before it."""
+    return bn_pointwise_blas.applies(scale, gate, act) or projection_blas.applies(scale)
+
+
 def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None,
            library: bool = False) -> tuple[int, int, int, int, int] | str:
     """The tuning file's choice for this layer shape and pass (`op`, one of `OPS`): its tiles, or `BLAS` where it
-    names the library form (`bn_pointwise_blas`) and `library` says the layer takes its input as it is (the form's
-    condition); else `default_tiles` (the interpreter's own under TRITON_INTERPRET)."""
+    names the library form and `library` says a form takes the layer (`library()`); else `default_tiles` (the
+    interpreter's own under TRITON_INTERPRET)."""
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
@@ -179,8 +187,10 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
     tile choice (for the sweep), as `BLAS` does with the library form (each pass takes `BLAS` so)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    tiles = tiles or _tiles("bn_pointwise", x, out_channels, scale, bn_pointwise_blas.applies(scale, gate, act))
+    tiles = tiles or _tiles("bn_pointwise", x, out_channels, scale, library(scale, gate, act))
     if tiles == BLAS:
+        if projection_blas.applies(scale):
+            return projection_blas.forward(x, weight, scale, shift, gate, act)
         return bn_pointwise_blas.forward(x, weight)
     rows = batch * height * width
     images, pixels = _images(batch, height * width, gate is not None)
@@ -255,17 +265,25 @@ def _chunks_wanted(x: torch.Tensor, tiles: int, rows: int, waves: int = _WAVES) 
     return max(1, min(cdiv(programs, tiles), rows // _MIN_ROWS))
 
 
-def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, load_y=False):
+def _products(dy, stats, y, weight, x, products):
+    """The library form's shared products of a normalised layer's backward: `products`, or new ones."""
+    return products if products is not None else projection_blas.Products(dy, stats, y, weight, x)
+
+
+def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, load_y=False, products=None):
     """(dweight (out, in) float32, dgate (N, in) float32 or empty without a gate): one pass split over the
     rows (`weight_grad_split`), its chunks' partial sums added by PyTorch. `stats` as in `_backward`;
     `tiles` as `_forward`'s, for this pass, with an optional sixth value: the programs per multiprocessor the
     split aims for (`_WAVES` unless given; fewer write fewer partial sums, `benchmarks/partial_sums.py`);
-    `load_y` loads y where `_recompute` would recompute it (for the sweep)."""
+    `load_y` loads y where `_recompute` would recompute it (for the sweep); `products` the backward's
+    `projection_blas.Products` where the library form takes a normalised layer (made here if not given)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale,
-                            bn_pointwise_blas.applies(scale, gate, act))
+    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale, library(scale, gate, act))
     if tiles == BLAS:
+        if projection_blas.applies(scale):
+            return projection_blas.weight_grad(x, scale, shift, gate, act,
+                                               _products(dy, stats, y, weight, x, products))
         return bn_pointwise_blas.weight_grad(dy, stats, x, weight), stats.new_empty((0,))
     waves = tiles[5] if len(tiles) > 5 else _WAVES
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, tiles[:5])
@@ -290,16 +308,19 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
     return parts.sum(0), dgate
 
 
-def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None, load_y=False):
+def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, tiles=None, load_y=False,
+                products=None):
     """(dx, daffine (2, C) float32: dscale and dshift, empty without scale). `pool` (N, in) float32, if given, is
     added to the gradient of the (gated) activation's input s at every pixel of its image: the gradient an average
     pool of s passes on (`se_projection`). `stats` as in `_backward`; `tiles` as `_forward`'s, for this pass;
-    `load_y` as in `_weight_grad`."""
+    `load_y` and `products` as in `_weight_grad`."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    tiles = tiles or _tiles("bn_pointwise_input_grad", x, out_channels, scale,
-                            pool is None and bn_pointwise_blas.applies(scale, gate, act))
+    tiles = tiles or _tiles("bn_pointwise_input_grad", x, out_channels, scale, library(scale, gate, act))
     if tiles == BLAS:
+        if projection_blas.applies(scale):
+            return projection_blas.input_grad(x, scale, shift, gate, act,
+                                              _products(dy, stats, y, weight, x, products), pool)
         return bn_pointwise_blas.input_grad(dy, stats, x, weight), stats.new_empty((0,))
     images, pixels = _images(batch, height * width, gate is not None or pool is not None)
     g, yv, a, (block_m, block_n, block_k), options = _backward_setup(dy, x, y, tiles)
@@ -331,12 +352,13 @@ def _backward(dy, stats, x, y, weight, scale, shift, gate, act, need_dx, need_dw
     channels, BLOCK_K the input channels). `need_dx` asks for dx, daffine and dgate (dgate comes with the
     weight gradient's pass)."""
     dx, dw, daffine, dgate = (x.new_empty((0,), dtype=torch.float32) for _ in range(4))
+    products = projection_blas.Products(dy, stats, y, weight, x)  # made only if a pass takes the library form
     if need_dw or (need_dx and gate is not None):
-        dw, dgate = _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, weight_tiles)
+        dw, dgate = _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, weight_tiles, products=products)
         if not need_dx:
             dgate = dgate.new_empty((0,))
     if need_dx:
-        dx, daffine = _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=tiles)
+        dx, daffine = _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=tiles, products=products)
     return dx, dw if need_dw else dw.new_empty((0,)), daffine, dgate
 
 

@@ -41,7 +41,7 @@ _MAX_CHUNKS = 256
 _out_dtype = hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.bmm, "dtype")
 
 
-def _without_autocast(function):
+def without_autocast(function):
     """`function` with autocast off on its first argument's device: autocast reaches into a custom operator's
     implementation, where it would round the float32 moments' products (mm, mv, addr) to 16 bits."""
     @functools.wraps(function)
@@ -79,7 +79,7 @@ def _product32(p: torch.Tensor, q: torch.Tensor, batched: bool) -> torch.Tensor:
     return product(p.float(), q.float())
 
 
-def _sum_of_products(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def sum_of_products(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """p^T q (P, K) float32 for (rows, P) `p` and (rows, K) `q`: one product, or a batch of products over
     equal chunks of the rows (`_chunks`) summed after."""
     rows = p.shape[0]
@@ -90,16 +90,16 @@ def _sum_of_products(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return _product32(p.view(chunks, per, -1).transpose(1, 2), q.view(chunks, per, -1), batched=True).sum(0)
 
 
-@_without_autocast
+@without_autocast
 def input_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu (in,), C (in, in)), float32: the mean of channels-last x's pixels and their biased covariance."""
     a = pixel_rows(x)
     rows = a.shape[0]
     mu = a.sum(0, dtype=torch.float32) / rows
-    return mu, torch.addr(_sum_of_products(a, a), mu, mu, beta=1 / rows, alpha=-1)  # E[x x^T] - mu mu^T
+    return mu, torch.addr(sum_of_products(a, a), mu, mu, beta=1 / rows, alpha=-1)  # E[x x^T] - mu mu^T
 
 
-@_without_autocast
+@without_autocast
 def forward(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, var) as `bn_pointwise._forward` gives them for an input taken as it is: y = conv1x1(x) by
     `weight` (out, in) in x's dtype, channels-last; y's float32 batch mean and biased variance per channel."""
@@ -111,7 +111,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.
     return y, w @ mu, ((w @ cov) * w).sum(1).clamp_min_(0)
 
 
-@_without_autocast
+@without_autocast
 def input_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """dx, channels-last in x's dtype: the gradient of `forward`'s x given dy and `stats` (3, out) float32,
     (dmean / n, 2 dvar / n, mean) as `bn_stats.gradient_stats` makes it."""
@@ -126,7 +126,7 @@ def input_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: t
     return dx
 
 
-@_without_autocast
+@without_autocast
 def weight_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """dweight (out, in) float32: the gradient of `forward`'s weight given dy and `stats` as in `input_grad`."""
     a, b, _ = stats
@@ -134,4 +134,4 @@ def weight_grad(dy: torch.Tensor, stats: torch.Tensor, x: torch.Tensor, weight: 
     mu, cov = input_moments(x)
     g = pixel_rows(dy.contiguous(memory_format=torch.channels_last))
     correction = torch.addr(b[:, None] * (weight.float() @ cov), a, mu, alpha=1, beta=1)  # a mu^T + diag(b) W C
-    return _sum_of_products(g, pixel_rows(x)).add_(correction, alpha=rows)
+    return sum_of_products(g, pixel_rows(x)).add_(correction, alpha=rows)

@@ -15,3 +15,10 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of 2 at least n (n >= 1), as `triton.next_power_of_2` gives it."""
     return 1 << (int(n) - 1).bit_length()
+
+
+def image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
+    """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
+    about `programs` chunks in all (at least one per image): what the kernels' `_image_chunk` walks."""
+    per_image = max(1, min(cdiv(pixels, block_m), cdiv(programs, batch)))
+    return cdiv(cdiv(pixels, per_image), block_m) * block_m

@@ -30,26 +30,17 @@ import torch
 import torch.nn.functional as F
 
 from effnet.fast import bn_pointwise as bnp
-from effnet.fast import bn_stats, kernels
+from effnet.fast import bn_stats, kernels, projection_blas
 from effnet.fast.custom_ops import channels_last_empty, pixel_rows
 from effnet.fast.excitation import excitation, excitation_backward
-from effnet.fast.grids import cdiv
+from effnet.fast.grids import cdiv, image_chunks
 from effnet.fast.kernels import INTERPRET, triton
 
 if triton is not None:
     import triton.language as tl
 
     from effnet.fast.bn_pointwise_kernels import _prologue
-    from effnet.fast.kernels import _multiple
-
-    @triton.jit
-    def _image_chunk(chunk, pixels, rows_per_program):
-        """Chunk `chunk` of the pixel rows when each image's `pixels` rows are cut into chunks of
-        `rows_per_program` (its last one short): its image and its rows [start, end)."""
-        chunks = tl.cdiv(pixels, rows_per_program)
-        image = chunk // chunks
-        start = image * pixels + (chunk % chunks) * rows_per_program
-        return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
+    from effnet.fast.kernels import _image_chunk, _multiple
 
     @triton.jit
     def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk, inv_pixels,
@@ -71,13 +62,6 @@ if triton is not None:
         tl.store(sums_ptr + chunk * K + k, tl.sum(acc, axis=0) * inv_pixels, mask=k_ok)
 
 
-def _image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
-    """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
-    about `programs` chunks in all (at least one per image): what `_image_chunk` walks."""
-    per_image = max(1, min(cdiv(pixels, block_m), cdiv(programs, batch)))
-    return cdiv(cdiv(pixels, per_image), block_m) * block_m
-
-
 _POOL_TILES = (32, 64, 4)  # (BLOCK_M, BLOCK_K, num_warps): first guesses, untimed
 
 
@@ -86,7 +70,7 @@ def _pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Te
     batch, channels, height, width = x.shape
     pixels = height * width
     block_m, block_k, warps = _POOL_TILES
-    rows_per_program = _image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
+    rows_per_program = image_chunks(batch, pixels, block_m, 4 if INTERPRET else 1024)
     chunks = batch * cdiv(pixels, rows_per_program)
     sums = torch.empty((chunks, channels), device=x.device, dtype=torch.float32)
     a = pixel_rows(x)
@@ -139,14 +123,16 @@ def _backward(dy, stats, x, y, weight, scale, shift, pooled, gate, reduce_weight
     and dshift; dx and daffine empty without `need_dx`. `stats`, `tiles` and `weight_tiles` as in
     `bn_pointwise._backward`."""
     with torch.autocast(x.device.type, enabled=False):
-        dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, weight_tiles)
+        products = projection_blas.Products(dy, stats, y, weight, x)  # made only if a pass takes the library form
+        dw, dgate = bnp._weight_grad(dy, stats, x, y, weight, scale, shift, gate, True, weight_tiles,
+                                     products=products)
         # the pool's gradient reaches each of its pixels divided by their count
         dpool, *dse = excitation_backward(dgate, gate, pooled, *_se_weights(reduce_weight, reduce_bias, expand_weight),
                                           dpooled_scale=1.0 / (x.shape[2] * x.shape[3]), tf32=_half(x))
         dx, daffine = (dw.new_empty((0,)) for _ in range(2))
         if need_dx:
             dx, daffine = bnp._input_grad(dy, stats, x, y, weight, scale, shift, gate, True, pool=dpool,
-                                                 tiles=tiles)
+                                          tiles=tiles, products=products)
         return (dx, dw, daffine, *dse)
 
 

@@ -29,9 +29,10 @@ The file is JSON: `{"format": 1, "device": ..., "entries": [{"op": ..., "key": {
 - `bn_pointwise` / `bn_pointwise_input_grad` / `bn_pointwise_weight_grad` (training,
   `effnet.fast.bn_pointwise`, one op per pass): `in_channels`, `out_channels`, `height`, `width`,
   `normalized` (the input's batch norm, SiLU and gate applied as it loads). Kernels `tiled` (the weight
-  gradient's tiles may add a sixth value, the programs per multiprocessor its split over the rows aims for) and,
-  where `normalized` is false (an expansion), `blas` (`effnet.fast.bn_pointwise_blas`, no tiles: the library's
-  matrix products, the statistics and gradients from x's moments).
+  gradient's tiles may add a sixth value, the programs per multiprocessor its split over the rows aims for) and
+  `blas` (no tiles: the library's matrix products; where `normalized` is false (an expansion),
+  `effnet.fast.bn_pointwise_blas`, the statistics and gradients from x's moments; where it is true (a
+  projection), `effnet.fast.projection_blas`, the activation and its gradient written out).
 - `stem` (inference, `effnet.fast.stem`): `in_channels`, `out_channels`, `kernel_size`, `stride`, `height`,
   `width` of the network's input. Kernels `direct` (the default kernel, no tiles) and `dot` (the conv as one
   product on tensor cores: (BLOCK_P, num_warps), or no tiles for its defaults).
@@ -164,9 +165,6 @@ def _entries(path: Path, document: dict[str, Any]) -> Table:
         if op == "bn_pointwise_weight_grad" and len(tiles) == 6 and tiles[5] < 1:
             raise TuningError(f"tuning file {path}: the 1x1 weight gradient's sixth tile value is the programs per "
                               f"multiprocessor its split over the rows aims for, at least 1, got {tiles[5]}")
-        if entry["kernel"] == "blas" and entry["key"]["normalized"]:
-            raise TuningError(f"tuning file {path}: the library form of the training 1x1 conv is for layers whose "
-                              "input is taken as it is (normalized false)")
         if entry["kernel"] == "split" and tiles and (tiles[0] <= 0 or tiles[0] % 32):
             raise TuningError(f"tuning file {path}: the split excitation takes chunks of a multiple of 32 channels, "
                               f"got {tiles[0]}")
