@@ -247,6 +247,8 @@ def main() -> int:
     parser.add_argument("--wave-configs", type=int, default=len(WAVES),
                         help="how many splits of the weight gradient's rows over fewer programs to try (1 and 2 "
                              "programs per multiprocessor, against the default 4)")
+    parser.add_argument("--role", choices=("expand", "project"),
+                        help="only the expansions or only the projections (--layers then counts among those)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = sweep_dtype(device)
@@ -258,7 +260,8 @@ def main() -> int:
           f"{'fwd us':>8} {'dx us':>8} {'dw us':>8} {'GB/s':>6} | {'s11 us':>8} {'best us':>8}", flush=True)
     shapes: Counter = Counter()
     for shape, count in layer_shapes(args.model, args.size).items():
-        shapes[shape[:6]] += count  # with or without the block's residual: the same layer here (added outside)
+        if args.role is None or args.role == ("expand" if shape[4] else "project"):  # (act: a SiLU after the conv)
+            shapes[shape[:6]] += count  # with or without the block's residual: the same layer here (added outside)
     rows, totals = sweep_layers(shapes, args.layers, lambda shape, count: sweep_layer(
         args, shape, count, timer, device, dtype, bound, compiled))
     print_step_totals(totals, args.batch, "all MBConv 1x1 layers")

@@ -21,8 +21,9 @@
 #              the training depthwise passes' cuDNN, banded and sliding forms (the sliding ones new in session 22:
 #              run it on any card) against the Triton kernels on B0's layers, the winners kept, then B0's captured
 #              training rows with them (run 8: 5,207 -> 6,073 img/s)
-#     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS]
-#              B4's training rows: eager, captured and, given 500 s, compiled (timm's compiled B4 step never timed)
+#     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS] [SWEEP]
+#              B4's projections swept with the library form (SWEEP seconds, 90 unless given), then B4's training
+#              rows: eager, captured and, given 500 s, compiled (timm's compiled B4 step never timed)
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
 #              the fused training's gradient checks, B0's captured and compiled training rows, the eager step's
 #              kernels (run 8: checks 5/5)
@@ -185,11 +186,16 @@ case "$STAGE" in
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   b4train)
-    # B4's training goal (>= 1.2x timm compiled), never measured: B4's training rows alone, no checks (the fused
-    # training's kernels are checked on B0's layers by the train stage; each row is checked against the plain
-    # model's output): timm and effnet-ftrain eager, effnet-stages (memory), effnet-ftrain captured, then timm and
-    # effnet-ftrain compiled (about 240 s each, compiling cold) and timm captured, as the budget allows.
+    # B4's training goal (>= 1.2x timm compiled), never measured: first B4's 14 projection shapes swept at the rows'
+    # batch, the default tiles against session 11's and the library form (session 28), the winners kept (SWEEP
+    # seconds, the third argument, 90 unless given; B4's 1x1 layers have no tuning entries of their own), then B4's
+    # training rows alone, no checks (the fused training's kernels are checked on B0's layers by the train stage;
+    # each row is checked against the plain model's output): timm and effnet-ftrain eager, effnet-stages (memory),
+    # effnet-ftrain captured, then timm and effnet-ftrain compiled (about 240 s each, compiling cold) and timm
+    # captured, as the budget allows.
     {
+      timeout "${3:-90}" python3 benchmarks/bn_pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 64 \
+        --configs 0 --wave-configs 0 --role project --no-compile --out "$OUT" --tuning "$KEEP/tuning.json"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --no-checks \
         --tasks training --budget-s "${2:-400}"
     } 2>&1 | tee "$OUT/lease.log"

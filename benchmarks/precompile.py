@@ -15,14 +15,15 @@ kernels compile with this machine's Triton of the same version: the same compile
 Checked against run 7's returned cache: with run 7's code, 90 of the 179 keys computed here were there. The
 rest had been left out of its pack, which keeps the newest entries.
 
-What it compiles (`--stages`, all five unless given), once with each tuning file a lease may start from
+What it compiles (`--stages`, all six unless given), once with each tuning file a lease may start from
 (`START_TUNING`: run 7's on an H100, run 9's on an H200; `--tuning`), so with each file's choices:
 - `inference`: the inference stage's sweeps as gpu_lease.sh runs them (`LEASE_SWEEPS`, run on the meta
   device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
   train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0) and
   the `effnet-tdw` step its profile runs.
-- `sweeps`, `pwtrain` and `dwforms`: those stages' sweeps of the fused training passes, on the meta device.
+- `sweeps`, `pwtrain`, `dwforms` and `b4train`: those stages' sweeps of the fused training passes, on the meta
+  device.
 A launch this misses compiles on the lease as before.
 
     .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
@@ -90,6 +91,8 @@ LEASE_SWEEPS = {
     "dwforms": [("bn_depthwise_sweep", ["--configs", "0", "--no-compile"]),
                 ("bn_depthwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "64", "--configs",
                                         "0", "--no-compile", "--layers", "3", "6", "7", "9", "12"])],
+    "b4train": [("bn_pointwise_sweep", ["--model", "efficientnet_b4", "--size", "380", "--batch", "64", "--configs",
+                                        "0", "--wave-configs", "0", "--role", "project", "--no-compile"])],
 }
 STAGES = ("inference", "train", *(stage for stage in LEASE_SWEEPS if stage != "inference"))
 # (model, batch) of the rows' fused forwards (gpu_check's plan).
