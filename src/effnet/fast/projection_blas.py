@@ -7,8 +7,8 @@ A projection takes the depthwise conv's raw output x and applies bn2, the SiLU a
 
 The Triton passes never write `a`; they recompute it in each pass, on every tile of every output block. Run 9's
 sweep (an H200, B0 at batch 128, `benchmarks/RESULTS.md`) timed B0's projections at 6.3 ms of the 9.3 its 1x1
-passes take a step on their best tiles, against 1.3 ms for cuDNN's bare convolutions of the same shapes: on the
-7 x 7 and 14 x 14 maps, 3-9x cuDNN's time, their wide tensors read at 0.1-0.4 TB/s. Here each pass writes the
+passes take a step on their best tiles, against 1.5 ms for cuDNN's bare convolutions of the same shapes: on the
+7 x 7 and 14 x 14 maps, 3-9x cuDNN's time, their wide tensors read at 0.2-0.4 TB/s. Here each pass writes the
 activation (or its gradient) out once in a Triton pass at the memory's pace and leaves the product to the
 library, as compiled timm trains:
 
@@ -22,7 +22,7 @@ library, as compiled timm trains:
   the affine map, with dscale and dshift.
 
 That is about eleven reads and writes of a wide tensor a step (three in the forward) where the Triton passes
-make five or six; on small maps those bytes take microseconds. With dW the product rounds nothing; da and a are
+make five or six; on small maps those bytes take microseconds. dW's product accumulates in float32; da and a are
 stored in x's dtype (as the plain model's cuDNN backward stores its gradients), so a 16-bit step's dx and dW
 differ from the Triton passes' within that rounding, and a float32 step's match them (the tests: 1e-5).
 `benchmarks/bn_pointwise_sweep.py` times it per projection ("blas") beside the Triton tiles and records it in the
