@@ -144,3 +144,23 @@ def test_a_blas_entry_for_a_normalised_layer_is_accepted(tmp_path):
     tuning.use(path)
     assert tuning.lookup("bn_pointwise_input_grad", **key)["kernel"] == "blas"
     assert tuning.lookup("bn_pointwise_input_grad", **dict(key, normalized=False)) is None
+
+
+@needs_triton
+def test_affine_grads_gate_and_pool_equal_autograds():
+    """`affine_grad` with a gate per image and channel, and a pool's gradient added to the activation's: dx, dscale
+    and dshift as autograd gives them for out = silu(x * scale + shift) * gate[n, c], with the pool's gradient
+    reaching silu(...) at every pixel of its image (each chunk of rows spanning images: a 5 x 7 map)."""
+    from effnet.fast.affine_grad import affine_grad
+
+    x, _, scale, shift = se_inputs(torch.float32, shape=(3, 20, 5, 7))[:4]
+    gate, pool = torch.rand(3, 20, device=DEVICE), torch.randn(3, 20, device=DEVICE)
+    g = torch.randn_like(x)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, scale, shift)]
+    s = torch.nn.functional.silu(leaves[0] * leaves[1][:, None, None] + leaves[2][:, None, None])
+    loss = (s * gate[:, :, None, None] * g).sum() + (s.sum((2, 3)) * pool).sum()
+    expected = torch.autograd.grad(loss, leaves)
+    dx, daffine = affine_grad(g, x, scale, shift, act=True, gate=gate, pool=pool)
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+    for name, value, reference in zip(["dx", "dscale", "dshift"], [dx, *daffine], expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5, (name, relative_error(value, reference))
