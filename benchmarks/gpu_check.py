@@ -123,6 +123,10 @@ def profile(model_name: str, size: int, batch: int) -> None:
     print_profile(f"{model_name} fused bf16 forward, batch {batch}", forward, rows=10)
 
 
+# (resolution, batch) of the profiled eager training steps: B0's at batch 128, B4's at the training rows' 64
+TRAINING_PROFILES = {"efficientnet_b0": (224, 128), "efficientnet_b4": (380, 64)}
+
+
 def profile_training(model_name: str, size: int, batch: int) -> None:
     """The kernels of one eager bf16 training step of the plain model, `effnet-ftrain` and `effnet-tdw`: where
     training time goes (the batch norms' passes; cuDNN's depthwise gradients against the Triton ones)."""
@@ -338,7 +342,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="print the top kernels of the fused forward of each model timed (B0 and B4)")
     parser.add_argument("--profile-training", action="store_true",
-                        help="print the top kernels of a B0 eager training step: plain, effnet-ftrain, effnet-tdw")
+                        help="print the top kernels of an eager training step (B0's at batch 128; with --only, of "
+                             "each model named, B4's at 64): plain, effnet-ftrain, effnet-tdw")
     parser.add_argument("--checks", nargs="+", choices=[key for key, _ in CHECK_GROUPS],
                         help="the check groups to run (default: all)")
     parser.add_argument("--no-checks", action="store_true",
@@ -426,9 +431,10 @@ def main() -> int:
     time_rows(args, start, document)
     # the fused forward of each model in the plan (those in --only), the training step of B0
     profiled = [(name, size, batch) for name, size, batch, _, _ in PLAN if not args.only or name in args.only]
+    trained = [(name, *shape) for name, shape in TRAINING_PROFILES.items()
+               if name in (args.only or ["efficientnet_b0"])]
     for wanted, what, show, shapes in ((args.profile, "fused forward", profile, dict.fromkeys(profiled)),
-                                       (args.profile_training, "training step", profile_training,
-                                        [("efficientnet_b0", 224, 128)])):
+                                       (args.profile_training, "training step", profile_training, trained)):
         for model_name, size, batch in shapes if wanted else ():
             try:
                 show(model_name, size, batch)

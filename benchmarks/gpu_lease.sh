@@ -192,12 +192,13 @@ case "$STAGE" in
     # training rows alone, no checks (the fused training's kernels are checked on B0's layers by the train stage;
     # each row is checked against the plain model's output): timm and effnet-ftrain eager, effnet-stages (memory),
     # effnet-ftrain captured, then timm and effnet-ftrain compiled (about 240 s each, compiling cold) and timm
-    # captured, as the budget allows.
+    # captured, as the budget allows; then the kernels of B4's eager training steps (plain, effnet-ftrain,
+    # effnet-tdw; never profiled before), about 10 s.
     {
       timeout "${3:-90}" python3 benchmarks/bn_pointwise_sweep.py --model efficientnet_b4 --size 380 --batch 64 \
         --configs 0 --wave-configs 0 --role project --no-compile --out "$OUT" --tuning "$KEEP/tuning.json"
       python3 benchmarks/gpu_check.py --out "$OUT" --tuning "$KEEP/tuning.json" --only efficientnet_b4 --no-checks \
-        --tasks training --budget-s "${2:-400}"
+        --tasks training --budget-s "${2:-400}" --profile-training
     } 2>&1 | tee "$OUT/lease.log"
     ;;
   loop)

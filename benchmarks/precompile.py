@@ -21,7 +21,7 @@ What it compiles (`--stages`, all six unless given), once with each tuning file 
   device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
   train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0) and
-  the `effnet-tdw` step its profile runs.
+  the `effnet-tdw` steps its profiles run (B0 at 128, B4 at 64).
 - `sweeps`, `pwtrain`, `dwforms` and `b4train`: those stages' sweeps of the fused training passes, on the meta
   device.
 A launch this misses compiles on the lease as before.
@@ -221,9 +221,10 @@ def _stages(stages: list[str], tuning_file: Path, compiler: Compiler, start: flo
             compile_check._training_launches(small_b0() if model == "b0_small" else model)
             print(f"{model} training step, batch {batch}, {size or 'its'} px, {dtype}: {len(compiler.keys)} kernels "
                   "so far", flush=True)
-        compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = 128, None, torch.bfloat16
-        _tdw_step("efficientnet_b0")
-        print(f"efficientnet_b0 effnet-tdw step, batch 128: {len(compiler.keys)} kernels so far", flush=True)
+        for model, batch in (("efficientnet_b0", 128), ("efficientnet_b4", 64)):  # (gpu_check's profiles)
+            compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, None, torch.bfloat16
+            _tdw_step(model)
+            print(f"{model} effnet-tdw step, batch {batch}: {len(compiler.keys)} kernels so far", flush=True)
 
 
 def main() -> int:
