@@ -29,6 +29,15 @@ if triton is not None:
         return a, s, z, sig
 
     @triton.jit
+    def _image_chunk(chunk, pixels, rows_per_program):
+        """Chunk `chunk` of the pixel rows when each image's `pixels` rows are cut into chunks of
+        `rows_per_program` (its last one short): its image and its rows [start, end)."""
+        chunks = tl.cdiv(pixels, rows_per_program)
+        image = chunk // chunks
+        start = image * pixels + (chunk % chunks) * rows_per_program
+        return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
+
+    @triton.jit
     def _image_rows(pid_m, pixels, M, BLOCK_M: tl.constexpr):
         """Row block pid_m of the (M, channels) matrix when no block spans two images (each image has
         cdiv(pixels, BLOCK_M) blocks, its last one short): its image, rows (BM,) and which are real."""

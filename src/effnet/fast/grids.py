@@ -19,6 +19,6 @@ def next_power_of_2(n: int) -> int:
 
 def image_chunks(batch: int, pixels: int, block_m: int, programs: int) -> int:
     """Rows per chunk when each image's `pixels` rows are cut into whole row tiles of `block_m` to make
-    about `programs` chunks in all (at least one per image): what the kernels' `_image_chunk` walks."""
+    about `programs` chunks in all (at least one per image): what `bn_pointwise_kernels._image_chunk` walks."""
     per_image = max(1, min(cdiv(pixels, block_m), cdiv(programs, batch)))
     return cdiv(cdiv(pixels, per_image), block_m) * block_m

@@ -135,15 +135,6 @@ if triton is not None:
         return rm, c, c_ok, (rm < M)[:, None] & c_ok[None, :], rm[:, None] * C + c[None, :]
 
     @triton.jit
-    def _image_chunk(chunk, pixels, rows_per_program):
-        """Chunk `chunk` of the pixel rows when each image's `pixels` rows are cut into chunks of
-        `rows_per_program` (its last one short): its image and its rows [start, end)."""
-        chunks = tl.cdiv(pixels, rows_per_program)
-        image = chunk // chunks
-        start = image * pixels + (chunk % chunks) * rows_per_program
-        return image, start, tl.minimum(start + rows_per_program, (image + 1) * pixels)
-
-    @triton.jit
     def _row_gates(gate_ptr, rm, start, pixels, M, K, k, k_ok):
         """The (N, K) gate's rows for a tile's rows rm (BM,) = start, start + 1, ..., at most `pixels` of them,
         at columns k (BK,): they lie in row `start`'s image and, past its last pixel, the next one, so two (BK,)

@@ -46,7 +46,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.kernels import _image_chunk, _multiple, _silu
+    from effnet.fast.bn_pointwise_kernels import _image_chunk
+    from effnet.fast.kernels import _multiple, _silu
 
     @triton.jit
     def _activation_kernel(x_ptr, scale_ptr, shift_ptr, gate_ptr, da_ptr, a_ptr, dgate_ptr, pixels, K,

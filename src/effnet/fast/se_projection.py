@@ -39,8 +39,8 @@ from effnet.fast.kernels import INTERPRET, triton
 if triton is not None:
     import triton.language as tl
 
-    from effnet.fast.bn_pointwise_kernels import _prologue
-    from effnet.fast.kernels import _image_chunk, _multiple
+    from effnet.fast.bn_pointwise_kernels import _image_chunk, _prologue
+    from effnet.fast.kernels import _multiple
 
     @triton.jit
     def _se_pool_kernel(x_ptr, scale_ptr, shift_ptr, sums_ptr, pixels, K, rows_per_program, s_xm, s_xk, inv_pixels,
