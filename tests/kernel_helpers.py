@@ -68,6 +68,28 @@ def depthwise_training_case(affine: bool, kernel_size: int, stride: int, same: b
     return (x, weight, scale, shift), dict(stride=stride, padding=padding, output_size=output_size, act=affine)
 
 
+# The training 1x1 conv's passes (tuning ops) a library-form test puts on `blas`, and each pass's function in the
+# form's module (`bn_pointwise_blas`, `projection_blas`).
+POINTWISE_PASSES = {"forward": ("bn_pointwise",), "input": ("bn_pointwise_input_grad",),
+                    "weight": ("bn_pointwise_weight_grad",),
+                    "all": ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")}
+POINTWISE_FUNCTIONS = {"bn_pointwise": "forward", "bn_pointwise_input_grad": "input_grad",
+                       "bn_pointwise_weight_grad": "weight_grad"}
+
+
+def use_pointwise_library(tmp_path, ops_named, x, out_channels: int, normalized: bool) -> None:
+    """Write a tuning file naming the library form (`blas`) for the passes `ops_named` of the 1x1 layer of input x
+    and `out_channels` outputs, and use it."""
+    from effnet.fast import tuning
+
+    path = tmp_path / "tuning.json"
+    key = dict(in_channels=x.shape[1], out_channels=out_channels, height=x.shape[2], width=x.shape[3],
+               normalized=normalized)
+    for op in ops_named:
+        tuning.record(path, op, key, "blas", [], device="test", seconds=1, default_seconds=2)
+    tuning.use(path)
+
+
 # The fused training depthwise conv's passes (tuning ops) a form test puts on another kernel, by which, and each
 # pass's function in a form's module (`bn_depthwise_cudnn`, `bn_depthwise_banded`).
 DEPTHWISE_PASSES = {"forward": ("bn_depthwise",), "weight": ("bn_depthwise_weight_grad",),

@@ -86,7 +86,7 @@ def test_bn_pointwise_with_the_gpu_default_tiles(monkeypatch, channels, out_chan
         assert tiles["bn_pointwise_weight_grad"][2] >= channels
     else:
         assert tiles["bn_pointwise_weight_grad"][1] >= min(out_channels, 128)
-    monkeypatch.setattr(bnp, "_tiles", lambda op, x, n, scale, library=False:
+    monkeypatch.setattr(bnp, "_tiles", lambda op, x, n, *layer:
                         bnp.default_tiles(op, x.shape[1], n, pixels)[:3] + (4, 1))
     inputs = _inputs(torch.float32, affine=True, gate=True, shape=(2, channels, 5, 6), out_channels=out_channels)
     fused, reference = _run(bnp.bn_pointwise, inputs, True), _run(bnp.bn_pointwise_reference, inputs, True)

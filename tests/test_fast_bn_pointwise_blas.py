@@ -11,14 +11,8 @@ import torch
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import bn_pointwise_blas as blas
 from effnet.fast import tuning
-from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error, spy_calls
-
-PASSES = {"forward": ("bn_pointwise",), "input": ("bn_pointwise_input_grad",),
-          "weight": ("bn_pointwise_weight_grad",),
-          "all": ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")}
-FUNCTIONS = {"bn_pointwise": "forward", "bn_pointwise_input_grad": "input_grad",
-             "bn_pointwise_weight_grad": "weight_grad"}
-
+from kernel_helpers import DEVICE, POINTWISE_FUNCTIONS as FUNCTIONS, POINTWISE_PASSES as PASSES
+from kernel_helpers import needs_triton, outputs_and_gradients, relative_error, spy_calls, use_pointwise_library
 
 @pytest.fixture(autouse=True)
 def _small_tiles_and_no_tuning_left_behind(monkeypatch):
@@ -36,15 +30,6 @@ def _expansion(dtype=torch.float32, shape=(2, 8, 16, 16), out_channels=40, offse
     return x.to(dtype).contiguous(memory_format=torch.channels_last), weight
 
 
-def _use_blas(tmp_path, ops_named, x, out_channels, normalized=False):
-    path = tmp_path / "tuning.json"
-    key = dict(in_channels=x.shape[1], out_channels=out_channels, height=x.shape[2], width=x.shape[3],
-               normalized=normalized)
-    for op in ops_named:
-        tuning.record(path, op, key, "blas", [], device="test", seconds=1, default_seconds=2)
-    tuning.use(path)
-
-
 @needs_triton
 @pytest.mark.parametrize("passes", ["forward", "input", "weight", "all"])
 def test_blas_passes_equal_the_composite(tmp_path, monkeypatch, passes):
@@ -52,7 +37,7 @@ def test_blas_passes_equal_the_composite(tmp_path, monkeypatch, passes):
     within 1e-5 of the composite; dx channels-last."""
     x, weight = _expansion()
     expected = outputs_and_gradients(bnp.bn_pointwise_reference, (x, weight), 32)
-    _use_blas(tmp_path, PASSES[passes], x, weight.shape[0])
+    use_pointwise_library(tmp_path, PASSES[passes], x, weight.shape[0], normalized=False)
     calls = spy_calls(monkeypatch, blas, FUNCTIONS.values())
     fused = outputs_and_gradients(bnp.bn_pointwise, (x, weight), 32)
     assert sorted(calls) == sorted(FUNCTIONS[op] for op in PASSES[passes])
@@ -85,7 +70,7 @@ def test_the_operators_on_the_library_form_pass_pytorchs_operator_checks(tmp_pat
     """Schema, fake functions (the form's outputs have the Triton passes' shapes, dtypes and strides), autograd
     registration and AOT dispatch, as `torch.compile` relies on, with every pass on the library form."""
     x, weight = _expansion(shape=(2, 8, 3, 5), out_channels=24)
-    _use_blas(tmp_path, PASSES["all"], x, weight.shape[0])
+    use_pointwise_library(tmp_path, PASSES["all"], x, weight.shape[0], normalized=False)
     calls = spy_calls(monkeypatch, blas, FUNCTIONS.values())
     results = torch.library.opcheck(bnp._forward_op, (x.requires_grad_(), weight.double().requires_grad_(), None,
                                                       None, None, False))
@@ -128,7 +113,7 @@ def test_an_activated_or_gated_input_keeps_the_triton_kernels(tmp_path, monkeypa
     unnormalised all the same) the tuning file's library form is passed over."""
     x, weight = _expansion(shape=(2, 8, 5, 6))
     gates = torch.rand(2, 8, device=DEVICE) if gate else None
-    _use_blas(tmp_path, PASSES["all"], x, weight.shape[0])
+    use_pointwise_library(tmp_path, PASSES["all"], x, weight.shape[0], normalized=False)
     calls = spy_calls(monkeypatch, blas, FUNCTIONS.values())
     fused = outputs_and_gradients(bnp.bn_pointwise, (x, weight, None, None, gates), 35, act=act)
     expected = outputs_and_gradients(bnp.bn_pointwise_reference, (x, weight, None, None, gates), 35, act=act)

@@ -12,16 +12,10 @@ import torch
 from effnet.fast import bn_pointwise as bnp
 from effnet.fast import projection_blas, tuning
 from effnet.fast import se_projection as sep
-from kernel_helpers import DEVICE, needs_triton, outputs_and_gradients, relative_error, spy_calls
+from kernel_helpers import DEVICE, POINTWISE_FUNCTIONS as FUNCTIONS, POINTWISE_PASSES as PASSES
+from kernel_helpers import needs_triton, outputs_and_gradients, relative_error, spy_calls, use_pointwise_library
 from test_fast_se_projection import NAMES
 from test_fast_se_projection import _inputs as se_inputs
-
-PASSES = {"forward": ("bn_pointwise",), "input": ("bn_pointwise_input_grad",),
-          "weight": ("bn_pointwise_weight_grad",),
-          "all": ("bn_pointwise", "bn_pointwise_input_grad", "bn_pointwise_weight_grad")}
-FUNCTIONS = {"bn_pointwise": "forward", "bn_pointwise_input_grad": "input_grad",
-             "bn_pointwise_weight_grad": "weight_grad"}
-
 
 @pytest.fixture(autouse=True)
 def _small_tiles_and_no_tuning_left_behind(monkeypatch):
@@ -32,15 +26,6 @@ def _small_tiles_and_no_tuning_left_behind(monkeypatch):
     tuning.use(None)
 
 
-def _use_blas(tmp_path, ops_named, x, out_channels):
-    path = tmp_path / "tuning.json"
-    key = dict(in_channels=x.shape[1], out_channels=out_channels, height=x.shape[2], width=x.shape[3],
-               normalized=True)
-    for op in ops_named:
-        tuning.record(path, op, key, "blas", [], device="test", seconds=1, default_seconds=2)
-    tuning.use(path)
-
-
 @needs_triton
 @pytest.mark.parametrize("passes", ["forward", "input", "weight", "all"])
 def test_se_projection_passes_through_the_library_equal_the_composite(tmp_path, monkeypatch, passes):
@@ -48,7 +33,7 @@ def test_se_projection_passes_through_the_library_equal_the_composite(tmp_path, 
     composite, each pass alone on the library form or all three; dx channels-last."""
     inputs = se_inputs(torch.float32, shape=(3, 20, 5, 7))
     expected = outputs_and_gradients(sep.se_projection_reference, inputs, 51)
-    _use_blas(tmp_path, PASSES[passes], inputs[0], inputs[1].shape[0])
+    use_pointwise_library(tmp_path, PASSES[passes], inputs[0], inputs[1].shape[0], normalized=True)
     calls = spy_calls(monkeypatch, projection_blas, FUNCTIONS.values())
     fused = outputs_and_gradients(sep.se_projection, inputs, 51)
     assert sorted(calls) == sorted(FUNCTIONS[op] for op in PASSES[passes])
@@ -67,7 +52,7 @@ def test_bn_pointwise_on_a_normalised_input_through_the_library(tmp_path, monkey
     gate = torch.rand(2, 20, device=DEVICE) + 0.2 if gated else None
     tensors = (x, weight, scale, shift, gate)
     expected = outputs_and_gradients(bnp.bn_pointwise_reference, tensors, 52, act=True)
-    _use_blas(tmp_path, PASSES["all"], x, weight.shape[0])
+    use_pointwise_library(tmp_path, PASSES["all"], x, weight.shape[0], normalized=True)
     calls = spy_calls(monkeypatch, projection_blas, FUNCTIONS.values())
     fused = outputs_and_gradients(bnp.bn_pointwise, tensors, 52, act=True)
     assert sorted(calls) == sorted(FUNCTIONS.values())
@@ -80,7 +65,7 @@ def test_bn_pointwise_on_a_normalised_input_through_the_library(tmp_path, monkey
 def test_the_library_backward_makes_its_products_once(tmp_path, monkeypatch):
     """Both gradients on the library form share g and da = g W: one product for da a backward, not two."""
     inputs = se_inputs(torch.float32)
-    _use_blas(tmp_path, PASSES["all"], inputs[0], inputs[1].shape[0])
+    use_pointwise_library(tmp_path, PASSES["all"], inputs[0], inputs[1].shape[0], normalized=True)
     real_mm, shapes = torch.mm, []
 
     def mm(p, q, **kwargs):
@@ -99,7 +84,7 @@ def test_the_library_backward_makes_its_products_once(tmp_path, monkeypatch):
 def test_se_projection_half_precision_through_the_library(tmp_path):
     """float16 (the interpreter's half type) within rounding of the composite, with a and da stored in 16 bits."""
     inputs = se_inputs(torch.float16, shape=(2, 36, 9, 9), out_channels=40, reduced=9)
-    _use_blas(tmp_path, PASSES["all"], inputs[0], inputs[1].shape[0])
+    use_pointwise_library(tmp_path, PASSES["all"], inputs[0], inputs[1].shape[0], normalized=True)
     fused = outputs_and_gradients(sep.se_projection, inputs, 54)
     reference = outputs_and_gradients(sep.se_projection_reference, inputs, 54)
     for name, value, expected in zip(NAMES, fused, reference, strict=True):
@@ -113,7 +98,7 @@ def test_the_se_projection_operators_on_the_library_form_pass_pytorchs_operator_
     """Schema, fake functions (the library form's outputs have the Triton passes' shapes, dtypes and strides),
     autograd registration and AOT dispatch, with every pass on the library form."""
     x, weight, scale, shift, *se = se_inputs(torch.float32, shape=(2, 12, 3, 5), out_channels=8, reduced=3)
-    _use_blas(tmp_path, PASSES["all"], x, weight.shape[0])
+    use_pointwise_library(tmp_path, PASSES["all"], x, weight.shape[0], normalized=True)
     calls = spy_calls(monkeypatch, projection_blas, FUNCTIONS.values())
     args = (x.requires_grad_(), weight.requires_grad_(), scale, shift,
             *(t.flatten(1) if t.dim() == 4 else t for t in se))

@@ -136,17 +136,17 @@ def library(scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) ->
     return bn_pointwise_blas.applies(scale, gate, act) or projection_blas.applies(scale)
 
 
-def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None,
-           library: bool = False) -> tuple[int, int, int, int, int] | str:
+def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None, gate: torch.Tensor | None,
+           act: bool) -> tuple[int, int, int, int, int] | str:
     """The tuning file's choice for this layer shape and pass (`op`, one of `OPS`): its tiles, or `BLAS` where it
-    names the library form and `library` says a form takes the layer (`library()`); else `default_tiles` (the
-    interpreter's own under TRITON_INTERPRET)."""
+    names the library form and a form takes the layer (`library`); else `default_tiles` (the interpreter's own
+    under TRITON_INTERPRET)."""
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
     if choice is not None and choice["kernel"] == "tiled":
         return tuple(choice["tiles"])
-    if choice is not None and choice["kernel"] == "blas" and library:
+    if choice is not None and choice["kernel"] == "blas" and library(scale, gate, act):
         return BLAS
     if INTERPRET:
         return _INTERPRET_TILES
@@ -187,7 +187,7 @@ def _forward(x, weight, scale, shift, gate, act, tiles=None):
     tile choice (for the sweep), as `BLAS` does with the library form (each pass takes `BLAS` so)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    tiles = tiles or _tiles("bn_pointwise", x, out_channels, scale, library(scale, gate, act))
+    tiles = tiles or _tiles("bn_pointwise", x, out_channels, scale, gate, act)
     if tiles == BLAS:
         if projection_blas.applies(scale):
             return projection_blas.forward(x, weight, scale, shift, gate, act)
@@ -279,7 +279,7 @@ def _weight_grad(dy, stats, x, y, weight, scale, shift, gate, act, tiles=None, l
     `projection_blas.Products` where the library form takes a normalised layer (made here if not given)."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale, library(scale, gate, act))
+    tiles = tiles or _tiles("bn_pointwise_weight_grad", x, out_channels, scale, gate, act)
     if tiles == BLAS:
         if projection_blas.applies(scale):
             return projection_blas.weight_grad(x, scale, shift, gate, act,
@@ -316,7 +316,7 @@ def _input_grad(dy, stats, x, y, weight, scale, shift, gate, act, pool=None, til
     `load_y` and `products` as in `_weight_grad`."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
-    tiles = tiles or _tiles("bn_pointwise_input_grad", x, out_channels, scale, library(scale, gate, act))
+    tiles = tiles or _tiles("bn_pointwise_input_grad", x, out_channels, scale, gate, act)
     if tiles == BLAS:
         if projection_blas.applies(scale):
             return projection_blas.input_grad(x, scale, shift, gate, act,
