@@ -31,8 +31,9 @@
 #              the fused training kernels' sweeps (CONFIGS tile sets each, 3 unless given), pass by pass, and Nsight
 #              Compute on the two weight gradients; the winners go into the tuning file the later calls take
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh loop
-#              `effnet train`'s loop reading its loss each step against every 10 steps (session 26), B0 plain and
-#              fused, and the RMSpropTF step against timm's: about 70 s
+#              `effnet train --cuda-graphs`'s GPU tests, then `effnet train`'s loop reading its loss each step
+#              against every 10 steps (session 26) and replaying each step from a CUDA graph (session 29), B0 plain
+#              and fused, and the RMSpropTF step against timm's: about 130 s
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh rows [SECONDS]
 #              the CUDA-graph tests, the fused training's gradient checks, B0's training rows and the profiles
 #     (run 7:  gpu_lease.sh b4: three of B4's 1x1 layers swept, then the fused models checked and the rows)
@@ -207,10 +208,14 @@ case "$STAGE" in
     # blocks and the fused ones (with the tuning file), a read each step against one every 10, then the paper's
     # optimizer's step against timm's: about 70 s. Run 9: 1.07x plain, 1.05x fused, but the fused loop ran at 1,474
     # img/s against the plain one's 3,423, bound by its host (18 ms of kernels a step of 87): its pass now ends
-    # with a profile of the host's time (cProfile, the backward on the main thread).
+    # with a profile of the host's time (cProfile, the backward on the main thread). Session 29: `effnet train
+    # --cuda-graphs` replays each step from a CUDA graph; its GPU tests first (captured runs against eager ones, the
+    # plain blocks: the fused ones' kernels at 16 px are not precompiled), then each loop also timed captured.
     {
-      timeout 100 python3 benchmarks/train_loop.py --json "$OUT/train_loop.json"
-      EFFNET_TUNING="$KEEP/tuning.json" timeout 140 python3 benchmarks/train_loop.py --fused \
+      timeout 120 python3 -m pytest -q -p no:cacheprovider -n 0 tests/test_train_graphed.py -k "not fused" 2>&1 \
+        | tail -4
+      timeout 120 python3 benchmarks/train_loop.py --json "$OUT/train_loop.json" --cuda-graphs
+      EFFNET_TUNING="$KEEP/tuning.json" timeout 160 python3 benchmarks/train_loop.py --fused --cuda-graphs \
         --json "$OUT/train_loop_fused.json" --host-profile 30
       # the paper's optimizer's step, in multi-tensor operations since session 26, against timm's
       timeout 60 python3 benchmarks/optimizer_step.py

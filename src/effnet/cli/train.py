@@ -25,6 +25,8 @@ HELP = {
                     "each stage) or both; default none",
     "fused_training": "every MBConv conv with its batch norms in Triton kernels (experimental; a GPU and "
                       "--channels-last)",
+    "cuda_graphs": "replay each optimizer step from one CUDA graph after 3 eager ones: no host time per kernel "
+                   "(a GPU, one process; not with --amp fp16, --grad-accum-steps or --memory-saver)",
 }
 
 

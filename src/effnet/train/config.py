@@ -68,6 +68,7 @@ class TrainConfig:
     compile: bool = False
     memory_saver: str = "none"  # none | activations | stages | both (effnet.fast.memory)
     fused_training: bool = False  # every MBConv conv with its batch norms (effnet.fast.fused_training; GPU)
+    cuda_graphs: bool = False  # each optimizer step replayed from one CUDA graph (effnet.train.graphed; GPU)
     grad_accum_steps: int = 1
     clip_grad_norm: float | None = None
     workers: int = 2
@@ -229,6 +230,12 @@ def validate(config: TrainConfig) -> None:
          "fused_training already keeps three tensors per block: it does not combine with a memory_saver"),
         (not config.fused_training or config.channels_last,
          "fused_training's kernels take channels-last activations: add --channels-last"),
+        (not config.cuda_graphs or config.amp != "fp16",
+         "cuda_graphs cannot replay fp16's loss scaling (it reads the gradients back each step): use --amp bf16"),
+        (not config.cuda_graphs or config.grad_accum_steps == 1,
+         "cuda_graphs replays one batch a step: it does not combine with grad_accum_steps above 1"),
+        (not config.cuda_graphs or config.memory_saver == "none",
+         "cuda_graphs is not supported with a memory_saver yet (their capture is unchecked): use one of them"),
     ]
     for ok, message in checks:
         if not ok:

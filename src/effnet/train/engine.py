@@ -27,10 +27,12 @@ class Precision:
         scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
         return cls(dtype, scaler)
 
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+    def autocast(self, device: torch.device, cache: bool = True) -> contextlib.AbstractContextManager:
+        """Autocast to this dtype (nothing for float32); `cache=False` casts the weights at each use, as a
+        captured step must (a replay would not redo casts cached before it)."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.dtype)
+        return torch.autocast(device.type, dtype=self.dtype, cache_enabled=cache)
 
 
 class NonFiniteLossError(EffnetError, RuntimeError):
@@ -73,6 +75,23 @@ class _LossWindow:
         return total, images
 
 
+def _update(model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, lr: float,
+            clip_grad_norm: float | None) -> None:
+    """The optimizer's step on the accumulated gradients at learning rate `lr`, then the gradients set to None."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if precision.scaler:
+        precision.scaler.unscale_(optimizer)
+    if clip_grad_norm:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    if precision.scaler:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -90,8 +109,13 @@ def train_one_epoch(
     ema: nn.Module | None = None,
     after_step: Callable[[int, dict[str, float]], None] | None = None,
     read_every: int = 1,
+    whole_step: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass over `batches`; every `grad_accum_steps` batches make one optimizer step.
+
+    `whole_step(images, targets, lr)`, where given, runs each batch's whole optimizer step itself (forward,
+    backward, clipping, update: `effnet.train.graphed.GraphedStep` replays it from a CUDA graph) and returns the
+    batch's summed loss; `grad_accum_steps` must then be 1, and `precision`, `clip_grad_norm` are its own.
 
     `first_step` is the global optimizer step the epoch (or resumed part of it) starts at;
     `after_step(step, stats)` runs after each optimizer step (checkpoints, logging, progress) with the step's
@@ -101,40 +125,36 @@ def train_one_epoch(
     """
     if read_every < 1:
         raise ValueError(f"read_every must be at least 1, got {read_every}")
+    if whole_step is not None and grad_accum_steps != 1:
+        raise ValueError(f"a whole step takes one batch a step, got grad_accum_steps {grad_accum_steps}")
     model.train()
     step, started = first_step, time.perf_counter()
     window, step_sum, step_images = _LossWindow(), None, 0
     seen, loss_total = 0, 0.0
-    optimizer.zero_grad(set_to_none=True)
+    if whole_step is None:  # a captured step's gradients are its graph's: each replay writes them afresh
+        optimizer.zero_grad(set_to_none=True)
     for index, (images, targets) in enumerate(batches):
         images, targets = to_device(images, targets, device, channels_last)
         if batch_transform is not None:
             images, targets = batch_transform(images, targets)  # MixUp / CutMix: soft targets
-        last_micro_batch = (index + 1) % grad_accum_steps == 0
-        sync = contextlib.nullcontext() if last_micro_batch or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            with precision.autocast(device):
-                loss = criterion(model(images), targets)
-            scaled = loss / grad_accum_steps
-            (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
-        weighted = loss.detach().float() * images.shape[0]
-        step_sum = weighted if step_sum is None else step_sum + weighted
-        step_images += images.shape[0]
-        if not last_micro_batch:
-            continue
-        lr = learning_rate(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if precision.scaler:
-            precision.scaler.unscale_(optimizer)
-        if clip_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        if precision.scaler:
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
+        if whole_step is not None:
+            lr = learning_rate(step)
+            step_sum, step_images = whole_step(images, targets, lr), images.shape[0]
         else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            last_micro_batch = (index + 1) % grad_accum_steps == 0
+            sync = contextlib.nullcontext() if last_micro_batch or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with precision.autocast(device):
+                    loss = criterion(model(images), targets)
+                scaled = loss / grad_accum_steps
+                (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
+            weighted = loss.detach().float() * images.shape[0]
+            step_sum = weighted if step_sum is None else step_sum + weighted
+            step_images += images.shape[0]
+            if not last_micro_batch:
+                continue
+            lr = learning_rate(step)
+            _update(model, optimizer, precision, lr, clip_grad_norm)
         step += 1
         window.add(step, step_sum, step_images)
         step_sum, step_images = None, 0

@@ -46,7 +46,8 @@ class RMSpropTF(torch.optim.Optimizer):
 
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
         """One group's update in seven multi-tensor operations (`torch._foreach_*`; eight with weight decay), each
-        a few launches on a GPU, where a loop over the parameters issues eight each (B0: 1,786 a step)."""
+        a few launches on a GPU, where a loop over the parameters issues eight each (B0: 1,786 a step). The
+        group's "lr" is a float, or a one-element tensor on the parameters' device (`effnet.train.graphed`)."""
         for param in params:
             if not self.state[param]:
                 self.state[param]["square_avg"] = torch.ones_like(param)
@@ -61,7 +62,12 @@ class RMSpropTF(torch.optim.Optimizer):
         roots = torch._foreach_add(squares, group["eps"])
         torch._foreach_sqrt_(roots)
         torch._foreach_mul_(buffers, group["momentum"])
-        torch._foreach_addcdiv_(buffers, grads, roots, value=group["lr"])
+        if isinstance(group["lr"], torch.Tensor):  # a device tensor (a CUDA graph's step): no float to read back
+            ratios = torch._foreach_div(grads, roots)
+            torch._foreach_mul_(ratios, group["lr"])
+            torch._foreach_add_(buffers, ratios)
+        else:
+            torch._foreach_addcdiv_(buffers, grads, roots, value=group["lr"])
         torch._foreach_sub_(params, buffers)
 
 
@@ -75,12 +81,16 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
-                    rmsprop_decay: float = 0.9, eps: float = 1e-3) -> torch.optim.Optimizer:
+                    rmsprop_decay: float = 0.9, eps: float = 1e-3, *,
+                    capturable: bool = False) -> torch.optim.Optimizer:
+    """The named optimizer over `parameter_groups`. `capturable`: one whose step a CUDA graph can hold, reading
+    its learning rate from a device tensor put in its groups (`effnet.train.graphed`): SGD fused, AdamW
+    capturable (its step count on the device; GPU only), RMSpropTF as it is."""
     groups = parameter_groups(model, weight_decay)
     if name == "rmsprop_tf":
         return RMSpropTF(groups, lr=lr, decay=rmsprop_decay, momentum=momentum, eps=eps)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=capturable or None)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)  # decay per group, from parameter_groups
+        return torch.optim.AdamW(groups, lr=lr, capturable=capturable)  # decay per group, from parameter_groups
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")

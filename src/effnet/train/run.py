@@ -79,6 +79,7 @@ class Run:
     logger: RunLogger
     identity: dict[str, Any]
     num_classes: int
+    whole_step: Any = None  # with cuda_graphs: each optimizer step, replayed (effnet.train.graphed.GraphedStep)
 
 
 def _out_of_time(config: TrainConfig, state: RunState) -> bool:
@@ -215,26 +216,48 @@ def _build_run(config: TrainConfig, context: DistContext, output: Path, splits, 
                              config.decay_epochs)
 
     trained = DistributedDataParallel(model) if context.distributed else model
+    trained = torch.compile(trained) if config.compile else trained
+    optimizer = build_optimizer(model, config.optimizer, base_lr, config.weight_decay, config.momentum,
+                                config.rmsprop_decay, config.rmsprop_eps, capturable=config.cuda_graphs)
+    precision = Precision.create(config.amp, context.device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return Run(
         model=model,
-        trained=torch.compile(trained) if config.compile else trained,
-        optimizer=build_optimizer(model, config.optimizer, base_lr, config.weight_decay, config.momentum,
-                                  config.rmsprop_decay, config.rmsprop_eps),
+        trained=trained,
+        optimizer=optimizer,
         ema=build.build_ema(model, config.ema_decay),
-        precision=Precision.create(config.amp, context.device),
+        precision=precision,
         sampler=sampler,
         train_data=train_data,
         loader=make_loader(train_data, config.batch_size, sampler=sampler, workers=config.workers,
                            seed=config.seed),
         val_loader=_val_loader(splits.val, config, context),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        criterion=criterion,
         mixing=build.batch_transform(config, num_classes),
         schedule=schedule,
         manager=CheckpointManager(output / "checkpoints", config.keep_last),
         logger=RunLogger(output, enabled=context.is_main),
         identity=identity,
         num_classes=num_classes,
+        whole_step=_graphed_step(config, context, trained, optimizer, criterion, precision),
     )
+
+
+def _graphed_step(config: TrainConfig, context: DistContext, trained: nn.Module, optimizer: torch.optim.Optimizer,
+                  criterion: nn.Module, precision: Precision):
+    """With cuda_graphs, the optimizer step a CUDA graph replays (`effnet.train.graphed`); else None."""
+    if not config.cuda_graphs:
+        return None
+    if context.device.type != "cuda":
+        raise ConfigError(f"cuda_graphs captures the training step on a GPU: it needs a CUDA device (this run's is "
+                          f"{context.device})")
+    if context.distributed:
+        raise ConfigError("cuda_graphs is not supported with several processes yet (DDP's gradient exchange is not "
+                          "captured here): run without it under torchrun")
+    from effnet.train.graphed import GraphedStep, TrainStep
+
+    return GraphedStep(TrainStep(trained, optimizer, criterion, precision=precision, device=context.device,
+                                 clip_grad_norm=config.clip_grad_norm))
 
 
 def _run_epoch(config: TrainConfig, context: DistContext, state: RunState, run: Run) -> None:
@@ -263,7 +286,7 @@ def _run_epoch(config: TrainConfig, context: DistContext, state: RunState, run: 
         run.trained, run.loader, run.optimizer, run.criterion, device=context.device, precision=run.precision,
         learning_rate=run.schedule, first_step=state.step, grad_accum_steps=config.grad_accum_steps,
         clip_grad_norm=config.clip_grad_norm, channels_last=config.channels_last, batch_transform=run.mixing,
-        ema=run.ema, after_step=after_step,
+        ema=run.ema, after_step=after_step, whole_step=run.whole_step,
         read_every=math.gcd(config.log_every, config.checkpoint_every))  # gcd(n, 0) = n
     bar.close()
     state.train_images += int(stats["images"]) * context.world_size
