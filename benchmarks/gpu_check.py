@@ -145,7 +145,8 @@ def profile_training(model_name: str, size: int, batch: int) -> None:
             loss.backward()
             model.zero_grad(set_to_none=True)
 
-        print_profile(f"{model_name} {name} eager bf16 training step, batch {batch}", step, rows=14)
+        # 30 rows: run 9's 14 left 2.9 of the fused step's 18.4 ms of kernels unnamed
+        print_profile(f"{model_name} {name} eager bf16 training step, batch {batch}", step, rows=30)
     torch.cuda.empty_cache()
 
 
@@ -169,8 +170,9 @@ def print_profile(title: str, step, rows: int) -> None:
         torch.cuda.synchronize()
     events = prof.key_averages()
     busy = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events) / 3e6
+    launches = sum(e.count for e in events if getattr(e, "self_device_time_total", 0) > 0) / 3
     print(f"\n{title} (CUDA time of 3 calls): {wall * 1e3:.2f} ms per call, its kernels {busy * 1e3:.2f} ms "
-          f"({busy / wall:.0%} of it)", flush=True)
+          f"({busy / wall:.0%} of it), {launches:.0f} kernels a call", flush=True)
     print(events.table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60), flush=True)
 
 

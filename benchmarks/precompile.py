@@ -20,8 +20,9 @@ What it compiles (`--stages`, all six unless given), once with each tuning file 
 - `inference`: the inference stage's sweeps as gpu_lease.sh runs them (`LEASE_SWEEPS`, run on the meta
   device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
-  train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0) and
-  the `effnet-tdw` steps its profiles run (B0 at 128, B4 at 64).
+  train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0), the
+  loop stage's fused `effnet train --cuda-graphs` test (B0 at phi -3, 16 px) and the `effnet-tdw` steps its
+  profiles run (B0 at 128, B4 at 64).
 - `sweeps`, `pwtrain`, `dwforms` and `b4train`: those stages' sweeps of the fused training passes, on the meta
   device.
 A launch this misses compiles on the lease as before.
@@ -102,7 +103,20 @@ FORWARDS = [("efficientnet_b0", 256), ("efficientnet_b4", 128)]
 # under bf16 autocast; a narrow, shallow B0 compiled, float32).
 TRAINING = [("efficientnet_b0", 256, None, torch.bfloat16), ("efficientnet_b0", 128, None, torch.bfloat16),
             ("efficientnet_b4", 64, None, torch.bfloat16), ("efficientnet_b0", 16, 128, torch.float32),
-            ("efficientnet_b0", 16, 128, torch.bfloat16), ("b0_small", 16, 128, torch.float32)]
+            ("efficientnet_b0", 16, 128, torch.bfloat16), ("b0_small", 16, 128, torch.float32),
+            ("b0_phi-3", 32, 16, torch.float32)]  # the last: `effnet train --phi -3 --fused-training` on the digits
+
+
+def tiny_b0():
+    """`effnet train --phi -3`'s B0: the loop stage's fused `--cuda-graphs` test trains it on the built-in digits
+    (16 px, batch 32, float32; tests/test_train_graphed.py)."""
+    from effnet.models import get_entry
+    from effnet.scaling import scale_by_phi
+
+    return scale_by_phi(get_entry("efficientnet_b0").spec, -3)
+
+
+SPECS = {"b0_small": small_b0, "b0_phi-3": tiny_b0}  # TRAINING's models that are specs, not registered names
 # The tuning files gpu_lease.sh starts from, by card: the last measured on each (its choices' kernels compile too).
 START_TUNING = [HERE / "results" / "2026-11-27_h100_run7_tuning.json",
                 HERE.parent / "src" / "effnet" / "fast" / "tuned" / "NVIDIA_H200.json"]  # run 9's, shipped
@@ -218,7 +232,7 @@ def _stages(stages: list[str], tuning_file: Path, compiler: Compiler, start: flo
     if "train" in stages:  # (every training form a file may pick: the walk launches the cuDNN forms' passes too)
         for model, batch, size, dtype in TRAINING:
             compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, size, dtype
-            compile_check._training_launches(small_b0() if model == "b0_small" else model)
+            compile_check._training_launches(SPECS[model]() if model in SPECS else model)
             print(f"{model} training step, batch {batch}, {size or 'its'} px, {dtype}: {len(compiler.keys)} kernels "
                   "so far", flush=True)
         for model, batch in (("efficientnet_b0", 128), ("efficientnet_b4", 64)):  # (gpu_check's profiles)
