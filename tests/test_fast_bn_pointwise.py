@@ -126,6 +126,39 @@ class _Recording:
         return launch
 
 
+def test_expansions_on_large_maps_default_to_the_library_form(monkeypatch, tmp_path):
+    """On a GPU, with no tuning file naming the layer, an expansion's forward and input gradient on maps of 56 x 56
+    or more take the library's products (run 9: 1.65-2.4x the default tiles there); its weight gradient, smaller
+    maps, projections and a layer a tuning file names keep what they had. The interpreter keeps its own tiles."""
+    from effnet.fast import tuning
+
+    def choices(x, out_channels, scale=None, act=False):
+        return {op: bnp._tiles(op, x, out_channels, scale, None, act) for op in bnp.OPS}
+
+    wide, small = (torch.empty(2, channels, size, size, device="meta") for channels, size in ((24, 56), (40, 28)))
+    assert set(choices(wide, 144).values()) == {bnp._INTERPRET_TILES}  # the interpreter's tiles, as before
+    monkeypatch.setattr(bnp, "INTERPRET", False)
+    tuning.use(None)
+    try:
+        assert choices(wide, 144) == {"bn_pointwise": bnp.BLAS, "bn_pointwise_input_grad": bnp.BLAS,
+                                      "bn_pointwise_weight_grad": bnp.default_tiles("bn_pointwise_weight_grad", 24,
+                                                                                    144, 56 * 56)}
+        assert choices(small, 240) == {op: bnp.default_tiles(op, 40, 240, 28 * 28) for op in bnp.OPS}
+        scale = torch.empty(24, device="meta")
+        assert choices(wide, 16, scale, act=True) == {op: bnp.default_tiles(op, 24, 16, 56 * 56) for op in bnp.OPS}
+        path = tmp_path / "tuning.json"
+        key = dict(in_channels=24, out_channels=144, height=56, width=56, normalized=False)
+        tuning.record(path, "bn_pointwise", key, "tiled", [64, 128, 32, 4, 3], device="test", seconds=1,
+                      default_seconds=2)
+        tuning.use(path)
+        assert choices(wide, 144)["bn_pointwise"] == (64, 128, 32, 4, 3)
+        assert choices(wide, 144)["bn_pointwise_input_grad"] == bnp.BLAS
+    finally:
+        tuning.use(None)
+    assert not bnp.default_library("bn_pointwise_weight_grad", 112 * 112)
+    assert bnp.default_library("bn_pointwise", 56 * 56) and not bnp.default_library("bn_pointwise", 55 * 56)
+
+
 def test_default_tiles_name_their_pass():
     with pytest.raises(ValueError, match="unknown bn_pointwise pass 'bn_pointwise_backward'"):
         bnp.default_tiles("bn_pointwise_backward", 16, 96, 30)

@@ -34,7 +34,9 @@ row tiles run across images, so small maps fill whole tiles.
 Where a tuning file names kernel `blas` for a pass of a layer, that pass runs as the library's matrix products
 instead: for a layer that takes its input as it is (an expansion), `effnet.fast.bn_pointwise_blas` (y is linear
 in x there, so its statistics and gradients follow from x's moments); for one whose input is normalised (a
-projection), `effnet.fast.projection_blas` (the activation and its gradient written out by Triton passes).
+projection), `effnet.fast.projection_blas` (the activation and its gradient written out by Triton passes). An
+expansion's forward and input gradient on maps of 56 x 56 pixels or more take the first by default, where no
+tuning file names their layer (`default_library`: run 9's sweep).
 
 `bn_pointwise` is differentiable in x, weight, scale, shift and gate. It runs the Triton kernels
 (PyTorch custom operators, so `torch.compile` traces through them) for channels-last CUDA tensors,
@@ -126,7 +128,18 @@ def default_tiles(op: str, in_channels: int, out_channels: int, pixels: int) -> 
     return 32, _span(out_channels, 128), _span(in_channels, 128 if expansion else 64), 8, 3
 
 
-BLAS = "blas"  # `_tiles`' answer where the tuning file puts a pass on the library form
+BLAS = "blas"  # `_tiles`' answer where the tuning file or `default_library` puts a pass on the library form
+LIBRARY_PIXELS = 56 * 56  # an expansion's map from which its forward and input gradient default to the library form
+
+
+def default_library(op: str, pixels: int) -> bool:
+    """Whether an expansion's pass `op` (of `OPS`) on maps of `pixels` pixels takes the library form
+    (`bn_pointwise_blas`) where no tuning file names one: the forward and the input gradient on maps of 56 x 56
+    or more. Run 9's sweep (an H200, B0 at batch 128; us, the library form against the default tiles): 16 -> 96
+    at 112 px 238 against 579 forward and 190 against 465 input gradient, 24 -> 144 at 56 px 170 against 310 and
+    124 against 205 (the best tiles 168 and 107); at 28 px it tied or lost (40 -> 240: 103 against 104, 135
+    against 66), on smaller maps it lost, and every weight gradient lost (16 -> 96: 216 against 180)."""
+    return op in ("bn_pointwise", "bn_pointwise_input_grad") and pixels >= LIBRARY_PIXELS
 
 
 def library(scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) -> bool:
@@ -139,8 +152,9 @@ def library(scale: torch.Tensor | None, gate: torch.Tensor | None, act: bool) ->
 def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | None, gate: torch.Tensor | None,
            act: bool) -> tuple[int, int, int, int, int] | str:
     """The tuning file's choice for this layer shape and pass (`op`, one of `OPS`): its tiles, or `BLAS` where it
-    names the library form and a form takes the layer (`library`); else `default_tiles` (the interpreter's own
-    under TRITON_INTERPRET)."""
+    names the library form and a form takes the layer (`library`); else `BLAS` for an expansion's pass that
+    `default_library` names, or `default_tiles` (the interpreter's own tiles under TRITON_INTERPRET, never the
+    library form: the kernel tests choose it where they test it)."""
     _, channels, height, width = x.shape
     choice = tuning.lookup(op, in_channels=channels, out_channels=out_channels, height=height, width=width,
                            normalized=scale is not None)
@@ -150,6 +164,8 @@ def _tiles(op: str, x: torch.Tensor, out_channels: int, scale: torch.Tensor | No
         return BLAS
     if INTERPRET:
         return _INTERPRET_TILES
+    if choice is None and default_library(op, height * width) and bn_pointwise_blas.applies(scale, gate, act):
+        return BLAS
     return default_tiles(op, channels, out_channels, height * width)
 
 
