@@ -150,6 +150,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     # The passes through cuDNN (`bn_depthwise_cudnn`) where its symmetric padding is the conv's: the forward with
     # its activation pass, the weight gradient with its own pass writing g (as the Triton one writes it), the
     # input gradient from g.
+    cudnn_functions = {}
     if bdc.takes(x, k, stride, padding, output_size):
         def weight_grad_cudnn():
             return bdc.weight_grad(bdc.output_gradient(dy, stats, y), a, taps, k, stride, padding)
@@ -171,6 +172,7 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
                                    ("bn_depthwise_input_grad", "dx cudnn", input_grad_cudnn)):
             passes[op][name] = timer.median(function)
             warm[op][name] = ("cudnn", (), {})
+            cudnn_functions[op] = function
     # Each pass on the banded tensor-core kernels (`bn_depthwise_banded`)
     def forward_banded():  # with the activation pass, as `forward` times it
         return bdb.forward(bnd._activate(x, scale, shift, True), taps, k, stride, padding, output_size)
@@ -212,6 +214,22 @@ def sweep_layer(args: argparse.Namespace, shape: tuple, count: int, timer, devic
     for op, function in (("bn_depthwise", forward), ("bn_depthwise_input_grad", input_grad),
                          ("bn_depthwise_weight_grad", weight_grad)):
         passes[op][AGAIN] = timer.median(function)
+    # Where a pass's default is cuDNN's form (`bn_depthwise.default_cudnn`, session 29), "default" is that form's
+    # time, and the Triton kernel's default tiles are one more choice ("fwd/dx/dw triton"), recorded where they win.
+    for op, name, function, outputs in (("bn_depthwise", "fwd triton", forward, slice(0, 3)),
+                                        ("bn_depthwise_input_grad", "dx triton", input_grad, slice(3, 4)),
+                                        ("bn_depthwise_weight_grad", "dw triton", weight_grad, slice(4, 5))):
+        if op not in cudnn_functions or not bnd._by_default(op, k, stride, height):
+            continue
+        tiles = bnd._tiles(op, x, k, stride)
+        result = function(tiles)
+        if op == "bn_depthwise_weight_grad":
+            result = (result[0].t().reshape(channels, 1, k, k),)
+        errors[name] = max(relative_error(a_.float(), b_) for a_, b_ in zip(result, expected[outputs]))
+        passes[op][name] = timer.median(partial(function, tiles))
+        warm[op][name] = ("tiled", tiles, {})
+        passes[op]["default"] = passes[op][name.replace("triton", "cudnn")]
+        passes[op][AGAIN] = timer.median(cudnn_functions[op])
     key = dict(kernel_size=k, stride=stride, channels=channels, height=height, width=width)
     promoted = {}
     for op, op_times in passes.items():

@@ -238,6 +238,12 @@ def _training_launches(model_name: str) -> list[Launch]:
             stats = bns.gradient_stats(mean, mean, mean, y2)
             bnd._backward(torch.empty_like(y2), stats, y1, a, y2, taps, scale, shift, k, stride, padding, True, True,
                           True)
+            # the Triton passes on their tiles where the tuning file or `default_cudnn` took another form
+            tiles = {op: bnd._tiles(op, y1, k, stride) for op in ("bn_depthwise", "bn_depthwise_input_grad",
+                                                                  "bn_depthwise_weight_grad")}
+            bnd._forward(y1, taps, scale, shift, k, stride, padding, output_size, True, tiles["bn_depthwise"])
+            bnd._backward(torch.empty_like(y2), stats, y1, a, y2, taps, scale, shift, k, stride, padding, True, True,
+                          True, tiles["bn_depthwise_input_grad"], tiles["bn_depthwise_weight_grad"])
             # the element-wise passes of the gradients' cuDNN form (`bn_depthwise_cudnn`, a tuning file's choice)
             bdc.output_gradient(torch.empty_like(y2), stats, y2)
             bdc.forward(a if scale is not None else y1, taps, k, stride, padding)

@@ -58,6 +58,41 @@ def test_cudnn_gradients_equal_the_composite(tmp_path, monkeypatch, passes, affi
 
 
 @needs_triton
+@pytest.mark.parametrize("kernel_size, stride, shape, expected_calls", [
+    (3, 1, (2, 20, 7, 9), ["weight_grad"]),
+    (5, 1, (2, 20, 7, 9), ["forward", "weight_grad", "input_grad"]),
+    (5, 2, (2, 20, 7, 9), ["forward", "input_grad"]),  # a 5 x 5 stride-2 weight gradient under 28 px: Triton's
+    (5, 2, (1, 16, 28, 28), ["forward", "weight_grad", "input_grad"]),
+])
+def test_on_a_gpu_without_a_tuning_entry_the_passes_run_8_timed_faster_take_cudnn(monkeypatch, kernel_size, stride,
+                                                                                  shape, expected_calls):
+    """With no tuning file naming the layer, a GPU runs the weight gradient through cuDNN (but for a 5 x 5
+    stride-2 conv on maps under 28 px) and a 5 x 5 conv's forward and input gradient too (`default_cudnn`: run 8's
+    sweep); the rest on the Triton kernels, all within 1e-5 of the composite. The interpreter keeps the Triton
+    kernels."""
+    tensors, options = _case(True, kernel_size, stride, False, shape)
+    expected = outputs_and_gradients(bnd.bn_depthwise_reference, tensors, 44, **options)
+    calls = _spy(monkeypatch)
+    outputs_and_gradients(bnd.bn_depthwise, tensors, 44, **options)
+    assert calls == []  # the interpreter
+    monkeypatch.setattr(bnd, "_by_default", bnd.default_cudnn)  # a GPU's choices, run by the interpreter
+    fused = outputs_and_gradients(bnd.bn_depthwise, tensors, 44, **options)
+    assert calls == expected_calls
+    for value, reference in zip(fused, expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5
+
+
+def test_the_default_cudnn_rule():
+    assert bnd.default_cudnn("bn_depthwise_weight_grad", 3, 2, 7)
+    assert bnd.default_cudnn("bn_depthwise_weight_grad", 5, 2, 28) and not bnd.default_cudnn(
+        "bn_depthwise_weight_grad", 5, 2, 24)
+    assert not bnd.default_cudnn("bn_depthwise", 3, 1, 112)
+    assert not bnd.default_cudnn("bn_depthwise_input_grad", 3, 1, 56)
+    assert bnd.default_cudnn("bn_depthwise", 5, 2, 14) and bnd.default_cudnn("bn_depthwise_input_grad", 5, 1, 7)
+    assert not bnd.default_cudnn("bn_depthwise_weight_grad", 7, 1, 56)  # kernels the sweep never timed
+
+
+@needs_triton
 def test_asymmetric_padding_keeps_the_triton_kernels(tmp_path, monkeypatch):
     """TF "same" padding of a 5 x 5, stride-2 conv on an 8 x 10 map pads one side more than cuDNN would: the
     tuning file's cuDNN entries are passed over and the gradients stay the composite's."""

@@ -70,6 +70,26 @@ def test_sweep_checks_every_variant_and_writes_a_tuning_file_the_fast_paths_take
         tuning.use(path)
 
 
+@needs_triton
+def test_the_depthwise_sweep_times_the_triton_kernels_where_cudnn_is_the_default(tmp_path, monkeypatch):
+    """On a GPU, passes default to cuDNN's form (`bn_depthwise.default_cudnn`): there the sweep's "default" is that
+    form and the Triton kernels' default tiles become a choice of their own, checked and timed ("fwd/dx/dw triton";
+    here every pass of B0's first layer defaults to cuDNN, which the real rule does not say of a 3 x 3 layer, so
+    that all three run)."""
+    from effnet.fast import bn_depthwise as bnd
+
+    sweep = importlib.import_module("bn_depthwise_sweep")
+    monkeypatch.setattr(bnd, "_by_default", lambda op, kernel_size, stride, height: True)
+    monkeypatch.setattr(sys, "argv", ["bn_depthwise_sweep", "--device", "cpu", "--batch", "1", "--size", "16",
+                                      "--layers", "0", "--configs", "1", "--out", str(tmp_path)])
+    assert sweep.main() == 0
+    row = json.loads((tmp_path / "bn_depthwise_sweep.json").read_text())["rows"][0]
+    for op, prefix in (("bn_depthwise", "fwd"), ("bn_depthwise_input_grad", "dx"), ("bn_depthwise_weight_grad", "dw")):
+        times = row["pass_seconds"][op]
+        assert f"{prefix} triton" in row["errors"] and f"{prefix} triton" in times
+        assert times["default"] == times[f"{prefix} cudnn"]
+
+
 def test_a_sweep_the_default_wins_drops_the_layers_older_choice(tmp_path):
     """A tuning file carried from an earlier lease names a layer; when this sweep finds no variant beating the
     default (which may have changed since), the old choice goes, so the model takes the default measured now."""

@@ -18,7 +18,8 @@ a tap (forming g there would load dy and y at every tap), and, in its epilogue, 
 the affine map's derivatives and sums dscale and dshift: da, the gradient of the widest tensor of the
 block, is never written. Per-program sums are added up by PyTorch (deterministic). A tuning file may send
 any of the three passes through cuDNN instead, layer shape by layer shape (`bn_depthwise_cudnn`), or onto the
-banded tensor-core kernels (`bn_depthwise_banded`).
+banded tensor-core kernels (`bn_depthwise_banded`); where it names nothing for a layer, the weight gradient and
+a 5 x 5 layer's other passes run through cuDNN on a GPU (`default_cudnn`: run 8's sweep).
 
 `bn_depthwise` is differentiable in x, scale, shift and weight, through PyTorch custom operators
 (so `torch.compile` traces it). It runs the Triton kernels for channels-last CUDA tensors, or CPU
@@ -52,13 +53,35 @@ def _choice(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> dict | N
     return tuning.lookup(op, kernel_size=kernel_size, stride=stride, channels=channels, height=height, width=width)
 
 
+def default_cudnn(op: str, kernel_size: int, stride: int, height: int) -> bool:
+    """Whether pass `op` of a depthwise layer (its input `height` pixels high) runs through cuDNN where no tuning
+    file names the layer (on a GPU: `_by_default`): the weight gradient of 3 x 3 and 5 x 5 convs, except a 5 x 5
+    conv at stride 2 on maps under 28 px, and the forward and the input gradient of 5 x 5 convs. Run 8's sweep (an
+    H200, B0 at batch 128, results/2026-11-28_h200_run8_dwforms.log; us, cuDNN's form against the Triton
+    kernels' default tiles): the weight gradient faster on 11 of B0's 12 layers, 1.25-4x (32 channels at 112 px
+    196 against 455, 240 at 28 px 5 x 5 141 against 569, 1152 at 7 px 5 x 5 67 against 200), slower on its 5 x 5
+    stride-2 layer at 14 px (786 against 127); on the five 5 x 5 layers the forward 25% and the input gradient 22%
+    faster in all (each input gradient faster, four of five forwards: 240 at 28 px 351 against 322), on the 3 x 3
+    layers both slower (32 at 112 px: 321 against 234, 265 against 185)."""
+    if kernel_size not in (3, 5):
+        return False
+    if op == "bn_depthwise_weight_grad":
+        return not (kernel_size == 5 and stride == 2 and height < 28)
+    return kernel_size == 5
+
+
+def _by_default(op: str, kernel_size: int, stride: int, height: int) -> bool:
+    """`default_cudnn` where the kernels run on a GPU; under the interpreter, never (its tests choose the form)."""
+    return not INTERPRET and default_cudnn(op, kernel_size, stride, height)
+
+
 def _cudnn(op: str, x: torch.Tensor, kernel_size: int, stride: int, padding: tuple[int, int],
            output_size: tuple[int, int]) -> bool:
     """Whether this pass runs through cuDNN (`bn_depthwise_cudnn`): the tuning file says so for the layer
-    shape, and cuDNN's symmetric padding gives this conv."""
+    shape, or names nothing for it and `default_cudnn` does, and cuDNN's symmetric padding gives this conv."""
     choice = _choice(op, x, kernel_size, stride)
-    return (choice is not None and choice["kernel"] == "cudnn"
-            and bn_depthwise_cudnn.takes(x, kernel_size, stride, padding, output_size))
+    wanted = choice["kernel"] == "cudnn" if choice is not None else _by_default(op, kernel_size, stride, x.shape[2])
+    return wanted and bn_depthwise_cudnn.takes(x, kernel_size, stride, padding, output_size)
 
 
 def _banded(op: str, x: torch.Tensor, kernel_size: int, stride: int) -> bool:

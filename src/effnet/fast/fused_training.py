@@ -30,9 +30,10 @@ Each batch norm's running statistics are updated once per forward as `nn.BatchNo
 (momentum, unbiased variance). Evaluation, `no_grad`, inputs the kernels do not take (not
 channels-last, float64, no GPU and no TRITON_INTERPRET, a block's widest tensor past the kernels' 32-bit
 offsets) and blocks with other layers (another activation, a biased or differently padded conv, an SE other
-than EfficientNet's) run the block's own forward. The kernels add no partial sum atomically, so the fused
-training is deterministic (it runs under `torch.use_deterministic_algorithms` too). Not yet timed on a GPU:
-`effnet bench --fused-training` adds the `effnet-ftrain` training row.
+than EfficientNet's) run the block's own forward. The Triton kernels add no partial sum atomically; the library
+forms (cuDNN's depthwise passes, by default the weight gradients and the 5 x 5 layers' passes, and the 1x1
+products) are as deterministic as PyTorch's convolutions: bitwise under `torch.use_deterministic_algorithms`,
+under which the fused training runs too. `effnet bench --fused-training` adds the `effnet-ftrain` training row.
 """
 from __future__ import annotations
 
