@@ -17,13 +17,15 @@
 #              the fused training's 1x1 passes swept on B0's layers (tiles, the weight gradient's split, each
 #              layer as library products), the winners kept (SECONDS for the sweep, 170 unless given), then
 #              the fused training's gradient checks and B0's captured training rows with them
+#     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS] [SWEEP]
+#              B4's projections swept with the library form (SWEEP seconds, 90 unless given), then B4's training
+#              rows: eager, captured and, given 500 s, compiled (timm's compiled B4 step never timed); session
+#              29's defaults (cuDNN's depthwise weight gradients, the library form for large-map expansions) first
+#              run there, as no file names B4's layers
 #     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh dwforms [SECONDS]
 #              the training depthwise passes' cuDNN, banded and sliding forms (the sliding ones new in session 22:
 #              run it on any card) against the Triton kernels on B0's layers, the winners kept, then B0's captured
 #              training rows with them (run 8: 5,207 -> 6,073 img/s)
-#     then:    OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh b4train [SECONDS] [SWEEP]
-#              B4's projections swept with the library form (SWEEP seconds, 90 unless given), then B4's training
-#              rows: eager, captured and, given 500 s, compiled (timm's compiled B4 step never timed)
 #     later:   OUT=$OUT bash benchmarks/with_compile_cache.sh bash benchmarks/gpu_lease.sh train [SECONDS]
 #              the fused training's gradient checks, B0's captured and compiled training rows, the eager step's
 #              kernels (run 8: checks 5/5)
