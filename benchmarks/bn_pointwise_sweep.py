@@ -15,8 +15,9 @@ it times a training step of that layer, forward and backward, on channels-last a
   `bn_pointwise._recompute`); and the three passes through the library's matrix products ("blas", unless
   `--no-blas`: `effnet.fast.bn_pointwise_blas` for an expansion, `effnet.fast.projection_blas` for a projection,
   each gradient timed with its own products g and da = g W, which a step's two gradients share: the row's
-  "blas backward" times the layer's whole backward on the library form, the SE's included). An expansion is `bn_pointwise`
-  (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's statistics.
+  "blas backward" times the layer's whole backward on the library form, the SE's included). An expansion is
+  `bn_pointwise` (effnet.fast.bn_pointwise): it takes the block's input as it is and gathers its output's
+  statistics.
   A projection is `se_projection` (effnet.fast.se_projection), as the fused training MBConv runs it:
   the squeeze-excitation's pool and MLP, then the 1x1 conv applying the depthwise output's batch norm,
   SiLU and the SE gate as it loads, gathering its own output's statistics (`bn_pointwise` with the

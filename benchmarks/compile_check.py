@@ -188,6 +188,22 @@ def _norm_act_launches(model: nn.Module, shapes: dict, name: str, launches: list
             out.backward(torch.empty_like(out))
 
 
+def saver_launches(model_name) -> list[Launch]:
+    """Every kernel launch of the "activations" memory saver's training step (`effnet.fast.memory`): each block's
+    batch norms and SiLUs through `bn_act`'s passes, forward and backward (batch BATCH, DTYPE activations)."""
+    launches = []
+    _, blocks, shapes = _model_shapes(model_name)
+    name = getattr(model_name, "name", model_name)
+    for index, block in enumerate(blocks):
+        dw_in, dw_out = shapes[block.conv_dw]
+        for part, shape in (("bn1", dw_in),) * block.expands + (("bn2", dw_out),):
+            y = _meta(*shape, channels_last=True).requires_grad_()
+            with _catching(launches, f"{name} block {index} {part} (activations saver)"):
+                out = bn_act.silu_batch_norm(nn.BatchNorm2d(shape[1], device="meta"), y)
+                out.backward(torch.empty_like(out))
+    return launches
+
+
 def _batch_norm(channels: int, where: str, launches: list) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch norm's (scale, shift) from meta statistics, forward and backward (`bn_stats.batch_norm_train`)."""
     bn = nn.BatchNorm2d(channels, device="meta")

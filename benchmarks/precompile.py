@@ -21,8 +21,8 @@ What it compiles (`--stages`, all six unless given), once with each tuning file 
   device), then B0's and B4's fused forwards at the rows' batches.
 - `train`: the fused training step (`compile_check`'s walk) of B0 at batches 256 and 128 and of B4 at 64 (the
   train, rows and b4train stages), gpu_check's gradient checks (B0 at 128 px, float32 and bf16; a small B0), the
-  loop stage's fused `effnet train --cuda-graphs` test (B0 at phi -3, 16 px) and the `effnet-tdw` steps its
-  profiles run (B0 at 128, B4 at 64).
+  loop stage's fused `effnet train --cuda-graphs` test (B0 at phi -3, 16 px), the `effnet-tdw` steps its
+  profiles run (B0 at 128, B4 at 64) and the "activations" memory saver's Triton passes (B0 at 256, B4 at 64).
 - `sweeps`, `pwtrain`, `dwforms` and `b4train`: those stages' sweeps of the fused training passes, on the meta
   device.
 A launch this misses compiles on the lease as before.
@@ -239,6 +239,10 @@ def _stages(stages: list[str], tuning_file: Path, compiler: Compiler, start: flo
             compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, None, torch.bfloat16
             _tdw_step(model)
             print(f"{model} effnet-tdw step, batch {batch}: {len(compiler.keys)} kernels so far", flush=True)
+        for model, batch in (("efficientnet_b0", 256), ("efficientnet_b4", 64)):  # the effnet-activations rows
+            compile_check.BATCH, compile_check.SIZE, compile_check.DTYPE = batch, None, torch.bfloat16
+            compile_check.saver_launches(model)
+            print(f"{model} activations saver step, batch {batch}: {len(compiler.keys)} kernels so far", flush=True)
 
 
 def main() -> int:

@@ -367,6 +367,31 @@ def test_memory_savers_keep_outputs_gradients_and_statistics(mode):
         assert torch.allclose(buffer.float(), expected.float(), rtol=1e-5, atol=1e-6), name
 
 
+@needs_triton
+def test_the_activations_saver_runs_the_triton_passes_on_channels_last_maps(monkeypatch):
+    """Where the fused training's kernels run (channels-last maps on a GPU, here under the interpreter), each
+    BatchNorm + SiLU of the "activations" saver takes `bn_act`'s Triton passes, which keep only the input, as the
+    stem's and head's do in the fused training: the plain model's loss, gradients and running statistics within
+    1e-5 (float32)."""
+    from effnet.fast import bn_act
+
+    calls = []
+    passes = bn_act.silu_batch_norm
+    monkeypatch.setattr(bn_act, "silu_batch_norm", lambda bn, y: calls.append(bn) or passes(bn, y))
+    reference = tiny().train().to(memory_format=torch.channels_last)
+    saving = enable_memory_saving(tiny().train().to(memory_format=torch.channels_last), "activations")
+    x = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (8,))
+    loss_ref, grads_ref = _train_step(reference, x, y)
+    loss, grads = _train_step(saving, x, y)
+    assert len(calls) == sum(1 for m in saving.modules() if type(m).__name__ == "RecomputedBatchNormSiLU") > 0
+    assert torch.allclose(loss, loss_ref, rtol=1e-5)
+    assert relative_error(torch.cat([grads[n].flatten() for n in grads_ref]),
+                          torch.cat([g.flatten() for g in grads_ref.values()])) <= 1e-5
+    for (name, buffer), expected in zip(saving.named_buffers(), reference.buffers()):
+        assert torch.allclose(buffer.float(), expected.float(), rtol=1e-5, atol=1e-6), name
+
+
 def test_memory_saver_rejects_unknown_modes():
     with pytest.raises(ValueError, match="memory saver must be one of"):
         enable_memory_saving(tiny(), "everything")

@@ -151,8 +151,8 @@ def test_a_captured_run_trains_as_the_eager_run(tmp_path, extra):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_the_graphed_step_replays_with_each_steps_batch_and_rate():
     """After its eager steps, each call copies its batch in, sets the rate and replays: the losses and weights of
-    the same step run eagerly (float64: the same kernels, whose rounding the chaos cannot grow past 1e-7), and another batch shape is
-    refused."""
+    the same step run eagerly (float64: the same kernels, whose rounding the chaos cannot grow past 1e-7), and
+    another batch shape is refused."""
     import copy
 
     device = torch.device("cuda")

@@ -60,19 +60,28 @@ class _AffineSiLU(torch.autograd.Function):
         return dy, daffine[0], daffine[1]
 
 
+def takes(bn: nn.BatchNorm2d, y: torch.Tensor) -> bool:
+    """Whether `silu_batch_norm` takes this batch norm's training forward on y: affine, in training with a momentum,
+    autograd on, y as the fused convs take it, and no graph being traced (Inductor fuses the plain layers
+    itself)."""
+    return (bn.affine and bn.training and bn.momentum is not None and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and bnd.usable(y) and kernels.addressable(y.numel()))
+
+
 def usable(bn: nn.Module, act: nn.Module, y: torch.Tensor) -> bool:
-    """Whether `batch_norm_act` takes the Triton passes: a plain, affine nn.BatchNorm2d in training with autograd
-    on, a SiLU, y as the fused convs take it, and no graph being traced (Inductor fuses the plain layers itself)."""
-    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.training and bn.momentum is not None
-            and isinstance(act, nn.SiLU) and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and bnd.usable(y) and kernels.addressable(y.numel()))
+    """Whether `batch_norm_act` takes the Triton passes: a plain nn.BatchNorm2d that `takes` y, and a SiLU."""
+    return type(bn) is nn.BatchNorm2d and isinstance(act, nn.SiLU) and takes(bn, y)
+
+
+def silu_batch_norm(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
+    """SiLU(bn(y)) in training, through the Triton passes (module docstring; the caller checks `takes`): only y is
+    kept for the backward. Also the "activations" memory saver's forward on a GPU (`effnet.fast.memory`)."""
+    y, mean, var = _Statistics.apply(y)
+    scale, shift = bn_stats.batch_norm_train(bn, mean, var, y.numel() // y.shape[1])
+    return _AffineSiLU.apply(y, scale, shift)
 
 
 def batch_norm_act(bn: nn.BatchNorm2d, act: nn.Module, y: torch.Tensor) -> torch.Tensor:
     """act(bn(y)) for a conv's output y: through the Triton passes where `usable` (module docstring), else the
     layers themselves."""
-    if not usable(bn, act, y):
-        return act(bn(y))
-    y, mean, var = _Statistics.apply(y)
-    scale, shift = bn_stats.batch_norm_train(bn, mean, var, y.numel() // y.shape[1])
-    return _AffineSiLU.apply(y, scale, shift)
+    return silu_batch_norm(bn, y) if usable(bn, act, y) else act(bn(y))
